@@ -1,0 +1,3 @@
+from whisperq.cli import main
+
+main()

@@ -1,0 +1,356 @@
+"""The ``whisperq`` command line.
+
+Exit codes: 0 success; 1 an error, or (``wait``) some jobs failed; 2 bad usage, or
+(``wait``) the timeout passed first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from whisperq import __version__, keys, local_stack, storage, tracking
+from whisperq.settings import ConfigError, Settings
+
+app = typer.Typer(
+    help="Batch speech-to-text: audio to S3, one job per file on SQS, transcripts back in S3.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+local_app = typer.Typer(
+    help="The embedded local stack: S3 + SQS (moto server) on 127.0.0.1 and worker processes.",
+    no_args_is_help=True,
+)
+app.add_typer(local_app, name="local")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 2
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+        settings.require_storage()
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    return settings
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"whisperq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Batch speech-to-text on S3, SQS and spot workers."""
+
+
+# --- submit ---------------------------------------------------------------------------
+
+
+class _RichHooks:
+    """Progress bars for submit's stages, on stderr (stdout stays clean for --json)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(name, total=total, bytes=name == "Uploading")
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+
+@app.command()
+def submit(
+    paths: list[str] = typer.Argument(
+        ..., help="Audio files, directories (searched recursively) or quoted globs."
+    ),
+    batch: str | None = typer.Option(
+        None, "--batch", "-b", help="Batch name (default: a new timestamped id)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Upload and queue files whose content is already in the batch."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Upload audio and queue one transcription job per file; prints the batch id.
+
+    Relative paths are kept (calls/a/x.wav and calls/b/x.wav stay apart). Files whose
+    content is already in the batch are skipped unless --force. Inside directories,
+    files without an audio extension are skipped and counted.
+    """
+    from whisperq.submit import SubmitError
+    from whisperq.submit import submit as run_submit
+
+    settings = _settings()
+    progress = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    try:
+        with progress:
+            report = run_submit(
+                settings, paths, batch=batch, force=force, hooks=_RichHooks(progress)
+            )
+    except (SubmitError, keys.InvalidKeyError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    err.print(
+        f"Queued {len(report.queued)} file(s), {report.bytes_uploaded / 1e6:.1f} MB, "
+        f"{report.audio_seconds / 60:.1f} min of audio on {settings.target}."
+    )
+    if report.duplicates:
+        err.print(f"Skipped {len(report.duplicates)} already in the batch (--force to redo).")
+    if report.skipped_non_audio:
+        err.print(f"Skipped {report.skipped_non_audio} non-audio file(s) found in directories.")
+    out.print(report.batch)
+
+
+# --- status / wait / results ----------------------------------------------------------
+
+
+@app.command()
+def status(
+    batch: str | None = typer.Argument(None, help="One batch (default: every batch)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Per batch: submitted, done, failed, pending, audio hours done; and the queue."""
+    settings = _settings()
+    s3 = storage.client(settings, "s3")
+    names = [batch] if batch else tracking.list_batches(settings, s3)
+    statuses = []
+    for name in names:
+        found = tracking.batch_status(settings, s3, name)
+        if found is None:
+            raise _fail(f"No batch named {name!r} on {settings.target}.")
+        statuses.append(found)
+    queue = storage.queue_counts(settings)
+
+    if as_json:
+        _print_json(
+            {
+                "target": settings.target,
+                "batches": [item.as_dict() for item in statuses],
+                "queue": queue.__dict__,
+            }
+        )
+        return
+    table = Table(title=f"whisperq batches on {settings.target}")
+    for column in ("batch", "submitted", "done", "failed", "pending", "audio h done"):
+        table.add_column(column, justify="left" if column == "batch" else "right")
+    for item in statuses:
+        table.add_row(
+            item.batch,
+            str(item.submitted),
+            f"[green]{item.done}[/]",
+            f"[red]{item.failed}[/]" if item.failed else "0",
+            str(item.pending),
+            f"{item.audio_hours_done:.2f}",
+        )
+    out.print(table)
+    dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
+    out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
+
+
+@app.command()
+def wait(
+    batch: str = typer.Argument(..., help="The batch to wait for."),
+    timeout: float = typer.Option(
+        0, "--timeout", help="Give up after this many seconds (0 = never)."
+    ),
+    interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between polls."),
+) -> None:
+    """Show live progress until the batch is finished.
+
+    Exits 0 when every job succeeded, 1 when any failed (naming them), 2 on timeout.
+    """
+    settings = _settings()
+    s3 = storage.client(settings, "s3")
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    progress = Progress(
+        TextColumn(f"[bold]{batch}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task(batch, total=None, detail="")
+        while True:
+            current = tracking.batch_status(settings, s3, batch)
+            if current is None:
+                raise _fail(f"No batch named {batch!r} on {settings.target}.")
+            progress.update(
+                task,
+                total=current.submitted,
+                completed=current.done + current.failed,
+                detail=f"{current.failed} failed" if current.failed else "",
+            )
+            if current.finished:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                progress.stop()
+                err.print(
+                    f"Timed out after {timeout:g}s: {current.pending} of {current.submitted} "
+                    "still pending."
+                )
+                raise typer.Exit(EXIT_TIMEOUT)
+            time.sleep(interval)
+    if current.failed:
+        err.print(f"[red]{current.failed} of {current.submitted} failed:[/]")
+        for path in current.failed_paths:
+            err.print(f"  {path}  (reason in {keys.error_key(batch, path)})", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    err.print(f"[green]All {current.done} done.[/]")
+
+
+@app.command()
+def results(
+    batch: str = typer.Argument(..., help="The batch to download."),
+    out_dir: Path = typer.Option(Path("transcripts"), "--out", "-o", help="Where to write."),
+    formats: str = typer.Option(
+        ",".join(keys.RESULT_FORMATS), "--format", "-f", help="Comma-separated: json,srt,vtt,txt."
+    ),
+) -> None:
+    """Download a batch's transcripts, mirroring the submitted relative paths."""
+    from whisperq.download import download_results
+
+    chosen = [item.strip() for item in formats.split(",") if item.strip()]
+    unknown = sorted(set(chosen) - set(keys.RESULT_FORMATS))
+    if unknown or not chosen:
+        raise _fail(
+            f"Unknown format(s) {unknown}; choose from {', '.join(keys.RESULT_FORMATS)}.", 2
+        )
+    settings = _settings()
+    report = download_results(settings, batch, out_dir, chosen)
+    err.print(f"{len(report.files)} file(s) written under {out_dir}/", highlight=False)
+    if report.errors:
+        err.print(f"[red]{report.errors} failure record(s) among them (*.error.json).[/]")
+
+
+# --- worker ---------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(None, "--concurrency", "-c", help="Pool processes."),
+    model: str | None = typer.Option(None, "--model", help="Model name or directory."),
+    loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
+) -> None:
+    """Run a Celery worker in the foreground (what a server's service runs)."""
+    try:
+        from whisperq.worker import run_worker
+    except ImportError as error:
+        raise _fail(f"{error}. The worker needs: pip install 'whisperq[worker]'") from None
+    overrides: dict[str, Any] = {}
+    if concurrency:
+        overrides["worker_concurrency"] = concurrency
+    if model:
+        overrides["model"] = model
+    settings = _settings()
+    run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
+
+
+# --- local stack ----------------------------------------------------------------------
+
+
+@local_app.command("up")
+def local_up(
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, help="Worker processes (default: one per 4 cores)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Model (default: tiny.en, offline)."),
+) -> None:
+    """Start moto server on 127.0.0.1, create bucket and queues, start the workers."""
+    settings = Settings()
+    try:
+        with err.status("Starting the local stack (moto server, workers, model)..."):
+            state, started = local_stack.up(settings, workers=workers, model=model)
+    except local_stack.LocalStackError as error:
+        raise _fail(str(error)) from None
+    connection = state["settings"]
+    processes = local_stack.managed_processes(state)
+    verb = "Started" if started else "Already running:"
+    err.print(
+        f"{verb} local stack at {connection['endpoint_url']} "
+        f"({len(processes) - 1} worker(s), model {state['model']}).",
+        highlight=False,
+    )
+    err.print(f"bucket {connection['bucket']}, queue {connection['queue_url']}", highlight=False)
+    err.print("whisperq commands now use it; `whisperq local down` to stop.")
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop every process the local stack started (by PID); its data is discarded."""
+    stopped = local_stack.down(Settings())
+    if not stopped:
+        err.print("The local stack is not running.")
+        return
+    err.print(f"Stopped {len(stopped)} process(es): " + ", ".join(p.name for p in stopped))
+
+
+@local_app.command("logs")
+def local_logs(
+    lines: int = typer.Option(40, "--lines", "-n", help="Lines per log file."),
+) -> None:
+    """Show the end of each local stack log (moto server and workers)."""
+    files = local_stack.log_files(Settings())
+    if not files:
+        raise _fail("No logs: the local stack has not been started.")
+    for path in files:
+        out.rule(str(path))
+        out.print(local_stack.tail(path, lines), markup=False, highlight=False)
+
+
+def main() -> None:
+    app()

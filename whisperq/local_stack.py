@@ -1,0 +1,290 @@
+"""The embedded local stack: moto server (S3 + SQS) on 127.0.0.1 and N worker processes.
+
+Its state file (``<state_dir>/stack.json``) holds the endpoint, bucket, queue URLs and the
+PIDs it started; while it exists, every whisperq command targets the local stack (see
+settings.py). ``down`` stops exactly the processes it started, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from whisperq import storage
+from whisperq.settings import ENV_PREFIX, Settings
+
+BUCKET = "whisperq-local"
+QUEUE = "whisperq-local"
+DEAD_LETTER_QUEUE = "whisperq-local-dlq"
+REGION = "us-east-1"
+CREDENTIALS = ("local", "local")  # moto accepts any
+VISIBILITY_TIMEOUT_S = 300
+MAX_RECEIVE_COUNT = 5
+READY_MARK = "whisperq worker ready"  # logged by a pool process once its model is loaded
+
+
+class LocalStackError(RuntimeError):
+    """The local stack could not be started; the message says what to look at."""
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A process the stack started: its PID and the kernel's start time for that PID,
+    so a PID reused by an unrelated process after a reboot is never signalled."""
+
+    name: str
+    pid: int
+    started: int | None
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "started": self.started, "log": self.log}
+
+
+def default_worker_count(cores: int | None = None) -> int:
+    """One worker per 4 cores (each uses all its cores' threads), at least one."""
+    return max(1, (cores or os.cpu_count() or 1) // 4)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (Linux); None elsewhere."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_start_time(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat: starttime
+
+
+def is_alive(process: Managed) -> bool:
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _proc_stat(process.pid)
+    if fields is None:
+        return True  # no /proc: existence is all we can tell
+    if fields[0] == "Z":
+        return False  # exited, not yet reaped
+    return process.started is None or int(fields[19]) == process.started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(settings.local_stack_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    temporary = settings.local_stack_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    temporary.replace(settings.local_stack_file)  # atomic: readers never see half a file
+
+
+def managed_processes(state: dict[str, Any]) -> list[Managed]:
+    return [Managed(**item) for item in state.get("processes", [])]
+
+
+def _spawn(name: str, command: list[str], log: Path, env: dict[str, str]) -> Managed:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: down stops its children too
+        )
+    return Managed(name, process.pid, _process_start_time(process.pid), str(log))
+
+
+def _wait_for_moto(settings: Settings, process: Managed, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    s3 = storage.client(settings, "s3")
+    while time.monotonic() < deadline:
+        if not is_alive(process):
+            raise LocalStackError(f"moto server exited at start; see {process.log}")
+        try:
+            s3.list_buckets()
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise LocalStackError(f"moto server did not answer within {timeout:.0f}s; see {process.log}")
+
+
+def _create_resources(settings: Settings) -> tuple[str, str]:
+    s3 = storage.client(settings, "s3")
+    s3.create_bucket(Bucket=BUCKET)
+    sqs = storage.client(settings, "sqs")
+    dlq_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    queue_url = sqs.create_queue(
+        QueueName=QUEUE,
+        Attributes={
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return queue_url, dlq_url
+
+
+def _wait_for_workers(workers: list[Managed], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = list(workers)
+    while waiting and time.monotonic() < deadline:
+        for worker in list(waiting):
+            if not is_alive(worker):
+                last_lines = tail(Path(worker.log), 15)
+                raise LocalStackError(f"{worker.name} exited at start; {worker.log}:\n{last_lines}")
+            if READY_MARK in Path(worker.log).read_text(encoding="utf-8", errors="replace"):
+                waiting.remove(worker)
+        time.sleep(0.3)
+    if waiting:
+        names = ", ".join(worker.name for worker in waiting)
+        raise LocalStackError(f"{names} not ready within {timeout:.0f}s; see `whisperq local logs`")
+
+
+def up(
+    settings: Settings,
+    workers: int | None = None,
+    model: str | None = None,
+    ready_timeout: float = 180.0,
+) -> tuple[dict[str, Any], bool]:
+    """Start the stack; returns (state, started). Harmless when it is already up."""
+    state = read_state(settings)
+    if state is not None:
+        processes = managed_processes(state)
+        if processes and all(is_alive(process) for process in processes):
+            return state, False
+        down(settings)  # half dead: clear what is left, then start afresh
+
+    workers = workers or default_worker_count()
+    model = model or settings.model
+    logs = settings.state_dir / "logs"
+    for old_log in logs.glob("*.log"):
+        old_log.unlink()
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
+    env["WHISPERQ_STATE_DIR"] = str(settings.state_dir)
+
+    moto = _spawn(
+        "moto",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        logs / "moto.log",
+        env,
+    )
+    connection = {
+        "endpoint_url": endpoint,
+        "region": REGION,
+        "aws_access_key_id": CREDENTIALS[0],
+        "aws_secret_access_key": CREDENTIALS[1],
+        "bucket": BUCKET,
+    }
+    state = {
+        "started_at": time.time(),
+        "model": model,
+        "settings": connection,
+        "processes": [moto.as_dict()],
+    }
+    _write_state(settings, state)
+    try:
+        stack_settings = Settings(state_dir=settings.state_dir, **connection)
+        _wait_for_moto(stack_settings, moto, timeout=30)
+        queue_url, dlq_url = _create_resources(stack_settings)
+        connection.update(queue_url=queue_url, dlq_url=dlq_url)
+        _write_state(settings, state)
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        worker_env = env | {"WHISPERQ_MODEL": model, "WHISPERQ_CPU_THREADS": str(threads)}
+        started = []
+        for index in range(1, workers + 1):
+            worker = _spawn(
+                f"worker-{index}",
+                [sys.executable, "-m", "whisperq", "worker"],
+                logs / f"worker-{index}.log",
+                worker_env,
+            )
+            started.append(worker)
+            state["processes"].append(worker.as_dict())
+            _write_state(settings, state)
+        _wait_for_workers(started, ready_timeout)
+    except BaseException:
+        down(settings)
+        raise
+    return state, True
+
+
+def _signal_group(process: Managed, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def stop_process(process: Managed, grace: float = 15.0) -> None:
+    """SIGTERM its process group, then SIGKILL what is left after ``grace`` seconds."""
+    if not is_alive(process):
+        return
+    _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and is_alive(process):
+        _reap(process.pid)
+        time.sleep(0.1)
+    if is_alive(process):
+        _signal_group(process, signal.SIGKILL)
+        _reap(process.pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if it is our child (same-process up/down, as in tests)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def down(settings: Settings) -> list[Managed]:
+    """Stop every process the stack started (workers first) and forget the stack."""
+    state = read_state(settings)
+    if state is None:
+        return []
+    processes = managed_processes(state)
+    for process in sorted(processes, key=lambda item: item.name == "moto"):
+        stop_process(process)
+    settings.local_stack_file.unlink(missing_ok=True)
+    return processes
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def log_files(settings: Settings) -> list[Path]:
+    return sorted((settings.state_dir / "logs").glob("*.log"))

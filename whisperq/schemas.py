@@ -1,0 +1,125 @@
+"""The JSON documents whisperq writes and sends, as pydantic models.
+
+The same models validate on both sides: the CLI builds a ``TranscriptionJob`` and the
+worker validates what arrives, so a malformed payload is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 1
+ERROR_SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TranscriptionOptions(_Strict):
+    """Per-batch decoding options, chosen at submit time."""
+
+    language: str | None = Field(None, description="ISO code; None = detect.")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: int | None = Field(None, ge=1, le=20, description="None = worker default.")
+    vad: bool | None = Field(None, description="None = worker default.")
+
+
+class TranscriptionJob(_Strict):
+    """One Celery task's payload: one file of one batch."""
+
+    schema_version: Literal[1] = JOB_SCHEMA_VERSION
+    batch: str
+    path: str = Field(description="Relative path of the file inside the batch.")
+    input_key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    options: TranscriptionOptions = TranscriptionOptions()
+
+
+class ManifestEntry(_Strict):
+    path: str
+    input_key: str
+    sha256: str
+    size: int
+    duration: float | None = Field(None, description="Seconds, from the file header.")
+    submitted_at: datetime
+    queued: bool = Field(False, description="True once its task is on the queue.")
+
+
+class BatchManifest(_Strict):
+    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    batch: str
+    created_at: datetime
+    updated_at: datetime
+    options: TranscriptionOptions = TranscriptionOptions()
+    files: list[ManifestEntry] = []
+
+    def queued_hashes(self) -> set[str]:
+        return {entry.sha256 for entry in self.files if entry.queued}
+
+
+class Segment(_Strict):
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class Timings(_Strict):
+    """Seconds spent in each stage of one job."""
+
+    download: float
+    decode: float
+    transcribe: float
+    upload: float
+
+
+class ModelInfo(_Strict):
+    name: str
+    device: str
+    compute_type: str
+
+
+class TranscriptResult(_Strict):
+    """``results/<batch>/<path>.json``: written last, so its presence means done."""
+
+    schema_version: Literal[1] = RESULT_SCHEMA_VERSION
+    batch: str
+    path: str
+    input_key: str
+    sha256: str
+    duration: float
+    language: str
+    language_probability: float
+    model: ModelInfo
+    options: dict[str, object] = Field(description="Decoding options actually used.")
+    text: str
+    segments: list[Segment]
+    timings: Timings
+    worker_id: str
+    finished_at: datetime
+
+
+class ErrorRecord(_Strict):
+    """``results/<batch>/<path>.error.json``: a permanent failure and why."""
+
+    schema_version: Literal[1] = ERROR_SCHEMA_VERSION
+    batch: str
+    path: str
+    input_key: str
+    reason: str = Field(description="What went wrong and what to do, for a person.")
+    error_type: str
+    attempts: int
+    worker_id: str
+    failed_at: datetime

@@ -1,0 +1,152 @@
+"""The one configuration object.
+
+Sources, highest priority first:
+
+1. keyword arguments (tests, the CLI's own overrides);
+2. the embedded local stack, while it is up: it owns the *connection* fields (endpoint,
+   bucket, queues, region, credentials) so a half-local, half-AWS mix cannot happen;
+3. ``WHISPERQ_*`` environment variables;
+4. a ``.env`` file in the current directory;
+5. a TOML config file (``~/.config/whisperq/config.toml``, or ``WHISPERQ_CONFIG_FILE``);
+6. the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "WHISPERQ_"
+LOCAL_STACK_FILE = "stack.json"
+DEFAULT_STATE_DIR = Path.home() / ".whisperq"
+DEFAULT_CONFIG_FILE = Path.home() / ".config" / "whisperq" / "config.toml"
+
+# The fields the local stack provides while it is up.
+CONNECTION_FIELDS = (
+    "endpoint_url",
+    "bucket",
+    "queue_url",
+    "dlq_url",
+    "region",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+)
+
+
+class _Locations(BaseSettings):
+    """Where whisperq keeps its own files; read before the main settings."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    config_file: Path = DEFAULT_CONFIG_FILE
+
+
+class LocalStackSource(PydanticBaseSettingsSource):
+    """Connection settings from the local stack's state file, when the stack is up."""
+
+    def __init__(self, settings_cls: type[BaseSettings], state_file: Path) -> None:
+        super().__init__(settings_cls)
+        self.state_file = state_file
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns everything at once
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        settings = state.get("settings", {})
+        return {name: settings[name] for name in CONNECTION_FIELDS if name in settings}
+
+
+class Settings(BaseSettings):
+    """Everything whisperq can be told. Every field is also ``WHISPERQ_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- where things are -------------------------------------------------------------
+    bucket: str = Field("", description="S3 bucket for inputs, manifests and results.")
+    queue_url: str = Field("", description="SQS queue the jobs go to.")
+    dlq_url: str = Field("", description="Dead-letter queue of queue_url.")
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(None, description="S3/SQS endpoint (the local stack).")
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    config_file: Path = DEFAULT_CONFIG_FILE
+
+    # --- submitting -------------------------------------------------------------------
+    upload_concurrency: int = Field(8, ge=1, le=64)
+
+    # --- the worker -------------------------------------------------------------------
+    model: str = Field("tiny.en", description="Model name, local directory or s3:// prefix.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field("auto", description="CTranslate2 compute type; auto picks.")
+    cpu_threads: int = Field(0, ge=0, description="0 = all cores / worker_concurrency.")
+    worker_concurrency: int = Field(1, ge=1, le=64)
+    beam_size: int = Field(5, ge=1, le=20)
+    vad: bool = True
+    sqs_wait_seconds: int = Field(10, ge=0, le=20, description="SQS long-poll wait.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        locations = _Locations()
+        return (
+            init_settings,
+            LocalStackSource(settings_cls, locations.state_dir / LOCAL_STACK_FILE),
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=locations.config_file),
+        )
+
+    # --- derived ----------------------------------------------------------------------
+    @property
+    def queue_name(self) -> str:
+        """The SQS queue's name: the last part of its URL."""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def local_stack_file(self) -> Path:
+        return self.state_dir / LOCAL_STACK_FILE
+
+    @property
+    def target(self) -> str:
+        """Where commands go, in words, for messages."""
+        if self.endpoint_url:
+            return f"local stack at {self.endpoint_url}"
+        return f"AWS {self.region}"
+
+    def require_storage(self) -> None:
+        """Fail with what to do when no bucket/queue is configured."""
+        missing = [name for name in ("bucket", "queue_url") if not getattr(self, name)]
+        if missing:
+            env = ", ".join(ENV_PREFIX + name.upper() for name in missing)
+            raise ConfigError(
+                f"No {' or '.join(missing)} configured. Start the embedded stack with "
+                f"`whisperq local up`, or set {env} (environment, .env or {self.config_file}) "
+                "to what `pulumi up` printed."
+            )
+
+
+class ConfigError(Exception):
+    """Configuration is missing or wrong; the message says what to do."""

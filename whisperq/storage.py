@@ -1,0 +1,92 @@
+"""Thin shells around boto3: clients from Settings, S3 listing and JSON objects, SQS counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from whisperq.settings import Settings
+
+# botocore's standard retry mode: exponential backoff with jitter on throttling and 5xx.
+_CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32)
+
+
+def client(settings: Settings, service: str) -> Any:
+    """A boto3 client for ``service`` pointed at the configured target."""
+    secret = settings.aws_secret_access_key
+    return boto3.session.Session().client(
+        service,
+        region_name=settings.region,
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        config=_CLIENT_CONFIG,
+    )
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix``: one request per 1,000 keys, no GETs."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield ObjectInfo(item["Key"], item["Size"])
+
+
+def list_common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The 'folders' directly under ``prefix``."""
+    paginator = s3.get_paginator("list_objects_v2")
+    found: list[str] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        found.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+    return found
+
+
+def get_json(s3: Any, bucket: str, key: str) -> Any | None:
+    """The parsed JSON object at ``key``, or None if there is none."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def put_text(s3: Any, bucket: str, key: str, text: str, content_type: str) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    visible: int
+    in_flight: int
+    dead_lettered: int | None  # None when no DLQ is configured
+
+
+def queue_counts(settings: Settings) -> QueueCounts:
+    """Approximate message counts of the job queue and its dead-letter queue."""
+    sqs = client(settings, "sqs")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=names)
+    main = attributes["Attributes"]
+    dead: int | None = None
+    if settings.dlq_url:
+        dlq = sqs.get_queue_attributes(QueueUrl=settings.dlq_url, AttributeNames=names[:1])
+        dead = int(dlq["Attributes"]["ApproximateNumberOfMessages"])
+    return QueueCounts(
+        visible=int(main["ApproximateNumberOfMessages"]),
+        in_flight=int(main["ApproximateNumberOfMessagesNotVisible"]),
+        dead_lettered=dead,
+    )
