@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -58,6 +64,12 @@ def _settings() -> Settings:
         settings.require_storage()
     except ConfigError as error:
         raise _fail(str(error)) from None
+    if local_stack.is_stale(settings):
+        raise _fail(
+            "The local stack was started but is no longer running (a reboot?). "
+            "Run `whisperq local up` to start it afresh, or `whisperq local down` to go back "
+            "to the configured AWS target."
+        )
     return settings
 
 
@@ -352,5 +364,29 @@ def local_logs(
         out.print(local_stack.tail(path, lines), markup=False, highlight=False)
 
 
+def explain_aws_error(error: Exception, settings: Settings) -> str:
+    """One line a person can act on, for the errors S3 and SQS calls end in."""
+    if isinstance(error, NoCredentialsError):
+        return (
+            f"No AWS credentials for {settings.target}: set AWS_PROFILE or run `aws configure`, "
+            "or use the embedded stack (`whisperq local up`)."
+        )
+    if isinstance(error, EndpointConnectionError):
+        return f"Cannot reach {settings.target} ({error}). Check the network or the endpoint."
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "?")
+        message = error.response.get("Error", {}).get("Message", str(error))
+        if code == "NoSuchBucket":
+            return f"Bucket {settings.bucket!r} does not exist on {settings.target}."
+        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return f"Queue {settings.queue_url!r} does not exist on {settings.target}."
+        return f"{code} from {settings.target}: {message}"
+    return f"{type(error).__name__}: {error}"
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except (BotoCoreError, ClientError) as error:
+        err.print(f"[bold red]error:[/] {explain_aws_error(error, Settings())}", highlight=False)
+        raise SystemExit(1) from None

@@ -96,6 +96,15 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
+def is_stale(settings: Settings) -> bool:
+    """True when a state file says the stack is up but its moto server is gone."""
+    state = read_state(settings)
+    if state is None:
+        return False
+    servers = [p for p in managed_processes(state) if p.name == "moto"]
+    return not servers or not is_alive(servers[0])
+
+
 def _write_state(settings: Settings, state: dict[str, Any]) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     temporary = settings.local_stack_file.with_suffix(".tmp")

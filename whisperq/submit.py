@@ -76,12 +76,16 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
     """Expand files, directories (recursively) and globs into the files to submit.
 
     Files named directly are always taken; inside directories only audio extensions are,
-    the rest are counted as skipped. A path that does not exist is an error. Relative
-    paths are taken from the current directory, or from the deepest directory common to
-    all files when some lie outside it, so ``a/x.wav`` and ``b/x.wav`` stay distinct.
+    the rest are counted as skipped. A path that does not exist is an error.
+
+    Relative paths (the keys) are taken from the current directory when every file lies
+    under it; otherwise from the deepest directory holding all the named paths, so
+    ``/data/calls`` gives ``calls/a/x.wav`` as ``cp -r`` would, and ``/d/a/x.wav`` and
+    ``/d/b/x.wav`` stay distinct as ``a/x.wav`` and ``b/x.wav``.
     """
     cwd = (cwd or Path.cwd()).resolve()
     found: dict[Path, None] = {}  # ordered set
+    anchors: list[Path] = []  # the directory each named path sits in
     skipped: list[Path] = []
     missing: list[str] = []
 
@@ -94,15 +98,18 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
                     skipped.append(candidate)
 
     for argument in arguments:
-        path = Path(argument).expanduser()
+        path = cwd / Path(argument).expanduser()  # an absolute argument replaces cwd
         if path.is_file():
             found[path.resolve()] = None
+            anchors.append(path.resolve().parent)
         elif path.is_dir():
             add_directory(path)
+            anchors.append(path.resolve().parent)
         elif _GLOB_CHARS & set(argument) and (
-            matches := sorted(glob.glob(argument, recursive=True))
+            matches := sorted(glob.glob(str(path), recursive=True))
         ):
             for match in map(Path, matches):
+                anchors.append(match.resolve().parent)
                 if match.is_dir():
                     add_directory(match)
                 elif match.suffix.lower() in AUDIO_EXTENSIONS:
@@ -120,7 +127,7 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
     if all(path.is_relative_to(cwd) for path in paths):
         base = cwd
     else:
-        base = Path(os.path.commonpath([path.parent for path in paths]))
+        base = Path(os.path.commonpath(anchors))
     files = [
         SourceFile(path, keys.normalize_relative_path(path.relative_to(base).as_posix()))
         for path in paths

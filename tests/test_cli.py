@@ -1,0 +1,205 @@
+"""The CLI's contract: output, --json and exit codes, against moto."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from whisperq import keys, storage
+from whisperq.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(aws, monkeypatch):
+    """Point the CLI (which reads only Settings) at this test's bucket and queues."""
+    for name in ("endpoint_url", "bucket", "queue_url", "dlq_url", "region", "aws_access_key_id"):
+        monkeypatch.setenv(f"WHISPERQ_{name.upper()}", getattr(aws, name))
+    monkeypatch.setenv("WHISPERQ_AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("COLUMNS", "200")
+    return aws
+
+
+@pytest.fixture
+def batch_of_three(cli_env, tmp_path):
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (tmp_path / "calls" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "calls" / name).write_bytes(name.encode())
+    result = runner.invoke(app, ["submit", str(tmp_path / "calls"), "--batch", "wk", "--json"])
+    assert result.exit_code == 0, result.output
+    return ["calls/a.wav", "calls/b.wav", "calls/c.wav"]  # keys keep the named directory
+
+
+def put(settings, key):
+    storage.client(settings, "s3").put_object(Bucket=settings.bucket, Key=key, Body=b"{}")
+
+
+def test_submit_prints_the_batch_id_and_a_report(batch_of_three, cli_env, tmp_path):
+    (tmp_path / "more.wav").write_bytes(b"more")
+    result = runner.invoke(app, ["submit", str(tmp_path / "more.wav"), str(tmp_path / "calls")])
+    assert result.exit_code == 0, result.output
+    batch = result.stdout.strip()
+    assert keys.validate_batch_name(batch) == batch
+    assert "Queued 4 file(s)" in result.output
+
+
+def test_submit_json_report(cli_env, tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"x")
+    result = runner.invoke(app, ["submit", str(tmp_path / "x.wav"), "-b", "j", "--json"])
+    report = json.loads(result.stdout)
+    assert report["batch"] == "j" and report["queued"] == 1 and report["duplicates"] == []
+
+
+def test_submit_of_a_missing_path_fails_before_uploading(cli_env, tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"x")
+    result = runner.invoke(app, ["submit", str(tmp_path / "x.wav"), str(tmp_path / "nope.wav")])
+    assert result.exit_code == 1
+    assert "No such file or directory" in result.output and "nope.wav" in result.output
+    assert list(storage.list_objects(storage.client(cli_env, "s3"), cli_env.bucket, "")) == []
+
+
+def test_submit_rejects_a_bad_batch_name(cli_env, tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"x")
+    result = runner.invoke(app, ["submit", str(tmp_path / "x.wav"), "--batch", "no/slashes"])
+    assert result.exit_code == 1 and "Invalid batch name" in result.output
+
+
+def test_without_configuration_commands_say_what_to_do():
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "whisperq local up" in result.output and "WHISPERQ_BUCKET" in result.output
+
+
+def test_status_json_counts_batch_and_queue(batch_of_three, cli_env):
+    a, b, _ = batch_of_three
+    put(cli_env, keys.result_key("wk", a, "json"))
+    put(cli_env, keys.error_key("wk", b))
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    (batch,) = data["batches"]
+    counts = [batch[name] for name in ("batch", "submitted", "done", "failed", "pending")]
+    assert counts == ["wk", 3, 1, 1, 1]
+    assert batch["failed_paths"] == ["calls/b.wav"]
+    assert data["queue"] == {"visible": 3, "in_flight": 0, "dead_lettered": 0}
+
+
+def test_status_table_and_unknown_batch(batch_of_three):
+    table = runner.invoke(app, ["status", "wk"])
+    assert table.exit_code == 0 and "wk" in table.stdout and "3 waiting" in table.stdout
+    missing = runner.invoke(app, ["status", "nope"])
+    assert missing.exit_code == 1 and "No batch named 'nope'" in missing.output
+
+
+def test_wait_exits_0_when_all_succeeded(batch_of_three, cli_env):
+    for path in batch_of_three:
+        put(cli_env, keys.result_key("wk", path, "json"))
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "10", "--interval", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "All 3 done" in result.output
+
+
+def test_wait_exits_1_naming_the_failures(batch_of_three, cli_env):
+    a, b, c = batch_of_three
+    put(cli_env, keys.result_key("wk", a, "json"))
+    put(cli_env, keys.error_key("wk", b))
+    put(cli_env, keys.error_key("wk", c))
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "10", "--interval", "0.2"])
+    assert result.exit_code == 1
+    assert "2 of 3 failed" in result.output
+    assert "calls/b.wav" in result.output and "results/wk/calls/c.wav.error.json" in result.output
+
+
+def test_wait_exits_2_on_timeout(batch_of_three, cli_env):
+    put(cli_env, keys.result_key("wk", batch_of_three[0], "json"))
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "0.5", "--interval", "0.2"])
+    assert result.exit_code == 2
+    assert "2 of 3 still pending" in result.output
+
+
+def test_results_mirror_paths_and_filter_formats(batch_of_three, cli_env, tmp_path):
+    for fmt in keys.RESULT_FORMATS:
+        put(cli_env, keys.result_key("wk", "sub dir/a.wav", fmt))
+    put(cli_env, keys.error_key("wk", "b.wav"))
+    out = tmp_path / "out"
+    only_srt = runner.invoke(app, ["results", "wk", "--out", str(out), "--format", "srt"])
+    assert only_srt.exit_code == 0, only_srt.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["sub dir/a.wav.srt"]
+
+    everything = runner.invoke(app, ["results", "wk", "--out", str(out)])
+    assert everything.exit_code == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+        "b.wav.error.json",
+        "sub dir/a.wav.json",
+        "sub dir/a.wav.srt",
+        "sub dir/a.wav.txt",
+        "sub dir/a.wav.vtt",
+    ]
+    assert "1 failure record" in everything.output
+
+
+def test_results_rejects_unknown_formats(cli_env):
+    result = runner.invoke(app, ["results", "wk", "--format", "srt,docx"])
+    assert result.exit_code == 2 and "docx" in result.output
+
+
+def test_help_explains_every_command():
+    result = runner.invoke(app, ["--help"])
+    for command in ("submit", "status", "wait", "results", "worker", "local"):
+        assert command in result.output
+    local = runner.invoke(app, ["local", "--help"])
+    for command in ("up", "down", "logs"):
+        assert command in local.output
+
+
+def run_main(monkeypatch, *args):
+    from whisperq.cli import main
+
+    monkeypatch.setattr("sys.argv", ["whisperq", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code
+
+
+def test_aws_errors_become_one_actionable_line(cli_env, monkeypatch, capsys):
+    monkeypatch.setenv("WHISPERQ_BUCKET", "no-such-bucket")
+    assert run_main(monkeypatch, "status") == 1
+    captured = capsys.readouterr()
+    assert "Bucket 'no-such-bucket' does not exist on local stack at http://127.0.0.1:" in (
+        captured.err.replace("\n", "")
+    )
+    assert "Traceback" not in captured.err
+
+
+def test_a_stale_local_stack_is_reported_not_retried(isolated_settings):
+    state_dir = isolated_settings / "state"
+    state_dir.mkdir()
+    dead = {"name": "moto", "pid": 2**22 + 1, "started": 1, "log": "moto.log"}
+    connection = {"endpoint_url": "http://127.0.0.1:9", "bucket": "b", "queue_url": "http://x/q"}
+    (state_dir / "stack.json").write_text(json.dumps({"settings": connection, "processes": [dead]}))
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "no longer running" in result.output and "whisperq local up" in result.output
+
+
+def test_a_submit_only_install_needs_no_worker_packages(cli_env, tmp_path):
+    """The base install (no [worker] extra) submits: faster-whisper is never imported."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "x.wav").write_bytes(b"x")
+    code = (
+        "import sys\n"
+        "for name in ('faster_whisper', 'ctranslate2', 'onnxruntime', 'moto', 'pulumi'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        "from whisperq.cli import main\n"
+        f"sys.argv = ['whisperq', 'submit', {str(tmp_path / 'x.wav')!r}, '-b', 'lite']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "lite"

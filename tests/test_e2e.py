@@ -1,0 +1,120 @@
+"""The whole pipeline as a user runs it: `whisperq local up`, submit, wait, status, results,
+`local down` — moto server, a real Celery worker process and the real tiny.en model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from whisperq import local_stack, storage
+from whisperq.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+CALLS = {
+    "calls/support/call 01.wav": (
+        "Hello, my internet connection keeps dropping every evening.",
+        {"internet", "connection", "evening"},
+    ),
+    "calls/billing/call 01.wav": (  # same base name, other folder
+        "I was charged two times this month and I would like a refund.",
+        {"charged", "month", "refund"},
+    ),
+    "calls/billing/Café order — Zoë.wav": (  # spaces, accents, a dash
+        "Please send the confirmation to my email address.",
+        {"confirmation", "email", "address"},
+    ),
+}
+
+
+def whisperq(*args, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-m", "whisperq", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"COLUMNS": "200"},
+    )
+
+
+@pytest.fixture
+def stack(isolated_settings):
+    """`whisperq local up`; afterwards `local down`, then SIGKILL anything it left."""
+    up = whisperq("local", "up", "--workers", "1")
+    state = local_stack.read_state(Settings())
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert state is not None
+        yield state
+    finally:
+        whisperq("local", "down", timeout=60)
+        for process in local_stack.managed_processes(state or {}):
+            if local_stack.is_alive(process):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def words(text):
+    return set("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def test_local_stack_end_to_end(stack, make_speech, tmp_path):
+    for path, (sentence, _) in CALLS.items():
+        make_speech(tmp_path / path, sentence, voice="en-us")
+    (tmp_path / "calls/notes.txt").write_text("not audio")
+
+    again = whisperq("local", "up")
+    assert again.returncode == 0 and "Already running" in again.stderr
+    assert local_stack.read_state(Settings())["processes"] == stack["processes"]
+
+    submitted = whisperq("submit", str(tmp_path / "calls"), "--batch", "e2e")
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.strip() == "e2e"
+    assert "Queued 3 file(s)" in submitted.stderr
+    assert "Skipped 1 non-audio" in submitted.stderr
+
+    waited = whisperq("wait", "e2e", "--timeout", "180", "--interval", "1")
+    assert waited.returncode == 0, waited.stderr + whisperq("local", "logs").stdout
+    assert "All 3 done" in waited.stderr
+
+    status = json.loads(whisperq("status", "e2e", "--json").stdout)
+    (batch,) = status["batches"]
+    assert (batch["submitted"], batch["done"], batch["failed"], batch["pending"]) == (3, 3, 0, 0)
+    assert batch["audio_seconds_done"] > 6
+    assert status["queue"]["visible"] == 0 and status["queue"]["dead_lettered"] == 0
+    assert status["target"].startswith("local stack at http://127.0.0.1:")
+
+    # the key layout, exactly
+    settings = Settings()
+    s3 = storage.client(settings, "s3")
+    stored = {item.key for item in storage.list_objects(s3, settings.bucket, "")}
+    relative = [f"calls/{p.split('calls/', 1)[1]}" for p in CALLS]
+    assert stored == (
+        {"batches/e2e/manifest.json"}
+        | {f"inputs/e2e/{p}" for p in relative}
+        | {f"results/e2e/{p}.{ext}" for p in relative for ext in ("json", "srt", "vtt", "txt")}
+    )
+
+    out = tmp_path / "transcripts"
+    fetched = whisperq("results", "e2e", "--out", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    for path, (_, expected_words) in CALLS.items():
+        txt = (out / f"{path}.txt").read_text(encoding="utf-8")
+        assert expected_words <= words(txt), (path, txt)
+        result = json.loads((out / f"{path}.json").read_text(encoding="utf-8"))
+        assert result["path"] == path and result["language"] == "en"
+        assert expected_words <= words(result["text"])
+        assert (out / f"{path}.srt").read_text(encoding="utf-8").startswith("1\n00:00:")
+
+    # one model load in the pool process, for all three jobs
+    log = (settings.state_dir / "logs" / "worker-1.log").read_text()
+    assert log.count("model tiny.en loaded") == 1
+    assert log.count("done e2e/") == 3
+
+    down = whisperq("local", "down", timeout=60)
+    assert down.returncode == 0 and "Stopped 2 process(es)" in down.stderr
+    assert not settings.local_stack_file.exists()
+    assert not any(local_stack.is_alive(p) for p in local_stack.managed_processes(stack))
+    assert Settings().endpoint_url is None  # back to the configured target

@@ -1,0 +1,60 @@
+import pytest
+
+from whisperq import keys
+
+
+def test_layout_of_every_key():
+    assert keys.input_key("weekly", "calls/a/x.wav") == "inputs/weekly/calls/a/x.wav"
+    assert keys.manifest_key("weekly") == "batches/weekly/manifest.json"
+    assert keys.result_key("weekly", "calls/a/x.wav", "srt") == "results/weekly/calls/a/x.wav.srt"
+    assert keys.error_key("weekly", "a/x.wav") == "results/weekly/a/x.wav.error.json"
+    assert keys.results_prefix("weekly") == "results/weekly/"
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("results/b/a/x.wav.json", ("a/x.wav", "json")),
+        ("results/b/a/x.wav.error.json", ("a/x.wav", "error")),
+        ("results/b/Café — Zoë.mp3.vtt", ("Café — Zoë.mp3", "vtt")),
+        ("results/b/x.wav.txt", ("x.wav", "txt")),
+        ("results/b/x.wav.png", None),
+        ("results/other/x.wav.json", None),
+        ("inputs/b/x.wav", None),
+    ],
+)
+def test_parse_result_key(key, expected):
+    assert keys.parse_result_key("b", key) == expected
+
+
+def test_parse_is_the_inverse_of_building():
+    for fmt in keys.RESULT_FORMATS:
+        assert keys.parse_result_key("b", keys.result_key("b", "d/e f.wav", fmt)) == (
+            "d/e f.wav",
+            fmt,
+        )
+    assert keys.parse_result_key("b", keys.error_key("b", "d/x.wav")) == ("d/x.wav", "error")
+
+
+@pytest.mark.parametrize("name", ["weekly", "2026-11-21", "a.b_c-d", "x" * 128])
+def test_valid_batch_names(name):
+    assert keys.validate_batch_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a/b", "a b", "..", "a..b", "x" * 129, "é"])
+def test_invalid_batch_names_say_the_rule(name):
+    with pytest.raises(keys.InvalidKeyError, match="letters, digits"):
+        keys.validate_batch_name(name)
+
+
+def test_relative_paths_are_posix_nfc_and_clean():
+    nfd = "Cafe\u0301.wav"  # as macOS spells it
+    assert keys.normalize_relative_path(nfd) == "Caf\u00e9.wav"
+    assert keys.normalize_relative_path("./a//b\\c.wav") == "a/b/c.wav"
+    for bad in ["", ".", "../x.wav", "a/../../x.wav"]:
+        with pytest.raises(keys.InvalidKeyError):
+            keys.normalize_relative_path(bad)
+
+
+def test_batch_from_listing_prefix():
+    assert keys.batch_from_prefix("batches/weekly/") == "weekly"

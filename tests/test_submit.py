@@ -1,0 +1,204 @@
+"""submit: discovery rules (pure) and the real upload/manifest/queue path against moto."""
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from whisperq import keys, storage
+from whisperq.schemas import BatchManifest, TranscriptionJob
+from whisperq.submit import SubmitError, discover, new_batch_id, probe_duration, submit
+
+
+def touch(path, data=b"RIFF"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# --- discovery ----------------------------------------------------------------------------
+
+
+def test_directories_recurse_keep_relative_paths_and_count_non_audio(tmp_path):
+    touch(tmp_path / "calls/a/x.wav", b"1")
+    touch(tmp_path / "calls/b/x.wav", b"2")
+    touch(tmp_path / "calls/b/Y.MP3", b"3")
+    touch(tmp_path / "calls/notes.txt")
+    touch(tmp_path / "calls/.DS_Store")
+    found = discover(["calls"], cwd=tmp_path)
+    assert [f.relative_path for f in found.files] == [
+        "calls/a/x.wav",
+        "calls/b/Y.MP3",
+        "calls/b/x.wav",
+    ]
+    assert sorted(p.name for p in found.skipped_non_audio) == [".DS_Store", "notes.txt"]
+
+
+def test_named_files_are_taken_whatever_their_extension(tmp_path):
+    touch(tmp_path / "odd.bin")
+    found = discover([str(tmp_path / "odd.bin")], cwd=tmp_path)
+    assert [f.relative_path for f in found.files] == ["odd.bin"]
+
+
+def test_quoted_globs_expand_recursively(tmp_path):
+    touch(tmp_path / "calls/a/1.wav")
+    touch(tmp_path / "calls/b/c/2.wav")
+    touch(tmp_path / "calls/b/c/2.txt")
+    found = discover(["calls/**/*.wav"], cwd=tmp_path)
+    assert [f.relative_path for f in found.files] == ["calls/a/1.wav", "calls/b/c/2.wav"]
+
+
+def test_paths_outside_cwd_are_relative_to_their_common_directory(tmp_path):
+    touch(tmp_path / "data/a/x.wav")
+    touch(tmp_path / "data/b/x.wav")
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    found = discover([str(tmp_path / "data/a/x.wav"), str(tmp_path / "data/b")], cwd=elsewhere)
+    assert [f.relative_path for f in found.files] == ["a/x.wav", "b/x.wav"]
+    named_directory = discover([str(tmp_path / "data")], cwd=elsewhere)
+    assert [f.relative_path for f in named_directory.files] == ["data/a/x.wav", "data/b/x.wav"]
+
+
+def test_the_same_file_named_twice_is_taken_once(tmp_path):
+    touch(tmp_path / "x.wav")
+    found = discover(["x.wav", "./x.wav", str(tmp_path / "x.wav")], cwd=tmp_path)
+    assert len(found.files) == 1
+
+
+def test_missing_paths_fail_naming_them(tmp_path):
+    touch(tmp_path / "x.wav")
+    with pytest.raises(
+        SubmitError, match=r"No such file or directory: 'nope\.wav', 'gone/\*\.wav'"
+    ):
+        discover(["x.wav", "nope.wav", "gone/*.wav"], cwd=tmp_path)
+
+
+def test_a_directory_without_audio_is_an_error(tmp_path):
+    touch(tmp_path / "docs/readme.txt")
+    with pytest.raises(SubmitError, match="No audio files found"):
+        discover(["docs"], cwd=tmp_path)
+
+
+def test_batch_ids_are_valid_batch_names():
+    first, second = new_batch_id(), new_batch_id()
+    assert keys.validate_batch_name(first) == first
+    assert first != second
+
+
+def test_duration_comes_from_the_header(tmp_path, make_speech):
+    wav = make_speech(tmp_path / "x.wav", "one two three")
+    assert 1.0 < probe_duration(wav) < 4.0
+    assert probe_duration(touch(tmp_path / "broken.wav", b"not audio at all")) is None
+
+
+# --- against moto ---------------------------------------------------------------------------
+
+
+def queued_jobs(settings, limit=50):
+    """Read (and delete) the Celery messages on the queue, decoded as kombu sends them."""
+    sqs = storage.client(settings, "sqs")
+    jobs = []
+    for _ in range(10):  # bounded
+        reply = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=10)
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            envelope = json.loads(base64.b64decode(message["Body"]))
+            assert envelope["content-type"] == "application/json"
+            assert envelope["headers"]["task"] == "whisperq.transcribe"
+            args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+            jobs.append(TranscriptionJob.model_validate(args[0]))
+            sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if len(jobs) >= limit:
+            break
+    return jobs
+
+
+@pytest.fixture
+def calls(tmp_path):
+    touch(tmp_path / "calls/a/x.wav", b"first call")
+    touch(tmp_path / "calls/b/x.wav", b"second call")
+    touch(tmp_path / "calls/Café — Zoë 1.wav", b"third call")
+    touch(tmp_path / "calls/notes.txt", b"not audio")
+    return tmp_path
+
+
+def test_submit_uploads_writes_manifest_and_queues_one_job_per_file(aws, calls):
+    report = submit(aws, ["calls"], batch="weekly", cwd=calls)
+    expected = ["calls/Café — Zoë 1.wav", "calls/a/x.wav", "calls/b/x.wav"]
+    assert sorted(report.queued) == expected
+    assert report.skipped_non_audio == 1
+
+    s3 = storage.client(aws, "s3")
+    stored = sorted(o.key for o in storage.list_objects(s3, aws.bucket, "inputs/weekly/"))
+    assert stored == [f"inputs/weekly/{p}" for p in expected]
+    body = s3.get_object(Bucket=aws.bucket, Key="inputs/weekly/calls/b/x.wav")["Body"].read()
+    assert body == b"second call"
+
+    manifest = BatchManifest.model_validate(
+        storage.get_json(s3, aws.bucket, "batches/weekly/manifest.json")
+    )
+    assert sorted(e.path for e in manifest.files) == expected
+    assert all(e.queued for e in manifest.files)
+
+    jobs = sorted(queued_jobs(aws), key=lambda job: job.path)
+    assert [job.path for job in jobs] == expected
+    assert jobs[1].input_key == "inputs/weekly/calls/a/x.wav"
+    hashes = {entry.path: entry.sha256 for entry in manifest.files}
+    assert all(job.sha256 == hashes[job.path] for job in jobs)
+    assert hashes["calls/a/x.wav"] == hashlib.sha256(b"first call").hexdigest()
+
+
+def test_content_already_in_the_batch_is_skipped_unless_forced(aws, calls):
+    submit(aws, ["calls"], batch="weekly", cwd=calls)
+    queued_jobs(aws)
+    touch(calls / "calls/copy-of-a.wav", b"first call")  # same content, new name
+    touch(calls / "calls/new.wav", b"new call")
+
+    again = submit(aws, ["calls"], batch="weekly", cwd=calls)
+    assert again.queued == ["calls/new.wav"]
+    assert sorted(again.duplicates) == sorted(
+        ["calls/Café — Zoë 1.wav", "calls/a/x.wav", "calls/b/x.wav", "calls/copy-of-a.wav"]
+    )
+    assert [job.path for job in queued_jobs(aws)] == ["calls/new.wav"]
+
+    forced = submit(aws, ["calls/a"], batch="weekly", force=True, cwd=calls)
+    assert forced.queued == ["calls/a/x.wav"]
+    assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav"]
+    manifest = storage.get_json(storage.client(aws, "s3"), aws.bucket, keys.manifest_key("weekly"))
+    # the copy was never added; a path submitted again replaces its own entry
+    assert sorted(entry["path"] for entry in manifest["files"]) == [
+        "calls/Café — Zoë 1.wav",
+        "calls/a/x.wav",
+        "calls/b/x.wav",
+        "calls/new.wav",
+    ]
+
+
+def test_a_missing_path_uploads_nothing(aws, calls):
+    with pytest.raises(SubmitError, match=r"missing\.wav"):
+        submit(aws, ["calls", "missing.wav"], batch="weekly", cwd=calls)
+    s3 = storage.client(aws, "s3")
+    assert list(storage.list_objects(s3, aws.bucket, "")) == []
+    assert queued_jobs(aws) == []
+
+
+def test_a_submit_cut_short_before_queueing_is_repaired_by_running_it_again(
+    aws, calls, monkeypatch
+):
+    import whisperq.submit as submit_module
+
+    def broken_enqueue(app, job):
+        raise ConnectionError("queue unreachable")
+
+    monkeypatch.setattr(submit_module, "enqueue", broken_enqueue)
+    with pytest.raises(ConnectionError):
+        submit(aws, ["calls"], batch="weekly", cwd=calls)
+    monkeypatch.undo()
+    monkeypatch.chdir(calls)
+
+    again = submit(aws, ["calls"], batch="weekly", cwd=calls)
+    assert len(again.queued) == 3 and again.duplicates == []
+    assert len(queued_jobs(aws)) == 3

