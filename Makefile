@@ -1,0 +1,38 @@
+# whisperq developer tasks. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps demo test lint format clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/whisperq: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/whisperq  ## Virtualenv in .venv with whisperq, the worker, the local stack and dev tools
+
+system-deps:  ## Debian/Ubuntu packages the tests use to make speech (espeak-ng, sox)
+	scripts/system-deps.sh
+
+demo: setup  ## Start the local stack, transcribe examples/calls, write transcripts/
+	scripts/demo.sh
+
+test: setup system-deps  ## Run the test suite (unit, integration against moto, end to end)
+	$(BIN)/python -m pytest
+
+lint: setup  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup  ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## Remove the virtualenv and caches (stop the local stack first)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job on the embedded stack: start it, transcribe the sample calls, fetch the results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+whisperq=".venv/bin/whisperq"
+
+"$whisperq" local up
+"$whisperq" submit examples/calls --batch demo
+"$whisperq" wait demo --timeout 600 --interval 1
+"$whisperq" status demo
+"$whisperq" results demo --out transcripts
+
+echo
+echo "Transcripts (json, srt, vtt, txt) are in $(pwd)/transcripts/examples/calls/:"
+find transcripts -name '*.txt' | sort | while read -r file; do
+  printf '  %s: %s\n' "${file#transcripts/}" "$(tr '\n' ' ' < "$file")"
+done
+echo
+echo "The local stack is still running: try '$whisperq status', then '$whisperq local down'."
