@@ -203,3 +203,15 @@ def test_a_submit_only_install_needs_no_worker_packages(cli_env, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "lite"
+
+
+def test_a_worker_with_a_wrong_model_stops_with_a_message(cli_env):
+    result = runner.invoke(app, ["worker", "--model", "/no/such/model"])
+    assert result.exit_code == 1
+    assert "Model directory '/no/such/model' does not exist" in result.output
+
+
+def test_results_of_an_unknown_batch_is_an_error(cli_env, tmp_path):
+    result = runner.invoke(app, ["results", "nope", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "No batch named 'nope'" in result.output
+    assert not (tmp_path / "out").exists()

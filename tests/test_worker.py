@@ -135,10 +135,14 @@ def test_model_names_resolve_offline(tmp_path, monkeypatch):
         engine.resolve_model("tiny.en")
 
 
-def test_a_missing_model_fails_with_what_to_do():
-    config = engine.EngineConfig(model="/nonexistent/model-dir-or-name")
-    with pytest.raises(engine.ModelError, match="Use a local model directory"):
-        engine.load_model(config)
+def test_a_missing_model_fails_with_what_to_do(tmp_path):
+    with pytest.raises(engine.ModelError, match="'/nonexistent/model' does not exist"):
+        engine.load_model(engine.EngineConfig(model="/nonexistent/model"))
+    with pytest.raises(engine.ModelError, match="s3:// model prefixes are not supported yet"):
+        engine.resolve_model("s3://bucket/models/base")
+    no_model_inside = engine.EngineConfig(model=str(tmp_path))
+    with pytest.raises(engine.ModelError, match=r"Cannot load model .* Use a local model"):
+        engine.load_model(no_model_inside)
 
 
 # --- Celery on SQS ----------------------------------------------------------------------------

@@ -21,18 +21,18 @@ from botocore.exceptions import (
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 
 from whisperq import __version__, keys, local_stack, storage, tracking
+from whisperq.progress import ProgressHooks
 from whisperq.settings import ConfigError, Settings
 
 app = typer.Typer(
@@ -95,8 +95,20 @@ def _main(
 # --- submit ---------------------------------------------------------------------------
 
 
-class _RichHooks:
-    """Progress bars for submit's stages, on stderr (stdout stays clean for --json)."""
+def _progress() -> Progress:
+    """Progress bars on stderr, so stdout stays clean for --json and batch ids."""
+    return Progress(
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+class _RichHooks(ProgressHooks):
+    """Draws each stage of a library call as its own bar."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -105,7 +117,7 @@ class _RichHooks:
     def stage(self, name: str, total: int) -> None:
         if self.task is not None:
             self.progress.update(self.task, visible=False)
-        self.task = self.progress.add_task(name, total=total, bytes=name == "Uploading")
+        self.task = self.progress.add_task(name, total=total)
 
     def advance(self, amount: int = 1) -> None:
         if self.task is not None:
@@ -135,18 +147,8 @@ def submit(
     from whisperq.submit import submit as run_submit
 
     settings = _settings()
-    progress = Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
     try:
-        with progress:
+        with _progress() as progress:
             report = run_submit(
                 settings, paths, batch=batch, force=force, hooks=_RichHooks(progress)
             )
@@ -283,7 +285,10 @@ def results(
             f"Unknown format(s) {unknown}; choose from {', '.join(keys.RESULT_FORMATS)}.", 2
         )
     settings = _settings()
-    report = download_results(settings, batch, out_dir, chosen)
+    if tracking.load_manifest(settings, storage.client(settings, "s3"), batch) is None:
+        raise _fail(f"No batch named {batch!r} on {settings.target}.")
+    with _progress() as progress:
+        report = download_results(settings, batch, out_dir, chosen, _RichHooks(progress))
     err.print(f"{len(report.files)} file(s) written under {out_dir}/", highlight=False)
     if report.errors:
         err.print(f"[red]{report.errors} failure record(s) among them (*.error.json).[/]")
@@ -300,6 +305,7 @@ def worker(
 ) -> None:
     """Run a Celery worker in the foreground (what a server's service runs)."""
     try:
+        from whisperq.engine import ModelError
         from whisperq.worker import run_worker
     except ImportError as error:
         raise _fail(f"{error}. The worker needs: pip install 'whisperq[worker]'") from None
@@ -309,7 +315,10 @@ def worker(
     if model:
         overrides["model"] = model
     settings = _settings()
-    run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
+    try:
+        run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
+    except ModelError as error:
+        raise _fail(str(error)) from None
 
 
 # --- local stack ----------------------------------------------------------------------

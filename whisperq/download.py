@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
 from whisperq import keys, storage
+from whisperq.progress import ProgressHooks
 from whisperq.settings import Settings
 
 
@@ -33,7 +33,7 @@ def download_results(
     batch: str,
     out: Path,
     formats: Collection[str] = keys.RESULT_FORMATS,
-    on_file: Any = None,
+    hooks: ProgressHooks | None = None,
 ) -> DownloadReport:
     """Fetch the chosen formats (error records come with ``json``) into ``out``."""
     s3 = storage.client(settings, "s3")
@@ -46,6 +46,8 @@ def download_results(
         if kind in formats or (kind == "error" and "json" in formats):
             wanted.append((item.key, kind == "error"))
 
+    hooks = hooks or ProgressHooks()
+    hooks.stage("Downloading", len(wanted))
     report = DownloadReport()
     config = TransferConfig(max_concurrency=settings.upload_concurrency)
     with create_transfer_manager(s3, config) as manager:
@@ -58,6 +60,5 @@ def download_results(
             future.result()
             report.files.append(target)
             report.errors += is_error
-            if on_file:
-                on_file(target)
+            hooks.advance()
     return report

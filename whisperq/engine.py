@@ -66,6 +66,13 @@ def resolve_model(name: str) -> str:
                 f"installed: {hint}."
             ) from error
         return str(module.get_model_path())
+    if name.startswith(("/", "./", "~", "s3://")):
+        raise ModelError(
+            f"Model directory {name!r} does not exist"
+            + (" (s3:// model prefixes are not supported yet)" if name.startswith("s3://") else "")
+            + ". Use a local CTranslate2 model directory, a packaged name (tiny.en), or a "
+            "Hugging Face name on a machine that reaches the hub."
+        )
     return name  # a Hugging Face name; faster-whisper downloads it (needs the hub)
 
 

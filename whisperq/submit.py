@@ -24,6 +24,7 @@ from s3transfer.subscribers import BaseSubscriber
 
 from whisperq import keys, storage
 from whisperq.celery_app import enqueue, make_celery
+from whisperq.progress import ProgressHooks
 from whisperq.schemas import (
     BatchManifest,
     ManifestEntry,
@@ -190,13 +191,6 @@ class SubmitReport:
             "bytes_uploaded": self.bytes_uploaded,
             "audio_seconds": round(self.audio_seconds, 3),
         }
-
-
-class ProgressHooks:
-    """What submit tells the caller while it works (the CLI draws progress bars)."""
-
-    def stage(self, name: str, total: int) -> None: ...
-    def advance(self, amount: int = 1) -> None: ...
 
 
 class _ByteProgress(BaseSubscriber):

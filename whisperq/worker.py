@@ -191,7 +191,12 @@ def create_worker_app(settings: Settings) -> Celery:
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
-    """``whisperq worker``: a Celery worker in the foreground."""
+    """``whisperq worker``: a Celery worker in the foreground.
+
+    The model is resolved first, so a wrong name stops the worker with a message instead
+    of pool processes that fail to start over and over.
+    """
+    engine.resolve_model(settings.model)
     app = create_worker_app(settings)
     app.worker_main(
         [
