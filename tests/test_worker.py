@@ -104,10 +104,37 @@ def test_a_success_after_a_failure_removes_the_stale_error_record(
     ]
 
 
-def test_an_invalid_payload_is_refused_and_writes_nothing(aws, runner):
-    assert runner.run({"batch": "b4", "path": "x.wav"}) == "failed"
-    assert runner.run("rm -rf /") == "failed"
-    assert result_keys(aws, "b4") == []
+def test_an_invalid_payload_is_refused_and_recorded_where_safe(aws, runner):
+    assert runner.run({"batch": "b4", "path": "x.wav"}) == "refused"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/b4/x.wav.error.json")
+    assert record["reason"] == (
+        "invalid job payload (input_key: Field required; sha256: Field required; "
+        "size: Field required)"
+    )
+    assert record["kind"] == "permanent"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "rm -rf /",
+        {"batch": "b5", "path": "../../etc/passwd", "input_key": "inputs/b5/../../etc/passwd"},
+        {"batch": "../b5", "path": "x.wav"},
+        {"batch": "b5", "path": "/abs/x.wav", "input_key": "inputs/b5//abs/x.wav"},
+    ],
+)
+def test_hostile_payloads_are_refused_and_write_nothing(aws, runner, payload):
+    assert runner.run(payload) == "refused"
+    s3 = storage.client(aws, "s3")
+    assert list(storage.list_objects(s3, aws.bucket, "")) == []
+
+
+def test_a_payload_whose_input_key_points_elsewhere_is_refused(aws, runner):
+    other = {"batch": "b6", "path": "x.wav", "input_key": "inputs/other-batch/secret.wav"}
+    payload = other | {"sha256": "0" * 64, "size": 1}
+    assert runner.run(payload) == "refused"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/b6/x.wav.error.json")
+    assert "does not match batch and path" in record["reason"]
 
 
 def test_the_model_is_loaded_once_per_process(runner):

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an error, or (``wait``) some jobs failed; 2 bad usage, 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,14 @@ def worker(
     model: str | None = typer.Option(None, "--model", help="Model name or directory."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
-    """Run a Celery worker in the foreground (what a server's service runs)."""
+    """Run a Celery worker in the foreground (what a server's service runs).
+
+    SIGTERM stops it gracefully: no new jobs; the running job may finish within
+    WHISPERQ_SHUTDOWN_GRACE_SECONDS, else it goes back to the queue for another worker.
+    """
+    # billiard reads this when celery is first imported (below): SIGTERM then means
+    # Celery's soft shutdown (bounded wait, then hand back), and pool processes ignore it.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     try:
         from whisperq.engine import ModelError
         from whisperq.worker import run_worker
@@ -330,12 +338,27 @@ def local_up(
         None, "--workers", "-w", min=1, help="Worker processes (default: one per 4 cores)."
     ),
     model: str | None = typer.Option(None, "--model", help="Model (default: tiny.en, offline)."),
+    visibility_timeout: int = typer.Option(
+        local_stack.VISIBILITY_TIMEOUT_S, "--visibility-timeout", min=1, help="Queue's, seconds."
+    ),
+    max_receive_count: int = typer.Option(
+        local_stack.MAX_RECEIVE_COUNT,
+        "--max-receive-count",
+        min=1,
+        help="Deliveries before a job goes to the dead-letter queue.",
+    ),
 ) -> None:
     """Start moto server on 127.0.0.1, create bucket and queues, start the workers."""
     settings = Settings()
     try:
         with err.status("Starting the local stack (moto server, workers, model)..."):
-            state, started = local_stack.up(settings, workers=workers, model=model)
+            state, started = local_stack.up(
+                settings,
+                workers=workers,
+                model=model,
+                visibility_timeout=visibility_timeout,
+                max_receive_count=max_receive_count,
+            )
     except local_stack.LocalStackError as error:
         raise _fail(str(error)) from None
     connection = state["settings"]

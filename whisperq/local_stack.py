@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperq import storage
-from whisperq.settings import ENV_PREFIX, Settings
+from whisperq.settings import Settings
 
 BUCKET = "whisperq-local"
 QUEUE = "whisperq-local"
@@ -144,7 +144,9 @@ def _wait_for_moto(settings: Settings, process: Managed, timeout: float) -> None
     raise LocalStackError(f"moto server did not answer within {timeout:.0f}s; see {process.log}")
 
 
-def _create_resources(settings: Settings) -> tuple[str, str]:
+def _create_resources(
+    settings: Settings, visibility_timeout: int, max_receive_count: int
+) -> tuple[str, str]:
     s3 = storage.client(settings, "s3")
     s3.create_bucket(Bucket=BUCKET)
     sqs = storage.client(settings, "sqs")
@@ -152,11 +154,11 @@ def _create_resources(settings: Settings) -> tuple[str, str]:
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
     queue_url = sqs.create_queue(
         QueueName=QUEUE,
         Attributes={
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+            "VisibilityTimeout": str(visibility_timeout),
             "RedrivePolicy": json.dumps(redrive),
         },
     )["QueueUrl"]
@@ -183,6 +185,8 @@ def up(
     settings: Settings,
     workers: int | None = None,
     model: str | None = None,
+    visibility_timeout: int = VISIBILITY_TIMEOUT_S,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
     ready_timeout: float = 180.0,
 ) -> tuple[dict[str, Any], bool]:
     """Start the stack; returns (state, started). Harmless when it is already up."""
@@ -194,23 +198,18 @@ def up(
         down(settings)  # half dead: clear what is left, then start afresh
 
     workers = workers or default_worker_count()
-    model = model or settings.model
     logs = settings.state_dir / "logs"
     for old_log in logs.glob("*.log"):
         old_log.unlink()
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
-    env["WHISPERQ_STATE_DIR"] = str(settings.state_dir)
-
     moto = _spawn(
         "moto",
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         logs / "moto.log",
-        env,
+        dict(os.environ),
     )
     connection = {
-        "endpoint_url": endpoint,
+        "endpoint_url": f"http://127.0.0.1:{port}",
         "region": REGION,
         "aws_access_key_id": CREDENTIALS[0],
         "aws_secret_access_key": CREDENTIALS[1],
@@ -218,7 +217,8 @@ def up(
     }
     state = {
         "started_at": time.time(),
-        "model": model,
+        "model": model or settings.model,
+        "threads_per_worker": max(1, (os.cpu_count() or 1) // workers),
         "settings": connection,
         "processes": [moto.as_dict()],
     }
@@ -226,28 +226,43 @@ def up(
     try:
         stack_settings = Settings(state_dir=settings.state_dir, **connection)
         _wait_for_moto(stack_settings, moto, timeout=30)
-        queue_url, dlq_url = _create_resources(stack_settings)
+        queue_url, dlq_url = _create_resources(
+            stack_settings, visibility_timeout, max_receive_count
+        )
         connection.update(queue_url=queue_url, dlq_url=dlq_url)
         _write_state(settings, state)
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        worker_env = env | {"WHISPERQ_MODEL": model, "WHISPERQ_CPU_THREADS": str(threads)}
-        started = []
-        for index in range(1, workers + 1):
-            worker = _spawn(
-                f"worker-{index}",
-                [sys.executable, "-m", "whisperq", "worker"],
-                logs / f"worker-{index}.log",
-                worker_env,
-            )
-            started.append(worker)
-            state["processes"].append(worker.as_dict())
-            _write_state(settings, state)
+        started = [start_worker(settings) for _ in range(workers)]
         _wait_for_workers(started, ready_timeout)
     except BaseException:
         down(settings)
         raise
     return state, True
+
+
+def start_worker(settings: Settings) -> Managed:
+    """Start one more worker process on the running stack (recorded for `down`)."""
+    state = read_state(settings)
+    if state is None:
+        raise LocalStackError("The local stack is not running: `whisperq local up` first.")
+    taken = {process.name for process in managed_processes(state)}
+    name = next(f"worker-{n}" for n in range(1, len(taken) + 2) if f"worker-{n}" not in taken)
+    env = dict(os.environ) | {
+        "WHISPERQ_STATE_DIR": str(settings.state_dir),
+        "WHISPERQ_MODEL": state["model"],
+        "WHISPERQ_CPU_THREADS": str(state["threads_per_worker"]),
+        # SIGTERM = bounded soft shutdown (see `whisperq worker --help`)
+        "REMAP_SIGTERM": "SIGQUIT",
+    }
+    env.setdefault("WHISPERQ_SQS_WAIT_SECONDS", "2")  # snappy hand-back on one machine
+    worker = _spawn(
+        name,
+        [sys.executable, "-m", "whisperq", "worker"],
+        settings.state_dir / "logs" / f"{name}.log",
+        env,
+    )
+    state["processes"].append(worker.as_dict())
+    _write_state(settings, state)
+    return worker
 
 
 def _signal_group(process: Managed, signum: int) -> None:

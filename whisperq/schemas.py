@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from whisperq import keys
 
 JOB_SCHEMA_VERSION = 1
 MANIFEST_SCHEMA_VERSION = 1
@@ -35,7 +37,12 @@ class TranscriptionOptions(_Strict):
 
 
 class TranscriptionJob(_Strict):
-    """One Celery task's payload: one file of one batch."""
+    """One Celery task's payload: one file of one batch.
+
+    Validated on both sides. Keys are derived, never trusted: a payload whose path would
+    leave its batch's prefix ('..', absolute) or whose input key is not the one the layout
+    gives is refused, so a hostile message cannot make a worker read or write elsewhere.
+    """
 
     schema_version: Literal[1] = JOB_SCHEMA_VERSION
     batch: str
@@ -44,6 +51,15 @@ class TranscriptionJob(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
     options: TranscriptionOptions = TranscriptionOptions()
+
+    @model_validator(mode="after")
+    def _keys_stay_inside_the_batch(self) -> TranscriptionJob:
+        keys.validate_batch_name(self.batch)
+        if keys.normalize_relative_path(self.path) != self.path:
+            raise ValueError(f"path {self.path!r} is not a clean relative path")
+        if self.input_key != keys.input_key(self.batch, self.path):
+            raise ValueError(f"input_key {self.input_key!r} does not match batch and path")
+        return self
 
 
 class ManifestEntry(_Strict):
@@ -119,7 +135,11 @@ class ErrorRecord(_Strict):
     path: str
     input_key: str
     reason: str = Field(description="What went wrong and what to do, for a person.")
+    kind: Literal["permanent", "transient"] = Field(
+        description="permanent: retrying cannot help; transient: retries ran out."
+    )
     error_type: str
-    attempts: int
+    attempts: int = Field(description="Tries by the worker that wrote this record.")
+    receive_count: int | None = Field(None, description="SQS deliveries of the job so far.")
     worker_id: str
     failed_at: datetime

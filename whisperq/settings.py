@@ -101,6 +101,31 @@ class Settings(BaseSettings):
     vad: bool = True
     sqs_wait_seconds: int = Field(10, ge=0, le=20, description="SQS long-poll wait.")
 
+    # --- when things go wrong (README: "What happens when things go wrong") -----------
+    visibility_timeout: int | None = Field(
+        None, ge=1, le=43200, description="Seconds; None = the queue's own attribute."
+    )
+    max_attempts: int = Field(3, ge=1, le=20, description="Tries per job on transient errors.")
+    retry_base_seconds: float = Field(2.0, ge=0)
+    retry_max_seconds: float = Field(60.0, ge=0)
+    shutdown_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="On SIGTERM: how long a running job may go on before it is handed back.",
+    )
+    spot_watch: Literal["auto", "on", "off"] = Field(
+        "auto", description="Watch for spot interruption notices; auto = when on EC2."
+    )
+    imds_endpoint: str = "http://169.254.169.254"
+    spot_poll_seconds: float = Field(5.0, gt=0)
+    spot_grace_seconds: float = Field(
+        90.0, ge=0, description="Grace for the running job after a spot notice (of 120 s)."
+    )
+    autoscaling_group: str | None = Field(
+        None, description="Set scale-in protection on this group while a job runs."
+    )
+    instance_id: str | None = Field(None, description="This instance; None = ask IMDS.")
+
     @classmethod
     def settings_customise_sources(
         cls,

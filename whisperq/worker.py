@@ -6,8 +6,10 @@ job does not pay for it and no job ever loads it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -15,11 +17,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.exceptions import Reject
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutting_down
 from pydantic import ValidationError
 
-from whisperq import engine, keys, render, storage
+from whisperq import engine, failures, keys, render, storage
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
+from whisperq.instance import IdlePoller, Imds, ScaleInProtection, SpotWatcher
 from whisperq.schemas import (
     ErrorRecord,
     Timings,
@@ -49,26 +54,48 @@ def engine_config(settings: Settings) -> engine.EngineConfig:
     )
 
 
+class WorkerUnfit(RuntimeError):
+    """This worker cannot run the job (e.g. its model will not load): give it back."""
+
+
 class JobRunner:
-    """Runs jobs in one pool process; holds that process's S3 client and model."""
+    """Runs jobs in one pool process; holds that process's clients and model."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config = engine_config(settings)
-        self._s3: Any = None
-        self._s3_pid = 0
+        self._clients: dict[str, Any] = {}
+        self._clients_pid = 0
+        self._visibility_timeout: int | None = settings.visibility_timeout
+
+    def client(self, service: str) -> Any:
+        # boto3 clients must not cross a fork: make them per pool process.
+        if self._clients_pid != os.getpid():
+            self._clients, self._clients_pid = {}, os.getpid()
+        if service not in self._clients:
+            self._clients[service] = storage.client(self.settings, service)
+        return self._clients[service]
 
     @property
     def s3(self) -> Any:
-        # boto3 clients must not cross a fork: make one per pool process.
-        if self._s3 is None or self._s3_pid != os.getpid():
-            self._s3 = storage.client(self.settings, "s3")
-            self._s3_pid = os.getpid()
-        return self._s3
+        return self.client("s3")
+
+    def visibility_timeout(self) -> int:
+        """The queue's visibility timeout (configured, or read from the queue once)."""
+        if self._visibility_timeout is None:
+            attributes = self.client("sqs").get_queue_attributes(
+                QueueUrl=self.settings.queue_url, AttributeNames=["VisibilityTimeout"]
+            )["Attributes"]
+            self._visibility_timeout = int(attributes["VisibilityTimeout"])
+        return self._visibility_timeout
 
     def warm_up(self) -> None:
         started = time.perf_counter()
-        loaded = engine.load_model(self.config)
+        try:
+            loaded = engine.load_model(self.config)
+        except engine.ModelError as error:
+            log.error("%s; this worker will hand every job back", error)
+            return
         log.info(
             "model %s loaded on %s/%s in %.2fs; whisperq worker ready",
             loaded.info.name,
@@ -77,25 +104,46 @@ class JobRunner:
             time.perf_counter() - started,
         )
 
-    def run(self, payload: Any) -> str:
-        """Process one payload; returns "done" or "failed" (a failure record was written)."""
+    def run(self, payload: Any, message: MessageHandle | None = None) -> str:
+        """Process one payload: "done", "failed" (error record written) or "refused".
+
+        Raises WorkerUnfit when the job should go back to the queue for another worker.
+        """
         try:
             job = TranscriptionJob.model_validate(payload)
         except ValidationError as error:
-            return self._invalid_payload(payload, error)
-        try:
-            return self._transcribe(job)
-        except engine.AudioDecodeError as error:
-            reason = (
-                f"{job.path} could not be read as audio ({error}). Check that the file is a "
-                "complete recording in a common format (wav, mp3, m4a, flac, ogg, opus), "
-                "then submit it again with --force."
-            )
-            self._write_error(job, reason, error)
-            return "failed"
-        except engine.ModelError as error:
-            self._write_error(job, str(error), error)
-            return "failed"
+            return self._refuse(payload, error)
+        heartbeat: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if message is not None:
+            heartbeat = VisibilityHeartbeat(self.client("sqs"), message, self.visibility_timeout())
+        with heartbeat:
+            return self._run_with_retries(job, message)
+
+    def _run_with_retries(self, job: TranscriptionJob, message: MessageHandle | None) -> str:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._transcribe(job)
+            except Exception as error:
+                failure = failures.classify(error, job.path)
+                if failure.kind is failures.Kind.WORKER:
+                    raise WorkerUnfit(failure.reason) from error
+                if failure.permanent or attempt >= self.settings.max_attempts:
+                    self._write_error(job, failure, error, attempt, message)
+                    return "failed"
+                delay = failures.backoff_delay(
+                    attempt, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+                )
+                log.warning(
+                    "attempt %d of %s/%s failed (%s); retrying in %.1fs",
+                    attempt,
+                    job.batch,
+                    job.path,
+                    failure.reason,
+                    delay,
+                )
+                time.sleep(delay)
 
     def _transcribe(self, job: TranscriptionJob) -> str:
         bucket = self.settings.bucket
@@ -152,14 +200,23 @@ class JobRunner:
         )
         return "done"
 
-    def _write_error(self, job: TranscriptionJob, reason: str, error: BaseException) -> None:
+    def _write_error(
+        self,
+        job: TranscriptionJob,
+        failure: failures.Failure,
+        error: BaseException,
+        attempts: int,
+        message: MessageHandle | None,
+    ) -> None:
         record = ErrorRecord(
             batch=job.batch,
             path=job.path,
             input_key=job.input_key,
-            reason=reason,
+            reason=failure.reason,
+            kind=failure.kind.value,
             error_type=type(error).__name__,
-            attempts=1,
+            attempts=attempts,
+            receive_count=message.receive_count if message else None,
             worker_id=worker_id(),
             failed_at=utc_now(),
         )
@@ -167,27 +224,113 @@ class JobRunner:
         storage.put_text(
             self.s3, self.settings.bucket, key, record.model_dump_json(indent=2), "application/json"
         )
-        log.warning("failed %s/%s: %s", job.batch, job.path, reason)
+        log.warning("failed %s/%s: %s", job.batch, job.path, failure.reason)
 
-    def _invalid_payload(self, payload: Any, error: ValidationError) -> str:
-        log.error("rejected an invalid job payload %r: %s", payload, error)
-        return "failed"
+    def _refuse(self, payload: Any, error: ValidationError) -> str:
+        """An invalid payload is never executed. If its batch and path are themselves
+        safe, the refusal is recorded where the user will look; otherwise only logged."""
+        log.error("refused an invalid job payload %.500r: %s", payload, error)
+        if isinstance(payload, dict):
+            try:
+                batch = keys.validate_batch_name(str(payload.get("batch")))
+                path = keys.normalize_relative_path(str(payload.get("path")))
+            except keys.InvalidKeyError:
+                return "refused"
+            if path == payload.get("path"):
+                fake = TranscriptionJob.model_construct(
+                    batch=batch, path=path, input_key=keys.input_key(batch, path)
+                )
+                failure = failures.classify(error, path)
+                self._write_error(fake, failure, error, 1, None)
+        return "refused"
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app with the transcription task registered."""
+    """The Celery app with the transcription task and the instance guards registered."""
     app = make_celery(settings)
+    app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_seconds
     runner = JobRunner(settings)
 
-    @app.task(name=TRANSCRIBE_TASK, ignore_result=True)
-    def transcribe(payload: dict[str, Any]) -> str:
-        return runner.run(payload)
+    @app.task(name=TRANSCRIBE_TASK, bind=True, ignore_result=True)
+    def transcribe(self: Any, payload: Any) -> str:
+        message = message_handle(self.request.properties)
+        if message is None:
+            log.warning("no SQS receipt handle on the request: visibility heartbeat is off")
+        try:
+            return runner.run(payload, message)
+        except Exception as error:
+            # Not acknowledged: SQS delivers it again after the visibility timeout (to
+            # another worker), and moves it to the dead-letter queue after maxReceiveCount.
+            log.error("handing %s back to the queue: %s", TRANSCRIBE_TASK, error)
+            raise Reject(str(error), requeue=False) from error
 
     @worker_process_init.connect(weak=False)
     def load_model_in_pool_process(**_: Any) -> None:
         runner.warm_up()
 
+    guard = InstanceGuard(app, settings)
+    worker_ready.connect(guard.start, weak=False)
+    worker_shutting_down.connect(guard.stop, weak=False)
+    task_received.connect(guard.job_received, weak=False)
     return app
+
+
+class InstanceGuard:
+    """In the worker's main process: watches for spot interruption notices and keeps
+    scale-in protection on while the worker holds a job."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.imds = Imds(settings.imds_endpoint)
+        self.watcher: SpotWatcher | None = None
+        self.protection: ScaleInProtection | None = None
+        self.poller: IdlePoller | None = None
+
+    def spot_watch_enabled(self) -> bool:
+        if self.settings.spot_watch == "auto":
+            # The local stack is never on EC2; elsewhere, ask whether IMDS answers.
+            return self.settings.endpoint_url is None and self.imds.available()
+        return self.settings.spot_watch == "on"
+
+    def start(self, **_: Any) -> None:
+        if self.spot_watch_enabled():
+            self.watcher = SpotWatcher(
+                self.imds, self.settings.spot_poll_seconds, self.on_spot_notice
+            ).start()
+            log.info("watching for spot interruption notices at %s", self.imds.endpoint)
+        if self.settings.autoscaling_group:
+            instance_id = self.settings.instance_id or self.imds.instance_id()
+            if instance_id:
+                autoscaling = storage.client(self.settings, "autoscaling")
+                self.protection = ScaleInProtection(
+                    autoscaling, self.settings.autoscaling_group, instance_id
+                )
+                self.poller = IdlePoller(2.0, self.drop_protection_when_idle).start()
+            else:
+                log.warning("no instance id: scale-in protection is off")
+
+    def stop(self, **_: Any) -> None:
+        for thread in (self.watcher, self.poller):
+            if thread is not None:
+                thread.stop()
+
+    def job_received(self, **_: Any) -> None:
+        if self.protection is not None:
+            self.protection.set(True)
+
+    def drop_protection_when_idle(self) -> None:
+        from celery.worker import state
+
+        if self.protection is not None and not state.reserved_requests:
+            self.protection.set(False)
+
+    def on_spot_notice(self, notice: dict[str, Any]) -> None:
+        """Two minutes' notice: finish what fits in the spot grace, hand back the rest."""
+        grace = min(self.settings.shutdown_grace_seconds, self.settings.spot_grace_seconds)
+        self.app.conf.worker_soft_shutdown_timeout = grace
+        log.warning("spot interruption (%s): stopping, grace %.0fs", notice.get("action"), grace)
+        os.kill(os.getpid(), signal.SIGQUIT)  # Celery: soft shutdown, then cold
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
@@ -196,7 +339,13 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     The model is resolved first, so a wrong name stops the worker with a message instead
     of pool processes that fail to start over and over.
     """
+    from billiard.common import REMAP_SIGTERM
+
     engine.resolve_model(settings.model)
+    if REMAP_SIGTERM != "SIGQUIT":
+        log.warning(
+            "REMAP_SIGTERM=SIGQUIT is not set: SIGTERM waits for running jobs without limit"
+        )
     app = create_worker_app(settings)
     app.worker_main(
         [

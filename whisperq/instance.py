@@ -1,0 +1,152 @@
+"""The worker's EC2 instance: spot interruption notices (IMDSv2) and scale-in protection.
+
+Both run as threads in the worker's main process. Neither does anything off EC2 (or on
+the local stack) unless configured to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("whisperq.instance")
+
+TOKEN_TTL_SECONDS = 21600
+
+
+class Imds:
+    """A minimal IMDSv2 client: a session token, then GETs with it."""
+
+    def __init__(self, endpoint: str, timeout: float = 1.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.timeout = timeout
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> str | None:
+        request = urllib.request.Request(f"{self.endpoint}{path}", method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read().decode("utf-8")
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                self._token = None  # expired: fetch a new one next time
+            if error.code in (401, 404):
+                return None
+            raise
+
+    def token(self) -> str | None:
+        if self._token is None:
+            self._token = self._request(
+                "PUT",
+                "/latest/api/token",
+                {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)},
+            )
+        return self._token
+
+    def get(self, path: str) -> str | None:
+        """A metadata value, or None when it does not exist (404)."""
+        token = self.token()
+        headers = {"X-aws-ec2-metadata-token": token} if token else {}
+        return self._request("GET", f"/latest/meta-data/{path}", headers)
+
+    def available(self) -> bool:
+        try:
+            return self.token() is not None
+        except OSError:
+            return False
+
+    def instance_id(self) -> str | None:
+        return self.get("instance-id")
+
+    def spot_notice(self) -> dict[str, Any] | None:
+        """The interruption notice (``{"action": "terminate", "time": ...}``), if any."""
+        body = self.get("spot/instance-action")
+        return json.loads(body) if body else None
+
+
+class SpotWatcher:
+    """Polls for a spot interruption notice; calls ``on_notice`` once when one appears."""
+
+    def __init__(
+        self, imds: Imds, interval: float, on_notice: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self.imds = imds
+        self.interval = interval
+        self.on_notice = on_notice
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spot-watcher", daemon=True)
+
+    def start(self) -> SpotWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                notice = self.imds.spot_notice()
+            except (OSError, ValueError) as error:
+                log.debug("spot notice poll failed: %s", error)
+                continue
+            if notice:
+                log.warning("spot interruption notice: %s", notice)
+                self.on_notice(notice)
+                return
+
+
+class ScaleInProtection:
+    """Protects the instance from scale-in while it holds a job; clears it when idle.
+
+    Calls the Auto Scaling API only when the state changes.
+    """
+
+    def __init__(self, autoscaling: Any, group: str, instance_id: str) -> None:
+        self.autoscaling = autoscaling
+        self.group = group
+        self.instance_id = instance_id
+        self.protected: bool | None = None
+        self._lock = threading.Lock()
+
+    def set(self, protected: bool) -> None:
+        with self._lock:
+            if protected == self.protected:
+                return
+            try:
+                self.autoscaling.set_instance_protection(
+                    AutoScalingGroupName=self.group,
+                    InstanceIds=[self.instance_id],
+                    ProtectedFromScaleIn=protected,
+                )
+            except Exception as error:
+                log.warning("could not set scale-in protection to %s: %s", protected, error)
+                return
+            self.protected = protected
+            log.info("scale-in protection %s", "on" if protected else "off")
+
+
+class IdlePoller:
+    """Calls ``tick`` every ``interval`` seconds until stopped (scale-in protection upkeep)."""
+
+    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
+        self.interval = interval
+        self.tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="idle-poller", daemon=True)
+
+    def start(self) -> IdlePoller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
