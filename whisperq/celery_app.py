@@ -8,6 +8,8 @@ worker dies is redelivered, and no worker hoards jobs another could run).
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -71,3 +73,18 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue(app: Celery, job: TranscriptionJob) -> None:
     """Put one job on the queue, by task name (the submitting side needs no worker code)."""
     app.send_task(TRANSCRIBE_TASK, args=[job.model_dump(mode="json")])
+
+
+def decode_job_message(body: str) -> TranscriptionJob:
+    """The job inside an SQS message body as kombu writes it (base64 JSON envelope around
+    Celery's protocol-2 body ``[args, kwargs, embed]``). Raises ValueError if it is not one."""
+    try:
+        envelope = json.loads(base64.b64decode(body))
+        if envelope.get("headers", {}).get("task") != TRANSCRIBE_TASK:
+            raise ValueError(f"not a {TRANSCRIBE_TASK} task")
+        if envelope.get("content-type") != "application/json":
+            raise ValueError(f"content type {envelope.get('content-type')!r} is not JSON")
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        return TranscriptionJob.model_validate(args[0])
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"not a whisperq job message: {error}") from error

@@ -175,6 +175,7 @@ def submit(
 @app.command()
 def status(
     batch: str | None = typer.Argument(None, help="One batch (default: every batch)."),
+    failed: bool = typer.Option(False, "--failed", help="List failed files with reasons."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Per batch: submitted, done, failed, pending, audio hours done; and the queue."""
@@ -188,15 +189,19 @@ def status(
             raise _fail(f"No batch named {name!r} on {settings.target}.")
         statuses.append(found)
     queue = storage.queue_counts(settings)
+    failures = {
+        item.batch: tracking.failure_records(settings, s3, item) if failed else []
+        for item in statuses
+    }
 
     if as_json:
-        _print_json(
-            {
-                "target": settings.target,
-                "batches": [item.as_dict() for item in statuses],
-                "queue": queue.__dict__,
-            }
-        )
+        batches = [item.as_dict() for item in statuses]
+        if failed:
+            for data in batches:
+                data["failures"] = [
+                    record.model_dump(mode="json") for record in failures[data["batch"]]
+                ]
+        _print_json({"target": settings.target, "batches": batches, "queue": queue.__dict__})
         return
     table = Table(title=f"whisperq batches on {settings.target}")
     for column in ("batch", "submitted", "done", "failed", "pending", "audio h done"):
@@ -213,6 +218,18 @@ def status(
     out.print(table)
     dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
     out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
+    for name, records in failures.items():
+        if records:
+            failed_table = Table(title=f"failed in {name}", show_lines=True)
+            failed_table.add_column("file")
+            failed_table.add_column("reason")
+            for record in records:
+                failed_table.add_row(record.path, record.reason)
+            out.print(failed_table)
+    if queue.dead_lettered:
+        out.print(
+            "Dead-lettered jobs: `whisperq dlq` lists them; `whisperq retry BATCH` re-queues."
+        )
 
 
 @app.command()
@@ -293,6 +310,74 @@ def results(
     err.print(f"{len(report.files)} file(s) written under {out_dir}/", highlight=False)
     if report.errors:
         err.print(f"[red]{report.errors} failure record(s) among them (*.error.json).[/]")
+
+
+@app.command()
+def retry(
+    batch: str = typer.Argument(..., help="The batch whose failed jobs to run again."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was re-queued as JSON."),
+) -> None:
+    """Re-queue a batch's failed files and its dead-lettered jobs."""
+    from whisperq import deadletter
+    from whisperq.submit import SubmitError, requeue_failed
+
+    settings = _settings()
+    try:
+        failed = requeue_failed(settings, batch)
+    except SubmitError as error:
+        raise _fail(str(error)) from None
+    moved = deadletter.redrive(settings, batch)[0] if settings.dlq_url else []
+    if as_json:
+        dead = [letter.as_dict() for letter in moved]
+        _print_json({"batch": batch, "failed": failed, "dead_lettered": dead})
+        return
+    err.print(
+        f"Re-queued {len(failed)} failed file(s) and {len(moved)} dead-lettered job(s) of {batch}."
+    )
+
+
+@app.command()
+def dlq(
+    redrive: bool = typer.Option(False, "--redrive", help="Move the jobs back to the queue."),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch's jobs."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show the dead-letter queue: jobs SQS gave up on after maxReceiveCount deliveries."""
+    from whisperq import deadletter
+
+    settings = _settings()
+    left = 0
+    try:
+        if redrive:
+            letters, left = deadletter.redrive(settings, batch)
+        else:
+            letters = [
+                letter
+                for letter in deadletter.peek(settings)
+                if batch is None or (letter.job is not None and letter.job.batch == batch)
+            ]
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        _print_json({"redriven": redrive, "messages": [letter.as_dict() for letter in letters]})
+        return
+    if redrive:
+        err.print(f"Moved {len(letters)} job(s) back to the queue; {left} other message(s) left.")
+        return
+    table = Table(title=f"dead-letter queue on {settings.target}")
+    for column in ("batch", "file", "deliveries", "note"):
+        table.add_column(column)
+    for letter in letters:
+        job = letter.job
+        table.add_row(
+            job.batch if job else "?",
+            job.path if job else "?",
+            str(letter.receive_count),
+            letter.problem or "",
+        )
+    out.print(table)
+    if letters:
+        err.print("`whisperq dlq --redrive` (or `whisperq retry BATCH`) puts them back.")
 
 
 # --- worker ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from s3transfer.subscribers import BaseSubscriber
 
-from whisperq import keys, storage
+from whisperq import keys, storage, tracking
 from whisperq.celery_app import enqueue, make_celery
 from whisperq.progress import ProgressHooks
 from whisperq.schemas import (
@@ -346,3 +346,42 @@ def _write_manifest(s3: Any, settings: Settings, manifest: BatchManifest) -> Non
         manifest.model_dump_json(indent=1),
         "application/json",
     )
+
+
+def requeue_failed(settings: Settings, batch: str) -> list[str]:
+    """Queue the batch's failed files again (their inputs are still in S3); returns paths.
+
+    The error record goes first and comes back if queueing fails, so a file is never
+    left without either a job or a record.
+    """
+    s3 = storage.client(settings, "s3")
+    manifest = tracking.load_manifest(settings, s3, batch)
+    if manifest is None:
+        raise SubmitError(f"No batch named {batch!r} on {settings.target}.")
+    listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
+    status = tracking.summarize(manifest, (item.key for item in listing))
+    entries = {entry.path: entry for entry in manifest.files}
+    app = make_celery(settings)
+    requeued = []
+    for path in status.failed_paths:
+        entry = entries[path]
+        key = keys.error_key(batch, path)
+        record = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+        s3.delete_object(Bucket=settings.bucket, Key=key)
+        try:
+            enqueue(
+                app,
+                TranscriptionJob(
+                    batch=batch,
+                    path=path,
+                    input_key=entry.input_key,
+                    sha256=entry.sha256,
+                    size=entry.size,
+                    options=manifest.options,
+                ),
+            )
+        except BaseException:
+            s3.put_object(Bucket=settings.bucket, Key=key, Body=record)
+            raise
+        requeued.append(path)
+    return requeued

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from whisperq import keys, storage
-from whisperq.schemas import BatchManifest
+from whisperq.schemas import BatchManifest, ErrorRecord
 from whisperq.settings import Settings
 
 
@@ -83,3 +83,13 @@ def batch_status(settings: Settings, s3: Any, batch: str) -> BatchStatus | None:
         return None
     listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
     return summarize(manifest, (item.key for item in listing))
+
+
+def failure_records(settings: Settings, s3: Any, status: BatchStatus) -> list[ErrorRecord]:
+    """The error records of a batch's failed files (one GET each: failures only)."""
+    records = []
+    for path in status.failed_paths:
+        data = storage.get_json(s3, settings.bucket, keys.error_key(status.batch, path))
+        if data is not None:
+            records.append(ErrorRecord.model_validate(data))
+    return records

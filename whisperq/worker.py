@@ -66,7 +66,6 @@ class JobRunner:
         self.config = engine_config(settings)
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
-        self._visibility_timeout: int | None = settings.visibility_timeout
 
     def client(self, service: str) -> Any:
         # boto3 clients must not cross a fork: make them per pool process.
@@ -81,13 +80,14 @@ class JobRunner:
         return self.client("s3")
 
     def visibility_timeout(self) -> int:
-        """The queue's visibility timeout (configured, or read from the queue once)."""
-        if self._visibility_timeout is None:
-            attributes = self.client("sqs").get_queue_attributes(
-                QueueUrl=self.settings.queue_url, AttributeNames=["VisibilityTimeout"]
-            )["Attributes"]
-            self._visibility_timeout = int(attributes["VisibilityTimeout"])
-        return self._visibility_timeout
+        """The visibility timeout to keep extending: configured, else the queue's own,
+        read per job (one cheap call) so a change to the queue applies at once."""
+        if self.settings.visibility_timeout:
+            return self.settings.visibility_timeout
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.settings.queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        return int(attributes["VisibilityTimeout"])
 
     def warm_up(self) -> None:
         started = time.perf_counter()
