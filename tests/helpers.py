@@ -1,6 +1,14 @@
-"""Scoring helpers for tests that check what was said."""
+"""Helpers for tests: scoring what was said, waiting with bounds, a fake IMDS."""
 
 from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -13,5 +21,73 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return jiwer.wer(_normalize(reference), _normalize(hypothesis) or "<empty>")
 
 
+def char_error_rate(reference: str, hypothesis: str) -> float:
+    """CER after the same normalisation: kinder to near-misses ("a count" for "account")."""
+    return jiwer.cer(_normalize(reference), _normalize(hypothesis) or "<empty>")
+
+
 def words(text: str) -> set[str]:
     return set(_normalize(text).split())
+
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class FakeImds:
+    """IMDSv2 as EC2 serves it: a token by PUT, metadata by GET with the token."""
+
+    def __init__(self) -> None:
+        self.notice: dict | None = None
+        self.requests: Counter = Counter()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_PUT(self):
+                fake.requests["token"] += 1
+                ok = self.path == "/latest/api/token" and self.headers.get(
+                    "X-aws-ec2-metadata-token-ttl-seconds"
+                )
+                self._reply(200 if ok else 400, b"TOKEN" if ok else b"")
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") != "TOKEN":
+                    return self._reply(401)
+                fake.requests[self.path] += 1
+                if self.path == "/latest/meta-data/instance-id":
+                    return self._reply(200, b"i-0123456789abcdef0")
+                if self.path == "/latest/meta-data/spot/instance-action" and fake.notice:
+                    return self._reply(200, json.dumps(fake.notice).encode())
+                return self._reply(404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,159 @@
+"""The reliability parts one by one, against moto server and a fake IMDS on 127.0.0.1:
+visibility heartbeat, kombu's message internals, spot notices, scale-in protection."""
+
+import time
+from collections import Counter
+
+import pytest
+from kombu import Connection
+
+from whisperq import local_stack, storage
+from whisperq.celery_app import broker_url, transport_options
+from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
+from whisperq.instance import Imds, ScaleInProtection, SpotWatcher
+
+from helpers import FakeImds
+
+
+def receive(sqs, url, wait=0):
+    reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=wait)
+    return reply.get("Messages", [])
+
+
+@pytest.fixture
+def short_queue(aws):
+    """The test's queue with a 2-second visibility timeout and one message on it."""
+    sqs = storage.client(aws, "sqs")
+    sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={"VisibilityTimeout": "2"})
+    sqs.send_message(QueueUrl=aws.queue_url, MessageBody="job")
+    return sqs, aws.queue_url
+
+
+def test_without_a_heartbeat_the_message_comes_back_after_the_timeout(short_queue):
+    sqs, url = short_queue
+    assert len(receive(sqs, url)) == 1
+    assert receive(sqs, url) == []
+    time.sleep(2.5)
+    assert len(receive(sqs, url)) == 1  # what the heartbeat must prevent
+
+
+def test_the_heartbeat_keeps_a_running_job_invisible_then_hands_it_back(short_queue):
+    sqs, url = short_queue
+    (message,) = receive(sqs, url)
+    handle = MessageHandle(url, message["ReceiptHandle"])
+    with VisibilityHeartbeat(sqs, handle, timeout=2) as heartbeat:
+        for _ in range(5):  # 5 s: two and a half timeouts
+            time.sleep(1)
+            assert receive(sqs, url) == []
+        assert heartbeat.beats >= 6  # every third of the timeout
+        assert heartbeat.hand_back()
+    (again,) = receive(sqs, url, wait=1)  # at once, not after the timeout
+    assert again["Body"] == "job"
+
+
+def test_kombu_still_exposes_receipt_handle_and_queue_url(aws):
+    """kombu internals the heartbeat relies on (pinned in pyproject.toml): this fails if
+    a kombu upgrade moves delivery_tag or delivery_info['sqs_queue']."""
+    with Connection(broker_url(aws), transport_options=transport_options(aws)) as connection:
+        queue = connection.SimpleQueue(aws.queue_name)
+        queue.put({"hello": "sqs"}, serializer="json")
+        message = queue.get(timeout=10)
+        handle = message_handle(message.properties)
+        assert handle is not None
+        assert handle.queue_url == aws.queue_url
+        assert handle.receive_count == 1
+        sqs = storage.client(aws, "sqs")
+        sqs.change_message_visibility(
+            QueueUrl=handle.queue_url, ReceiptHandle=handle.receipt_handle, VisibilityTimeout=0
+        )  # the handle really is this message's receipt handle
+        message.ack()
+        queue.close()
+
+
+def test_message_handle_tolerates_other_transports():
+    assert message_handle(None) is None
+    assert message_handle({"delivery_tag": 7, "delivery_info": {}}) is None
+
+
+# --- IMDS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def imds():
+    with FakeImds() as fake:
+        yield fake
+
+
+def test_imds_v2_token_then_metadata(imds):
+    client = Imds(imds.endpoint)
+    assert client.available()
+    assert client.instance_id() == "i-0123456789abcdef0"
+    assert client.spot_notice() is None
+    assert imds.requests["token"] == 1  # the token is reused
+
+
+def test_imds_is_unavailable_off_ec2():
+    assert not Imds(f"http://127.0.0.1:{local_stack.free_port()}", timeout=0.5).available()
+
+
+def test_the_spot_watcher_calls_back_once_when_a_notice_appears(imds):
+    notices = []
+    watcher = SpotWatcher(Imds(imds.endpoint), interval=0.1, on_notice=notices.append).start()
+    try:
+        time.sleep(0.5)
+        assert notices == []
+        imds.notice = {"action": "terminate", "time": "2026-11-22T00:02:00Z"}
+        deadline = time.monotonic() + 5
+        while not notices and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert notices == [{"action": "terminate", "time": "2026-11-22T00:02:00Z"}]
+    finally:
+        watcher.stop()
+
+
+# --- scale-in protection ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def group(aws):
+    """An Auto Scaling group with one instance, in moto server."""
+    autoscaling = storage.client(aws, "autoscaling")
+    name = f"{aws.bucket}-asg"
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName=name, ImageId="ami-12c6146b", InstanceType="c6a.xlarge"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchConfigurationName=name,
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=1,
+        AvailabilityZones=["us-east-1a"],
+    )
+    (instance,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"
+    ][0]["Instances"]
+    return autoscaling, name, instance["InstanceId"]
+
+
+def protected(autoscaling, instance_id):
+    (item,) = autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])[
+        "AutoScalingInstances"
+    ]
+    return item["ProtectedFromScaleIn"]
+
+
+def test_scale_in_protection_follows_work_and_calls_only_on_change(group):
+    autoscaling, name, instance_id = group
+    calls = Counter()
+    autoscaling.meta.events.register(
+        "before-call.autoscaling.SetInstanceProtection", lambda **_: calls.update(["set"])
+    )
+    protection = ScaleInProtection(autoscaling, name, instance_id)
+    protection.set(True)
+    protection.set(True)
+    assert protected(autoscaling, instance_id) is True
+    protection.set(False)
+    assert protected(autoscaling, instance_id) is False
+    assert calls["set"] == 2
