@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from whisperq import keys, storage
+from whisperq.celery_app import decode_job_message
 from whisperq.cli import app
 
 runner = CliRunner()
@@ -215,3 +216,77 @@ def test_results_of_an_unknown_batch_is_an_error(cli_env, tmp_path):
     result = runner.invoke(app, ["results", "nope", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "No batch named 'nope'" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def error_record(path, reason):
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "batch": "wk",
+            "path": path,
+            "input_key": keys.input_key("wk", path),
+            "reason": reason,
+            "kind": "permanent",
+            "error_type": "AudioDecodeError",
+            "attempts": 1,
+            "receive_count": 1,
+            "worker_id": "host:1",
+            "failed_at": "2026-11-22T00:00:00Z",
+        }
+    )
+
+
+def test_status_failed_lists_reasons(batch_of_three, cli_env):
+    b = batch_of_three[1]
+    s3 = storage.client(cli_env, "s3")
+    s3.put_object(
+        Bucket=cli_env.bucket, Key=keys.error_key("wk", b), Body=error_record(b, "b is not audio")
+    )
+    table = runner.invoke(app, ["status", "wk", "--failed"])
+    assert table.exit_code == 0
+    assert "calls/b.wav" in table.stdout and "b is not audio" in table.stdout
+    data = json.loads(runner.invoke(app, ["status", "wk", "--failed", "--json"]).stdout)
+    (failure,) = data["batches"][0]["failures"]
+    assert (failure["path"], failure["reason"]) == (b, "b is not audio")
+
+
+def test_retry_requeues_failed_files_and_clears_their_records(batch_of_three, cli_env):
+    from test_submit import queued_jobs
+
+    _, b, c = batch_of_three
+    queued_jobs(cli_env)  # drain what submit queued
+    s3 = storage.client(cli_env, "s3")
+    for path in (b, c):
+        s3.put_object(
+            Bucket=cli_env.bucket, Key=keys.error_key("wk", path), Body=error_record(path, "x")
+        )
+    result = runner.invoke(app, ["retry", "wk", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"batch": "wk", "failed": [b, c], "dead_lettered": []}
+    assert sorted(job.path for job in queued_jobs(cli_env)) == [b, c]
+    assert runner.invoke(app, ["status", "wk", "--json"]).stdout.count('"failed": 0') == 1
+
+
+def test_dlq_redrive_moves_jobs_back_and_leaves_strangers(batch_of_three, cli_env):
+    from test_submit import queued_jobs
+
+    sqs = storage.client(cli_env, "sqs")
+    # what SQS does after maxReceiveCount: the job's message, body unchanged, on the DLQ
+    reply = sqs.receive_message(QueueUrl=cli_env.queue_url, MaxNumberOfMessages=1)
+    (message,) = reply["Messages"]
+    sqs.send_message(QueueUrl=cli_env.dlq_url, MessageBody=message["Body"])
+    sqs.delete_message(QueueUrl=cli_env.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    sqs.send_message(QueueUrl=cli_env.dlq_url, MessageBody="not a whisperq job")
+    queued_jobs(cli_env)  # the other two
+
+    job_path = decode_job_message(message["Body"]).path
+    listed = json.loads(runner.invoke(app, ["dlq", "--json"]).stdout)["messages"]
+    assert [(m["batch"], m["path"]) for m in listed if m["path"]] == [("wk", job_path)]
+    (stranger,) = [m for m in listed if m["path"] is None]
+    assert stranger["problem"].startswith("not a whisperq job")
+
+    moved = runner.invoke(app, ["dlq", "--redrive"])
+    assert moved.exit_code == 0
+    assert "Moved 1 job(s) back to the queue; 1 other message(s) left." in moved.output
+    assert [job.path for job in queued_jobs(cli_env)] == [job_path]
+    assert storage.queue_counts(cli_env).dead_lettered == 1

@@ -1,13 +1,12 @@
 """submit: discovery rules (pure) and the real upload/manifest/queue path against moto."""
 
-import base64
 import hashlib
-import json
 
 import pytest
 
 from whisperq import keys, storage
-from whisperq.schemas import BatchManifest, TranscriptionJob
+from whisperq.celery_app import decode_job_message
+from whisperq.schemas import BatchManifest
 from whisperq.submit import SubmitError, discover, new_batch_id, probe_duration, submit
 
 
@@ -105,11 +104,7 @@ def queued_jobs(settings, limit=50):
         if not messages:
             break
         for message in messages:
-            envelope = json.loads(base64.b64decode(message["Body"]))
-            assert envelope["content-type"] == "application/json"
-            assert envelope["headers"]["task"] == "whisperq.transcribe"
-            args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-            jobs.append(TranscriptionJob.model_validate(args[0]))
+            jobs.append(decode_job_message(message["Body"]))
             sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
         if len(jobs) >= limit:
             break

@@ -8,7 +8,7 @@ import pytest
 from whisperq import engine, keys, storage
 from whisperq.celery_app import broker_url, make_celery, transport_options
 from whisperq.schemas import TranscriptionJob, TranscriptResult
-from whisperq.worker import JobRunner
+from whisperq.worker import JobRunner, WorkerUnfit
 
 from helpers import word_error_rate, words
 
@@ -197,3 +197,99 @@ def test_broker_url_points_kombu_at_the_endpoint(aws):
     assert transport_options(on_aws)["region"] == "eu-west-1"
     assert "is_secure" not in transport_options(on_aws)
     json.dumps(transport_options(on_aws))  # plain data, nothing live
+
+
+# --- transient failures: S3 errors injected on the runner's real client ----------------------
+
+
+def fail_downloads(runner, times):
+    """Make the next ``times`` input downloads fail as S3 does when it is overloaded."""
+    from botocore.exceptions import ClientError
+
+    remaining = {"n": times}
+
+    def slow_down(**_):
+        if remaining["n"] > 0:
+            remaining["n"] -= 1
+            raise ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                "GetObject",
+            )
+
+    runner.s3.meta.events.register("before-call.s3.GetObject", slow_down)
+    runner.s3.meta.events.register("before-call.s3.HeadObject", slow_down)
+    return remaining
+
+
+@pytest.fixture
+def quick_retry_runner(aws):
+    return JobRunner(aws.model_copy(update={"retry_base_seconds": 0.01, "max_attempts": 3}))
+
+
+def test_transient_errors_are_retried_then_succeed(
+    aws, quick_retry_runner, make_speech, tmp_path, caplog
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t1", "x.wav")
+    fail_downloads(quick_retry_runner, 2)
+    assert quick_retry_runner.run(payload) == "done"
+    assert "attempt 2 of t1/x.wav failed (S3/SQS was unavailable" in caplog.text
+    assert "results/t1/x.wav.json" in result_keys(aws, "t1")
+
+
+def test_when_retries_run_out_the_error_record_says_so(
+    aws, quick_retry_runner, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t2", "x.wav")
+    fail_downloads(quick_retry_runner, 99)
+    assert quick_retry_runner.run(payload) == "failed"
+    assert result_keys(aws, "t2") == ["results/t2/x.wav.error.json"]
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t2/x.wav.error.json")
+    assert (record["kind"], record["attempts"]) == ("transient", 3)
+    assert record["reason"].startswith("S3/SQS was unavailable (GetObject: SlowDown)")
+
+
+def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t3", "x.wav")
+    storage.client(aws, "s3").delete_object(Bucket=aws.bucket, Key=payload["input_key"])
+    assert runner.run(payload) == "failed"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t3/x.wav.error.json")
+    assert "no longer in S3" in record["reason"] and record["attempts"] == 1
+
+
+def test_a_worker_that_cannot_load_its_model_gives_the_job_back(aws, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t4", "x.wav")
+    unfit = JobRunner(aws.model_copy(update={"model": str(tmp_path)}))  # no model in there
+    with pytest.raises(WorkerUnfit, match="could not load its model"):
+        unfit.run(payload)
+    assert result_keys(aws, "t4") == []  # no failure recorded against the file
+
+
+def test_decode_job_message_accepts_only_json_whisperq_tasks():
+    import base64
+
+    from whisperq.celery_app import decode_job_message
+
+    job = {
+        "batch": "b",
+        "path": "x.wav",
+        "input_key": "inputs/b/x.wav",
+        "sha256": "0" * 64,
+        "size": 1,
+    }
+
+    def envelope(content_type="application/json", task="whisperq.transcribe", args=(job,)):
+        body = base64.b64encode(json.dumps([list(args), {}, {}]).encode()).decode()
+        outer = {"body": body, "content-type": content_type, "headers": {"task": task}}
+        return base64.b64encode(json.dumps(outer).encode()).decode()
+
+    assert decode_job_message(envelope()).path == "x.wav"
+    with pytest.raises(ValueError, match="is not JSON"):
+        decode_job_message(envelope(content_type="application/x-python-serialize"))
+    with pytest.raises(ValueError, match=r"not a whisperq\.transcribe task"):
+        decode_job_message(envelope(task="other.task"))
+    with pytest.raises(ValueError, match="not a whisperq job message"):
+        decode_job_message("definitely not base64 json")
