@@ -293,3 +293,16 @@ def test_decode_job_message_accepts_only_json_whisperq_tasks():
         decode_job_message(envelope(task="other.task"))
     with pytest.raises(ValueError, match="not a whisperq job message"):
         decode_job_message("definitely not base64 json")
+
+
+def test_jobs_publish_metrics_for_the_dashboard(aws, make_speech, tmp_path):
+    runner = JobRunner(aws.model_copy(update={"metrics_namespace": "whisperq-test"}))
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    runner.run(upload_job(aws, audio, "m1", "x.wav"))
+    bogus = tmp_path / "bad.wav"
+    bogus.write_bytes(b"nope")
+    runner.run(upload_job(aws, bogus, "m1", "bad.wav"))
+
+    cloudwatch = storage.client(aws, "cloudwatch")
+    names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="whisperq-test")["Metrics"]}
+    assert names == {"JobsCompleted", "JobsFailed", "AudioSeconds"}

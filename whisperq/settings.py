@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         None, description="Set scale-in protection on this group while a job runs."
     )
     instance_id: str | None = Field(None, description="This instance; None = ask IMDS.")
+    metrics_namespace: str | None = Field(
+        None, description="Publish JobsCompleted/JobsFailed/AudioSeconds to CloudWatch here."
+    )
 
     @classmethod
     def settings_customise_sources(

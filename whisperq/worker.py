@@ -66,6 +66,7 @@ class JobRunner:
         self.config = engine_config(settings)
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
+        self.last_audio_seconds = 0.0
 
     def client(self, service: str) -> Any:
         # boto3 clients must not cross a fork: make them per pool process.
@@ -117,7 +118,26 @@ class JobRunner:
         if message is not None:
             heartbeat = VisibilityHeartbeat(self.client("sqs"), message, self.visibility_timeout())
         with heartbeat:
-            return self._run_with_retries(job, message)
+            outcome = self._run_with_retries(job, message)
+        self._publish_metrics(outcome)
+        return outcome
+
+    def _publish_metrics(self, outcome: str) -> None:
+        """Jobs and audio seconds per minute for the dashboard; never fails a job."""
+        if not self.settings.metrics_namespace:
+            return
+        name = "JobsCompleted" if outcome == "done" else "JobsFailed"
+        data = [{"MetricName": name, "Value": 1, "Unit": "Count"}]
+        if outcome == "done":
+            data.append(
+                {"MetricName": "AudioSeconds", "Value": self.last_audio_seconds, "Unit": "Seconds"}
+            )
+        try:
+            self.client("cloudwatch").put_metric_data(
+                Namespace=self.settings.metrics_namespace, MetricData=data
+            )
+        except Exception as error:
+            log.warning("could not publish metrics: %s", error)
 
     def _run_with_retries(self, job: TranscriptionJob, message: MessageHandle | None) -> str:
         attempt = 0
@@ -185,6 +205,7 @@ class JobRunner:
             worker_id=worker_id(),
             finished_at=utc_now(),
         )
+        self.last_audio_seconds = transcript.duration
         # JSON last: its presence is what "done" means to everyone polling the bucket.
         json_key = keys.result_key(job.batch, job.path, "json")
         body = result.model_dump_json(indent=2)

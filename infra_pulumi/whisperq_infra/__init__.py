@@ -1,0 +1,1 @@
+"""whisperq's AWS deployment as Pulumi ComponentResources."""

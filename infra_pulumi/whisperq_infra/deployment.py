@@ -1,0 +1,139 @@
+"""Everything `pulumi up` creates, composed from the components."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+from whisperq_infra.config import ConfigError, DeploymentConfig
+from whisperq_infra.fleet import Fleet
+from whisperq_infra.iam import METRICS_NAMESPACE, WorkerIdentity
+from whisperq_infra.monitoring import Monitoring
+from whisperq_infra.queues import Queues
+from whisperq_infra.scaling import QueueScaler
+from whisperq_infra.storage import Storage
+from whisperq_infra.userdata import PROVISION_SCRIPT, render_user_data
+
+# Stock images when no whisperq image was built (the provisioning script runs at boot).
+STOCK_IMAGES = {
+    "cpu": ("099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"),
+    "gpu": ("amazon", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"),
+}
+
+
+def find_image(config: DeploymentConfig) -> tuple[str, bool]:
+    """(image id, baked): the configured image, else the newest whisperq image built by
+    ami/ in this account, else a stock image that needs provisioning at boot."""
+    if config.ami_id:
+        return config.ami_id, True
+    try:
+        baked = aws.ec2.get_ami(
+            most_recent=True,
+            owners=["self"],
+            filters=[
+                {"name": "name", "values": [f"whisperq-{config.compute}-*"]},
+                {"name": "tag:compute", "values": [config.compute]},
+            ],
+        )
+        return baked.id, True
+    except Exception:
+        owner, pattern = STOCK_IMAGES[config.compute]
+        stock = aws.ec2.get_ami(
+            most_recent=True, owners=[owner], filters=[{"name": "name", "values": [pattern]}]
+        )
+        return stock.id, False
+
+
+class Deployment(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, config: DeploymentConfig, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("whisperq:index:Deployment", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.config = config
+        self.region = aws.get_region().region
+        account = aws.get_caller_identity().account_id
+        group_name = f"{name}-{pulumi.get_stack()}-workers"
+        group_arn = (
+            f"arn:aws:autoscaling:{self.region}:{account}:autoScalingGroup:*:"
+            f"autoScalingGroupName/{group_name}"
+        )
+
+        self.storage = Storage(f"{name}-data", config.retain_inputs_days, opts=child)
+        self.queues = Queues(
+            f"{name}-jobs", config.visibility_timeout, config.max_receive_count, opts=child
+        )
+        self.identity = WorkerIdentity(
+            f"{name}-worker",
+            bucket_arn=self.storage.bucket.arn,
+            queue_arn=self.queues.queue.arn,
+            group_arn=group_arn,
+            opts=child,
+        )
+
+        vpc_id = config.vpc_id or aws.ec2.get_vpc(default=True).id
+        subnet_ids = (
+            list(config.subnet_ids)
+            or aws.ec2.get_subnets(filters=[{"name": "vpc-id", "values": [vpc_id]}]).ids
+        )
+        if not subnet_ids:
+            raise ConfigError(f"VPC {vpc_id} has no subnets: set whisperq:subnetIds")
+        image_id, baked = find_image(config)
+        provision = None
+        if not baked:
+            if not PROVISION_SCRIPT.exists():
+                raise ConfigError(
+                    f"No whisperq-{config.compute}-* image in this account and no provisioning "
+                    "script (ami/provision.sh) to run at boot: build an image with ami/ or set "
+                    "whisperq:amiId."
+                )
+            provision = PROVISION_SCRIPT.read_text()
+
+        user_data = pulumi.Output.all(
+            self.storage.bucket.bucket, self.queues.queue.url, self.queues.dead_letter.url
+        ).apply(
+            lambda values: render_user_data(
+                {
+                    "bucket": values[0],
+                    "queue_url": values[1],
+                    "dlq_url": values[2],
+                    "region": self.region,
+                    "model": config.model,
+                    "device": "cuda" if config.compute == "gpu" else "cpu",
+                    "compute_type": config.compute_type,
+                    "visibility_timeout": str(config.visibility_timeout),
+                    "autoscaling_group": group_name,
+                    "metrics_namespace": METRICS_NAMESPACE,
+                    "sqs_wait_seconds": "20",
+                },
+                provision,
+            )
+        )
+        self.fleet = Fleet(
+            f"{name}-fleet",
+            config,
+            group_name=group_name,
+            image_id=image_id,
+            vpc_id=vpc_id,
+            subnet_ids=subnet_ids,
+            instance_profile_arn=self.identity.profile.arn,
+            user_data=user_data,
+            opts=child,
+        )
+        self.scaler = QueueScaler(
+            f"{name}-scaler",
+            config,
+            queue_url=self.queues.queue.url,
+            queue_arn=self.queues.queue.arn,
+            group_name=group_name,
+            group_arn=group_arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.fleet]),
+        )
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            self.region,
+            queue_name=self.queues.queue.name,
+            dead_letter_name=self.queues.dead_letter.name,
+            group_name=group_name,
+            opts=child,
+        )
+        self.register_outputs({})

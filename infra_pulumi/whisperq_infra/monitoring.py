@@ -1,0 +1,117 @@
+"""Alarms (dead letters, stale backlog) to an SNS topic, and a dashboard."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+from whisperq_infra.iam import METRICS_NAMESPACE
+
+OLDEST_MESSAGE_ALARM_S = 3600
+
+
+def dashboard_body(region: str, queue_name: str, dead_letter_name: str, group_name: str) -> str:
+    def widget(title: str, metrics: list[Any], stat: str = "Sum", period: int = 60) -> dict:
+        return {
+            "type": "metric",
+            "width": 12,
+            "height": 6,
+            "properties": {
+                "title": title,
+                "region": region,
+                "stat": stat,
+                "period": period,
+                "view": "timeSeries",
+                "metrics": metrics,
+            },
+        }
+
+    sqs, asg, own = "AWS/SQS", "AWS/AutoScaling", METRICS_NAMESPACE
+    group = ("AutoScalingGroupName", group_name)
+    widgets = [
+        widget(
+            "Backlog (waiting + running) and dead letters",
+            [
+                [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", queue_name],
+                [sqs, "ApproximateNumberOfMessagesNotVisible", "QueueName", queue_name],
+                [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", dead_letter_name],
+            ],
+            stat="Maximum",
+        ),
+        widget(
+            "Instances",
+            [[asg, "GroupInServiceInstances", *group], [asg, "GroupDesiredCapacity", *group]],
+            stat="Maximum",
+        ),
+        widget("Jobs per minute", [[own, "JobsCompleted"], [own, "JobsFailed"]]),
+        widget(
+            "Audio seconds per second",
+            [
+                [{"expression": "audio / 60", "label": "audio s/s"}],
+                [own, "AudioSeconds", {"id": "audio", "visible": False}],
+            ],
+        ),
+    ]
+    return json.dumps({"widgets": widgets})
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        region: str,
+        queue_name: pulumi.Input[str],
+        dead_letter_name: pulumi.Input[str],
+        group_name: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("whisperq:index:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.topic = aws.sns.Topic(f"{name}-alarms", opts=child)
+        self.dead_letter_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-dead-letters",
+            alarm_description="Jobs reached the dead-letter queue: `whisperq dlq` shows them.",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": dead_letter_name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            opts=child,
+        )
+        self.stale_backlog_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-stale-backlog",
+            alarm_description="A job has waited over an hour: is the fleet scaling out?",
+            namespace="AWS/SQS",
+            metric_name="ApproximateAgeOfOldestMessage",
+            dimensions={"QueueName": queue_name},
+            statistic="Maximum",
+            period=300,
+            evaluation_periods=1,
+            threshold=OLDEST_MESSAGE_ALARM_S,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            opts=child,
+        )
+        self.dashboard = aws.cloudwatch.Dashboard(
+            name,
+            dashboard_name=group_name,
+            dashboard_body=pulumi.Output.all(queue_name, dead_letter_name).apply(
+                lambda names: dashboard_body(region, names[0], names[1], group_name)
+            ),
+            opts=child,
+        )
+        self.dashboard_url = self.dashboard.dashboard_name.apply(
+            lambda dashboard: (
+                f"https://{region}.console.aws.amazon.com/cloudwatch/home"
+                f"?region={region}#dashboards:name={dashboard}"
+            )
+        )
+        self.register_outputs({"dashboard_url": self.dashboard_url})

@@ -1,0 +1,48 @@
+"""The job queue and its dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+
+def redrive_policy(dead_letter_arn: str, max_receive_count: int) -> str:
+    return json.dumps(
+        {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count}
+    )
+
+
+class Queues(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        visibility_timeout: int,
+        max_receive_count: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("whisperq:index:Queues", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.dead_letter = aws.sqs.Queue(
+            f"{name}-dlq",
+            message_retention_seconds=FOURTEEN_DAYS,
+            sqs_managed_sse_enabled=True,
+            opts=child,
+        )
+        self.queue = aws.sqs.Queue(
+            name,
+            # Modest on purpose: the worker's heartbeat extends it while a job runs, so a
+            # dead worker's job is back within this many seconds.
+            visibility_timeout_seconds=visibility_timeout,
+            receive_wait_time_seconds=20,  # long polling
+            message_retention_seconds=FOURTEEN_DAYS,
+            sqs_managed_sse_enabled=True,
+            redrive_policy=self.dead_letter.arn.apply(
+                lambda arn: redrive_policy(arn, max_receive_count)
+            ),
+            opts=child,
+        )
+        self.register_outputs({"queue_url": self.queue.url, "dlq_url": self.dead_letter.url})

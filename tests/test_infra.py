@@ -1,0 +1,369 @@
+"""The Pulumi program under Pulumi's own mocks (no engine or cloud is reachable here):
+what `pulumi up` would create, for compute=cpu and compute=gpu."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections import defaultdict
+
+import pulumi
+import pytest
+from whisperq_infra.config import ConfigError, parse_config
+from whisperq_infra.iam import worker_policy
+from whisperq_infra.scaling import scaler_policy
+from whisperq_infra.userdata import render_user_data
+
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Records every resource; answers the lookups the program makes."""
+
+    def __init__(self, images_built: bool = True) -> None:
+        self.images_built = images_built
+        self.resources: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+        self.ami_lookups: list[dict] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        kind = args.typ.split(":")[1].split("/")[0]
+        outputs.setdefault("name", args.name)
+        outputs.setdefault("arn", f"arn:aws:{kind}:{REGION}:{ACCOUNT}:{args.name}")
+        if args.typ == "aws:s3/bucket:Bucket":
+            outputs.update(bucket=f"{args.name}-bucket", arn=f"arn:aws:s3:::{args.name}-bucket")
+        if args.typ == "aws:sqs/queue:Queue":
+            outputs["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{args.name}"
+        self.resources[args.typ].append((args.name, outputs))
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        token, inputs = args.token, dict(args.args)
+        if token == "aws:index/getRegion:getRegion":
+            return {"region": REGION, "name": REGION, "id": REGION}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root", "id": ACCOUNT}
+        if token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-default"}
+        if token == "aws:ec2/getSubnets:getSubnets":
+            return {"id": "subnets", "ids": ["subnet-a", "subnet-b", "subnet-c"]}
+        if token == "aws:ec2/getAmi:getAmi":
+            self.ami_lookups.append(inputs)
+            if inputs.get("owners") == ["self"]:
+                if not self.images_built:  # as the provider answers a lookup that finds none
+                    return {}, [("", "Your query returned no results.")]
+                return {"id": "ami-whisperq-baked"}
+            return {"id": "ami-stock"}
+        return {}
+
+    def one(self, typ: str, name: str | None = None) -> dict:
+        found = [out for n, out in self.resources[typ] if name is None or n == name]
+        assert len(found) == 1, (typ, name, [n for n, _ in self.resources[typ]])
+        return found[0]
+
+
+def deploy(raw: dict, images_built: bool = True):
+    from whisperq_infra.deployment import Deployment
+
+    mocks = Mocks(images_built)
+    pulumi.runtime.set_mocks(mocks, project="whisperq", stack="test", preview=False)
+    deployment = Deployment("whisperq", parse_config(raw))
+    # resolved once the last resource of each component is registered
+    done = pulumi.Output.all(
+        deployment.fleet.group.name,
+        deployment.scaler.permission.id,
+        deployment.monitoring.dashboard_url,
+        deployment.monitoring.stale_backlog_alarm.id,
+        deployment.storage.bucket.arn,
+        deployment.identity.profile.arn,
+    )
+    return mocks, deployment, done
+
+
+def user_data_of(mocks: Mocks) -> str:
+    template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+    return base64.b64decode(template["userData"]).decode()
+
+
+@pulumi.runtime.test
+def test_cpu_fleet_is_spot_only_imdsv2_encrypted_and_closed():
+    mocks, _, done = deploy({})
+
+    def check(_):
+        group = mocks.one("aws:autoscaling/group:Group")
+        assert group["name"] == "whisperq-test-workers"
+        assert (group["minSize"], group["maxSize"], group["desiredCapacity"]) == (0, 10, 0)
+        assert group["capacityRebalance"] is True
+        assert group["vpcZoneIdentifiers"] == ["subnet-a", "subnet-b", "subnet-c"]
+        assert "GroupInServiceInstances" in group["enabledMetrics"]
+        policy = group["mixedInstancesPolicy"]
+        distribution = policy["instancesDistribution"]
+        assert distribution["onDemandBaseCapacity"] == 0
+        assert distribution["onDemandPercentageAboveBaseCapacity"] == 0
+        assert distribution["spotAllocationStrategy"] == "price-capacity-optimized"
+        types = [o["instanceType"] for o in policy["launchTemplate"]["overrides"]]
+        assert types[:4] == ["c6a.xlarge", "c6a.2xlarge", "c6i.xlarge", "c7a.xlarge"]
+        assert 3 <= len(types) <= 5
+
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["imageId"] == "ami-whisperq-baked"
+        assert template["metadataOptions"]["httpTokens"] == "required"
+        assert template["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        (disk,) = template["blockDeviceMappings"]
+        assert disk["ebs"]["encrypted"] == "true" and disk["ebs"]["volumeType"] == "gp3"
+        assert disk["ebs"]["volumeSize"] == 30
+        assert "keyName" not in template
+
+        security_group = mocks.one("aws:ec2/securityGroup:SecurityGroup")
+        assert not security_group.get("ingress")
+        assert security_group["vpcId"] == "vpc-default"
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_gpu_tier_types_disk_and_worker_settings():
+    mocks, _, done = deploy({"compute": "gpu", "maxInstances": "3"})
+
+    def check(_):
+        group = mocks.one("aws:autoscaling/group:Group")
+        overrides = group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
+        assert [o["instanceType"] for o in overrides] == [
+            "g4dn.xlarge",
+            "g4dn.2xlarge",
+            "g5.xlarge",
+            "g6.xlarge",
+        ]
+        assert group["maxSize"] == 3
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 80
+        text = user_data_of(mocks)
+        assert "WHISPERQ_DEVICE=cuda" in text and "WHISPERQ_COMPUTE_TYPE=float16" in text
+        assert "WHISPERQ_MODEL=large-v3" in text
+        lookup = mocks.ami_lookups[0]
+        assert lookup["owners"] == ["self"]
+        assert {"name": "name", "values": ["whisperq-gpu-*"]} in lookup["filters"]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_bucket_is_private_encrypted_tls_only_and_expires_inputs_only():
+    mocks, _, done = deploy({"retainInputsDays": "7"})
+
+    def check(_):
+        block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+        assert all(
+            block[key]
+            for key in (
+                "blockPublicAcls",
+                "blockPublicPolicy",
+                "ignorePublicAcls",
+                "restrictPublicBuckets",
+            )
+        )
+        ownership = mocks.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+        assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+        sse = mocks.one(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+        assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+        (statement,) = json.loads(mocks.one("aws:s3/bucketPolicy:BucketPolicy")["policy"])[
+            "Statement"
+        ]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        rules = mocks.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[
+            "rules"
+        ]
+        expiring = [rule for rule in rules if "expiration" in rule]
+        assert expiring == [
+            {
+                "id": "expire-inputs",
+                "status": "Enabled",
+                "filter": {"prefix": "inputs/"},
+                "expiration": {"days": 7},
+            }
+        ]
+        assert mocks.one("aws:s3/bucketNotification:BucketNotification")["eventbridge"] is True
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_queue_has_sse_long_polling_and_a_redrive_policy():
+    mocks, _, done = deploy({"visibilityTimeout": "240", "maxReceiveCount": "8"})
+
+    def check(_):
+        queue = mocks.one("aws:sqs/queue:Queue", "whisperq-jobs")
+        dead = mocks.one("aws:sqs/queue:Queue", "whisperq-jobs-dlq")
+        assert queue["visibilityTimeoutSeconds"] == 240
+        assert queue["receiveWaitTimeSeconds"] == 20
+        assert queue["sqsManagedSseEnabled"] and dead["sqsManagedSseEnabled"]
+        assert json.loads(queue["redrivePolicy"]) == {
+            "deadLetterTargetArn": dead["arn"],
+            "maxReceiveCount": 8,
+        }
+        assert "WHISPERQ_VISIBILITY_TIMEOUT=240" in user_data_of(mocks)
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_worker_role_allows_only_what_a_worker_does():
+    mocks, _, done = deploy({})
+
+    def check(_):
+        policies = {
+            n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
+        }
+        worker = policies["whisperq-worker"]
+        for statement in worker["Statement"]:
+            actions = statement["Action"]
+            assert all("*" not in action for action in actions), statement
+            if statement["Resource"] == "*":
+                assert statement["Action"] == ["cloudwatch:PutMetricData"]
+                assert statement["Condition"] == {
+                    "StringEquals": {"cloudwatch:namespace": "whisperq"}
+                }
+        by_sid = {s["Sid"]: s for s in worker["Statement"]}
+        assert by_sid["ReadInputs"]["Resource"] == ["arn:aws:s3:::whisperq-data-bucket/inputs/*"]
+        assert by_sid["WriteResults"]["Resource"] == ["arn:aws:s3:::whisperq-data-bucket/results/*"]
+        assert by_sid["WorkTheQueue"]["Resource"] == [
+            f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
+        ]
+        assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [
+            f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
+            "autoScalingGroupName/whisperq-test-workers"
+        ]
+        attachments = mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
+        assert [o["policyArn"] for _, o in attachments] == [
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+        ]
+        assert mocks.one("aws:iam/instanceProfile:InstanceProfile")
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_scaler_lambda_runs_the_formula_every_minute():
+    mocks, _, done = deploy({"jobsPerInstance": "6", "maxInstances": "20", "idleMinutes": "15"})
+
+    def check(_):
+        function = mocks.one("aws:lambda/function:Function")
+        assert function["handler"] == "handler.handler"
+        variables = function["environment"]["variables"]
+        assert variables["JOBS_PER_INSTANCE"] == "6"
+        assert variables["MAX_INSTANCES"] == "20"
+        assert variables["IDLE_MINUTES"] == "15"
+        assert variables["GROUP_NAME"] == "whisperq-test-workers"
+        assert variables["QUEUE_URL"].endswith("/whisperq-jobs")
+        rule = mocks.one("aws:cloudwatch/eventRule:EventRule")
+        assert rule["scheduleExpression"] == "rate(1 minute)"
+        assert mocks.one("aws:lambda/permission:Permission")["principal"] == "events.amazonaws.com"
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_alarms_and_dashboard():
+    mocks, _, done = deploy({})
+
+    def check(_):
+        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        dead = alarms["whisperq-monitoring-dead-letters"]
+        assert (dead["metricName"], dead["threshold"], dead["comparisonOperator"]) == (
+            "ApproximateNumberOfMessagesVisible",
+            0,
+            "GreaterThanThreshold",
+        )
+        assert dead["dimensions"] == {"QueueName": "whisperq-jobs-dlq"}
+        stale = alarms["whisperq-monitoring-stale-backlog"]
+        assert stale["metricName"] == "ApproximateAgeOfOldestMessage"
+        body = json.loads(mocks.one("aws:cloudwatch/dashboard:Dashboard")["dashboardBody"])
+        titles = [widget["properties"]["title"] for widget in body["widgets"]]
+        assert titles == [
+            "Backlog (waiting + running) and dead letters",
+            "Instances",
+            "Jobs per minute",
+            "Audio seconds per second",
+        ]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, monkeypatch):
+    import whisperq_infra.deployment as deployment_module
+
+    script = tmp_path / "provision.sh"
+    script.write_text("#!/bin/bash\necho provisioning whisperq\n")
+    monkeypatch.setattr(deployment_module, "PROVISION_SCRIPT", script)
+    mocks, _, done = deploy({}, images_built=False)
+
+    def check(_):
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["imageId"] == "ami-stock"
+        assert mocks.ami_lookups[1]["owners"] == ["099720109477"]
+        text = user_data_of(mocks)
+        assert "echo provisioning whisperq" in text
+        assert text.index("worker.env") < text.index("provision") < text.index("systemctl")
+
+    return done.apply(check)
+
+
+def test_without_image_or_provisioning_script_preview_says_what_to_do(monkeypatch, tmp_path):
+    import whisperq_infra.deployment as deployment_module
+
+    monkeypatch.setattr(deployment_module, "PROVISION_SCRIPT", tmp_path / "missing.sh")
+    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match="build an image with ami/ or set whisperq:amiId"):
+        deployment_module.Deployment("whisperq", parse_config({}))
+
+
+# --- pure pieces -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"compute": "tpu"}, "whisperq:compute must be one of: cpu, gpu (got 'tpu')"),
+        ({"maxInstances": "lots"}, "whisperq:maxInstances must be a whole number"),
+        ({"maxInstances": "0"}, "whisperq:maxInstances must be between 1 and 1000"),
+        ({"maxReceiveCount": "2"}, "whisperq:maxReceiveCount must be at least 5"),
+        ({"instanceTypes": '["c6a xlarge"]'}, "whisperq:instanceTypes must list"),
+        ({"compute": "gpu", "instanceTypes": "c6a.xlarge"}, "must be GPU types"),
+        ({"subnetIds": '["subnet-1"]'}, "whisperq:subnetIds needs whisperq:vpcId"),
+        ({"visibilityTimeout": "5"}, "whisperq:visibilityTimeout must be between 30"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(raw)
+
+
+def test_config_defaults_and_overrides():
+    config = parse_config({"compute": "cpu", "instanceTypes": "c7a.xlarge, c6a.xlarge"})
+    assert config.instance_types == ("c7a.xlarge", "c6a.xlarge")
+    assert (config.max_instances, config.jobs_per_instance, config.max_receive_count) == (10, 4, 5)
+    assert parse_config({}).compute == "cpu"
+
+
+def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
+    text = render_user_data({"bucket": "b", "model": "it's; rm -rf /"}, "echo hi")
+    script = tmp_path / "user-data.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    env_lines = text.split("<<'WHISPERQ_ENV'\n")[1].split("\nWHISPERQ_ENV")[0].splitlines()
+    assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_MODEL='it'\"'\"'s; rm -rf /'"]
+    assert text.rstrip().endswith("systemctl enable --now whisperq-worker.service")
+
+
+def test_policies_have_no_wildcard_actions():
+    for policy in (
+        worker_policy("arn:aws:s3:::b", "arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g"),
+        scaler_policy("arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g", "arn:aws:logs:r:1:lg"),
+    ):
+        for statement in policy["Statement"]:
+            assert all("*" not in action for action in statement["Action"])
