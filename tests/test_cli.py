@@ -290,3 +290,43 @@ def test_dlq_redrive_moves_jobs_back_and_leaves_strangers(batch_of_three, cli_en
     assert "Moved 1 job(s) back to the queue; 1 other message(s) left." in moved.output
     assert [job.path for job in queued_jobs(cli_env)] == [job_path]
     assert storage.queue_counts(cli_env).dead_lettered == 1
+
+
+def test_config_from_stack_writes_what_submit_needs(isolated_settings, tmp_path):
+    from whisperq.settings import Settings
+
+    config_file = isolated_settings / "config.toml"
+    config_file.write_text('model = "base"\nbucket = "old"\n')
+    outputs = {
+        "bucket": "whisperq-data-bucket-1a2b",
+        "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/whisperq-jobs-9f",
+        "dlqUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/whisperq-jobs-dlq-3c",
+        "region": "eu-west-1",
+        "groupName": "whisperq-dev-workers",
+        "dashboardUrl": "https://eu-west-1.console.aws.amazon.com/cloudwatch/home",
+    }
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    result = runner.invoke(
+        app, ["config", "from-stack", "--outputs", str(tmp_path / "outputs.json")]
+    )
+    assert result.exit_code == 0, result.output
+    settings = Settings()
+    assert settings.bucket == "whisperq-data-bucket-1a2b"
+    assert settings.queue_url.endswith("/whisperq-jobs-9f")
+    assert settings.dlq_url.endswith("/whisperq-jobs-dlq-3c")
+    assert settings.region == "eu-west-1"
+    assert settings.model == "base"  # other settings are kept
+    settings.require_storage()
+
+
+def test_config_from_stack_explains_missing_outputs_and_cli(
+    isolated_settings, tmp_path, monkeypatch
+):
+    (tmp_path / "outputs.json").write_text(json.dumps({"bucket": "b"}))
+    result = runner.invoke(
+        app, ["config", "from-stack", "--outputs", str(tmp_path / "outputs.json")]
+    )
+    assert result.exit_code == 1 and "no output(s) queueUrl, dlqUrl, region" in result.output
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi CLI here
+    result = runner.invoke(app, ["config", "from-stack"])
+    assert result.exit_code == 1 and "pulumi CLI is not on PATH" in result.output

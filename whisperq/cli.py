@@ -46,6 +46,8 @@ local_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(local_app, name="local")
+config_app = typer.Typer(help="The CLI's configuration file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -412,6 +414,38 @@ def worker(
         run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
     except ModelError as error:
         raise _fail(str(error)) from None
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+@config_app.command("from-stack")
+def config_from_stack(
+    stack: str | None = typer.Argument(None, help="Pulumi stack (default: the selected one)."),
+    project_dir: Path = typer.Option(
+        Path("infra_pulumi"), "--dir", help="The Pulumi project folder."
+    ),
+    outputs_file: Path | None = typer.Option(
+        None, "--outputs", help="Read `pulumi stack output --json` from this file instead."
+    ),
+) -> None:
+    """Write bucket, queues and region from `pulumi up`'s outputs into the config file,
+    so `whisperq submit` needs nothing else."""
+    from whisperq import stack_config
+
+    settings = Settings()
+    try:
+        if outputs_file is not None:
+            outputs = json.loads(outputs_file.read_text(encoding="utf-8"))
+        else:
+            outputs = stack_config.read_stack_outputs(stack, project_dir)
+        values = stack_config.settings_from_outputs(outputs)
+    except (stack_config.StackConfigError, OSError, ValueError) as error:
+        raise _fail(str(error)) from None
+    stack_config.write_config(settings.config_file, values)
+    err.print(f"Wrote {', '.join(values)} to {settings.config_file}", highlight=False)
+    if local_stack.read_state(settings) is not None:
+        err.print("The local stack is up and takes precedence: `whisperq local down` to use AWS.")
 
 
 # --- local stack ----------------------------------------------------------------------
