@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -367,3 +368,27 @@ def test_policies_have_no_wildcard_actions():
     ):
         for statement in policy["Statement"]:
             assert all("*" not in action for action in statement["Action"])
+
+
+@pulumi.runtime.test
+def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
+    import runpy
+
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="whisperq", stack="dev", preview=False)
+    pulumi.runtime.set_all_config({"whisperq:compute": "gpu", "whisperq:maxInstances": "2"})
+    try:
+        program = runpy.run_path(str(Path(__file__).parents[1] / "infra_pulumi" / "__main__.py"))
+    finally:
+        pulumi.runtime.set_all_config({})
+    deployment = program["deployment"]
+    assert deployment.config.compute == "gpu" and deployment.config.max_instances == 2
+
+    def check(values):
+        queue_url, dlq_url, group = values
+        assert queue_url.endswith("/whisperq-jobs") and dlq_url.endswith("/whisperq-jobs-dlq")
+        assert group == "whisperq-dev-workers"
+
+    return pulumi.Output.all(
+        deployment.queues.queue.url, deployment.queues.dead_letter.url, deployment.fleet.group.name
+    ).apply(check)
