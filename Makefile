@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint format clean
+.PHONY: help setup system-deps demo test lint format wheel clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ $(BIN)/whisperq: pyproject.toml
 
 setup: $(BIN)/whisperq  ## Virtualenv in .venv with whisperq, the worker, the local stack and dev tools
 
-system-deps:  ## Debian/Ubuntu packages the tests use to make speech (espeak-ng, sox)
+system-deps:  ## Debian/Ubuntu packages the tests use (espeak-ng, sox, packer, shellcheck, systemd)
 	scripts/system-deps.sh
 
 demo: setup  ## Start the local stack, transcribe examples/calls, write transcripts/
@@ -34,5 +34,8 @@ format: setup  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+wheel: setup  ## Build dist/whisperq-*.whl (what the worker image installs)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
 clean:  ## Remove the virtualenv and caches (stop the local stack first)
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info dist build

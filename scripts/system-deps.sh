@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages the tests use to make speech, if they are missing.
+# Installs the Debian/Ubuntu packages the tests use, if they are missing: espeak-ng and sox
+# make speech; packer, shellcheck and systemd-analyze check the worker image (ami/).
 set -euo pipefail
 
+declare -A package_of=(
+  [espeak-ng]=espeak-ng
+  [sox]=sox
+  [packer]=packer
+  [shellcheck]=shellcheck
+  [systemd-analyze]=systemd
+)
 missing=()
-for tool in espeak-ng sox; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in "${!package_of[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

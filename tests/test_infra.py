@@ -238,6 +238,10 @@ def test_worker_role_allows_only_what_a_worker_does():
             f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
             "autoScalingGroupName/whisperq-test-workers"
         ]
+        assert by_sid["ShipOwnLog"]["Resource"] == [
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/workers",
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/workers:*",
+        ]
         attachments = mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
         assert [o["policyArn"] for _, o in attachments] == [
             "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -363,7 +367,9 @@ def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
 
 def test_policies_have_no_wildcard_actions():
     for policy in (
-        worker_policy("arn:aws:s3:::b", "arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g"),
+        worker_policy(
+            "arn:aws:s3:::b", "arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g", "arn:aws:logs:r:1:g"
+        ),
         scaler_policy("arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g", "arn:aws:logs:r:1:lg"),
     ):
         for statement in policy["Statement"]:

@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 from whisperq_infra.config import ConfigError, DeploymentConfig
 from whisperq_infra.fleet import Fleet
-from whisperq_infra.iam import METRICS_NAMESPACE, WorkerIdentity
+from whisperq_infra.iam import METRICS_NAMESPACE, WORKER_LOG_GROUP, WorkerIdentity
 from whisperq_infra.monitoring import Monitoring
 from whisperq_infra.queues import Queues
 from whisperq_infra.scaling import QueueScaler
@@ -67,6 +67,7 @@ class Deployment(pulumi.ComponentResource):
             bucket_arn=self.storage.bucket.arn,
             queue_arn=self.queues.queue.arn,
             group_arn=group_arn,
+            log_group_arn=f"arn:aws:logs:{self.region}:{account}:log-group:{WORKER_LOG_GROUP}",
             opts=child,
         )
 

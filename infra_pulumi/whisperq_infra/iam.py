@@ -12,11 +12,14 @@ from whisperq.keys import INPUTS, RESULTS
 
 METRICS_NAMESPACE = "whisperq"
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+WORKER_LOG_GROUP = "/whisperq/workers"  # as in ami/cloudwatch-agent.json
 
 
-def worker_policy(bucket_arn: str, queue_arn: str, group_arn: str) -> dict[str, Any]:
+def worker_policy(
+    bucket_arn: str, queue_arn: str, group_arn: str, log_group_arn: str
+) -> dict[str, Any]:
     """Read inputs, write (and clear stale error records among) results, work the queue,
-    protect its own instance from scale-in, publish its own metrics. Nothing else."""
+    protect its own instance from scale-in, publish its own metrics and log. Nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -48,6 +51,19 @@ def worker_policy(bucket_arn: str, queue_arn: str, group_arn: str) -> dict[str, 
                 "Effect": "Allow",
                 "Action": ["autoscaling:SetInstanceProtection"],
                 "Resource": [group_arn],
+            },
+            {
+                # The CloudWatch agent ships the worker's log (ami/cloudwatch-agent.json).
+                "Sid": "ShipOwnLog",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                    "logs:PutRetentionPolicy",
+                ],
+                "Resource": [log_group_arn, f"{log_group_arn}:*"],
             },
             {
                 # PutMetricData has no resource types: the namespace condition narrows it.
@@ -83,6 +99,7 @@ class WorkerIdentity(pulumi.ComponentResource):
         bucket_arn: pulumi.Input[str],
         queue_arn: pulumi.Input[str],
         group_arn: pulumi.Input[str],
+        log_group_arn: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:WorkerIdentity", name, None, opts)
@@ -93,7 +110,7 @@ class WorkerIdentity(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             name,
             role=self.role.id,
-            policy=pulumi.Output.all(bucket_arn, queue_arn, group_arn).apply(
+            policy=pulumi.Output.all(bucket_arn, queue_arn, group_arn, log_group_arn).apply(
                 lambda arns: json.dumps(worker_policy(*arns))
             ),
             opts=child,
