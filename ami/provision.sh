@@ -5,7 +5,9 @@
 # Environment:
 #   WHISPERQ_COMPUTE   cpu | gpu                               (default cpu)
 #   WHISPERQ_MODEL     tiny.en, a Hugging Face name, or s3://bucket/prefix (default tiny.en)
-#   WHISPERQ_WHEEL     the whisperq wheel (or a pip requirement) (default whisperq)
+#   WHISPERQ_WHEEL     the whisperq wheel: a path, or s3://bucket/key (the deployment
+#                      uploads it there for stock images), or a pip requirement
+#                      (default whisperq)
 #   WHISPERQ_PREFIX    install under this root instead of /      (tests)
 #   WHISPERQ_USER      the service user                           (default whisperq)
 #   WHISPERQ_SKIP_CLOUD=1  skip what needs a cloud machine: apt, GPU libraries, the
@@ -55,6 +57,18 @@ log "virtualenv $venv"
 extras="worker"
 [ "$model" = "tiny.en" ] && extras="worker,models"
 case "$wheel" in
+  s3://*)
+    log "wheel from $wheel"
+    "$venv/bin/python" -m pip install --quiet boto3
+    local_wheel="$home/$(basename "$wheel")"
+    "$venv/bin/python" - "$wheel" "$local_wheel" <<'PY'
+import sys
+import boto3
+bucket, _, key = sys.argv[1][len("s3://"):].partition("/")
+boto3.client("s3").download_file(bucket, key, sys.argv[2])
+PY
+    requirement="${local_wheel}[$extras]"
+    ;;
   *.whl) requirement="${wheel}[$extras]" ;;
   *) requirement="$wheel" ;;
 esac

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from whisperq import storage, tracking
+from whisperq import keys, storage, tracking
 from whisperq.submit import submit
 
 from helpers import wait_for, word_error_rate
@@ -135,9 +135,20 @@ def test_provisioned_worker_started_as_the_unit_does_finishes_a_job(
     tmp_path, wheel, aws, make_speech
 ):
     prefix = tmp_path / "root"
-    first = provision(prefix, wheel)
+    # as on a stock image: the deployment put the wheel in its bucket
+    s3 = storage.client(aws, "s3")
+    s3.upload_file(str(wheel), aws.bucket, keys.artifact_key(wheel.name))
+    from_bucket = {
+        "WHISPERQ_WHEEL": f"s3://{aws.bucket}/{keys.artifact_key(wheel.name)}",
+        "AWS_ENDPOINT_URL": aws.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": aws.region,
+    }
+    first = provision(prefix, wheel, **from_bucket)
     assert first.returncode == 0, first.stderr[-3000:]
-    again = provision(prefix, wheel)  # idempotent
+    assert "wheel from s3://" in first.stderr
+    again = provision(prefix, wheel, **from_bucket)  # idempotent
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model ready: tiny.en" in again.stdout
 
@@ -181,7 +192,6 @@ def test_provisioned_worker_started_as_the_unit_does_finishes_a_job(
             tmp_path / "calls" / "hello.wav", "Please send the invoice to my email address."
         )
         submit(aws, [str(call)], batch="image")
-        s3 = storage.client(aws, "s3")
         status = wait_for(
             lambda: (st := tracking.batch_status(aws, s3, "image")).finished and st, 120, "the job"
         )

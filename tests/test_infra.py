@@ -302,28 +302,36 @@ def test_alarms_and_dashboard():
 def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, monkeypatch):
     import whisperq_infra.deployment as deployment_module
 
-    script = tmp_path / "provision.sh"
-    script.write_text("#!/bin/bash\necho provisioning whisperq\n")
-    monkeypatch.setattr(deployment_module, "PROVISION_SCRIPT", script)
+    (tmp_path / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
     mocks, _, done = deploy({}, images_built=False)
 
     def check(_):
         template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
         assert template["imageId"] == "ami-stock"
         assert mocks.ami_lookups[1]["owners"] == ["099720109477"]
+        artifact = mocks.one("aws:s3/bucketObject:BucketObject")
+        assert artifact["key"] == "artifacts/whisperq-0.1.0-py3-none-any.whl"
         text = user_data_of(mocks)
-        assert "echo provisioning whisperq" in text
-        assert text.index("worker.env") < text.index("provision") < text.index("systemctl")
+        ami = Path(__file__).parents[1] / "ami"
+        for name in ("provision.sh", "whisperq-worker.service", "cloudwatch-agent.json"):
+            assert (ami / name).read_text().rstrip("\n") in text, name
+        assert (
+            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=distil-large-v3 "
+            "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
+            "bash /root/whisperq-ami/provision.sh"
+        ) in text
+        assert text.index("worker.env") < text.index("provision.sh") < text.index("systemctl")
 
     return done.apply(check)
 
 
-def test_without_image_or_provisioning_script_preview_says_what_to_do(monkeypatch, tmp_path):
+def test_without_image_or_wheel_preview_says_what_to_do(monkeypatch, tmp_path):
     import whisperq_infra.deployment as deployment_module
 
-    monkeypatch.setattr(deployment_module, "PROVISION_SCRIPT", tmp_path / "missing.sh")
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)  # no wheel built
     pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
-    with pytest.raises(ConfigError, match="build an image with ami/ or set whisperq:amiId"):
+    with pytest.raises(ConfigError, match="run `make wheel`"):
         deployment_module.Deployment("whisperq", parse_config({}))
 
 
@@ -356,13 +364,19 @@ def test_config_defaults_and_overrides():
 
 
 def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
-    text = render_user_data({"bucket": "b", "model": "it's; rm -rf /"}, "echo hi")
+    from whisperq_infra.userdata import read_bundle
+
+    text = render_user_data(
+        {"bucket": "b", "model": "it's; rm -rf /"}, read_bundle(), {"wheel": "s3://b/w.whl"}
+    )
     script = tmp_path / "user-data.sh"
     script.write_text(text)
     subprocess.run(["bash", "-n", str(script)], check=True)
+    subprocess.run(["shellcheck", "-S", "error", str(script)], check=True)
     env_lines = text.split("<<'WHISPERQ_ENV'\n")[1].split("\nWHISPERQ_ENV")[0].splitlines()
     assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_MODEL='it'\"'\"'s; rm -rf /'"]
     assert text.rstrip().endswith("systemctl enable --now whisperq-worker.service")
+    assert len(text.encode()) < 16 * 1024  # EC2's user data limit
 
 
 def test_policies_have_no_wildcard_actions():

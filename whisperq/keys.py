@@ -7,6 +7,7 @@
     results/<batch>/<relative path>.{srt,vtt,txt}  renderings, written first
     results/<batch>/<relative path>.json           the transcript; written last = done
     results/<batch>/<relative path>.error.json     permanent failure, with the reason
+    artifacts/<file>                               the deployment's own files (worker wheel)
 
 Anyone can poll ``results/<batch>/`` with any S3 tool: a ``.json`` that is not
 ``.error.json`` means that file is done.
@@ -21,6 +22,7 @@ from typing import Literal
 INPUTS = "inputs"
 RESULTS = "results"
 BATCHES = "batches"
+ARTIFACTS = "artifacts"
 MANIFEST = "manifest.json"
 ERROR_SUFFIX = ".error.json"
 
@@ -67,6 +69,10 @@ def inputs_prefix(batch: str) -> str:
 
 def manifest_key(batch: str) -> str:
     return f"{BATCHES}/{batch}/{MANIFEST}"
+
+
+def artifact_key(name: str) -> str:
+    return f"{ARTIFACTS}/{name}"
 
 
 def batches_prefix() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_aws as aws
 from whisperq_infra.config import ConfigError, DeploymentConfig
@@ -11,8 +13,11 @@ from whisperq_infra.monitoring import Monitoring
 from whisperq_infra.queues import Queues
 from whisperq_infra.scaling import QueueScaler
 from whisperq_infra.storage import Storage
-from whisperq_infra.userdata import PROVISION_SCRIPT, render_user_data
+from whisperq_infra.userdata import read_bundle, render_user_data
 
+from whisperq import keys
+
+DIST_DIR = Path(__file__).resolve().parents[2] / "dist"  # `make wheel` writes here
 # Stock images when no whisperq image was built (the provisioning script runs at boot).
 STOCK_IMAGES = {
     "cpu": ("099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"),
@@ -79,18 +84,34 @@ class Deployment(pulumi.ComponentResource):
         if not subnet_ids:
             raise ConfigError(f"VPC {vpc_id} has no subnets: set whisperq:subnetIds")
         image_id, baked = find_image(config)
-        provision = None
+        bundle, wheel_uri = None, pulumi.Output.from_input("")
         if not baked:
-            if not PROVISION_SCRIPT.exists():
+            # A stock image: bring the wheel and the image's files, provision at boot.
+            wheels = sorted(DIST_DIR.glob("whisperq-*.whl"), key=lambda path: path.stat().st_mtime)
+            if not wheels:
                 raise ConfigError(
-                    f"No whisperq-{config.compute}-* image in this account and no provisioning "
-                    "script (ami/provision.sh) to run at boot: build an image with ami/ or set "
-                    "whisperq:amiId."
+                    f"No whisperq-{config.compute}-* image in this account, and no wheel to "
+                    "install at boot: run `make wheel` (boots then take minutes), or build an "
+                    "image with ami/, or set whisperq:amiId."
                 )
-            provision = PROVISION_SCRIPT.read_text()
+            wheel = wheels[-1]
+            self.wheel = aws.s3.BucketObject(
+                f"{name}-wheel",
+                bucket=self.storage.bucket.id,
+                key=keys.artifact_key(wheel.name),
+                source=pulumi.FileAsset(str(wheel)),
+                opts=child,
+            )
+            bundle = read_bundle()
+            wheel_uri = pulumi.Output.concat(
+                "s3://", self.storage.bucket.bucket, "/", self.wheel.key
+            )
 
         user_data = pulumi.Output.all(
-            self.storage.bucket.bucket, self.queues.queue.url, self.queues.dead_letter.url
+            self.storage.bucket.bucket,
+            self.queues.queue.url,
+            self.queues.dead_letter.url,
+            wheel_uri,
         ).apply(
             lambda values: render_user_data(
                 {
@@ -106,7 +127,8 @@ class Deployment(pulumi.ComponentResource):
                     "metrics_namespace": METRICS_NAMESPACE,
                     "sqs_wait_seconds": "20",
                 },
-                provision,
+                bundle,
+                {"compute": config.compute, "model": config.model, "wheel": values[3]},
             )
         )
         self.fleet = Fleet(

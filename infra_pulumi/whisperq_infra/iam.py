@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from whisperq.keys import INPUTS, RESULTS
+from whisperq.keys import ARTIFACTS, INPUTS, RESULTS
 
 METRICS_NAMESPACE = "whisperq"
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -28,6 +28,12 @@ def worker_policy(
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
                 "Resource": [f"{bucket_arn}/{INPUTS}/*"],
+            },
+            {
+                "Sid": "ReadArtifacts",  # the wheel a stock image installs at boot
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{bucket_arn}/{ARTIFACTS}/*"],
             },
             {
                 "Sid": "WriteResults",
