@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -31,6 +34,34 @@ def words(text: str) -> set[str]:
 
 
 T = TypeVar("T")
+
+
+def create_group(autoscaling: Any, name: str, desired: int, max_size: int = 5) -> list[str]:
+    """An Auto Scaling group in moto server; returns its instance ids."""
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName=name, ImageId="ami-12c6146b", InstanceType="c6a.xlarge"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchConfigurationName=name,
+        MinSize=0,
+        MaxSize=max_size,
+        DesiredCapacity=desired,
+        AvailabilityZones=["us-east-1a"],
+    )
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return [instance["InstanceId"] for instance in groups["AutoScalingGroups"][0]["Instances"]]
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``whisperq ARGS`` in a subprocess, as a user runs it (wide output, bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "whisperq", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"COLUMNS": "200"},
+    )
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:

@@ -4,15 +4,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from whisperq import local_stack, storage
 from whisperq.settings import Settings
 
-from helpers import word_error_rate, words
+from helpers import run_cli, word_error_rate, words
 
 pytestmark = pytest.mark.e2e
 
@@ -32,27 +30,17 @@ CALLS = {
 }
 
 
-def whisperq(*args, timeout=240):
-    return subprocess.run(
-        [sys.executable, "-m", "whisperq", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ | {"COLUMNS": "200"},
-    )
-
-
 @pytest.fixture
 def stack(isolated_settings):
     """`whisperq local up`; afterwards `local down`, then SIGKILL anything it left."""
-    up = whisperq("local", "up", "--workers", "1")
+    up = run_cli("local", "up", "--workers", "1")
     state = local_stack.read_state(Settings())
     try:
         assert up.returncode == 0, up.stderr + up.stdout
         assert state is not None
         yield state
     finally:
-        whisperq("local", "down", timeout=60)
+        run_cli("local", "down", timeout=60)
         for process in local_stack.managed_processes(state or {}):
             if local_stack.is_alive(process):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -63,21 +51,21 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
         make_speech(tmp_path / path, sentence, voice="en-us")
     (tmp_path / "calls/notes.txt").write_text("not audio")
 
-    again = whisperq("local", "up")
+    again = run_cli("local", "up")
     assert again.returncode == 0 and "Already running" in again.stderr
     assert local_stack.read_state(Settings())["processes"] == stack["processes"]
 
-    submitted = whisperq("submit", str(tmp_path / "calls"), "--batch", "e2e")
+    submitted = run_cli("submit", str(tmp_path / "calls"), "--batch", "e2e")
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.strip() == "e2e"
     assert "Queued 3 file(s)" in submitted.stderr
     assert "Skipped 1 non-audio" in submitted.stderr
 
-    waited = whisperq("wait", "e2e", "--timeout", "180", "--interval", "1")
-    assert waited.returncode == 0, waited.stderr + whisperq("local", "logs").stdout
+    waited = run_cli("wait", "e2e", "--timeout", "180", "--interval", "1")
+    assert waited.returncode == 0, waited.stderr + run_cli("local", "logs").stdout
     assert "All 3 done" in waited.stderr
 
-    status = json.loads(whisperq("status", "e2e", "--json").stdout)
+    status = json.loads(run_cli("status", "e2e", "--json").stdout)
     (batch,) = status["batches"]
     assert (batch["submitted"], batch["done"], batch["failed"], batch["pending"]) == (3, 3, 0, 0)
     assert batch["audio_seconds_done"] > 6
@@ -96,7 +84,7 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     )
 
     out = tmp_path / "transcripts"
-    fetched = whisperq("results", "e2e", "--out", str(out))
+    fetched = run_cli("results", "e2e", "--out", str(out))
     assert fetched.returncode == 0, fetched.stderr
     for path, (sentence, expected_words) in CALLS.items():
         # tiny.en on 8 kHz synthetic speech: close, not always perfect (thread timing can
@@ -114,7 +102,7 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     assert log.count("model tiny.en loaded") == 1
     assert log.count("done e2e/") == 3
 
-    down = whisperq("local", "down", timeout=60)
+    down = run_cli("local", "down", timeout=60)
     assert down.returncode == 0 and "Stopped 2 process(es)" in down.stderr
     assert not settings.local_stack_file.exists()
     assert not any(local_stack.is_alive(p) for p in local_stack.managed_processes(stack))

@@ -12,7 +12,7 @@ from whisperq.celery_app import broker_url, transport_options
 from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
 from whisperq.instance import Imds, ScaleInProtection, SpotWatcher
 
-from helpers import FakeImds
+from helpers import FakeImds, create_group
 
 
 def receive(sqs, url, wait=0):
@@ -120,21 +120,8 @@ def group(aws):
     """An Auto Scaling group with one instance, in moto server."""
     autoscaling = storage.client(aws, "autoscaling")
     name = f"{aws.bucket}-asg"
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName=name, ImageId="ami-12c6146b", InstanceType="c6a.xlarge"
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchConfigurationName=name,
-        MinSize=0,
-        MaxSize=2,
-        DesiredCapacity=1,
-        AvailabilityZones=["us-east-1a"],
-    )
-    (instance,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
-        "AutoScalingGroups"
-    ][0]["Instances"]
-    return autoscaling, name, instance["InstanceId"]
+    (instance_id,) = create_group(autoscaling, name, desired=1, max_size=2)
+    return autoscaling, name, instance_id
 
 
 def protected(autoscaling, instance_id):

@@ -7,22 +7,14 @@ import pytest
 
 from whisperq import storage
 
+from helpers import create_group
+
 
 @pytest.fixture
 def fleet(aws):
     autoscaling = storage.client(aws, "autoscaling")
     name = f"{aws.bucket}-workers"
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName=name, ImageId="ami-12c6146b", InstanceType="c6a.xlarge"
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchConfigurationName=name,
-        MinSize=0,
-        MaxSize=5,
-        DesiredCapacity=0,
-        AvailabilityZones=["us-east-1a"],
-    )
+    create_group(autoscaling, name, desired=0)
     env = {
         "QUEUE_URL": aws.queue_url,
         "GROUP_NAME": name,

@@ -11,7 +11,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,14 @@ from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperq.settings import Settings
 from whisperq.submit import submit
 
-from helpers import FakeImds, char_error_rate, wait_for, word_error_rate
+from helpers import (
+    FakeImds,
+    char_error_rate,
+    create_group,
+    run_cli,
+    wait_for,
+    word_error_rate,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -222,19 +228,7 @@ def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long
 def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, long_call, monkeypatch):
     stack = start_stack(workers=1)
     autoscaling = storage.client(stack.settings, "autoscaling")
-    autoscaling.create_launch_configuration(
-        LaunchConfigurationName="lc", ImageId="ami-12c6146b", InstanceType="c6a.xlarge"
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="workers",
-        LaunchConfigurationName="lc",
-        MinSize=0,
-        MaxSize=1,
-        DesiredCapacity=1,
-        AvailabilityZones=["us-east-1a"],
-    )
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["workers"])
-    instance_id = group["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    (instance_id,) = create_group(autoscaling, "workers", desired=1, max_size=1)
 
     def protected() -> bool:
         found = autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])
@@ -353,24 +347,10 @@ def test_a_job_that_keeps_killing_its_worker_goes_to_the_dlq_and_comes_back(star
     wait_for(lambda: storage.queue_counts(stack.settings).dead_lettered == 1, 60, "the dead letter")
     assert stack.status("poison").pending == 1
 
-    env = os.environ | {"COLUMNS": "200"}
-    listing = subprocess.run(
-        [sys.executable, "-m", "whisperq", "dlq", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    (letter,) = json.loads(listing.stdout)["messages"]
+    (letter,) = json.loads(run_cli("dlq", "--json").stdout)["messages"]
     assert (letter["batch"], letter["path"]) == ("poison", "long call.wav")
 
-    retried = subprocess.run(
-        [sys.executable, "-m", "whisperq", "retry", "poison"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    retried = run_cli("retry", "poison")
     assert "0 failed file(s) and 1 dead-lettered job(s)" in retried.stderr
     stack.wait_finished("poison", 180)
     assert_complete(stack, "poison", "long call.wav")

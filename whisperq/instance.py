@@ -69,19 +69,17 @@ class Imds:
         return json.loads(body) if body else None
 
 
-class SpotWatcher:
-    """Polls for a spot interruption notice; calls ``on_notice`` once when one appears."""
+class Poller:
+    """Calls ``tick`` every ``interval`` seconds in a daemon thread, until ``tick`` returns
+    True or ``stop()`` is called."""
 
-    def __init__(
-        self, imds: Imds, interval: float, on_notice: Callable[[dict[str, Any]], None]
-    ) -> None:
-        self.imds = imds
+    def __init__(self, name: str, interval: float, tick: Callable[[], bool | None]) -> None:
         self.interval = interval
-        self.on_notice = on_notice
+        self.tick = tick
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spot-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> SpotWatcher:
+    def start(self) -> Poller:
         self._thread.start()
         return self
 
@@ -90,15 +88,31 @@ class SpotWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                notice = self.imds.spot_notice()
-            except (OSError, ValueError) as error:
-                log.debug("spot notice poll failed: %s", error)
-                continue
-            if notice:
-                log.warning("spot interruption notice: %s", notice)
-                self.on_notice(notice)
+            if self.tick():
                 return
+
+
+class SpotWatcher(Poller):
+    """Polls for a spot interruption notice; calls ``on_notice`` once when one appears."""
+
+    def __init__(
+        self, imds: Imds, interval: float, on_notice: Callable[[dict[str, Any]], None]
+    ) -> None:
+        super().__init__("spot-watcher", interval, self._check)
+        self.imds = imds
+        self.on_notice = on_notice
+
+    def _check(self) -> bool:
+        try:
+            notice = self.imds.spot_notice()
+        except (OSError, ValueError) as error:
+            log.debug("spot notice poll failed: %s", error)
+            return False
+        if not notice:
+            return False
+        log.warning("spot interruption notice: %s", notice)
+        self.on_notice(notice)
+        return True
 
 
 class ScaleInProtection:
@@ -129,24 +143,3 @@ class ScaleInProtection:
                 return
             self.protected = protected
             log.info("scale-in protection %s", "on" if protected else "off")
-
-
-class IdlePoller:
-    """Calls ``tick`` every ``interval`` seconds until stopped (scale-in protection upkeep)."""
-
-    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
-        self.interval = interval
-        self.tick = tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="idle-poller", daemon=True)
-
-    def start(self) -> IdlePoller:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()

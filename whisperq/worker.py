@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from whisperq import engine, failures, keys, render, storage
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
-from whisperq.instance import IdlePoller, Imds, ScaleInProtection, SpotWatcher
+from whisperq.instance import Imds, Poller, ScaleInProtection, SpotWatcher
 from whisperq.schemas import (
     ErrorRecord,
     Timings,
@@ -306,7 +306,7 @@ class InstanceGuard:
         self.imds = Imds(settings.imds_endpoint)
         self.watcher: SpotWatcher | None = None
         self.protection: ScaleInProtection | None = None
-        self.poller: IdlePoller | None = None
+        self.poller: Poller | None = None
 
     def spot_watch_enabled(self) -> bool:
         if self.settings.spot_watch == "auto":
@@ -327,7 +327,9 @@ class InstanceGuard:
                 self.protection = ScaleInProtection(
                     autoscaling, self.settings.autoscaling_group, instance_id
                 )
-                self.poller = IdlePoller(2.0, self.drop_protection_when_idle).start()
+                self.poller = Poller(
+                    "scale-in-protection", 2.0, self.drop_protection_when_idle
+                ).start()
             else:
                 log.warning("no instance id: scale-in protection is off")
 
