@@ -18,6 +18,10 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 _normalize = EnglishTextNormalizer()
 
+# A sentence tiny.en transcribes right from espeak-ng at 8 kHz, run after run; many others
+# sit on a knife edge ("send the invoice" -> "hand me in voice") as CPU load varies.
+CLEAR_SENTENCE = "Hello, my internet connection keeps dropping every evening."
+
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """WER after Whisper's English normalisation (case, punctuation, numbers)."""

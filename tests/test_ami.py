@@ -17,12 +17,11 @@ import pytest
 from whisperq import keys, storage, tracking
 from whisperq.submit import submit
 
-from helpers import wait_for, word_error_rate
+from helpers import CLEAR_SENTENCE, wait_for, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 AMI = ROOT / "ami"
 UNIT = AMI / "whisperq-worker.service"
-SENTENCE = "Please send the invoice to my email address."
 
 
 def require(tool: str) -> str:
@@ -188,18 +187,14 @@ def test_provisioned_worker_started_as_the_unit_does_finishes_a_job(
         [exec_start], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        call = make_speech(
-            tmp_path / "calls" / "hello.wav", "Please send the invoice to my email address."
-        )
+        call = make_speech(tmp_path / "calls" / "hello.wav", CLEAR_SENTENCE)
         submit(aws, [str(call)], batch="image")
         status = wait_for(
             lambda: (st := tracking.batch_status(aws, s3, "image")).finished and st, 120, "the job"
         )
         assert status.done == 1, (tmp_path / "worker.log").read_text()[-3000:]
         result = storage.get_json(s3, aws.bucket, "results/image/hello.wav.json")
-        assert (
-            word_error_rate("Please send the invoice to my email address.", result["text"]) <= 0.4
-        )
+        assert word_error_rate(CLEAR_SENTENCE, result["text"]) <= 0.4
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:

@@ -51,6 +51,7 @@ def engine_config(settings: Settings) -> engine.EngineConfig:
         concurrency=settings.worker_concurrency,
         beam_size=settings.beam_size,
         vad=settings.vad,
+        batch_size=settings.batch_size,
     )
 
 
