@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint format wheel clean
+.PHONY: help setup system-deps demo test lint format wheel bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: setup  ## ruff check and format check
 format: setup  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: setup system-deps  ## Speed and accuracy: baseline, engine, end to end (BENCHMARKS.md)
+	$(BIN)/python benchmarks/throughput.py
 
 wheel: setup  ## Build dist/whisperq-*.whl (what the worker image installs)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .

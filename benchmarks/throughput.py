@@ -56,7 +56,8 @@ def run_engine(model_name: str, calls: list[Call], threads: int) -> dict:
     from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
 
-    config = engine.EngineConfig(model=model_name, cpu_threads=threads)
+    batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
+    config = engine.EngineConfig(model=model_name, cpu_threads=threads, batch_size=batch_size)
     loaded = engine.load_model(config)
     started = time.perf_counter()
     texts = [
@@ -82,7 +83,8 @@ def run_end_to_end(model_name: str, calls: list[Call], workers: int) -> dict:
             settings = Settings()
             s3 = storage.client(settings, "s3")
             started = time.perf_counter()
-            submit(settings, [str(call.path) for call in calls], batch="bench")
+            folder = calls[0].path.parent  # keys: the file names
+            submit(settings, [str(call.path) for call in calls], batch="bench", cwd=folder)
             deadline = started + 3600
             while True:
                 status = tracking.batch_status(settings, s3, "bench")
@@ -149,7 +151,8 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--mode", mode, "--model", args.model]
     command += ["--calls", str(args.calls), "--turns", str(args.turns), "--data", str(args.data)]
     command += ["--threads", str(args.threads), "--workers", str(args.workers)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
+    env = os.environ | {"WHISPERQ_BATCH_SIZE": str(args.batch_size)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=7200, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -165,6 +168,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workers", type=int, default=1, help="local stack workers for (c)")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="engine and workers (0 = their default)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--mode", choices=["baseline", "engine", "e2e"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,6 +187,7 @@ def main() -> None:
     audio = sum(call.seconds for call in calls)
     print(
         f"{len(calls)} calls, {audio / 60:.1f} min of audio, model {args.model}, "
+        f"engine batch size {args.batch_size or 'default'}, "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})",
         flush=True,
     )

@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, le=64)
     beam_size: int = Field(5, ge=1, le=20)
     vad: bool = True
-    batch_size: int = Field(0, ge=0, le=64, description="0 = auto (8 CPU, 16 CUDA); 1 = off.")
+    batch_size: int = Field(
+        0, ge=0, le=64, description="0 = auto (1 = sequential on CPU, 16 on CUDA)."
+    )
     sqs_wait_seconds: int = Field(10, ge=0, le=20, description="SQS long-poll wait.")
 
     # --- when things go wrong (README: "What happens when things go wrong") -----------
