@@ -67,7 +67,6 @@ class JobRunner:
         self.config = engine_config(settings)
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
-        self.last_audio_seconds = 0.0
 
     def client(self, service: str) -> Any:
         # boto3 clients must not cross a fork: make them per pool process.
@@ -119,20 +118,19 @@ class JobRunner:
         if message is not None:
             heartbeat = VisibilityHeartbeat(self.client("sqs"), message, self.visibility_timeout())
         with heartbeat:
-            outcome = self._run_with_retries(job, message)
-        self._publish_metrics(outcome)
+            audio_seconds = self._run_with_retries(job, message)
+        outcome = "failed" if audio_seconds is None else "done"
+        self._publish_metrics(outcome, audio_seconds or 0.0)
         return outcome
 
-    def _publish_metrics(self, outcome: str) -> None:
+    def _publish_metrics(self, outcome: str, audio_seconds: float) -> None:
         """Jobs and audio seconds per minute for the dashboard; never fails a job."""
         if not self.settings.metrics_namespace:
             return
         name = "JobsCompleted" if outcome == "done" else "JobsFailed"
         data = [{"MetricName": name, "Value": 1, "Unit": "Count"}]
         if outcome == "done":
-            data.append(
-                {"MetricName": "AudioSeconds", "Value": self.last_audio_seconds, "Unit": "Seconds"}
-            )
+            data.append({"MetricName": "AudioSeconds", "Value": audio_seconds, "Unit": "Seconds"})
         try:
             self.client("cloudwatch").put_metric_data(
                 Namespace=self.settings.metrics_namespace, MetricData=data
@@ -140,7 +138,10 @@ class JobRunner:
         except Exception as error:
             log.warning("could not publish metrics: %s", error)
 
-    def _run_with_retries(self, job: TranscriptionJob, message: MessageHandle | None) -> str:
+    def _run_with_retries(
+        self, job: TranscriptionJob, message: MessageHandle | None
+    ) -> float | None:
+        """Seconds of audio transcribed, or None when the job ended with an error record."""
         attempt = 0
         while True:
             attempt += 1
@@ -152,7 +153,7 @@ class JobRunner:
                     raise WorkerUnfit(failure.reason) from error
                 if failure.permanent or attempt >= self.settings.max_attempts:
                     self._write_error(job, failure, error, attempt, message)
-                    return "failed"
+                    return None
                 delay = failures.backoff_delay(
                     attempt, self.settings.retry_base_seconds, self.settings.retry_max_seconds
                 )
@@ -166,7 +167,7 @@ class JobRunner:
                 )
                 time.sleep(delay)
 
-    def _transcribe(self, job: TranscriptionJob) -> str:
+    def _transcribe(self, job: TranscriptionJob) -> float:
         bucket = self.settings.bucket
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
             local = Path(tmp) / PurePosixPath(job.path).name
@@ -206,7 +207,6 @@ class JobRunner:
             worker_id=worker_id(),
             finished_at=utc_now(),
         )
-        self.last_audio_seconds = transcript.duration
         # JSON last: its presence is what "done" means to everyone polling the bucket.
         json_key = keys.result_key(job.batch, job.path, "json")
         body = result.model_dump_json(indent=2)
@@ -220,7 +220,7 @@ class JobRunner:
             transcript.duration,
             uploaded - started,
         )
-        return "done"
+        return transcript.duration
 
     def _write_error(
         self,
