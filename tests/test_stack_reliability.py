@@ -76,6 +76,11 @@ class Stack:
 
         return wait_for(find, 60, "a worker to take the job")
 
+    def running(self, worker: local_stack.Managed) -> None:
+        """Wait until the job is running in the pool, not just received: Celery's shutdown
+        lets a received-but-not-started job run to the end (pool.stop), a known race."""
+        wait_for(lambda: "Processing audio" in self.log(worker), 60, "the job to start")
+
     def status(self, batch: str) -> tracking.BatchStatus:
         s3 = storage.client(self.settings, "s3")
         return tracking.batch_status(self.settings, s3, batch)
@@ -169,10 +174,11 @@ def test_kill_9_mid_job_the_job_is_redone_by_another_worker(start_stack, long_ca
 
 def test_sigterm_lets_a_job_that_fits_the_grace_finish(start_stack, make_speech, tmp_path):
     stack = start_stack(workers=1, visibility_timeout=60, shutdown_grace_seconds=8)
-    call = make_speech(tmp_path / "short.wav", SENTENCES[1])
+    # ~25 s of speech: a few seconds of work, well inside the 8 s grace
+    call = make_speech(tmp_path / "short.wav", " ".join(SENTENCES))
     submit(stack.settings, [str(call)], batch="term")
     (worker,) = stack.workers()
-    stack.holder()
+    stack.running(worker)
     os.killpg(worker.pid, signal.SIGTERM)  # as systemd stops a service
     wait_for(lambda: not local_stack.is_alive(worker), 40, "the worker to stop")
 
@@ -186,7 +192,7 @@ def test_sigterm_hands_back_a_job_that_does_not_fit(start_stack, long_call):
     stack = start_stack(workers=1, visibility_timeout=120, shutdown_grace_seconds=1)
     submit(stack.settings, [str(long_call)], batch="handback")
     (worker,) = stack.workers()
-    stack.holder()
+    stack.running(worker)
     stopped_at = time.monotonic()
     os.killpg(worker.pid, signal.SIGTERM)
     wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
@@ -213,7 +219,7 @@ def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long
         )
         submit(stack.settings, [str(long_call)], batch="spot")
         (worker,) = stack.workers()
-        stack.holder()
+        stack.running(worker)
         imds.notice = {"action": "terminate", "time": "2026-11-22T01:00:00Z"}
         wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
         assert "spot interruption" in stack.log(worker)
