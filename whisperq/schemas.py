@@ -83,6 +83,17 @@ class BatchManifest(_Strict):
     def queued_hashes(self) -> set[str]:
         return {entry.sha256 for entry in self.files if entry.queued}
 
+    def job_for(self, entry: ManifestEntry) -> TranscriptionJob:
+        """The task payload for one of this batch's files (submit and retry send the same)."""
+        return TranscriptionJob(
+            batch=self.batch,
+            path=entry.path,
+            input_key=entry.input_key,
+            sha256=entry.sha256,
+            size=entry.size,
+            options=self.options,
+        )
+
 
 class Segment(_Strict):
     start: float

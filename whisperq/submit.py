@@ -28,7 +28,6 @@ from whisperq.progress import ProgressHooks
 from whisperq.schemas import (
     BatchManifest,
     ManifestEntry,
-    TranscriptionJob,
     TranscriptionOptions,
     utc_now,
 )
@@ -319,17 +318,7 @@ def submit(
 
     hooks.stage("Queueing", len(entries))
     for entry in entries:
-        enqueue(
-            app,
-            TranscriptionJob(
-                batch=batch,
-                path=entry.path,
-                input_key=entry.input_key,
-                sha256=entry.sha256,
-                size=entry.size,
-                options=manifest.options,
-            ),
-        )
+        enqueue(app, manifest.job_for(entry))
         entry.queued = True
         report.queued.append(entry.path)
         report.audio_seconds += entry.duration or 0.0
@@ -369,17 +358,7 @@ def requeue_failed(settings: Settings, batch: str) -> list[str]:
         record = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
         s3.delete_object(Bucket=settings.bucket, Key=key)
         try:
-            enqueue(
-                app,
-                TranscriptionJob(
-                    batch=batch,
-                    path=path,
-                    input_key=entry.input_key,
-                    sha256=entry.sha256,
-                    size=entry.size,
-                    options=manifest.options,
-                ),
-            )
+            enqueue(app, manifest.job_for(entry))
         except BaseException:
             s3.put_object(Bucket=settings.bucket, Key=key, Body=record)
             raise
