@@ -152,6 +152,14 @@ def test_compute_type_and_threads_follow_the_device():
     assert engine.choose_cpu_threads(0, concurrency=2, cores=8) == 4
     assert engine.choose_cpu_threads(0, concurrency=4, cores=2) == 1
     assert engine.choose_cpu_threads(3, concurrency=4, cores=2) == 3
+
+
+def test_concurrency_fits_the_machine():
+    assert engine.choose_concurrency(0, "cpu", cores=2, memory_gb=24) == 2  # one per core
+    assert engine.choose_concurrency(0, "cpu", cores=8, memory_gb=7.5) == 3  # 2 GB each
+    assert engine.choose_concurrency(0, "cpu", cores=4, memory_gb=1) == 1
+    assert engine.choose_concurrency(0, "cuda", cores=8, memory_gb=32) == 1  # batching instead
+    assert engine.choose_concurrency(3, "cuda") == 3  # as asked
     assert engine.choose_device("cpu") == "cpu"
 
 
@@ -326,10 +334,10 @@ def test_the_base_model_is_assembled_once_and_verified(tmp_path):
 
 
 def test_sequential_and_batched_decoding_both_transcribe(aws, make_speech, tmp_path):
-    audio = engine.decode(make_speech(tmp_path / "x.wav", CLEAR_SENTENCE))
+    audio = make_speech(tmp_path / "x.wav", CLEAR_SENTENCE)
     for batch_size in (1, 8):
         config = engine.EngineConfig(batch_size=batch_size)
         loaded = engine.load_model(config)
-        transcript = engine.transcribe(loaded, audio, TranscriptionOptions(), config)
+        transcript = engine.transcribe_file(loaded, audio, TranscriptionOptions(), config)
         assert transcript.options["batch_size"] == batch_size
         assert word_error_rate(CLEAR_SENTENCE, transcript.text) <= 0.4

@@ -107,8 +107,8 @@ class Timings(_Strict):
     """Seconds spent in each stage of one job."""
 
     download: float
-    decode: float
-    transcribe: float
+    decode: float = Field(0.0, description="0: decoding is streamed, counted in transcribe.")
+    transcribe: float = Field(description="Decoding and transcription, window by window.")
     upload: float
 
 

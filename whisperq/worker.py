@@ -169,16 +169,15 @@ class JobRunner:
 
     def _transcribe(self, job: TranscriptionJob) -> float:
         bucket = self.settings.bucket
+        loaded = engine.load_model(self.config)
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
+            # On disk, not in memory: the engine streams it window by window.
             local = Path(tmp) / PurePosixPath(job.path).name
             started = time.perf_counter()
             self.s3.download_file(bucket, job.input_key, str(local))
             downloaded = time.perf_counter()
-            audio = engine.decode(local)
-        decoded = time.perf_counter()
-        loaded = engine.load_model(self.config)
-        transcript = engine.transcribe(loaded, audio, job.options, self.config)
-        transcribed = time.perf_counter()
+            transcript = engine.transcribe_file(loaded, local, job.options, self.config)
+            transcribed = time.perf_counter()
 
         for fmt in keys.RENDERING_FORMATS:
             text = render.RENDERERS[fmt](transcript.segments)
@@ -200,8 +199,7 @@ class JobRunner:
             segments=transcript.segments,
             timings=Timings(
                 download=round(downloaded - started, 4),
-                decode=round(decoded - downloaded, 4),
-                transcribe=round(transcribed - decoded, 4),
+                transcribe=round(transcribed - downloaded, 4),
                 upload=round(uploaded - transcribed, 4),
             ),
             worker_id=worker_id(),
@@ -366,6 +364,10 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     from billiard.common import REMAP_SIGTERM
 
     engine.resolve_model(settings.model)
+    concurrency = engine.choose_concurrency(
+        settings.worker_concurrency, engine.choose_device(settings.device)
+    )
+    settings = settings.model_copy(update={"worker_concurrency": concurrency})
     if REMAP_SIGTERM != "SIGQUIT":
         log.warning(
             "REMAP_SIGTERM=SIGQUIT is not set: SIGTERM waits for running jobs without limit"
