@@ -127,15 +127,10 @@ ENV
 log "start script $home/bin/start-worker"
 cat > "$home/bin/start-worker" <<SH
 #!/usr/bin/env bash
-# Starts the worker with one pool process per GPU, or one per 4 cores on CPU.
+# Pool processes: WHISPERQ_WORKER_CONCURRENCY, else whisperq picks (one per core on CPU,
+# memory allowing; one on CUDA).
 set -euo pipefail
-if [ "\${WHISPERQ_DEVICE:-cpu}" = cuda ] && command -v nvidia-smi >/dev/null; then
-  concurrency=\$(nvidia-smi -L | wc -l)
-else
-  concurrency=\$(( \$(nproc) / 4 ))
-fi
-[ "\$concurrency" -ge 1 ] || concurrency=1
-exec "$venv/bin/whisperq" worker --concurrency "\${WHISPERQ_WORKER_CONCURRENCY:-\$concurrency}"
+exec "$venv/bin/whisperq" worker
 SH
 chmod 0755 "$home/bin/start-worker"
 

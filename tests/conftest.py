@@ -28,6 +28,8 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
             monkeypatch.delenv(name)
     monkeypatch.setenv("WHISPERQ_STATE_DIR", str(home / "state"))
     monkeypatch.setenv("WHISPERQ_CONFIG_FILE", str(home / "config.toml"))
+    # One pool process per worker: the reliability tests count on one job per worker.
+    monkeypatch.setenv("WHISPERQ_WORKER_CONCURRENCY", "1")
     monkeypatch.chdir(home)
     return home
 

@@ -62,7 +62,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_concurrency=settings.worker_concurrency,
+        worker_concurrency=settings.worker_concurrency or None,  # 0 = auto, resolved by run_worker
         # SQS has no broadcast: remote control, events and gossip cannot work on it.
         worker_enable_remote_control=False,
         worker_send_task_events=False,

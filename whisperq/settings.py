@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("auto", description="CTranslate2 compute type; auto picks.")
     cpu_threads: int = Field(0, ge=0, description="0 = all cores / worker_concurrency.")
-    worker_concurrency: int = Field(1, ge=1, le=64)
+    worker_concurrency: int = Field(
+        0, ge=0, le=64, description="Pool processes; 0 = auto (one per core on CPU, 1 on CUDA)."
+    )
     beam_size: int = Field(5, ge=1, le=20)
     vad: bool = True
     batch_size: int = Field(
