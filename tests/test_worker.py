@@ -67,11 +67,20 @@ def test_a_job_writes_every_rendering_then_the_json(aws, runner, make_speech, tm
     )
     assert all(value >= 0 for value in result.timings.model_dump().values())
     assert result.worker_id.endswith(f":{__import__('os').getpid()}")
+    assert result.instance_type is None  # the local stack is not EC2; IMDS is not asked
 
     srt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.srt")["Body"].read().decode()
     assert srt.startswith("1\n00:00:0") and result.segments[0].text in srt
     vtt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.vtt")["Body"].read().decode()
     assert vtt.startswith("WEBVTT\n\n00:00:0")
+
+
+def test_the_result_records_the_instance_type_for_cost(aws, make_speech, tmp_path):
+    runner = JobRunner(aws.model_copy(update={"instance_type": "c6a.large"}))
+    payload = upload_job(aws, make_speech(tmp_path / "in.wav", "Good morning."), "it", "a.wav")
+    assert runner.run(payload) == "done"
+    s3 = storage.client(aws, "s3")
+    assert storage.get_json(s3, aws.bucket, "results/it/a.wav.json")["instance_type"] == "c6a.large"
 
 
 def test_an_undecodable_file_gets_an_error_record_and_no_result(aws, runner, tmp_path):

@@ -134,6 +134,7 @@ class TranscriptResult(_Strict):
     text: str
     segments: list[Segment]
     timings: Timings
+    instance_type: str | None = Field(None, description="EC2 type of the worker, if on EC2.")
     worker_id: str
     finished_at: datetime
 

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
         None, description="Set scale-in protection on this group while a job runs."
     )
     instance_id: str | None = Field(None, description="This instance; None = ask IMDS.")
+    instance_type: str | None = Field(
+        None, description="Recorded in each result (for cost); None = ask IMDS on EC2."
+    )
     metrics_namespace: str | None = Field(
         None, description="Publish JobsCompleted/JobsFailed/AudioSeconds to CloudWatch here."
     )

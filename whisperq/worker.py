@@ -67,6 +67,7 @@ class JobRunner:
         self.config = engine_config(settings)
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
+        self._instance_type: str | bool | None = False  # False = not asked yet
 
     def client(self, service: str) -> Any:
         # boto3 clients must not cross a fork: make them per pool process.
@@ -75,6 +76,19 @@ class JobRunner:
         if service not in self._clients:
             self._clients[service] = storage.client(self.settings, service)
         return self._clients[service]
+
+    @property
+    def instance_type(self) -> str | None:
+        """The EC2 type this worker runs on (for cost per batch): configured, else asked of
+        IMDS once, and only off the local stack."""
+        if self._instance_type is False:
+            self._instance_type = self.settings.instance_type
+            if self._instance_type is None and self.settings.endpoint_url is None:
+                try:
+                    self._instance_type = Imds(self.settings.imds_endpoint).get("instance-type")
+                except OSError:
+                    self._instance_type = None
+        return self._instance_type or None
 
     @property
     def s3(self) -> Any:
@@ -203,6 +217,7 @@ class JobRunner:
                 upload=round(uploaded - transcribed, 4),
             ),
             worker_id=worker_id(),
+            instance_type=self.instance_type,
             finished_at=utc_now(),
         )
         # JSON last: its presence is what "done" means to everyone polling the bucket.
