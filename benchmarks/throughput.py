@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -24,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -53,18 +56,49 @@ def run_baseline(model_name: str, calls: list[Call], threads: int) -> dict:
 
 
 def run_engine(model_name: str, calls: list[Call], threads: int) -> dict:
+    """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks
+    for this machine, each with its own model, files handed out as they free up."""
+    from whisperq import engine
+
+    batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
+    processes = engine.choose_concurrency(0, engine.choose_device("auto"))
+    ready = multiprocessing.Barrier(processes + 1)
+    with ProcessPoolExecutor(
+        processes, initializer=_load_engine, initargs=(model_name, batch_size, processes, ready)
+    ) as pool:
+        warm = pool.submit(time.sleep, 0)  # starts the processes; they load, then meet here
+        ready.wait(timeout=600)
+        warm.result()
+        started = time.perf_counter()
+        texts = list(pool.map(_engine_text, [call.path for call in calls]))
+        wall = time.perf_counter() - started
+        peaks = list(pool.map(_peak_after, [0.2] * processes))
+    return {"wall": wall, "texts": texts, "rss_mb": max(peaks), "processes": processes}
+
+
+_engine: tuple = ()
+
+
+def _load_engine(model_name: str, batch_size: int, processes: int, ready: Any) -> None:
+    global _engine
+    from whisperq import engine
+
+    config = engine.EngineConfig(model=model_name, batch_size=batch_size, concurrency=processes)
+    _engine = (engine.load_model(config), config)
+    ready.wait(timeout=600)
+
+
+def _engine_text(path: Path) -> str:
     from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
 
-    batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
-    config = engine.EngineConfig(model=model_name, cpu_threads=threads, batch_size=batch_size)
-    loaded = engine.load_model(config)
-    started = time.perf_counter()
-    texts = [
-        engine.transcribe(loaded, engine.decode(call.path), TranscriptionOptions(), config).text
-        for call in calls
-    ]
-    return {"wall": time.perf_counter() - started, "texts": texts, "rss_mb": peak_rss_mb()}
+    loaded, config = _engine
+    return engine.transcribe_file(loaded, path, TranscriptionOptions(), config).text
+
+
+def _peak_after(seconds: float) -> float:
+    time.sleep(seconds)  # so that each process gets one of these
+    return peak_rss_mb()
 
 
 def run_end_to_end(model_name: str, calls: list[Call], workers: int) -> dict:
