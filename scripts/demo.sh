@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 whisperq=".venv/bin/whisperq"
 
 "$whisperq" local up
-"$whisperq" submit examples/calls --batch demo
+# Stereo calls are split by channel (agent left, customer right); the company name is a hotword.
+"$whisperq" submit examples/calls --batch demo --speakers agent,customer --hotwords "Acme Fibre"
 "$whisperq" wait demo --timeout 600 --interval 1
 "$whisperq" status demo
 "$whisperq" results demo --out transcripts

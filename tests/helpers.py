@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,10 +12,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
+
+from whisperq import keys, storage
+from whisperq.schemas import TranscriptionJob, TranscriptionOptions
 
 _normalize = EnglishTextNormalizer()
 
@@ -55,6 +60,78 @@ def create_group(autoscaling: Any, name: str, desired: int, max_size: int = 5) -
     )
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return [instance["InstanceId"] for instance in groups["AutoScalingGroups"][0]["Instances"]]
+
+
+def write_batch(settings: Any, batch: str, paths: list[str], duration: float = 60.0) -> None:
+    """A batch's manifest in S3, as submit writes it (no audio uploaded)."""
+    from whisperq import keys, storage
+    from whisperq.schemas import BatchManifest, ManifestEntry, utc_now
+
+    now = utc_now()
+    entries = [
+        ManifestEntry(
+            path=path,
+            input_key=keys.input_key(batch, path),
+            sha256=f"{index:064x}",
+            size=1000,
+            duration=duration,
+            submitted_at=now,
+            queued=True,
+        )
+        for index, path in enumerate(paths)
+    ]
+    manifest = BatchManifest(batch=batch, created_at=now, updated_at=now, files=entries)
+    s3 = storage.client(settings, "s3")
+    storage.put_text(
+        s3,
+        settings.bucket,
+        keys.manifest_key(batch),
+        manifest.model_dump_json(),
+        "application/json",
+    )
+
+
+def write_result(
+    settings: Any,
+    batch: str,
+    path: str,
+    *,
+    duration: float,
+    job_seconds: float,
+    finished_at: Any,
+    worker_id: str = "host-a:101",
+    instance_type: str | None = None,
+) -> None:
+    """A finished job's result JSON, as a worker writes it (no model needed): its
+    timings add up to ``job_seconds`` (1 s download, 1 s upload, the rest transcribing)."""
+    from whisperq import keys, storage
+    from whisperq.schemas import ModelInfo, TranscriptResult
+
+    result = TranscriptResult(
+        batch=batch,
+        path=path,
+        input_key=keys.input_key(batch, path),
+        sha256="0" * 64,
+        duration=duration,
+        language="en",
+        language_probability=0.99,
+        model=ModelInfo(name="tiny.en", device="cpu", compute_type="int8"),
+        options={},
+        text="hello",
+        segments=[],
+        timings={"download": 1.0, "transcribe": job_seconds - 2.0, "upload": 1.0},
+        instance_type=instance_type,
+        worker_id=worker_id,
+        finished_at=finished_at,
+    )
+    s3 = storage.client(settings, "s3")
+    storage.put_text(
+        s3,
+        settings.bucket,
+        keys.result_key(batch, path, "json"),
+        result.model_dump_json(),
+        "application/json",
+    )
 
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -126,3 +203,29 @@ class FakeImds:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+def upload_job(settings: Any, local: Path, batch: str, path: str, options: Any = None) -> dict:
+    """Upload ``local`` as a batch's input; the task payload a worker would receive."""
+    s3 = storage.client(settings, "s3")
+    key = keys.input_key(batch, path)
+    s3.upload_file(str(local), settings.bucket, key)
+    data = local.read_bytes()
+    return TranscriptionJob(
+        batch=batch,
+        path=path,
+        input_key=key,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        options=options or TranscriptionOptions(),
+    ).model_dump(mode="json")
+
+
+def result_keys(settings: Any, batch: str) -> list[str]:
+    s3 = storage.client(settings, "s3")
+    return sorted(
+        o.key for o in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
+    )

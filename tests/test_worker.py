@@ -1,37 +1,15 @@
 """The job runner with the real tiny.en model against moto; engine and Celery choices."""
 
-import hashlib
 import json
 
 import pytest
 
-from whisperq import engine, keys, storage
+from whisperq import engine, storage
 from whisperq.celery_app import broker_url, make_celery, transport_options
-from whisperq.schemas import TranscriptionJob, TranscriptionOptions, TranscriptResult
+from whisperq.schemas import TranscriptionOptions, TranscriptResult
 from whisperq.worker import JobRunner, WorkerUnfit
 
-from helpers import CLEAR_SENTENCE, word_error_rate, words
-
-
-def upload_job(settings, local, batch, path):
-    s3 = storage.client(settings, "s3")
-    key = keys.input_key(batch, path)
-    s3.upload_file(str(local), settings.bucket, key)
-    data = local.read_bytes()
-    return TranscriptionJob(
-        batch=batch,
-        path=path,
-        input_key=key,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    ).model_dump(mode="json")
-
-
-def result_keys(settings, batch):
-    s3 = storage.client(settings, "s3")
-    return sorted(
-        o.key for o in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
-    )
+from helpers import CLEAR_SENTENCE, result_keys, upload_job, word_error_rate, words
 
 
 @pytest.fixture
@@ -61,7 +39,9 @@ def test_a_job_writes_every_rendering_then_the_json(aws, runner, make_speech, tm
     assert result.language == "en" and result.language_probability > 0.5
     assert 2.0 < result.duration < 6.0
     assert result.model.name == "tiny.en" and result.model.compute_type == "int8"
-    assert result.options["beam_size"] == 5 and result.options["vad_filter"] is True
+    assert result.options["beam_size"] == 5 and result.options["vad"] is True
+    assert result.options["channels"] == "mix" and result.channel_mode == "mix"  # mono input
+    assert result.options["speakers"] == ["left", "right"] and result.channels is None
     assert result.segments and all(
         0 <= s.start <= s.end <= result.duration + 0.5 for s in result.segments
     )

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from whisperq.engine import AudioDecodeError, ModelError
+from whisperq.engine import AudioDecodeError, ModelError, OptionNotServed
 from whisperq.keys import InvalidKeyError
 
 _TRANSIENT_S3_CODES = frozenset(
@@ -69,6 +69,8 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
             "recording in a common format (wav, mp3, m4a, flac, ogg, opus), then submit it "
             "again with --force.",
         )
+    if isinstance(error, OptionNotServed):
+        return Failure(Kind.PERMANENT, str(error))
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(map(str, item['loc'])) or 'payload'}: {item['msg']}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from whisperq import keys
 
@@ -27,13 +27,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ChannelMode = Literal["mix", "split", "auto"]
+DEFAULT_SPEAKERS = ("left", "right")
+
+
 class TranscriptionOptions(_Strict):
-    """Per-batch decoding options, chosen at submit time."""
+    """Per-batch decoding options, chosen at submit time, echoed in every result."""
 
     language: str | None = Field(None, description="ISO code; None = detect.")
     task: Literal["transcribe", "translate"] = "transcribe"
     beam_size: int | None = Field(None, ge=1, le=20, description="None = worker default.")
     vad: bool | None = Field(None, description="None = worker default.")
+    channels: ChannelMode = Field(
+        "auto",
+        description="Stereo files: mix to mono, split (one speaker per channel), or auto "
+        "(split when the channels carry different speech).",
+    )
+    speakers: tuple[str, str] = Field(
+        DEFAULT_SPEAKERS, description="Labels for the left and right channel when split."
+    )
+    word_timestamps: bool = False
+    hotwords: str | None = Field(None, max_length=1000, description="Names and terms to favour.")
+    initial_prompt: str | None = Field(None, max_length=1000)
+    formats: tuple[keys.ResultFormat, ...] = Field(
+        keys.RENDERING_FORMATS, description="Renderings besides the JSON (always written)."
+    )
+    model: str | None = Field(None, description="None = the worker's model.")
+
+    @field_validator("speakers")
+    @classmethod
+    def _labels_fit_every_format(cls, speakers: tuple[str, str]) -> tuple[str, str]:
+        for label in speakers:
+            if not label.strip() or len(label) > 40 or any(c in label for c in "<>&\n\r,"):
+                raise ValueError(
+                    f"speaker label {label!r} must be 1-40 characters without < > & , or newlines"
+                )
+        if speakers[0] == speakers[1]:
+            raise ValueError("the two speaker labels must differ")
+        return speakers
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats_once(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        wanted = [fmt for fmt in formats if fmt != "json"]  # the JSON is always written
+        return tuple(fmt for fmt in keys.RENDERING_FORMATS if fmt in wanted)
 
 
 class TranscriptionJob(_Strict):
@@ -95,12 +132,31 @@ class BatchManifest(_Strict):
         )
 
 
+class Word(_Strict):
+    start: float
+    end: float
+    word: str
+    probability: float
+    speaker: str | None = None  # set when channels are split
+    channel: int | None = None
+
+
 class Segment(_Strict):
     start: float
     end: float
     text: str
     avg_logprob: float
     no_speech_prob: float
+    speaker: str | None = Field(None, description="The channel's label when split.")
+    channel: int | None = Field(None, description="0 = left, 1 = right, when split.")
+    words: list[Word] | None = Field(None, description="With word_timestamps.")
+
+
+class ChannelInfo(_Strict):
+    channel: int
+    speaker: str
+    language: str
+    language_probability: float
 
 
 class Timings(_Strict):
@@ -129,6 +185,10 @@ class TranscriptResult(_Strict):
     duration: float
     language: str
     language_probability: float
+    channel_mode: Literal["mix", "split"] = Field(
+        "mix", description="What was done with the channels (auto resolves to one)."
+    )
+    channels: list[ChannelInfo] | None = Field(None, description="Per channel, when split.")
     model: ModelInfo
     options: dict[str, object] = Field(description="Decoding options actually used.")
     text: str

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         0, ge=0, le=64, description="0 = auto (1 = sequential on CPU, 16 on CUDA)."
     )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Models a batch may ask for besides `model` (loaded on first use and "
+        "kept); ['*'] = any. Others fail the job with a reason.",
+    )
     sqs_wait_seconds: int = Field(10, ge=0, le=20, description="SQS long-poll wait.")
 
     # --- when things go wrong (README: "What happens when things go wrong") -----------

@@ -7,6 +7,7 @@ job does not pay for it and no job ever loads it again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -181,19 +182,40 @@ class JobRunner:
                 )
                 time.sleep(delay)
 
+    def _engine_for(self, job: TranscriptionJob) -> tuple[engine.LoadedModel, engine.EngineConfig]:
+        """The model the batch asks for: the worker's own, or another one its settings
+        allow (loaded on first use, then kept); anything else fails the job with a reason."""
+        wanted = job.options.model
+        if not wanted or wanted == self.settings.model:
+            return engine.load_model(self.config), self.config
+        allowed = self.settings.allowed_models
+        if "*" not in allowed and wanted not in allowed:
+            raise engine.OptionNotServed(
+                f"the batch asks for model {wanted!r}, but these workers serve "
+                f"{self.settings.model!r} only. Submit without --model, or allow it on the "
+                f"workers: WHISPERQ_ALLOWED_MODELS='[\"{wanted}\"]'."
+            )
+        config = dataclasses.replace(self.config, model=wanted)
+        try:
+            return engine.load_model(config), config
+        except engine.ModelError as error:
+            raise engine.OptionNotServed(
+                f"the batch asks for model {wanted!r}, which this worker cannot load: {error}"
+            ) from error
+
     def _transcribe(self, job: TranscriptionJob) -> float:
         bucket = self.settings.bucket
-        loaded = engine.load_model(self.config)
+        loaded, config = self._engine_for(job)
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
             # On disk, not in memory: the engine streams it window by window.
             local = Path(tmp) / PurePosixPath(job.path).name
             started = time.perf_counter()
             self.s3.download_file(bucket, job.input_key, str(local))
             downloaded = time.perf_counter()
-            transcript = engine.transcribe_file(loaded, local, job.options, self.config)
+            transcript = engine.transcribe_file(loaded, local, job.options, config)
             transcribed = time.perf_counter()
 
-        for fmt in keys.RENDERING_FORMATS:
+        for fmt in job.options.formats:
             text = render.RENDERERS[fmt](transcript.segments)
             key = keys.result_key(job.batch, job.path, fmt)
             storage.put_text(self.s3, bucket, key, text, render.CONTENT_TYPES[fmt])
@@ -207,6 +229,8 @@ class JobRunner:
             duration=transcript.duration,
             language=transcript.language,
             language_probability=transcript.language_probability,
+            channel_mode=transcript.channel_mode,
+            channels=transcript.channels,
             model=loaded.info,
             options=transcript.options,
             text=transcript.text,
@@ -335,7 +359,12 @@ class InstanceGuard:
             ).start()
             log.info("watching for spot interruption notices at %s", self.imds.endpoint)
         if self.settings.autoscaling_group:
-            instance_id = self.settings.instance_id or self.imds.instance_id()
+            instance_id = self.settings.instance_id
+            if instance_id is None:
+                try:
+                    instance_id = self.imds.instance_id()
+                except OSError as error:  # off EC2 with a group configured: say so, go on
+                    log.warning("cannot ask IMDS for the instance id: %s", error)
             if instance_id:
                 autoscaling = storage.client(self.settings, "autoscaling")
                 self.protection = ScaleInProtection(
