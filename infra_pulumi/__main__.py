@@ -12,3 +12,7 @@ pulumi.export("dlqUrl", deployment.queues.dead_letter.url)
 pulumi.export("groupName", deployment.fleet.group.name)
 pulumi.export("region", deployment.region)
 pulumi.export("dashboardUrl", deployment.monitoring.dashboard_url)
+# For `whisperq status` (fleet lines, ETA) and `whisperq cost`, via `config from-stack`.
+pulumi.export("jobsPerInstance", deployment.config.jobs_per_instance)
+pulumi.export("maxInstances", deployment.config.max_instances)
+pulumi.export("instanceType", deployment.config.instance_types[0])

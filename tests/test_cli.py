@@ -330,3 +330,46 @@ def test_config_from_stack_explains_missing_outputs_and_cli(
     monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi CLI here
     result = runner.invoke(app, ["config", "from-stack"])
     assert result.exit_code == 1 and "pulumi CLI is not on PATH" in result.output
+
+
+def test_submit_stores_the_options_in_the_manifest_and_every_job(cli_env, tmp_path):
+    (tmp_path / "call.wav").write_bytes(b"x")
+    flags = ["--channels", "split", "--speakers", "agent, customer", "--word-timestamps"]
+    flags += ["--formats", "json,txt", "--hotwords", "Acme Fibre", "--language", "en"]
+    flags += ["--beam-size", "3", "--no-vad", "--task", "transcribe"]
+    result = runner.invoke(app, ["submit", str(tmp_path / "call.wav"), "-b", "opts", *flags])
+    assert result.exit_code == 0, result.output
+
+    s3 = storage.client(cli_env, "s3")
+    stored = storage.get_json(s3, cli_env.bucket, keys.manifest_key("opts"))["options"]
+    expected = {
+        "channels": "split",
+        "speakers": ["agent", "customer"],
+        "word_timestamps": True,
+        "formats": ["txt"],  # the JSON is always written
+        "hotwords": "Acme Fibre",
+        "language": "en",
+        "beam_size": 3,
+        "vad": False,
+        "task": "transcribe",
+    }
+    assert {name: stored[name] for name in expected} == expected
+    sqs = storage.client(cli_env, "sqs")
+    (message,) = sqs.receive_message(QueueUrl=cli_env.queue_url)["Messages"]
+    job = decode_job_message(message["Body"]).model_dump(mode="json")
+    assert {name: job["options"][name] for name in expected} == expected
+
+
+def test_submit_rejects_bad_options_before_uploading(cli_env, tmp_path):
+    (tmp_path / "call.wav").write_bytes(b"x")
+    for flags, says in [
+        (["--channels", "left"], "--channels"),
+        (["--speakers", "agent"], "--speakers"),
+        (["--formats", "srt,pdf"], "--formats"),
+        (["--beam-size", "0"], "--beam-size"),
+    ]:
+        result = runner.invoke(app, ["submit", str(tmp_path / "call.wav"), "-b", "bad", *flags])
+        assert result.exit_code == 2, (flags, result.output)
+        assert "Invalid transcription options" in result.output and says in result.output
+    s3 = storage.client(cli_env, "s3")
+    assert storage.get_json(s3, cli_env.bucket, keys.manifest_key("bad")) is None

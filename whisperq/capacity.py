@@ -40,6 +40,13 @@ DEFAULT_PRICES: dict[str, InstancePrice] = {
     "c6a.4xlarge": InstancePrice(on_demand=0.612, spot=0.264),
     "g4dn.xlarge": InstancePrice(on_demand=0.526, spot=0.21),
     "g4dn.2xlarge": InstancePrice(on_demand=0.752, spot=0.30),
+    # The other types the stack's groups launch (infra_pulumi INSTANCE_TYPES), so that
+    # `whisperq cost` prices a default deployment's results; spot by the same rule of thumb.
+    "c6i.xlarge": InstancePrice(on_demand=0.17, spot=0.073),
+    "c7a.xlarge": InstancePrice(on_demand=0.2053, spot=0.088),
+    "m6a.xlarge": InstancePrice(on_demand=0.1728, spot=0.074),
+    "g5.xlarge": InstancePrice(on_demand=1.006, spot=0.40),
+    "g6.xlarge": InstancePrice(on_demand=0.8048, spot=0.32),
 }
 
 # AWS Transcribe batch, standard tier, first 250,000 minutes a month (list price).

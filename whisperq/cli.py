@@ -19,6 +19,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
 )
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,9 +33,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from whisperq import __version__, keys, local_stack, storage, tracking
+from whisperq import __version__, fleet, keys, local_stack, storage, tracking
+from whisperq.capacity import InstancePrice, Market
 from whisperq.progress import ProgressHooks
+from whisperq.schemas import TranscriptionOptions
 from whisperq.settings import ConfigError, Settings
+from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
 app = typer.Typer(
     help="Batch speech-to-text: audio to S3, one job per file on SQS, transcripts back in S3.",
@@ -138,22 +142,110 @@ def submit(
     force: bool = typer.Option(
         False, "--force", help="Upload and queue files whose content is already in the batch."
     ),
+    channels: str | None = typer.Option(
+        None,
+        "--channels",
+        help="Stereo files: mix | split (one speaker per channel) | auto (split when the "
+        "channels carry different speech; the default).",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    speakers: str | None = typer.Option(
+        None,
+        "--speakers",
+        help="Labels for the left and right channel when split, e.g. agent,customer.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    language: str | None = typer.Option(
+        None,
+        "--language",
+        help="Language code (en, de, ...); default: detected per file.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="transcribe (default) | translate (to English).",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    word_timestamps: bool | None = typer.Option(
+        None,
+        "--word-timestamps",
+        help="Words with start, end and probability in the JSON; word timing in the VTT.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    hotwords: str | None = typer.Option(
+        None,
+        "--hotwords",
+        help="Names and terms to favour, e.g. 'Acme Fibre, RouterMax'.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    initial_prompt: str | None = typer.Option(
+        None,
+        "--initial-prompt",
+        help="Text the model reads before the audio (style, vocabulary).",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    formats: str | None = typer.Option(
+        None,
+        "--formats",
+        help="Renderings to write: any of srt,vtt,txt (default all); the JSON always is.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model for this batch; workers serve their own, others only if allowed "
+        "(WHISPERQ_ALLOWED_MODELS), else the file fails with the reason.",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    beam_size: int | None = typer.Option(
+        None,
+        "--beam-size",
+        help="Beam width (default: the worker's, 5).",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
+    vad: bool | None = typer.Option(
+        None,
+        "--vad/--no-vad",
+        help="Skip silence with Silero VAD (default: the worker's, on).",
+        rich_help_panel="Transcription options (stored with the batch)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Upload audio and queue one transcription job per file; prints the batch id.
 
     Relative paths are kept (calls/a/x.wav and calls/b/x.wav stay apart). Files whose
     content is already in the batch are skipped unless --force. Inside directories,
-    files without an audio extension are skipped and counted.
+    files without an audio extension are skipped and counted. Transcription options
+    belong to the batch: adding files to it later keeps them.
     """
     from whisperq.submit import SubmitError
     from whisperq.submit import submit as run_submit
 
+    given = {
+        "channels": channels,
+        "speakers": _split_list(speakers),
+        "language": language,
+        "task": task,
+        "word_timestamps": word_timestamps,
+        "hotwords": hotwords,
+        "initial_prompt": initial_prompt,
+        "formats": _split_list(formats),
+        "model": model,
+        "beam_size": beam_size,
+        "vad": vad,
+    }
+    options = _transcription_options({k: v for k, v in given.items() if v is not None})
     settings = _settings()
     try:
         with _progress() as progress:
             report = run_submit(
-                settings, paths, batch=batch, force=force, hooks=_RichHooks(progress)
+                settings,
+                paths,
+                batch=batch,
+                options=options,
+                force=force,
+                hooks=_RichHooks(progress),
             )
     except (SubmitError, keys.InvalidKeyError) as error:
         raise _fail(str(error)) from None
@@ -171,6 +263,23 @@ def submit(
     out.print(report.batch)
 
 
+def _split_list(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _transcription_options(given: dict[str, Any]) -> TranscriptionOptions | None:
+    """The batch's options from the flags given (None: none given, keep the batch's)."""
+    if not given:
+        return None
+    try:
+        return TranscriptionOptions.model_validate(given)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{str(item['loc'][0]).replace('_', '-')}: {item['msg']}" for item in error.errors()
+        )
+        raise _fail(f"Invalid transcription options: {problems}", code=2) from None
+
+
 # --- status / wait / results ----------------------------------------------------------
 
 
@@ -180,17 +289,33 @@ def status(
     failed: bool = typer.Option(False, "--failed", help="List failed files with reasons."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Per batch: submitted, done, failed, pending, audio hours done; and the queue."""
+    """Per batch: submitted, done, failed, pending, audio hours done; and the queue.
+
+    With an Auto Scaling group configured (WHISPERQ_AUTOSCALING_GROUP; `config
+    from-stack` and the local stack set it): the fleet's instances, recent throughput
+    from the newest 50 results of the batches shown, and when the backlog should be done
+    (an estimate, by the scaler's own formula).
+    """
     settings = _settings()
     s3 = storage.client(settings, "s3")
     names = [batch] if batch else tracking.list_batches(settings, s3)
+    # Only with a fleet to show: collect the newest result keys from the same listing.
+    newest = tracking.NewestResults(fleet.RECENT_RESULTS) if settings.autoscaling_group else None
     statuses = []
     for name in names:
-        found = tracking.batch_status(settings, s3, name)
+        found = tracking.batch_status(settings, s3, name, newest)
         if found is None:
             raise _fail(f"No batch named {name!r} on {settings.target}.")
         statuses.append(found)
     queue = storage.queue_counts(settings)
+    fleet_now: fleet.FleetStatus | None = None
+    fleet_error: str | None = None
+    if newest is not None:
+        try:
+            fleet_now = _read_fleet(settings, s3, queue, newest)
+        except (BotoCoreError, ClientError) as error:
+            # The batches are still worth showing (e.g. a CLI role without Describe rights).
+            fleet_error = explain_aws_error(error, settings)
     failures = {
         item.batch: tracking.failure_records(settings, s3, item) if failed else []
         for item in statuses
@@ -203,7 +328,19 @@ def status(
                 data["failures"] = [
                     record.model_dump(mode="json") for record in failures[data["batch"]]
                 ]
-        _print_json({"target": settings.target, "batches": batches, "queue": queue.__dict__})
+        fleet_data: dict[str, Any] | None = None
+        if fleet_now is not None:
+            fleet_data = fleet_now.as_dict()
+        elif fleet_error is not None:
+            fleet_data = {"group": settings.autoscaling_group, "error": fleet_error}
+        _print_json(
+            {
+                "target": settings.target,
+                "batches": batches,
+                "queue": queue.__dict__,
+                "fleet": fleet_data,
+            }
+        )
         return
     table = Table(title=f"whisperq batches on {settings.target}")
     for column in ("batch", "submitted", "done", "failed", "pending", "audio h done"):
@@ -220,6 +357,11 @@ def status(
     out.print(table)
     dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
     out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
+    if fleet_error is not None:
+        err.print(f"[yellow]fleet: cannot read it:[/] {fleet_error}", highlight=False)
+    if fleet_now is not None:
+        for line in _fleet_lines(fleet_now, settings):
+            out.print(line, highlight=False)
     for name, records in failures.items():
         if records:
             failed_table = Table(title=f"failed in {name}", show_lines=True)
@@ -232,6 +374,66 @@ def status(
         out.print(
             "Dead-lettered jobs: `whisperq dlq` lists them; `whisperq retry BATCH` re-queues."
         )
+
+
+def _read_fleet(
+    settings: Settings, s3: Any, queue: storage.QueueCounts, newest: tracking.NewestResults
+) -> fleet.FleetStatus:
+    assert settings.autoscaling_group
+    group = fleet.describe_group(settings, settings.autoscaling_group)
+    records, _ = tracking.read_job_records(settings, s3, newest.keys)
+    return fleet.fleet_status(settings, group, queue, records, time.time())
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _fleet_lines(now: fleet.FleetStatus, settings: Settings) -> list[str]:
+    """The fleet, its recent throughput and the backlog's ETA, in words."""
+    group = now.group
+    if group is None:
+        lines = [
+            f"fleet: [yellow]no Auto Scaling group named {now.group_name!r}[/] on "
+            f"{settings.target} (WHISPERQ_AUTOSCALING_GROUP)"
+        ]
+    else:
+        types = ", ".join(f"{name} x{count}" for name, count in group.instance_types.items())
+        lines = [
+            f"fleet {group.name}: {group.desired} desired, {group.in_service} in service, "
+            f"{group.pending} pending (max {group.max_size})" + (f"; {types}" if types else "")
+        ]
+    speed = now.throughput
+    if now.results_read:
+        mean = "-" if now.mean_job_seconds is None else f"{now.mean_job_seconds:.1f} s"
+        lines.append(
+            f"throughput, last {_duration(now.window_seconds)} (newest {now.results_read} "
+            f"results): {speed.jobs_per_minute:.3g} jobs/min, "
+            f"{speed.audio_seconds_per_second:.3g} audio s per wall s; mean job {mean}"
+        )
+    else:
+        lines.append("throughput: no finished jobs yet")
+    if now.backlog == 0:
+        lines.append("backlog: none")
+    elif now.eta_seconds is not None:
+        lines.append(
+            f"backlog {now.backlog} job(s): done in about {_duration(now.eta_seconds)} "
+            "(estimate, by the scaler's formula)"
+        )
+        lines.append(
+            f"  assumes {now.jobs_per_instance} jobs per instance, max {now.max_instances} "
+            f"instance(s), {now.boot_seconds:g} s boot, {now.slots_per_instance} job(s) at "
+            "once per instance"
+        )
+    else:
+        why = "no finished job yet to time" if now.mean_job_seconds is None else "no instances"
+        lines.append(f"backlog {now.backlog} job(s): no estimate yet ({why})")
+    return lines
 
 
 @app.command()
@@ -382,6 +584,202 @@ def dlq(
         err.print("`whisperq dlq --redrive` (or `whisperq retry BATCH`) puts them back.")
 
 
+# --- cost / simulate -------------------------------------------------------------------
+
+_MARKETS: dict[str, Market] = {"spot": "spot", "on_demand": "on_demand", "on-demand": "on_demand"}
+
+
+def _market(value: str) -> Market:
+    market = _MARKETS.get(value.lower())
+    if market is None:
+        raise _fail(f"--market must be spot or on_demand (got {value!r}).", 2)
+    return market
+
+
+def _price_table(settings: Settings) -> dict[str, InstancePrice]:
+    try:
+        return fleet.prices(settings)
+    except ValueError as error:
+        raise _fail(
+            f"instance_prices (config file or WHISPERQ_INSTANCE_PRICES): {error}."
+        ) from None
+
+
+def _unpriced(error: ValueError, settings: Settings) -> typer.Exit:
+    return _fail(
+        f"{error}. Set its $ per instance-hour in {settings.config_file} "
+        '(instance_prices = { "TYPE" = { on_demand = 0.17, spot = 0.07 } }) or in '
+        'WHISPERQ_INSTANCE_PRICES=\'{"TYPE": {"on_demand": 0.17, "spot": 0.07}}\'.'
+    )
+
+
+@app.command()
+def cost(
+    batch: str = typer.Argument(..., help="The batch to price."),
+    market: str = typer.Option("spot", "--market", help="spot | on_demand prices."),
+    threads: int = typer.Option(16, "--threads", min=1, max=64, help="Result JSONs read at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Estimate what a batch cost: audio hours, instance time, dollars, $ per audio hour,
+    next to AWS Transcribe's list price ($0.024/min) for the same audio.
+
+    Reads every result JSON of the batch (the one command that does; --threads at a time).
+    Counts job time only (download, decode, transcribe, upload; jobs that overlap on one
+    machine once): instances' idle and boot time, jobs redone after spot notices and
+    failed jobs are not in it; `whisperq simulate` estimates a whole day's bill. Prices:
+    built-in us-east-1 estimates per instance type, overridable with instance_prices in
+    the config file or WHISPERQ_INSTANCE_PRICES; results without an instance type (the
+    local stack) are priced as WHISPERQ_FLEET_INSTANCE_TYPE.
+    """
+    chosen = _market(market)
+    settings = _settings()
+    price_table = _price_table(settings)
+    s3 = storage.client(settings, "s3")
+    manifest = tracking.load_manifest(settings, s3, batch)
+    if manifest is None:
+        raise _fail(f"No batch named {batch!r} on {settings.target}.")
+    with err.status(f"Reading the results of {batch}..."):
+        records, unreadable = fleet.read_batch_records(settings, s3, batch, threads)
+    if not records:
+        raise _fail(
+            f"Batch {batch!r} has no finished results yet ({len(manifest.files)} file(s) "
+            f"submitted): `whisperq wait {batch}`, then ask again."
+        )
+    try:
+        report = fleet.cost_of_records(
+            batch, records, chosen, price_table, settings.fleet_instance_type, unreadable
+        )
+    except ValueError as error:
+        raise _unpriced(error, settings) from None
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    _print_cost(report, settings, len(manifest.files))
+
+
+def _dollars(value: float) -> str:
+    """Cents for real money; significant digits for the fractions of a cent small
+    batches cost."""
+    return f"{value:,.2f}" if value >= 10 else f"{value:.3g}"
+
+
+def _print_cost(report: fleet.BatchCost, settings: Settings, submitted: int) -> None:
+    estimate = report.estimate
+    market = report.market.replace("_", "-")
+    table = Table(title=f"cost of {report.batch} (estimates, {market} prices)")
+    for column in ("instance type", "jobs", "job time", "instance time", "$/hour", "$"):
+        table.add_column(column, justify="left" if column == "instance type" else "right")
+    for item in report.by_type:
+        table.add_row(
+            item.instance_type + (" *" if item.assumed else ""),
+            str(item.jobs),
+            _duration(item.job_seconds),
+            _duration(item.instance_seconds),
+            f"{item.price_per_hour:.4f}",
+            _dollars(item.dollars),
+        )
+    table.add_row(
+        "total",
+        str(report.results),
+        _duration(report.job_seconds),
+        _duration(estimate.worker_seconds),
+        "",
+        f"[bold]{_dollars(estimate.dollars)}[/]",
+    )
+    out.print(table)
+    per_hour = estimate.dollars_per_audio_hour
+    out.print(
+        f"audio: {estimate.audio_hours:.3g} h in {report.results} of {submitted} file(s); "
+        f"${_dollars(per_hour)} per audio hour"
+        if per_hour is not None
+        else "audio: none",
+        highlight=False,
+    )
+    ratio = f", {estimate.ratio:,.0f}x this" if estimate.ratio else ""
+    out.print(
+        f"AWS Transcribe for the same audio (${fleet.MANAGED_PRICE_PER_MINUTE}/min): "
+        f"${_dollars(estimate.managed_dollars)}{ratio}",
+        highlight=False,
+    )
+    out.print(
+        "Job time only: no idle or boot time, spot redos or failed jobs "
+        "(`whisperq simulate` has them).",
+        highlight=False,
+    )
+    if any(item.assumed for item in report.by_type):
+        out.print(
+            f"* no instance type recorded: priced as {settings.fleet_instance_type} "
+            "(WHISPERQ_FLEET_INSTANCE_TYPE).",
+            highlight=False,
+        )
+    if report.unreadable:
+        err.print(f"[yellow]{report.unreadable} result JSON(s) could not be read; not counted.")
+
+
+_DAY = DayOptions()
+
+
+@app.command(epilog=ASSUMPTIONS)
+def simulate(
+    scale: float = typer.Option(_DAY.scale, "--scale", min=0, help="Multiply the built-in day."),
+    calls: int = typer.Option(_DAY.calls, "--calls", min=1, help="Calls in the built-in day."),
+    seed: int = typer.Option(_DAY.seed, "--seed", help="Random seed (the day and spot)."),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="Your day: a CSV with a header and arrival_s,audio_s."
+    ),
+    max_instances: int = typer.Option(_DAY.max_instances, "--max-instances", min=1),
+    jobs_per_instance: int = typer.Option(_DAY.jobs_per_instance, "--jobs-per-instance", min=1),
+    idle_minutes: float = typer.Option(_DAY.idle_minutes, "--idle-minutes", min=0),
+    slots: int = typer.Option(_DAY.slots, "--slots", min=1, help="Jobs an instance runs at once."),
+    speed_x: float | None = typer.Option(
+        None, "--speed-x", help="Audio s per wall s of one instance (default 7x per 2 vCPUs)."
+    ),
+    instance_type: str = typer.Option(_DAY.instance_type, "--instance-type"),
+    market: str = typer.Option(_DAY.market, "--market", help="spot | on_demand prices."),
+    price: float | None = typer.Option(
+        None, "--price", min=0, help="$ per instance-hour (overrides the price table)."
+    ),
+    interruptions: float = typer.Option(
+        _DAY.interruptions, "--interruptions", min=0, help="Spot notices per instance-hour."
+    ),
+    boot_s: float = typer.Option(_DAY.boot_s, "--boot-s", min=0, help="Launch to worker running."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write backlog and instances to a PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Simulate a day of calls on the fleet, autoscaled from zero and always-on, side by
+    side: turnaround, instance-hours, cost (estimates; no AWS, no model, seconds to run).
+
+    The same as benchmarks/simulate.py. Prices: the built-in table with instance_prices
+    from the configuration applied.
+    """
+    options = DayOptions(
+        scale=scale,
+        calls=calls,
+        seed=seed,
+        trace=trace,
+        max_instances=max_instances,
+        jobs_per_instance=jobs_per_instance,
+        idle_minutes=idle_minutes,
+        slots=slots,
+        speed_x=speed_x,
+        instance_type=instance_type,
+        market=_market(market),
+        price=price,
+        interruptions=interruptions,
+        boot_s=boot_s,
+    )
+    price_table = _price_table(Settings())
+    try:
+        with err.status("Simulating the day..."):
+            report = run_day(options, price_table, plot)
+    except (OSError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    out.print(report.text(), markup=False, highlight=False, soft_wrap=True)
+
+
 # --- worker ---------------------------------------------------------------------------
 
 
@@ -489,6 +887,11 @@ def local_up(
         highlight=False,
     )
     err.print(f"bucket {connection['bucket']}, queue {connection['queue_url']}", highlight=False)
+    if connection.get("autoscaling_group"):
+        err.print(
+            f"fleet: group {connection['autoscaling_group']} in moto, one instance per worker",
+            highlight=False,
+        )
     err.print("whisperq commands now use it; `whisperq local down` to stop.")
 
 

@@ -1,8 +1,13 @@
-"""The embedded local stack: moto server (S3 + SQS) on 127.0.0.1 and N worker processes.
+"""The embedded local stack: moto server (S3, SQS, Auto Scaling) on 127.0.0.1 and N worker
+processes.
 
-Its state file (``<state_dir>/stack.json``) holds the endpoint, bucket, queue URLs and the
-PIDs it started; while it exists, every whisperq command targets the local stack (see
-settings.py). ``down`` stops exactly the processes it started, by PID.
+Its state file (``<state_dir>/stack.json``) holds the endpoint, bucket, queue URLs, the
+group name and the PIDs it started; while it exists, every whisperq command targets the
+local stack (see settings.py). ``down`` stops exactly the processes it started, by PID.
+
+The workers are the fleet: an Auto Scaling group in moto has one instance per worker
+process, and each worker is told its instance id, so `whisperq status` shows the workers
+as the fleet and a worker's scale-in protection lands on its own instance, as on EC2.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ from whisperq.settings import Settings
 BUCKET = "whisperq-local"
 QUEUE = "whisperq-local"
 DEAD_LETTER_QUEUE = "whisperq-local-dlq"
+GROUP = "whisperq-local"
+# moto's instances need a type. Nominal: the workers run on this machine, their results
+# record no type and `whisperq cost` prices them as WHISPERQ_FLEET_INSTANCE_TYPE, whose
+# default (the stack's first CPU type) this is.
+GROUP_INSTANCE_TYPE = "c6a.xlarge"
+GROUP_IMAGE = "ami-12c6146b"  # one of moto's built-in images
 REGION = "us-east-1"
 CREDENTIALS = ("local", "local")  # moto accepts any
 VISIBILITY_TIMEOUT_S = 300
@@ -45,9 +56,16 @@ class Managed:
     pid: int
     started: int | None
     log: str
+    instance: str | None = None  # a worker's instance in the local group
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": self.pid, "started": self.started, "log": self.log}
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "started": self.started,
+            "log": self.log,
+            "instance": self.instance,
+        }
 
 
 def default_worker_count(cores: int | None = None) -> int:
@@ -116,7 +134,9 @@ def managed_processes(state: dict[str, Any]) -> list[Managed]:
     return [Managed(**item) for item in state.get("processes", [])]
 
 
-def _spawn(name: str, command: list[str], log: Path, env: dict[str, str]) -> Managed:
+def _spawn(
+    name: str, command: list[str], log: Path, env: dict[str, str], instance: str | None = None
+) -> Managed:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
         process = subprocess.Popen(
@@ -127,7 +147,7 @@ def _spawn(name: str, command: list[str], log: Path, env: dict[str, str]) -> Man
             env=env,
             start_new_session=True,  # its own process group: down stops its children too
         )
-    return Managed(name, process.pid, _process_start_time(process.pid), str(log))
+    return Managed(name, process.pid, _process_start_time(process.pid), str(log), instance)
 
 
 def _wait_for_moto(settings: Settings, process: Managed, timeout: float) -> None:
@@ -163,6 +183,52 @@ def _create_resources(
         },
     )["QueueUrl"]
     return queue_url, dlq_url
+
+
+def _create_group(settings: Settings, workers: int) -> str:
+    """The local fleet: a launch template and a group with one instance per worker."""
+    storage.client(settings, "ec2").create_launch_template(
+        LaunchTemplateName=GROUP,
+        LaunchTemplateData={"ImageId": GROUP_IMAGE, "InstanceType": GROUP_INSTANCE_TYPE},
+    )
+    storage.client(settings, "autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchTemplate={"LaunchTemplateName": GROUP, "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=workers,
+        DesiredCapacity=workers,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    return GROUP
+
+
+def _claim_instance(settings: Settings, state: dict[str, Any]) -> str | None:
+    """An instance of the local group for a new worker: one no live worker holds, else
+    the group grows by one. None for a stack without a group."""
+    name = state["settings"].get("autoscaling_group")
+    if not name:
+        return None
+    stack_settings = Settings(state_dir=settings.state_dir, **state["settings"])
+    autoscaling = storage.client(stack_settings, "autoscaling")
+    held = {p.instance for p in managed_processes(state) if p.instance and is_alive(p)}
+
+    def free() -> tuple[list[str], dict[str, Any]]:
+        (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+            "AutoScalingGroups"
+        ]
+        ids = [i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"]
+        return sorted(set(ids) - held), group
+
+    available, group = free()
+    if not available:
+        size = max(int(group["DesiredCapacity"]), len(held)) + 1
+        autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MaxSize=max(int(group["MaxSize"]), size),
+            DesiredCapacity=size,
+        )
+        available, _ = free()
+    return available[0] if available else None
 
 
 def _wait_for_workers(workers: list[Managed], timeout: float) -> None:
@@ -230,13 +296,14 @@ def up(
             stack_settings, visibility_timeout, max_receive_count
         )
         connection.update(queue_url=queue_url, dlq_url=dlq_url)
+        connection["autoscaling_group"] = _create_group(stack_settings, workers)
         _write_state(settings, state)
         started = [start_worker(settings) for _ in range(workers)]
         _wait_for_workers(started, ready_timeout)
     except BaseException:
         down(settings)
         raise
-    return state, True
+    return read_state(settings) or state, True  # as start_worker left it: with the workers
 
 
 def start_worker(settings: Settings) -> Managed:
@@ -246,6 +313,7 @@ def start_worker(settings: Settings) -> Managed:
         raise LocalStackError("The local stack is not running: `whisperq local up` first.")
     taken = {process.name for process in managed_processes(state)}
     name = next(f"worker-{n}" for n in range(1, len(taken) + 2) if f"worker-{n}" not in taken)
+    instance = _claim_instance(settings, state)
     env = dict(os.environ) | {
         "WHISPERQ_STATE_DIR": str(settings.state_dir),
         "WHISPERQ_MODEL": state["model"],
@@ -254,11 +322,16 @@ def start_worker(settings: Settings) -> Managed:
         "REMAP_SIGTERM": "SIGQUIT",
     }
     env.setdefault("WHISPERQ_SQS_WAIT_SECONDS", "2")  # snappy hand-back on one machine
+    if instance:
+        # Its instance in the group: scale-in protection needs one, and without it the
+        # worker would ask IMDS (169.254.169.254), which a laptop does not serve.
+        env["WHISPERQ_INSTANCE_ID"] = instance
     worker = _spawn(
         name,
         [sys.executable, "-m", "whisperq", "worker"],
         settings.state_dir / "logs" / f"{name}.log",
         env,
+        instance,
     )
     state["processes"].append(worker.as_dict())
     _write_state(settings, state)

@@ -39,6 +39,7 @@ CONNECTION_FIELDS = (
     "region",
     "aws_access_key_id",
     "aws_secret_access_key",
+    "autoscaling_group",  # the local stack's group in moto: `status` shows its workers
 )
 
 
@@ -140,6 +141,30 @@ class Settings(BaseSettings):
     )
     metrics_namespace: str | None = Field(
         None, description="Publish JobsCompleted/JobsFailed/AudioSeconds to CloudWatch here."
+    )
+
+    # --- fleet and cost (status's fleet lines and ETA, `whisperq cost`) ----------------
+    # Defaults are infra_pulumi's (whisperq_infra/config.py); `whisperq config from-stack`
+    # fills them from the stack's outputs. autoscaling_group (above) names the group.
+    fleet_jobs_per_instance: int = Field(
+        4, ge=1, le=1000, description="The scaler's jobs per instance (whisperq:jobsPerInstance)."
+    )
+    fleet_max_instances: int = Field(
+        10, ge=1, le=1000, description="The scaler's maximum (whisperq:maxInstances)."
+    )
+    fleet_boot_seconds: float = Field(
+        95.0, ge=0, description="Launch to a worker taking jobs: boot (90) + model load (5)."
+    )
+    fleet_slots_per_instance: int = Field(
+        0, ge=0, le=64, description="Jobs an instance runs at once; 0 = seen in recent results."
+    )
+    fleet_instance_type: str = Field(
+        "c6a.xlarge", description="Priced for results that record no instance type."
+    )
+    instance_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='$ per instance-hour overrides: {"c6a.xlarge": {"spot": 0.07}}; a type '
+        "not in the built-in table needs both on_demand and spot.",
     )
 
     @classmethod

@@ -22,6 +22,14 @@ OUTPUT_FIELDS = {
     "dlqUrl": "dlq_url",
     "region": "region",
 }
+# Taken when the stack exports them (stacks from before the fleet outputs do not):
+# what `whisperq status` needs for its fleet lines and ETA, and `whisperq cost` to price.
+OPTIONAL_OUTPUT_FIELDS = {
+    "groupName": "autoscaling_group",
+    "jobsPerInstance": "fleet_jobs_per_instance",
+    "maxInstances": "fleet_max_instances",
+    "instanceType": "fleet_instance_type",
+}
 
 
 class StackConfigError(RuntimeError):
@@ -45,14 +53,22 @@ def read_stack_outputs(stack: str | None, project_dir: Path) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def settings_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:
+def settings_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str | int]:
     missing = [name for name in OUTPUT_FIELDS if not outputs.get(name)]
     if missing:
         raise StackConfigError(
             f"The stack has no output(s) {', '.join(missing)}: is it a whisperq stack "
             "(infra_pulumi/) and has `pulumi up` finished?"
         )
-    return {field: str(outputs[name]) for name, field in OUTPUT_FIELDS.items()}
+    values: dict[str, str | int] = {
+        field: str(outputs[name]) for name, field in OUTPUT_FIELDS.items()
+    }
+    for name, field in OPTIONAL_OUTPUT_FIELDS.items():
+        value = outputs.get(name)
+        if value in (None, ""):
+            continue
+        values[field] = value if isinstance(value, int) else str(value)
+    return values
 
 
 def _toml_value(value: Any) -> str:
@@ -63,7 +79,7 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def write_config(path: Path, values: Mapping[str, str]) -> dict[str, Any]:
+def write_config(path: Path, values: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``values`` into the TOML config file at ``path`` (other keys are kept)."""
     current: dict[str, Any] = {}
     if path.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -34,6 +35,7 @@ def client(settings: Settings, service: str) -> Any:
 class ObjectInfo:
     key: str
     size: int
+    last_modified: datetime | None = None  # from the listing, free: picks the newest results
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
@@ -41,7 +43,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            yield ObjectInfo(item["Key"], item["Size"])
+            yield ObjectInfo(item["Key"], item["Size"], item.get("LastModified"))
 
 
 def list_common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from whisperq import keys, storage
 from whisperq.schemas import BatchManifest, ErrorRecord
@@ -76,13 +81,115 @@ def load_manifest(settings: Settings, s3: Any, batch: str) -> BatchManifest | No
     return BatchManifest.model_validate(data) if data else None
 
 
-def batch_status(settings: Settings, s3: Any, batch: str) -> BatchStatus | None:
-    """The batch's status, or None if no such batch was submitted."""
+class NewestResults:
+    """Keeps the ``limit`` newest result JSON keys (by LastModified) seen in listings that
+    pass through ``watch``: status samples recent jobs without a GET per file."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._heap: list[tuple[datetime, str]] = []  # min-heap: the oldest kept is first
+
+    def watch(
+        self, batch: str, listing: Iterable[storage.ObjectInfo]
+    ) -> Iterator[storage.ObjectInfo]:
+        for item in listing:
+            parsed = keys.parse_result_key(batch, item.key)
+            if parsed is not None and parsed[1] == "json" and item.last_modified is not None:
+                entry = (item.last_modified, item.key)
+                if len(self._heap) < self.limit:
+                    heapq.heappush(self._heap, entry)
+                elif entry > self._heap[0]:
+                    heapq.heapreplace(self._heap, entry)
+            yield item
+
+    @property
+    def keys(self) -> list[str]:
+        """Newest first."""
+        return [key for _, key in sorted(self._heap, reverse=True)]
+
+
+def batch_status(
+    settings: Settings, s3: Any, batch: str, newest: NewestResults | None = None
+) -> BatchStatus | None:
+    """The batch's status, or None if no such batch was submitted. With ``newest``, the
+    same listing also collects the batch's newest result keys."""
     manifest = load_manifest(settings, s3, batch)
     if manifest is None:
         return None
-    listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
+    listing: Iterable[storage.ObjectInfo] = storage.list_objects(
+        s3, settings.bucket, keys.results_prefix(batch)
+    )
+    if newest is not None:
+        listing = newest.watch(batch, listing)
     return summarize(manifest, (item.key for item in listing))
+
+
+def result_keys(settings: Settings, s3: Any, batch: str) -> list[str]:
+    """The keys of a batch's result JSONs (one per finished file), from the listing."""
+    found = []
+    for item in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch)):
+        parsed = keys.parse_result_key(batch, item.key)
+        if parsed is not None and parsed[1] == "json":
+            found.append(item.key)
+    return found
+
+
+class _Timings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    download: float
+    decode: float = 0.0
+    transcribe: float
+    upload: float
+
+
+class JobRecord(BaseModel):
+    """What capacity and cost need from one result JSON: a lenient view of
+    TranscriptResult (other fields are ignored, so it reads results of any worker version
+    that has these)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    duration: float  # audio seconds
+    timings: _Timings
+    finished_at: datetime
+    worker_id: str
+    instance_type: str | None = None
+
+    @property
+    def job_seconds(self) -> float:
+        """Wall seconds the job took: download + decode + transcribe + upload."""
+        t = self.timings
+        return t.download + t.decode + t.transcribe + t.upload
+
+    @property
+    def host(self) -> str:
+        """The machine that ran it (worker_id is ``host:pid``)."""
+        return self.worker_id.rpartition(":")[0] or self.worker_id
+
+
+def _read_record(settings: Settings, s3: Any, key: str) -> JobRecord | None:
+    data = storage.get_json(s3, settings.bucket, key)
+    if data is None:
+        return None
+    try:
+        return JobRecord.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def read_job_records(
+    settings: Settings, s3: Any, result_keys: Iterable[str], threads: int = 8
+) -> tuple[list[JobRecord], int]:
+    """GET result JSONs ``threads`` at a time (boto3 clients are thread-safe); returns
+    the records and how many could not be read (gone, or not a whisperq result)."""
+    wanted = list(result_keys)
+    if not wanted:
+        return [], 0
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(wanted)))) as pool:
+        found = list(pool.map(lambda key: _read_record(settings, s3, key), wanted))
+    records = [record for record in found if record is not None]
+    return records, len(found) - len(records)
 
 
 def failure_records(settings: Settings, s3: Any, status: BatchStatus) -> list[ErrorRecord]:
