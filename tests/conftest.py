@@ -133,3 +133,13 @@ def aws(moto_endpoint: str) -> Settings:
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
     return base.model_copy(update={"bucket": name, "queue_url": queue, "dlq_url": dlq})
+
+
+@pytest.fixture
+def cli_env(aws: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The CLI (which reads only Settings) pointed at this test's bucket and queues."""
+    for name in ("endpoint_url", "bucket", "queue_url", "dlq_url", "region", "aws_access_key_id"):
+        monkeypatch.setenv(f"WHISPERQ_{name.upper()}", getattr(aws, name))
+    monkeypatch.setenv("WHISPERQ_AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("COLUMNS", "200")
+    return aws

@@ -13,16 +13,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def cli_env(aws, monkeypatch):
-    """Point the CLI (which reads only Settings) at this test's bucket and queues."""
-    for name in ("endpoint_url", "bucket", "queue_url", "dlq_url", "region", "aws_access_key_id"):
-        monkeypatch.setenv(f"WHISPERQ_{name.upper()}", getattr(aws, name))
-    monkeypatch.setenv("WHISPERQ_AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("COLUMNS", "200")
-    return aws
-
-
-@pytest.fixture
 def batch_of_three(cli_env, tmp_path):
     for name in ("a.wav", "b.wav", "c.wav"):
         (tmp_path / "calls" / name).parent.mkdir(parents=True, exist_ok=True)

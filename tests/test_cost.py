@@ -18,16 +18,6 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 PATHS = ["a.wav", "b.wav", "c.wav", "d.wav"]
 
 
-@pytest.fixture
-def cli_env(aws, monkeypatch):
-    """The CLI (which reads only Settings) pointed at this test's bucket and queues."""
-    for name in ("endpoint_url", "bucket", "queue_url", "dlq_url", "region", "aws_access_key_id"):
-        monkeypatch.setenv(f"WHISPERQ_{name.upper()}", getattr(aws, name))
-    monkeypatch.setenv("WHISPERQ_AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("COLUMNS", "200")
-    return aws
-
-
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 

@@ -24,16 +24,6 @@ PATHS = [f"calls/{n}.wav" for n in range(4)]
 
 
 @pytest.fixture
-def cli_env(aws, monkeypatch):
-    """The CLI (which reads only Settings) pointed at this test's bucket and queues."""
-    for name in ("endpoint_url", "bucket", "queue_url", "dlq_url", "region", "aws_access_key_id"):
-        monkeypatch.setenv(f"WHISPERQ_{name.upper()}", getattr(aws, name))
-    monkeypatch.setenv("WHISPERQ_AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("COLUMNS", "200")
-    return aws
-
-
-@pytest.fixture
 def group(cli_env, monkeypatch) -> str:
     """An Auto Scaling group of two c6a.xlarge in moto, named in the CLI's settings."""
     name = f"{cli_env.bucket}-workers"

@@ -131,6 +131,14 @@ class _RichHooks(ProgressHooks):
             self.progress.advance(self.task, amount)
 
 
+_BATCH_OPTIONS_PANEL = "Transcription options (stored with the batch)"
+
+
+def _batch_option(flag: str, help: str) -> Any:
+    """A submit option that belongs to the batch: unset (None) means the default."""
+    return typer.Option(None, flag, help=help, rich_help_panel=_BATCH_OPTIONS_PANEL)
+
+
 @app.command()
 def submit(
     paths: list[str] = typer.Argument(
@@ -142,73 +150,39 @@ def submit(
     force: bool = typer.Option(
         False, "--force", help="Upload and queue files whose content is already in the batch."
     ),
-    channels: str | None = typer.Option(
-        None,
+    channels: str | None = _batch_option(
         "--channels",
-        help="Stereo files: mix | split (one speaker per channel) | auto (split when the "
+        "Stereo files: mix | split (one speaker per channel) | auto (split when the "
         "channels carry different speech; the default).",
-        rich_help_panel="Transcription options (stored with the batch)",
     ),
-    speakers: str | None = typer.Option(
-        None,
-        "--speakers",
-        help="Labels for the left and right channel when split, e.g. agent,customer.",
-        rich_help_panel="Transcription options (stored with the batch)",
+    speakers: str | None = _batch_option(
+        "--speakers", "Labels for the left and right channel when split, e.g. agent,customer."
     ),
-    language: str | None = typer.Option(
-        None,
-        "--language",
-        help="Language code (en, de, ...); default: detected per file.",
-        rich_help_panel="Transcription options (stored with the batch)",
+    language: str | None = _batch_option(
+        "--language", "Language code (en, de, ...); default: detected per file."
     ),
-    task: str | None = typer.Option(
-        None,
-        "--task",
-        help="transcribe (default) | translate (to English).",
-        rich_help_panel="Transcription options (stored with the batch)",
-    ),
-    word_timestamps: bool | None = typer.Option(
-        None,
+    task: str | None = _batch_option("--task", "transcribe (default) | translate (to English)."),
+    word_timestamps: bool | None = _batch_option(
         "--word-timestamps",
-        help="Words with start, end and probability in the JSON; word timing in the VTT.",
-        rich_help_panel="Transcription options (stored with the batch)",
+        "Words with start, end and probability in the JSON; word timing in the VTT.",
     ),
-    hotwords: str | None = typer.Option(
-        None,
-        "--hotwords",
-        help="Names and terms to favour, e.g. 'Acme Fibre, RouterMax'.",
-        rich_help_panel="Transcription options (stored with the batch)",
+    hotwords: str | None = _batch_option(
+        "--hotwords", "Names and terms to favour, e.g. 'Acme Fibre, RouterMax'."
     ),
-    initial_prompt: str | None = typer.Option(
-        None,
-        "--initial-prompt",
-        help="Text the model reads before the audio (style, vocabulary).",
-        rich_help_panel="Transcription options (stored with the batch)",
+    initial_prompt: str | None = _batch_option(
+        "--initial-prompt", "Text the model reads before the audio (style, vocabulary)."
     ),
-    formats: str | None = typer.Option(
-        None,
-        "--formats",
-        help="Renderings to write: any of srt,vtt,txt (default all); the JSON always is.",
-        rich_help_panel="Transcription options (stored with the batch)",
+    formats: str | None = _batch_option(
+        "--formats", "Renderings to write: any of srt,vtt,txt (default all); the JSON always is."
     ),
-    model: str | None = typer.Option(
-        None,
+    model: str | None = _batch_option(
         "--model",
-        help="Model for this batch; workers serve their own, others only if allowed "
+        "Model for this batch; workers serve their own, others only if allowed "
         "(WHISPERQ_ALLOWED_MODELS), else the file fails with the reason.",
-        rich_help_panel="Transcription options (stored with the batch)",
     ),
-    beam_size: int | None = typer.Option(
-        None,
-        "--beam-size",
-        help="Beam width (default: the worker's, 5).",
-        rich_help_panel="Transcription options (stored with the batch)",
-    ),
-    vad: bool | None = typer.Option(
-        None,
-        "--vad/--no-vad",
-        help="Skip silence with Silero VAD (default: the worker's, on).",
-        rich_help_panel="Transcription options (stored with the batch)",
+    beam_size: int | None = _batch_option("--beam-size", "Beam width (default: the worker's, 5)."),
+    vad: bool | None = _batch_option(
+        "--vad/--no-vad", "Skip silence with Silero VAD (default: the worker's, on)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
