@@ -300,7 +300,9 @@ def _decoded_chunks(path: str | Path, stereo: bool = False) -> Iterator[np.ndarr
 
     layout = "stereo" if stereo else "mono"
     with _open_audio(path) as container:
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
+        # 16-bit, as faster-whisper's decode_audio does: the same samples to the bit. Decoding
+        # is that sensitive: 1e-5 of noise moved one call's batched WER from 0.14 to 0.32.
+        resampler = av.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
         # Resampling frames in groups is several times faster than one frame at a time.
         fifo = av.AudioFifo()
         try:
@@ -332,7 +334,7 @@ def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
 
 def _resampled(resampler: Any, frame: Any, stereo: bool) -> Iterator[np.ndarray]:
     for out in resampler.resample(frame):
-        planes = out.to_ndarray()  # planar: one row per channel
+        planes = out.to_ndarray().astype(np.float32) / 32768.0  # planar: a row per channel
         yield planes if stereo else planes.reshape(-1)
 
 
