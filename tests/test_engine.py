@@ -39,7 +39,7 @@ def test_windows_cover_the_file_exactly_and_end_in_silence(tmp_path):
     whole = decode_audio(str(path), sampling_rate=RATE)
     windows = list(engine.stream_audio(path, window_seconds=7, search_seconds=2))
 
-    assert len(windows) == 5  # 30 s in windows of at most 7 s
+    assert 5 <= len(windows) <= 6  # 30 s in windows of 5 to 7 s
     joined = np.concatenate([window.samples for window in windows])
     assert len(joined) == len(whole)
     assert np.array_equal(joined, whole)  # the same samples as faster-whisper decodes

@@ -25,7 +25,6 @@ from whisperq.submit import submit
 from helpers import (
     FakeImds,
     char_error_rate,
-    create_group,
     run_cli,
     wait_for,
     word_error_rate,
@@ -231,23 +230,21 @@ def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long
     assert_complete(stack, "spot", "long call.wav")
 
 
-def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, long_call, monkeypatch):
+def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, long_call):
+    # the local stack registers each worker as an instance of its Auto Scaling group in moto
     stack = start_stack(workers=1)
     autoscaling = storage.client(stack.settings, "autoscaling")
-    (instance_id,) = create_group(autoscaling, "workers", desired=1, max_size=1)
+    group = stack.settings.autoscaling_group
+    (found,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+        "AutoScalingGroups"
+    ]
+    (instance_id,) = [instance["InstanceId"] for instance in found["Instances"]]
 
     def protected() -> bool:
         found = autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])
         return found["AutoScalingInstances"][0]["ProtectedFromScaleIn"]
 
-    # this instance's worker: the plain one makes way for one that knows its group
-    (plain,) = stack.workers()
-    local_stack.stop_process(plain, grace=5)
-    monkeypatch.setenv("WHISPERQ_AUTOSCALING_GROUP", "workers")
-    monkeypatch.setenv("WHISPERQ_INSTANCE_ID", instance_id)
-    local_stack.start_worker(stack.settings)
     assert not protected()
-
     submit(stack.settings, [str(long_call)], batch="protect")
     wait_for(protected, 60, "protection while the job runs")
     stack.wait_finished("protect", 180)

@@ -239,7 +239,8 @@ def quietest_cut(samples: np.ndarray, low: int, high: int, frame: int = SAMPLE_R
     if frames == 0:
         return high
     energy = np.square(region[: frames * frame].reshape(frames, frame)).mean(axis=1)
-    return low + int(np.argmin(energy)) * frame + frame // 2
+    quietest = frames - 1 - int(np.argmin(energy[::-1]))  # the latest of equals: long windows
+    return low + quietest * frame + frame // 2
 
 
 def stream_audio(

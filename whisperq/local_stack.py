@@ -314,10 +314,14 @@ def start_worker(settings: Settings) -> Managed:
     taken = {process.name for process in managed_processes(state)}
     name = next(f"worker-{n}" for n in range(1, len(taken) + 2) if f"worker-{n}" not in taken)
     instance = _claim_instance(settings, state)
+    concurrency = settings.worker_concurrency or state["threads_per_worker"]
     env = dict(os.environ) | {
         "WHISPERQ_STATE_DIR": str(settings.state_dir),
         "WHISPERQ_MODEL": state["model"],
-        "WHISPERQ_CPU_THREADS": str(state["threads_per_worker"]),
+        # This worker's share of the cores, split between its pool processes: by default
+        # one single-thread process per core (as choose_concurrency does on a whole machine).
+        "WHISPERQ_WORKER_CONCURRENCY": str(concurrency),
+        "WHISPERQ_CPU_THREADS": str(max(1, state["threads_per_worker"] // concurrency)),
         # SIGTERM = bounded soft shutdown (see `whisperq worker --help`)
         "REMAP_SIGTERM": "SIGQUIT",
     }
