@@ -286,7 +286,7 @@ def status(
     fleet_error: str | None = None
     if newest is not None:
         try:
-            fleet_now = _read_fleet(settings, s3, queue, newest)
+            fleet_now = fleet.read_fleet_status(settings, s3, queue, newest)
         except (BotoCoreError, ClientError) as error:
             # The batches are still worth showing (e.g. a CLI role without Describe rights).
             fleet_error = explain_aws_error(error, settings)
@@ -348,15 +348,6 @@ def status(
         out.print(
             "Dead-lettered jobs: `whisperq dlq` lists them; `whisperq retry BATCH` re-queues."
         )
-
-
-def _read_fleet(
-    settings: Settings, s3: Any, queue: storage.QueueCounts, newest: tracking.NewestResults
-) -> fleet.FleetStatus:
-    assert settings.autoscaling_group
-    group = fleet.describe_group(settings, settings.autoscaling_group)
-    records, _ = tracking.read_job_records(settings, s3, newest.keys)
-    return fleet.fleet_status(settings, group, queue, records, time.time())
 
 
 def _duration(seconds: float) -> str:

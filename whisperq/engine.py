@@ -401,10 +401,9 @@ def transcribe_file(
             signals = [window.samples.mean(axis=0)]
         else:
             signals = [window.samples]
-        vad = config.vad if options.vad is None else options.vad
         for track, signal in zip(tracks, signals, strict=True):
             prompt = " ".join(p for p in (options.initial_prompt, track.prompt) if p) or None
-            clips = speech_clips(signal) if mode == "split" and vad else None
+            clips = speech_clips(signal) if mode == "split" and vad_on(options, config) else None
             part = transcribe(
                 loaded, signal, options, config, language=track.language, prompt=prompt, clips=clips
             )
@@ -441,6 +440,11 @@ def transcribe_file(
         channel_mode=mode or "mix",
         channels=channels,
     )
+
+
+def vad_on(options: TranscriptionOptions, config: EngineConfig) -> bool:
+    """The batch's VAD choice, else the worker's."""
+    return config.vad if options.vad is None else options.vad
 
 
 def speech_clips(audio: np.ndarray) -> list[tuple[float, float]]:
@@ -507,7 +511,7 @@ def transcribe(
     faster-whisper's VAD filter find the speech.
     """
     beam_size = options.beam_size or config.beam_size
-    vad = config.vad if options.vad is None else options.vad
+    vad = vad_on(options, config)
     batch_size = choose_batch_size(config.batch_size, loaded.info.device)
     # The batch's options as submitted, with the worker's defaults filled in.
     used = options.model_dump(mode="json") | {

@@ -10,6 +10,7 @@ makes. ``whisperq cost`` is the one command that reads every result of a batch.
 from __future__ import annotations
 
 import statistics
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -206,6 +207,16 @@ def fleet_status(
         boot_seconds=settings.fleet_boot_seconds,
         eta_seconds=eta,
     )
+
+
+def read_fleet_status(
+    settings: Settings, s3: Any, queue: QueueCounts, newest: tracking.NewestResults
+) -> FleetStatus:
+    """The group (one call) and the newest results status's listing picked (one GET each)."""
+    assert settings.autoscaling_group
+    group = describe_group(settings, settings.autoscaling_group)
+    records, _ = tracking.read_job_records(settings, s3, newest.keys)
+    return fleet_status(settings, group, queue, records, time.time())
 
 
 # --- cost --------------------------------------------------------------------------------

@@ -93,8 +93,7 @@ class NewestResults:
         self, batch: str, listing: Iterable[storage.ObjectInfo]
     ) -> Iterator[storage.ObjectInfo]:
         for item in listing:
-            parsed = keys.parse_result_key(batch, item.key)
-            if parsed is not None and parsed[1] == "json" and item.last_modified is not None:
+            if _is_result_json(batch, item.key) and item.last_modified is not None:
                 entry = (item.last_modified, item.key)
                 if len(self._heap) < self.limit:
                     heapq.heappush(self._heap, entry)
@@ -126,12 +125,13 @@ def batch_status(
 
 def result_keys(settings: Settings, s3: Any, batch: str) -> list[str]:
     """The keys of a batch's result JSONs (one per finished file), from the listing."""
-    found = []
-    for item in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch)):
-        parsed = keys.parse_result_key(batch, item.key)
-        if parsed is not None and parsed[1] == "json":
-            found.append(item.key)
-    return found
+    listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
+    return [item.key for item in listing if _is_result_json(batch, item.key)]
+
+
+def _is_result_json(batch: str, key: str) -> bool:
+    parsed = keys.parse_result_key(batch, key)
+    return parsed is not None and parsed[1] == "json"
 
 
 class _Timings(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -68,7 +69,6 @@ class JobRunner:
         self.config = engine_config(settings)
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
-        self._instance_type: str | bool | None = False  # False = not asked yet
 
     def client(self, service: str) -> Any:
         # boto3 clients must not cross a fork: make them per pool process.
@@ -78,18 +78,16 @@ class JobRunner:
             self._clients[service] = storage.client(self.settings, service)
         return self._clients[service]
 
-    @property
+    @functools.cached_property
     def instance_type(self) -> str | None:
         """The EC2 type this worker runs on (for cost per batch): configured, else asked of
         IMDS once, and only off the local stack."""
-        if self._instance_type is False:
-            self._instance_type = self.settings.instance_type
-            if self._instance_type is None and self.settings.endpoint_url is None:
-                try:
-                    self._instance_type = Imds(self.settings.imds_endpoint).get("instance-type")
-                except OSError:
-                    self._instance_type = None
-        return self._instance_type or None
+        if self.settings.instance_type or self.settings.endpoint_url is not None:
+            return self.settings.instance_type
+        try:
+            return Imds(self.settings.imds_endpoint).get("instance-type") or None
+        except OSError:
+            return None
 
     @property
     def s3(self) -> Any:
