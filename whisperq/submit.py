@@ -24,6 +24,7 @@ from s3transfer.subscribers import BaseSubscriber
 
 from whisperq import keys, storage, tracking
 from whisperq.celery_app import enqueue, make_celery
+from whisperq.errors import SubmitError
 from whisperq.progress import ProgressHooks
 from whisperq.schemas import (
     BatchManifest,
@@ -54,10 +55,6 @@ AUDIO_EXTENSIONS = frozenset(
     ]
 )
 _GLOB_CHARS = frozenset("*?[")
-
-
-class SubmitError(Exception):
-    """Nothing was uploaded; the message says why."""
 
 
 @dataclass(frozen=True)

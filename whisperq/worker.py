@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from whisperq import engine, failures, keys, render, storage
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperq.errors import WorkerUnfit
 from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
 from whisperq.instance import Imds, Poller, ScaleInProtection, SpotWatcher
 from whisperq.schemas import (
@@ -55,10 +56,6 @@ def engine_config(settings: Settings) -> engine.EngineConfig:
         vad=settings.vad,
         batch_size=settings.batch_size,
     )
-
-
-class WorkerUnfit(RuntimeError):
-    """This worker cannot run the job (e.g. its model will not load): give it back."""
 
 
 class JobRunner:

@@ -1,0 +1,25 @@
+"""The ``whisperq`` command line: one module per group of commands.
+
+- ``app``: the Typer app, consoles, and the one place errors become exit codes;
+- ``batches``: submit, status, wait, results, retry, dlq;
+- ``estimates``: cost, simulate;
+- ``worker``: the Celery worker;
+- ``local``: the embedded local stack;
+- ``config``: the CLI's configuration file.
+
+Exit codes: 0 success; 1 an error, or (``wait``) some jobs failed; 2 bad usage or an
+invalid setting, or (``wait``) the timeout passed first.
+"""
+
+from __future__ import annotations
+
+# Importing the command modules registers their commands on ``app``.
+from whisperq.cli import batches, config, estimates, local, worker  # noqa: F401
+from whisperq.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """The ``whisperq`` console script."""
+    app()

@@ -1,0 +1,520 @@
+"""Batch commands: submit, status, wait, results, retry, dlq."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from whisperq import fleet, keys, storage, tracking
+from whisperq.cli.app import (
+    JsonFlag,
+    app,
+    duration_text,
+    err,
+    explain_aws_error,
+    out,
+    print_json,
+    settings_for_storage,
+)
+from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
+from whisperq.progress import ProgressHooks
+from whisperq.schemas import TranscriptionOptions
+from whisperq.settings import Settings
+
+EXIT_FAILED = EXIT_ERROR  # wait: some jobs failed
+EXIT_TIMEOUT = EXIT_USAGE  # wait: --timeout passed first
+
+
+def _progress() -> Progress:
+    """Progress bars on stderr, so stdout stays clean for --json and batch ids."""
+    return Progress(
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+class _RichHooks(ProgressHooks):
+    """Draws each stage of a library call as its own bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(name, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+
+def _no_batch(batch: str, settings: Settings) -> WhisperqError:
+    return WhisperqError(f"No batch named {batch!r} on {settings.target}.")
+
+
+# --- submit ---------------------------------------------------------------------------
+
+_BATCH_OPTIONS_PANEL = "Transcription options (stored with the batch)"
+
+
+def _batch_option(flag: str, help: str) -> Any:
+    """A submit option that belongs to the batch: unset (None) means the default."""
+    return typer.Option(flag, help=help, rich_help_panel=_BATCH_OPTIONS_PANEL)
+
+
+@app.command()
+def submit(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Audio files, directories (searched recursively) or quoted globs."),
+    ],
+    batch: Annotated[
+        str | None,
+        typer.Option("--batch", "-b", help="Batch name (default: a new timestamped id)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Upload and queue files whose content is already in the batch."
+        ),
+    ] = False,
+    channels: Annotated[
+        str | None,
+        _batch_option(
+            "--channels",
+            "Stereo files: mix | split (one speaker per channel) | auto (split when the "
+            "channels carry different speech; the default).",
+        ),
+    ] = None,
+    speakers: Annotated[
+        str | None,
+        _batch_option(
+            "--speakers", "Labels for the left and right channel when split, e.g. agent,customer."
+        ),
+    ] = None,
+    language: Annotated[
+        str | None,
+        _batch_option("--language", "Language code (en, de, ...); default: detected per file."),
+    ] = None,
+    task: Annotated[
+        str | None,
+        _batch_option("--task", "transcribe (default) | translate (to English)."),
+    ] = None,
+    word_timestamps: Annotated[
+        bool | None,
+        _batch_option(
+            "--word-timestamps",
+            "Words with start, end and probability in the JSON; word timing in the VTT.",
+        ),
+    ] = None,
+    hotwords: Annotated[
+        str | None,
+        _batch_option("--hotwords", "Names and terms to favour, e.g. 'Acme Fibre, RouterMax'."),
+    ] = None,
+    initial_prompt: Annotated[
+        str | None,
+        _batch_option(
+            "--initial-prompt", "Text the model reads before the audio (style, vocabulary)."
+        ),
+    ] = None,
+    formats: Annotated[
+        str | None,
+        _batch_option(
+            "--formats",
+            "Renderings to write: any of srt,vtt,txt (default all); the JSON always is.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        _batch_option(
+            "--model",
+            "Model for this batch; workers serve their own, others only if allowed "
+            "(WHISPERQ_ALLOWED_MODELS), else the file fails with the reason.",
+        ),
+    ] = None,
+    beam_size: Annotated[
+        int | None, _batch_option("--beam-size", "Beam width (default: the worker's, 5).")
+    ] = None,
+    vad: Annotated[
+        bool | None,
+        _batch_option(
+            "--vad/--no-vad", "Skip silence with Silero VAD (default: the worker's, on)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upload audio and queue one transcription job per file; prints the batch id.
+
+    Relative paths are kept (calls/a/x.wav and calls/b/x.wav stay apart). Files whose
+    content is already in the batch are skipped unless --force. Inside directories,
+    files without an audio extension are skipped and counted. Transcription options
+    belong to the batch: adding files to it later keeps them.
+    """
+    from whisperq.submit import submit as run_submit
+
+    given = {
+        "channels": channels,
+        "speakers": _split_list(speakers),
+        "language": language,
+        "task": task,
+        "word_timestamps": word_timestamps,
+        "hotwords": hotwords,
+        "initial_prompt": initial_prompt,
+        "formats": _split_list(formats),
+        "model": model,
+        "beam_size": beam_size,
+        "vad": vad,
+    }
+    options = _transcription_options({k: v for k, v in given.items() if v is not None})
+    settings = settings_for_storage()
+    with _progress() as progress:
+        report = run_submit(
+            settings, paths, batch=batch, options=options, force=force, hooks=_RichHooks(progress)
+        )
+    if as_json:
+        print_json(report.as_dict())
+        return
+    err.print(
+        f"Queued {len(report.queued)} file(s), {report.bytes_uploaded / 1e6:.1f} MB, "
+        f"{report.audio_seconds / 60:.1f} min of audio on {settings.target}."
+    )
+    if report.duplicates:
+        err.print(f"Skipped {len(report.duplicates)} already in the batch (--force to redo).")
+    if report.skipped_non_audio:
+        err.print(f"Skipped {report.skipped_non_audio} non-audio file(s) found in directories.")
+    out.print(report.batch)
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _transcription_options(given: dict[str, Any]) -> TranscriptionOptions | None:
+    """The batch's options from the flags given (None: none given, keep the batch's)."""
+    if not given:
+        return None
+    try:
+        return TranscriptionOptions.model_validate(given)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{str(item['loc'][0]).replace('_', '-')}: {item['msg']}" for item in error.errors()
+        )
+        raise UsageError(f"Invalid transcription options: {problems}") from None
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    batch: Annotated[str | None, typer.Argument(help="One batch (default: every batch).")] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="List failed files with reasons.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per batch: submitted, done, failed, pending, audio hours done; and the queue.
+
+    With an Auto Scaling group configured (WHISPERQ_AUTOSCALING_GROUP; `config
+    from-stack` and the local stack set it): the fleet's instances, recent throughput
+    from the newest 50 results of the batches shown, and when the backlog should be done
+    (an estimate, by the scaler's own formula).
+    """
+    settings = settings_for_storage()
+    s3 = storage.client(settings, "s3")
+    names = [batch] if batch else tracking.list_batches(settings, s3)
+    # Only with a fleet to show: collect the newest result keys from the same listing.
+    newest = tracking.NewestResults(fleet.RECENT_RESULTS) if settings.autoscaling_group else None
+    statuses = []
+    for name in names:
+        found = tracking.batch_status(settings, s3, name, newest)
+        if found is None:
+            raise _no_batch(name, settings)
+        statuses.append(found)
+    queue = storage.queue_counts(settings)
+    fleet_now: fleet.FleetStatus | None = None
+    fleet_error: str | None = None
+    if newest is not None:
+        try:
+            fleet_now = fleet.read_fleet_status(settings, s3, queue, newest)
+        except (BotoCoreError, ClientError) as error:
+            # The batches are still worth showing (e.g. a CLI role without Describe rights).
+            fleet_error = explain_aws_error(error, settings)
+    failures = {
+        item.batch: tracking.failure_records(settings, s3, item) if failed else []
+        for item in statuses
+    }
+
+    if as_json:
+        batches = [item.as_dict() for item in statuses]
+        if failed:
+            for data in batches:
+                data["failures"] = [
+                    record.model_dump(mode="json") for record in failures[data["batch"]]
+                ]
+        fleet_data: dict[str, Any] | None = None
+        if fleet_now is not None:
+            fleet_data = fleet_now.as_dict()
+        elif fleet_error is not None:
+            fleet_data = {"group": settings.autoscaling_group, "error": fleet_error}
+        print_json(
+            {
+                "target": settings.target,
+                "batches": batches,
+                "queue": queue.__dict__,
+                "fleet": fleet_data,
+            }
+        )
+        return
+    table = Table(title=f"whisperq batches on {settings.target}")
+    for column in ("batch", "submitted", "done", "failed", "pending", "audio h done"):
+        table.add_column(column, justify="left" if column == "batch" else "right")
+    for item in statuses:
+        table.add_row(
+            item.batch,
+            str(item.submitted),
+            f"[green]{item.done}[/]",
+            f"[red]{item.failed}[/]" if item.failed else "0",
+            str(item.pending),
+            f"{item.audio_hours_done:.2f}",
+        )
+    out.print(table)
+    dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
+    out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
+    if fleet_error is not None:
+        err.print(f"[yellow]fleet: cannot read it:[/] {fleet_error}", highlight=False)
+    if fleet_now is not None:
+        for line in _fleet_lines(fleet_now, settings):
+            out.print(line, highlight=False)
+    for name, records in failures.items():
+        if records:
+            failed_table = Table(title=f"failed in {name}", show_lines=True)
+            failed_table.add_column("file")
+            failed_table.add_column("reason")
+            for record in records:
+                failed_table.add_row(record.path, record.reason)
+            out.print(failed_table)
+    if queue.dead_lettered:
+        out.print(
+            "Dead-lettered jobs: `whisperq dlq` lists them; `whisperq retry BATCH` re-queues."
+        )
+
+
+def _fleet_lines(now: fleet.FleetStatus, settings: Settings) -> list[str]:
+    """The fleet, its recent throughput and the backlog's ETA, in words."""
+    group = now.group
+    if group is None:
+        lines = [
+            f"fleet: [yellow]no Auto Scaling group named {now.group_name!r}[/] on "
+            f"{settings.target} (WHISPERQ_AUTOSCALING_GROUP)"
+        ]
+    else:
+        types = ", ".join(f"{name} x{count}" for name, count in group.instance_types.items())
+        lines = [
+            f"fleet {group.name}: {group.desired} desired, {group.in_service} in service, "
+            f"{group.pending} pending (max {group.max_size})" + (f"; {types}" if types else "")
+        ]
+    speed = now.throughput
+    if now.results_read:
+        mean = "-" if now.mean_job_seconds is None else f"{now.mean_job_seconds:.1f} s"
+        lines.append(
+            f"throughput, last {duration_text(now.window_seconds)} (newest {now.results_read} "
+            f"results): {speed.jobs_per_minute:.3g} jobs/min, "
+            f"{speed.audio_seconds_per_second:.3g} audio s per wall s; mean job {mean}"
+        )
+    else:
+        lines.append("throughput: no finished jobs yet")
+    if now.backlog == 0:
+        lines.append("backlog: none")
+    elif now.eta_seconds is not None:
+        lines.append(
+            f"backlog {now.backlog} job(s): done in about {duration_text(now.eta_seconds)} "
+            "(estimate, by the scaler's formula)"
+        )
+        lines.append(
+            f"  assumes {now.jobs_per_instance} jobs per instance, max {now.max_instances} "
+            f"instance(s), {now.boot_seconds:g} s boot, {now.slots_per_instance} job(s) at "
+            "once per instance"
+        )
+    else:
+        why = "no finished job yet to time" if now.mean_job_seconds is None else "no instances"
+        lines.append(f"backlog {now.backlog} job(s): no estimate yet ({why})")
+    return lines
+
+
+# --- wait / results -------------------------------------------------------------------
+
+
+@app.command()
+def wait(
+    batch: Annotated[str, typer.Argument(help="The batch to wait for.")],
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up after this many seconds (0 = never).")
+    ] = 0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between polls.")
+    ] = 5.0,
+) -> None:
+    """Show live progress until the batch is finished.
+
+    Exits 0 when every job succeeded, 1 when any failed (naming them), 2 on timeout.
+    """
+    settings = settings_for_storage()
+    s3 = storage.client(settings, "s3")
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    progress = Progress(
+        TextColumn(f"[bold]{batch}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task(batch, total=None, detail="")
+        while True:
+            current = tracking.batch_status(settings, s3, batch)
+            if current is None:
+                raise _no_batch(batch, settings)
+            progress.update(
+                task,
+                total=current.submitted,
+                completed=current.done + current.failed,
+                detail=f"{current.failed} failed" if current.failed else "",
+            )
+            if current.finished:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                progress.stop()
+                err.print(
+                    f"Timed out after {timeout:g}s: {current.pending} of {current.submitted} "
+                    "still pending."
+                )
+                raise typer.Exit(EXIT_TIMEOUT)
+            time.sleep(interval)
+    if current.failed:
+        err.print(f"[red]{current.failed} of {current.submitted} failed:[/]")
+        for path in current.failed_paths:
+            err.print(f"  {path}  (reason in {keys.error_key(batch, path)})", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    err.print(f"[green]All {current.done} done.[/]")
+
+
+@app.command()
+def results(
+    batch: Annotated[str, typer.Argument(help="The batch to download.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write.")] = Path(
+        "transcripts"
+    ),
+    formats: Annotated[
+        str, typer.Option("--format", "-f", help="Comma-separated: json,srt,vtt,txt.")
+    ] = ",".join(keys.RESULT_FORMATS),
+) -> None:
+    """Download a batch's transcripts, mirroring the submitted relative paths."""
+    from whisperq.download import download_results
+
+    chosen = [item.strip() for item in formats.split(",") if item.strip()]
+    unknown = sorted(set(chosen) - set(keys.RESULT_FORMATS))
+    if unknown or not chosen:
+        raise UsageError(
+            f"Unknown format(s) {unknown}; choose from {', '.join(keys.RESULT_FORMATS)}."
+        )
+    settings = settings_for_storage()
+    if tracking.load_manifest(settings, storage.client(settings, "s3"), batch) is None:
+        raise _no_batch(batch, settings)
+    with _progress() as progress:
+        report = download_results(settings, batch, out_dir, chosen, _RichHooks(progress))
+    err.print(f"{len(report.files)} file(s) written under {out_dir}/", highlight=False)
+    if report.errors:
+        err.print(f"[red]{report.errors} failure record(s) among them (*.error.json).[/]")
+
+
+# --- retry / dlq ----------------------------------------------------------------------
+
+
+@app.command()
+def retry(
+    batch: Annotated[str, typer.Argument(help="The batch whose failed jobs to run again.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-queue a batch's failed files and its dead-lettered jobs."""
+    from whisperq import deadletter
+    from whisperq.submit import requeue_failed
+
+    settings = settings_for_storage()
+    failed = requeue_failed(settings, batch)
+    moved = deadletter.redrive(settings, batch)[0] if settings.dlq_url else []
+    if as_json:
+        dead = [letter.as_dict() for letter in moved]
+        print_json({"batch": batch, "failed": failed, "dead_lettered": dead})
+        return
+    err.print(
+        f"Re-queued {len(failed)} failed file(s) and {len(moved)} dead-lettered job(s) of {batch}."
+    )
+
+
+@app.command()
+def dlq(
+    redrive: Annotated[
+        bool, typer.Option("--redrive", help="Move the jobs back to the queue.")
+    ] = False,
+    batch: Annotated[
+        str | None, typer.Option("--batch", "-b", help="Only this batch's jobs.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the dead-letter queue: jobs SQS gave up on after maxReceiveCount deliveries."""
+    from whisperq import deadletter
+
+    settings = settings_for_storage()
+    left = 0
+    if redrive:
+        letters, left = deadletter.redrive(settings, batch)
+    else:
+        letters = [
+            letter
+            for letter in deadletter.peek(settings)
+            if batch is None or (letter.job is not None and letter.job.batch == batch)
+        ]
+    if as_json:
+        print_json({"redriven": redrive, "messages": [letter.as_dict() for letter in letters]})
+        return
+    if redrive:
+        err.print(f"Moved {len(letters)} job(s) back to the queue; {left} other message(s) left.")
+        return
+    table = Table(title=f"dead-letter queue on {settings.target}")
+    for column in ("batch", "file", "deliveries", "note"):
+        table.add_column(column)
+    for letter in letters:
+        job = letter.job
+        table.add_row(
+            job.batch if job else "?",
+            job.path if job else "?",
+            str(letter.receive_count),
+            letter.problem or "",
+        )
+    out.print(table)
+    if letters:
+        err.print("`whisperq dlq --redrive` (or `whisperq retry BATCH`) puts them back.")
