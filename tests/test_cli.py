@@ -1,5 +1,6 @@
 """The CLI's contract: output, --json and exit codes, against moto."""
 
+import itertools
 import json
 
 import pytest
@@ -384,12 +385,14 @@ HELP_COMMANDS = [
 def _wrapped_badly(lines: list[str], width: int) -> list[str]:
     """Lines broken before they were full: the next line's first word would have fitted
     (what docstrings' own line breaks looked like in --help)."""
-    bad = []
-    for line, following in zip(lines, lines[1:], strict=False):
-        if line.strip() and following.strip() and not following.lstrip().startswith(("•", "-")):
-            if len(line.rstrip()) + 1 + len(following.split()[0]) <= width:
-                bad.append(f"{line.rstrip()!r} / {following.strip()!r}")
-    return bad
+    return [
+        f"{line.rstrip()!r} / {following.strip()!r}"
+        for line, following in itertools.pairwise(lines)
+        if line.strip()
+        and following.strip()
+        and not following.lstrip().startswith(("•", "-"))
+        and len(line.rstrip()) + 1 + len(following.split()[0]) <= width
+    ]
 
 
 @pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda words: " ".join(words) or "top")
