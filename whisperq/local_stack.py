@@ -287,7 +287,7 @@ def up(
     }
     _write_state(settings, state)
     try:
-        stack_settings = Settings(state_dir=settings.state_dir, **connection)
+        stack_settings = Settings.model_validate({"state_dir": settings.state_dir, **connection})
         _wait_for_moto(stack_settings, moto, timeout=30)
         queue_url, dlq_url = _create_resources(
             stack_settings, visibility_timeout, max_receive_count

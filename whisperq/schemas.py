@@ -7,16 +7,16 @@ worker validates what arrives, so a malformed payload is rejected with a reason.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from whisperq import keys
 
-JOB_SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 1
-RESULT_SCHEMA_VERSION = 1
-ERROR_SCHEMA_VERSION = 1
+JOB_SCHEMA_VERSION: Final = 1
+MANIFEST_SCHEMA_VERSION: Final = 1
+RESULT_SCHEMA_VERSION: Final = 1
+ERROR_SCHEMA_VERSION: Final = 1
 
 
 def utc_now() -> datetime:

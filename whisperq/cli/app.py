@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import click
 import typer
 from botocore.exceptions import (
     BotoCoreError,
@@ -36,7 +35,8 @@ def print_error(message: str) -> None:
 class WhisperqGroup(TyperGroup):
     """Runs a command; whisperq's own errors and AWS's become one line and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # ctx: typer's vendored click Context, a private class: typed loosely on purpose.
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except WhisperqError as error:
