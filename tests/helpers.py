@@ -63,31 +63,50 @@ def create_group(autoscaling: Any, name: str, desired: int, max_size: int = 5) -
 
 
 def write_batch(settings: Any, batch: str, paths: list[str], duration: float = 60.0) -> None:
-    """A batch's manifest in S3, as submit writes it (no audio uploaded)."""
-    from whisperq import keys, storage
-    from whisperq.schemas import BatchManifest, ManifestEntry, utc_now
+    """A batch's records in S3, as submit writes them (no audio uploaded)."""
+    from whisperq import batch_records, storage
+    from whisperq.schemas import TranscriptionOptions
 
-    now = utc_now()
+    s3 = storage.client(settings, "s3")
+    options = TranscriptionOptions().model_dump(mode="json")
+    batch_records.ensure_batch(s3, settings.bucket, batch, options, "submit", strict=True)
     entries = [
-        ManifestEntry(
-            path=path,
-            input_key=keys.input_key(batch, path),
-            sha256=f"{index:064x}",
-            size=1000,
-            duration=duration,
-            submitted_at=now,
-            queued=True,
-        )
+        batch_records.entry_document(batch, path, f"{index:064x}", 1000, duration, "submit")
         for index, path in enumerate(paths)
     ]
-    manifest = BatchManifest(batch=batch, created_at=now, updated_at=now, files=entries)
+    batch_records.write_entries(s3, settings.bucket, batch, entries)
+
+
+def write_legacy_manifest(settings: Any, batch: str, paths: list[str], duration: float) -> None:
+    """A batch as whisperq wrote it before per-file entries: one manifest.json."""
+    import json
+
+    from whisperq import keys, storage
+
+    now = "2026-01-01T00:00:00+00:00"
+    files = [
+        {
+            "path": path,
+            "input_key": keys.input_key(batch, path),
+            "sha256": f"{index:064x}",
+            "size": 1000,
+            "duration": duration,
+            "submitted_at": now,
+            "queued": True,
+        }
+        for index, path in enumerate(paths)
+    ]
+    manifest = {
+        "schema_version": 1,
+        "batch": batch,
+        "created_at": now,
+        "updated_at": now,
+        "options": {"language": "en"},
+        "files": files,
+    }
     s3 = storage.client(settings, "s3")
     storage.put_text(
-        s3,
-        settings.bucket,
-        keys.manifest_key(batch),
-        manifest.model_dump_json(),
-        "application/json",
+        s3, settings.bucket, keys.manifest_key(batch), json.dumps(manifest), "application/json"
     )
 
 

@@ -328,7 +328,7 @@ def test_config_from_stack_explains_missing_outputs_and_cli(
     assert result.exit_code == 1 and "pulumi CLI is not on PATH" in result.output
 
 
-def test_submit_stores_the_options_in_the_manifest_and_every_job(cli_env, tmp_path):
+def test_submit_stores_the_options_with_the_batch_and_every_job(cli_env, tmp_path):
     (tmp_path / "call.wav").write_bytes(b"x")
     flags = ["--channels", "split", "--speakers", "agent, customer", "--word-timestamps"]
     flags += ["--formats", "json,txt", "--hotwords", "Acme Fibre", "--language", "en"]
@@ -337,7 +337,7 @@ def test_submit_stores_the_options_in_the_manifest_and_every_job(cli_env, tmp_pa
     assert result.exit_code == 0, result.output
 
     s3 = storage.client(cli_env, "s3")
-    stored = storage.get_json(s3, cli_env.bucket, keys.manifest_key("opts"))["options"]
+    stored = storage.get_json(s3, cli_env.bucket, keys.batch_info_key("opts"))["options"]
     expected = {
         "channels": "split",
         "speakers": ["agent", "customer"],
@@ -368,7 +368,7 @@ def test_submit_rejects_bad_options_before_uploading(cli_env, tmp_path):
         assert result.exit_code == 2, (flags, result.output)
         assert "Invalid transcription options" in result.output and says in result.output
     s3 = storage.client(cli_env, "s3")
-    assert storage.get_json(s3, cli_env.bucket, keys.manifest_key("bad")) is None
+    assert storage.get_json(s3, cli_env.bucket, keys.batch_info_key("bad")) is None
 
 
 HELP_COMMANDS = [

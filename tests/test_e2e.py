@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from whisperq import local_stack, storage
+from whisperq import keys, local_stack, storage
 from whisperq.settings import Settings
 
 from helpers import run_cli, word_error_rate, words
@@ -77,8 +77,12 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     s3 = storage.client(settings, "s3")
     stored = {item.key for item in storage.list_objects(s3, settings.bucket, "")}
     relative = [f"calls/{p.split('calls/', 1)[1]}" for p in CALLS]
-    assert stored == (
-        {"batches/e2e/manifest.json"}
+    entries = {key for key in stored if key.startswith("batches/e2e/files/")}
+    parsed = sorted(keys.parse_entry_key("e2e", key) for key in entries)
+    assert [path for path, _ in parsed] == sorted(relative)
+    assert all(duration and duration > 1 for _, duration in parsed)  # from the WAV headers
+    assert stored - entries == (
+        {"batches/e2e/batch.json"}
         | {f"inputs/e2e/{p}" for p in relative}
         | {f"results/e2e/{p}.{ext}" for p in relative for ext in ("json", "srt", "vtt", "txt")}
     )

@@ -6,6 +6,7 @@ from whisperq import keys
 def test_layout_of_every_key():
     assert keys.input_key("weekly", "calls/a/x.wav") == "inputs/weekly/calls/a/x.wav"
     assert keys.manifest_key("weekly") == "batches/weekly/manifest.json"
+    assert keys.batch_info_key("weekly") == "batches/weekly/batch.json"
     assert keys.result_key("weekly", "calls/a/x.wav", "srt") == "results/weekly/calls/a/x.wav.srt"
     assert keys.error_key("weekly", "a/x.wav") == "results/weekly/a/x.wav.error.json"
     assert keys.results_prefix("weekly") == "results/weekly/"
@@ -58,3 +59,27 @@ def test_relative_paths_are_posix_nfc_and_clean():
 
 def test_batch_from_listing_prefix():
     assert keys.batch_from_prefix("batches/weekly/") == "weekly"
+
+
+def test_entry_keys_carry_the_duration_and_parse_back_for_any_path():
+    for path in ["a.wav", "calls/a.wav/12345.json", "Café — Zoë 1.wav", "x/unknown.json"]:
+        for duration in (None, 0.0, 12.3456, 3600.0):
+            key = keys.entry_key("b", path, duration)
+            assert key.startswith("batches/b/files/")
+            expected = None if duration is None else round(duration * 1000) / 1000
+            assert keys.parse_entry_key("b", key) == (path, expected)
+    assert keys.entry_key("b", "a.wav", 12.3456) == "batches/b/files/a.wav/12346.json"
+    assert keys.parse_entry_key("b", "batches/b/batch.json") is None
+    assert keys.parse_entry_key("b", "batches/b/files/a.wav/notanumber.json") is None
+    assert keys.parse_entry_key("other", keys.entry_key("b", "a.wav", 1.0)) is None
+
+
+def test_incoming_keys_name_a_batch_and_a_path():
+    assert keys.parse_incoming_key("incoming/support/2026/11/call 1.wav") == (
+        "support",
+        "2026/11/call 1.wav",
+    )
+    assert keys.parse_incoming_key("rec/acme/x.wav", prefix="rec/") == ("acme", "x.wav")
+    for bad in ["incoming/x.wav", "incoming/../x.wav", "incoming/ok/../../x.wav", "other/b/x"]:
+        with pytest.raises(keys.InvalidKeyError):
+            keys.parse_incoming_key(bad)

@@ -1,12 +1,12 @@
-"""submit: discovery rules (pure) and the real upload/manifest/queue path against moto."""
+"""submit: discovery rules (pure) and the real upload/record/queue path against moto."""
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from whisperq import keys, storage
+from whisperq import keys, storage, tracking
 from whisperq.celery_app import decode_job_message
-from whisperq.schemas import BatchManifest
 from whisperq.submit import SubmitError, discover, new_batch_id, probe_duration, submit
 
 
@@ -98,7 +98,7 @@ def queued_jobs(settings, limit=50):
     """Read (and delete) the Celery messages on the queue, decoded as kombu sends them."""
     sqs = storage.client(settings, "sqs")
     jobs = []
-    for _ in range(10):  # bounded
+    for _ in range(max(10, limit // 5)):  # bounded
         reply = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=10)
         messages = reply.get("Messages", [])
         if not messages:
@@ -120,11 +120,18 @@ def calls(tmp_path):
     return tmp_path
 
 
-def test_submit_uploads_writes_manifest_and_queues_one_job_per_file(aws, calls):
+def entries_of(settings, batch):
+    s3 = storage.client(settings, "s3")
+    view = tracking.load_batch(settings, s3, batch)
+    return {entry.path: entry for entry in view.entries(settings, s3, view.files)}
+
+
+def test_submit_uploads_records_and_queues_one_job_per_file(aws, calls):
     report = submit(aws, ["calls"], batch="weekly", cwd=calls)
     expected = ["calls/Café — Zoë 1.wav", "calls/a/x.wav", "calls/b/x.wav"]
     assert sorted(report.queued) == expected
     assert report.skipped_non_audio == 1
+    assert report.sqs_requests == 1  # three jobs, one SendMessageBatch
 
     s3 = storage.client(aws, "s3")
     stored = sorted(o.key for o in storage.list_objects(s3, aws.bucket, "inputs/weekly/"))
@@ -132,44 +139,44 @@ def test_submit_uploads_writes_manifest_and_queues_one_job_per_file(aws, calls):
     body = s3.get_object(Bucket=aws.bucket, Key="inputs/weekly/calls/b/x.wav")["Body"].read()
     assert body == b"second call"
 
-    manifest = BatchManifest.model_validate(
-        storage.get_json(s3, aws.bucket, "batches/weekly/manifest.json")
-    )
-    assert sorted(e.path for e in manifest.files) == expected
-    assert all(e.queued for e in manifest.files)
+    records = sorted(o.key for o in storage.list_objects(s3, aws.bucket, "batches/weekly/"))
+    assert records == [
+        "batches/weekly/batch.json",
+        *(f"batches/weekly/files/{path}/unknown.json" for path in expected),  # not real audio
+    ]
+    entries = entries_of(aws, "weekly")
+    assert sorted(entries) == expected
 
     jobs = sorted(queued_jobs(aws), key=lambda job: job.path)
     assert [job.path for job in jobs] == expected
     assert jobs[1].input_key == "inputs/weekly/calls/a/x.wav"
-    hashes = {entry.path: entry.sha256 for entry in manifest.files}
-    assert all(job.sha256 == hashes[job.path] for job in jobs)
-    assert hashes["calls/a/x.wav"] == hashlib.sha256(b"first call").hexdigest()
+    assert all(job.sha256 == entries[job.path].sha256 for job in jobs)
+    assert entries["calls/a/x.wav"].sha256 == hashlib.sha256(b"first call").hexdigest()
 
 
-def test_content_already_in_the_batch_is_skipped_unless_forced(aws, calls):
+def test_the_same_file_again_is_skipped_unless_forced_but_every_path_gets_a_job(aws, calls):
     submit(aws, ["calls"], batch="weekly", cwd=calls)
     queued_jobs(aws)
     touch(calls / "calls/copy-of-a.wav", b"first call")  # same content, new name
     touch(calls / "calls/new.wav", b"new call")
 
     again = submit(aws, ["calls"], batch="weekly", cwd=calls)
-    assert again.queued == ["calls/new.wav"]
-    assert sorted(again.duplicates) == sorted(
-        ["calls/Café — Zoë 1.wav", "calls/a/x.wav", "calls/b/x.wav", "calls/copy-of-a.wav"]
-    )
-    assert [job.path for job in queued_jobs(aws)] == ["calls/new.wav"]
+    assert sorted(again.queued) == ["calls/copy-of-a.wav", "calls/new.wav"]
+    assert sorted(again.duplicates) == ["calls/Café — Zoë 1.wav", "calls/a/x.wav", "calls/b/x.wav"]
+    assert again.shared_content == [["calls/a/x.wav", "calls/copy-of-a.wav"]]
+    assert sorted(job.path for job in queued_jobs(aws)) == ["calls/copy-of-a.wav", "calls/new.wav"]
 
+    touch(calls / "calls/a/x.wav", b"first call, recorded again")  # same path, new content
+    changed = submit(aws, ["calls/a"], batch="weekly", cwd=calls)
+    assert changed.queued == ["calls/a/x.wav"]
     forced = submit(aws, ["calls/a"], batch="weekly", force=True, cwd=calls)
     assert forced.queued == ["calls/a/x.wav"]
-    assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav"]
-    manifest = storage.get_json(storage.client(aws, "s3"), aws.bucket, keys.manifest_key("weekly"))
-    # the copy was never added; a path submitted again replaces its own entry
-    assert sorted(entry["path"] for entry in manifest["files"]) == [
-        "calls/Café — Zoë 1.wav",
-        "calls/a/x.wav",
-        "calls/b/x.wav",
-        "calls/new.wav",
-    ]
+    assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav", "calls/a/x.wav"]
+    entries = entries_of(aws, "weekly")
+    assert len(entries) == 5  # a path submitted again keeps one entry
+    assert (
+        entries["calls/a/x.wav"].sha256 == hashlib.sha256(b"first call, recorded again").hexdigest()
+    )
 
 
 def test_a_missing_path_uploads_nothing(aws, calls):
@@ -185,15 +192,47 @@ def test_a_submit_cut_short_before_queueing_is_repaired_by_running_it_again(
 ):
     import whisperq.submit as submit_module
 
-    def broken_enqueue(app, job):
+    def broken_send(*args, **kwargs):
         raise ConnectionError("queue unreachable")
 
-    monkeypatch.setattr(submit_module, "enqueue", broken_enqueue)
+    monkeypatch.setattr(submit_module, "send_jobs", broken_send)
     with pytest.raises(ConnectionError):
         submit(aws, ["calls"], batch="weekly", cwd=calls)
+    assert entries_of(aws, "weekly") == {}  # no entry without a job
     monkeypatch.undo()
     monkeypatch.chdir(calls)
 
     again = submit(aws, ["calls"], batch="weekly", cwd=calls)
     assert len(again.queued) == 3 and again.duplicates == []
     assert len(queued_jobs(aws)) == 3
+
+
+def test_other_options_for_an_existing_batch_are_refused(aws, calls):
+    from whisperq.schemas import TranscriptionOptions
+
+    submit(aws, ["calls/a"], batch="weekly", cwd=calls, options=TranscriptionOptions(language="en"))
+    with pytest.raises(SubmitError, match="other options"):
+        submit(aws, ["calls/b"], batch="weekly", cwd=calls, options=TranscriptionOptions())
+    more = submit(aws, ["calls/b"], batch="weekly", cwd=calls)  # none given: the batch's
+    assert more.queued == ["calls/b/x.wav"]
+    assert {job.options.language for job in queued_jobs(aws)} == {"en"}
+
+
+def test_concurrent_submitters_into_one_batch_lose_nothing(aws, tmp_path):
+    """4 submitters x 25 files into one batch at once: every file counted, one job each."""
+    for writer in range(4):
+        for index in range(25):
+            touch(tmp_path / f"w{writer}/call-{index:02d}.wav", f"{writer}-{index}".encode())
+    s3 = storage.client(aws, "s3")
+
+    def one(writer: int):
+        return submit(aws, [f"w{writer}"], batch="race", cwd=tmp_path)
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(one, range(4)))
+    assert sum(len(report.queued) for report in reports) == 100
+    assert sum(report.sqs_requests for report in reports) == 4 * 3  # 25 jobs: 3 batches each
+    status = tracking.batch_status(aws, s3, "race")
+    assert (status.submitted, status.pending) == (100, 100)
+    jobs = queued_jobs(aws, limit=200)
+    assert len(jobs) == 100 and len({job.path for job in jobs}) == 100

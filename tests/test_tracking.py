@@ -2,36 +2,18 @@
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 
 from whisperq import keys, storage, tracking
-from whisperq.schemas import BatchManifest, ManifestEntry
 
-NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
+from helpers import write_batch, write_legacy_manifest
 
 
-def manifest(batch, paths, duration=60.0):
-    return BatchManifest(
-        batch=batch,
-        created_at=NOW,
-        updated_at=NOW,
-        files=[
-            ManifestEntry(
-                path=path,
-                input_key=keys.input_key(batch, path),
-                sha256="0" * 64,
-                size=1,
-                duration=duration,
-                submitted_at=NOW,
-                queued=True,
-            )
-            for path in paths
-        ],
-    )
+def durations(paths, duration=60.0):
+    return dict.fromkeys(paths, duration)
 
 
 def test_done_failed_pending_and_audio_hours():
-    m = manifest("b", ["a.wav", "b.wav", "c.wav", "d.wav"], duration=900.0)
+    files = durations(["a.wav", "b.wav", "c.wav", "d.wav"], duration=900.0)
     result_keys = [
         keys.result_key("b", "a.wav", "srt"),
         keys.result_key("b", "a.wav", "json"),
@@ -39,9 +21,9 @@ def test_done_failed_pending_and_audio_hours():
         keys.error_key("b", "c.wav"),
         keys.error_key("b", "d.wav"),
         keys.result_key("b", "d.wav", "json"),  # a success after a failure wins
-        keys.result_key("b", "stray.wav", "json"),  # not in the manifest: ignored
+        keys.result_key("b", "stray.wav", "json"),  # not in the batch: ignored
     ]
-    status = tracking.summarize(m, result_keys)
+    status = tracking.summarize("b", files, result_keys)
     assert (status.submitted, status.done, status.failed, status.pending) == (4, 2, 1, 1)
     assert status.failed_paths == ["c.wav"]
     assert status.audio_seconds_done == 1800.0
@@ -50,17 +32,20 @@ def test_done_failed_pending_and_audio_hours():
 
 
 def test_finished_when_nothing_is_pending():
-    status = tracking.summarize(manifest("b", ["a.wav"]), [keys.error_key("b", "a.wav")])
+    status = tracking.summarize("b", durations(["a.wav"]), [keys.error_key("b", "a.wav")])
     assert status.finished and status.failed == 1
 
 
-def test_status_of_a_large_batch_lists_and_never_gets_each_result(aws):
-    """10,000 files: one GET (the manifest) and one listing per 1,000 result keys."""
+def test_unknown_durations_are_counted_not_guessed():
+    status = tracking.summarize("b", {"a.wav": None, "b.wav": 30.0}, [])
+    assert status.unknown_durations == 1 and status.audio_seconds_submitted == 30.0
+
+
+def test_status_of_a_large_batch_lists_and_never_gets_each_file(aws):
+    """3,000 files: one GET (the batch's options), then listings only (1,000 keys each)."""
     s3 = storage.client(aws, "s3")
-    paths = [f"calls/{i:05d}.wav" for i in range(10_000)]
-    storage.put_text(
-        s3, aws.bucket, keys.manifest_key("big"), manifest("big", paths).model_dump_json(), "x"
-    )
+    paths = [f"calls/{i:05d}.wav" for i in range(3_000)]
+    write_batch(aws, "big", paths, duration=30.0)
     result_keys = [keys.result_key("big", path, "json") for path in paths[:1050]]
     result_keys += [keys.error_key("big", path) for path in paths[1050:1100]]
     with ThreadPoolExecutor(8) as pool:
@@ -73,10 +58,19 @@ def test_status_of_a_large_batch_lists_and_never_gets_each_result(aws):
     counted.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
     status = tracking.batch_status(aws, counted, "big")
 
-    assert (status.submitted, status.done, status.failed, status.pending) == (
-        10_000,
-        1050,
-        50,
-        8900,
-    )
-    assert calls == Counter({"GetObject": 1, "ListObjectsV2": 2})
+    assert (status.submitted, status.done, status.failed, status.pending) == (3000, 1050, 50, 1900)
+    assert status.audio_seconds_done == 1050 * 30.0
+    assert calls == Counter({"GetObject": 1, "ListObjectsV2": 3 + 2})
+
+
+def test_batches_from_before_per_file_entries_are_still_read(aws):
+    write_legacy_manifest(aws, "old", ["a.wav", "b.wav"], duration=10.0)
+    s3 = storage.client(aws, "s3")
+    s3.put_object(Bucket=aws.bucket, Key=keys.result_key("old", "a.wav", "json"), Body=b"{}")
+    status = tracking.batch_status(aws, s3, "old")
+    assert (status.submitted, status.done, status.pending) == (2, 1, 1)
+    assert status.audio_seconds_done == 10.0
+    view = tracking.load_batch(aws, s3, "old")
+    assert view.options.language == "en"
+    (entry,) = view.entries(aws, s3, ["b.wav"])
+    assert entry.input_key == "inputs/old/b.wav" and entry.sha256 == f"{1:064x}"

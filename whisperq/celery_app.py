@@ -8,17 +8,14 @@ worker dies is redelivered, and no worker hoards jobs another could run).
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from celery import Celery
 
+from whisperq.messages import TRANSCRIBE_TASK, job_payload_of
 from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
-
-TRANSCRIBE_TASK = "whisperq.transcribe"
 
 
 def broker_url(settings: Settings) -> str:
@@ -76,15 +73,10 @@ def enqueue(app: Celery, job: TranscriptionJob) -> None:
 
 
 def decode_job_message(body: str) -> TranscriptionJob:
-    """The job inside an SQS message body as kombu writes it (base64 JSON envelope around
-    Celery's protocol-2 body ``[args, kwargs, embed]``). Raises ValueError if it is not one."""
+    """The job inside an SQS message body (see :mod:`whisperq.messages`). Raises
+    ValueError if it is not one."""
+    payload = job_payload_of(body)
     try:
-        envelope = json.loads(base64.b64decode(body))
-        if envelope.get("headers", {}).get("task") != TRANSCRIBE_TASK:
-            raise ValueError(f"not a {TRANSCRIBE_TASK} task")
-        if envelope.get("content-type") != "application/json":
-            raise ValueError(f"content type {envelope.get('content-type')!r} is not JSON")
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        return TranscriptionJob.model_validate(args[0])
-    except (KeyError, IndexError, TypeError, ValueError) as error:
+        return TranscriptionJob.model_validate(payload)
+    except ValueError as error:
         raise ValueError(f"not a whisperq job message: {error}") from error

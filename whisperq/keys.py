@@ -2,8 +2,12 @@
 
 ::
 
-    inputs/<batch>/<relative path>                 the audio as submitted
-    batches/<batch>/manifest.json                  what was submitted, with options
+    inputs/<batch>/<relative path>                 the audio as submitted (or ingested)
+    incoming/<batch>/<relative path>               drop audio here: it is ingested as a job
+    batches/<batch>/batch.json                     the batch's options (written once)
+    batches/<batch>/files/<relative path>/<ms>.json  one entry per file; <ms> = its duration
+                                                   in milliseconds, or "unknown"
+    batches/<batch>/manifest.json                  batches written before entries (read only)
     results/<batch>/<relative path>.{srt,vtt,txt}  renderings, written first
     results/<batch>/<relative path>.json           the transcript; written last = done
     results/<batch>/<relative path>.error.json     permanent failure, with the reason
@@ -11,6 +15,11 @@
 
 Anyone can poll ``results/<batch>/`` with any S3 tool: a ``.json`` that is not
 ``.error.json`` means that file is done.
+
+A batch's files are one object each, never one shared document, so any number of
+submitters and ingest steps can add to a batch at once without losing an entry. The
+duration rides in the entry's key so ``status`` counts files and audio hours from one
+listing, with no GET per file. Standard library only: the ingest Lambda ships this module.
 """
 
 from __future__ import annotations
@@ -22,10 +31,14 @@ from typing import Literal
 from whisperq.errors import InvalidKeyError
 
 INPUTS = "inputs"
+INCOMING = "incoming"
 RESULTS = "results"
 BATCHES = "batches"
 ARTIFACTS = "artifacts"
 MANIFEST = "manifest.json"
+BATCH_INFO = "batch.json"
+FILES = "files"
+UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
 
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
@@ -66,7 +79,59 @@ def inputs_prefix(batch: str) -> str:
 
 
 def manifest_key(batch: str) -> str:
+    """The single manifest of batches written before per-file entries (read only now)."""
     return f"{BATCHES}/{batch}/{MANIFEST}"
+
+
+def batch_info_key(batch: str) -> str:
+    return f"{BATCHES}/{batch}/{BATCH_INFO}"
+
+
+def entries_prefix(batch: str) -> str:
+    return f"{BATCHES}/{batch}/{FILES}/"
+
+
+def entry_prefix(batch: str, relative_path: str) -> str:
+    """Every entry ever written for one path of the batch (normally one)."""
+    return f"{entries_prefix(batch)}{relative_path}/"
+
+
+def entry_key(batch: str, relative_path: str, duration: float | None) -> str:
+    leaf = UNKNOWN_DURATION if duration is None else str(round(duration * 1000))
+    return f"{entry_prefix(batch, relative_path)}{leaf}.json"
+
+
+def parse_entry_key(batch: str, key: str) -> tuple[str, float | None] | None:
+    """``batches/<batch>/files/<path>/<ms>.json`` -> (path, seconds or None); None if the
+    key is not an entry of ``batch``."""
+    prefix = entries_prefix(batch)
+    if not key.startswith(prefix) or not key.endswith(".json"):
+        return None
+    path, slash, leaf = key[len(prefix) : -len(".json")].rpartition("/")
+    if not slash or not path:
+        return None
+    if leaf == UNKNOWN_DURATION:
+        return path, None
+    if not leaf.isdigit():
+        return None
+    return path, int(leaf) / 1000
+
+
+def incoming_prefix(batch: str | None = None) -> str:
+    return f"{INCOMING}/" if batch is None else f"{INCOMING}/{batch}/"
+
+
+def parse_incoming_key(key: str, prefix: str = f"{INCOMING}/") -> tuple[str, str]:
+    """``<prefix><batch>/<relative path>`` -> (batch, normalised path); raises
+    InvalidKeyError when the key does not name a batch and a file under ``prefix``."""
+    if not key.startswith(prefix):
+        raise InvalidKeyError(f"{key!r} is not under {prefix!r}")
+    batch, slash, path = key[len(prefix) :].partition("/")
+    if not slash:
+        raise InvalidKeyError(
+            f"{key!r} has no batch folder: put files under {prefix}<batch>/<path>"
+        )
+    return validate_batch_name(batch), normalize_relative_path(path)
 
 
 def artifact_key(name: str) -> str:

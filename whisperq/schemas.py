@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from whisperq import keys
 
 JOB_SCHEMA_VERSION: Final = 1
-MANIFEST_SCHEMA_VERSION: Final = 1
+BATCH_SCHEMA_VERSION: Final = 2  # batch.json and file entries (1: the old manifest.json)
 RESULT_SCHEMA_VERSION: Final = 1
 ERROR_SCHEMA_VERSION: Final = 1
 
@@ -99,36 +99,39 @@ class TranscriptionJob(_Strict):
         return self
 
 
-class ManifestEntry(_Strict):
-    path: str
-    input_key: str
-    sha256: str
-    size: int
-    duration: float | None = Field(None, description="Seconds, from the file header.")
-    submitted_at: datetime
-    queued: bool = Field(False, description="True once its task is on the queue.")
+class BatchInfo(_Strict):
+    """``batches/<batch>/batch.json``: the batch's options, written once (see
+    :mod:`whisperq.batch_records`)."""
 
-
-class BatchManifest(_Strict):
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal[2] = BATCH_SCHEMA_VERSION
     batch: str
     created_at: datetime
-    updated_at: datetime
+    source: str = Field(description="submit, or ingest:<prefix> for S3-event batches.")
     options: TranscriptionOptions = TranscriptionOptions()
-    files: list[ManifestEntry] = []
 
-    def queued_hashes(self) -> set[str]:
-        return {entry.sha256 for entry in self.files if entry.queued}
 
-    def job_for(self, entry: ManifestEntry) -> TranscriptionJob:
-        """The task payload for one of this batch's files (submit and retry send the same)."""
+class FileEntry(_Strict):
+    """``batches/<batch>/files/<path>/<ms>.json``: one file of a batch, with a job queued."""
+
+    schema_version: Literal[2] = BATCH_SCHEMA_VERSION
+    path: str
+    input_key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    duration: float | None = Field(None, description="Seconds, from the file header.")
+    submitted_at: datetime
+    source: Literal["submit", "ingest"] = "submit"
+    origin: str | None = Field(None, description="s3://bucket/key the file was ingested from.")
+
+    def job(self, batch: str, options: TranscriptionOptions) -> TranscriptionJob:
+        """The task payload for this file (submit, ingest and retry send the same)."""
         return TranscriptionJob(
-            batch=self.batch,
-            path=entry.path,
-            input_key=entry.input_key,
-            sha256=entry.sha256,
-            size=entry.size,
-            options=self.options,
+            batch=batch,
+            path=self.path,
+            input_key=self.input_key,
+            sha256=self.sha256,
+            size=self.size,
+            options=options,
         )
 
 

@@ -1,9 +1,10 @@
-"""``whisperq submit``: find audio files, upload them in parallel, write the manifest, queue jobs.
+"""``whisperq submit``: find audio files, upload them in parallel, queue jobs, record them.
 
-Order matters for "nothing lost": inputs are uploaded first, then the manifest lists the new
-files as not yet queued, then one task per file goes on the queue, then the manifest marks
-them queued. A submit cut short anywhere is repaired by running it again: files that are not
-marked queued are uploaded and queued again.
+Order matters for "nothing lost": inputs are uploaded first, then the jobs go on the queue
+(ten per SQS request), then each file's entry is written (:mod:`whisperq.batch_records`).
+A file with an entry always has a job; a submit cut short anywhere is repaired by running
+it again (files without an entry are uploaded and queued again; jobs are idempotent).
+Several submits (and the ingest step) may add to one batch at once: nothing is lost.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import glob
 import hashlib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,16 +23,11 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from s3transfer.subscribers import BaseSubscriber
 
-from whisperq import keys, storage, tracking
-from whisperq.celery_app import enqueue, make_celery
+from whisperq import batch_records, keys, storage, tracking
 from whisperq.errors import SubmitError
+from whisperq.messages import send_jobs
 from whisperq.progress import ProgressHooks
-from whisperq.schemas import (
-    BatchManifest,
-    ManifestEntry,
-    TranscriptionOptions,
-    utc_now,
-)
+from whisperq.schemas import FileEntry, TranscriptionOptions
 from whisperq.settings import Settings
 
 AUDIO_EXTENSIONS = frozenset(
@@ -173,19 +169,23 @@ class Prepared:
 class SubmitReport:
     batch: str
     queued: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)  # same content already in the batch
+    duplicates: list[str] = field(default_factory=list)  # same path, same content, queued
+    shared_content: list[list[str]] = field(default_factory=list)  # paths with equal bytes
     skipped_non_audio: int = 0
     bytes_uploaded: int = 0
     audio_seconds: float = 0.0
+    sqs_requests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "batch": self.batch,
             "queued": len(self.queued),
             "duplicates": self.duplicates,
+            "shared_content": self.shared_content,
             "skipped_non_audio": self.skipped_non_audio,
             "bytes_uploaded": self.bytes_uploaded,
             "audio_seconds": round(self.audio_seconds, 3),
+            "sqs_requests": self.sqs_requests,
         }
 
 
@@ -213,26 +213,29 @@ def prepare(files: Sequence[SourceFile], hooks: ProgressHooks, threads: int) -> 
 
 
 def select_new(
-    prepared: Sequence[Prepared], manifest: BatchManifest, force: bool
+    prepared: Sequence[Prepared], known: Mapping[str, FileEntry], force: bool
 ) -> tuple[list[Prepared], list[str]]:
-    """Files to send, and the paths skipped because their content is already queued."""
-    seen = set() if force else manifest.queued_hashes()
+    """Files to send, and the paths skipped because the batch already has them with the
+    same content. Each path is its own job: equal bytes under two paths give two results."""
+    if force:
+        return list(prepared), []
     chosen: list[Prepared] = []
     duplicates: list[str] = []
     for item in prepared:
-        if item.sha256 in seen:
+        entry = known.get(item.source.relative_path)
+        if entry is not None and entry.sha256 == item.sha256:
             duplicates.append(item.source.relative_path)
-            continue
-        seen.add(item.sha256)
-        chosen.append(item)
+        else:
+            chosen.append(item)
     return chosen, duplicates
 
 
-def merge_entries(manifest: BatchManifest, entries: Sequence[ManifestEntry]) -> None:
-    """Add entries to the manifest; a path submitted again replaces its old entry."""
-    replaced = {entry.path for entry in entries}
-    manifest.files = [e for e in manifest.files if e.path not in replaced] + list(entries)
-    manifest.updated_at = utc_now()
+def shared_content(prepared: Sequence[Prepared]) -> list[list[str]]:
+    """Groups of paths (two or more) whose files have the same bytes."""
+    by_hash: dict[str, list[str]] = {}
+    for item in prepared:
+        by_hash.setdefault(item.sha256, []).append(item.source.relative_path)
+    return [paths for paths in by_hash.values() if len(paths) > 1]
 
 
 def upload(
@@ -271,27 +274,26 @@ def submit(
     batch = keys.validate_batch_name(batch) if batch else new_batch_id()
     discovery = discover(arguments, cwd)  # raises before anything is uploaded
     s3 = storage.client(settings, "s3")
-    app = make_celery(settings)
+    bucket = settings.bucket
 
-    existing = storage.get_json(s3, settings.bucket, keys.manifest_key(batch))
-    now = utc_now()
-    manifest = (
-        BatchManifest.model_validate(existing)
-        if existing
-        else BatchManifest(
-            batch=batch, created_at=now, updated_at=now, options=options or TranscriptionOptions()
-        )
+    given = (options or TranscriptionOptions()).model_dump(mode="json")
+    stored = batch_records.ensure_batch(
+        s3, bucket, batch, given, source="submit", strict=options is not None
     )
-    if options is not None and existing and options != manifest.options:
-        raise SubmitError(
-            f"Batch {batch!r} was submitted with other options ({manifest.options.model_dump()}); "
-            "use a new batch name for different options."
-        )
+    # What every job of the batch carries (checked here, before anything is uploaded).
+    batch_options = TranscriptionOptions.model_validate(stored).model_dump(mode="json")
 
     prepared = prepare(discovery.files, hooks, settings.upload_concurrency)
-    chosen, duplicates = select_new(prepared, manifest, force)
+    view = tracking.load_batch(settings, s3, batch)
+    listed = view.files if view else {}
+    paths = [item.source.relative_path for item in prepared]
+    known = {entry.path: entry for entry in view.entries(settings, s3, paths)} if view else {}
+    chosen, duplicates = select_new(prepared, known, force)
     report = SubmitReport(
-        batch=batch, duplicates=duplicates, skipped_non_audio=len(discovery.skipped_non_audio)
+        batch=batch,
+        duplicates=duplicates,
+        shared_content=shared_content(prepared),
+        skipped_non_audio=len(discovery.skipped_non_audio),
     )
     if not chosen:
         return report
@@ -300,64 +302,55 @@ def submit(
     report.bytes_uploaded = sum(item.size for item in chosen)
 
     entries = [
-        ManifestEntry(
-            path=item.source.relative_path,
-            input_key=keys.input_key(batch, item.source.relative_path),
-            sha256=item.sha256,
-            size=item.size,
-            duration=item.duration,
-            submitted_at=now,
+        batch_records.entry_document(
+            batch,
+            item.source.relative_path,
+            item.sha256,
+            item.size,
+            item.duration,
+            source="submit",
         )
         for item in chosen
     ]
-    merge_entries(manifest, entries)
-    _write_manifest(s3, settings, manifest)
-
     hooks.stage("Queueing", len(entries))
-    for entry in entries:
-        enqueue(app, manifest.job_for(entry))
-        entry.queued = True
-        report.queued.append(entry.path)
-        report.audio_seconds += entry.duration or 0.0
-        hooks.advance()
-    _write_manifest(s3, settings, manifest)
-    return report
-
-
-def _write_manifest(s3: Any, settings: Settings, manifest: BatchManifest) -> None:
-    storage.put_text(
-        s3,
-        settings.bucket,
-        keys.manifest_key(manifest.batch),
-        manifest.model_dump_json(indent=1),
-        "application/json",
+    payloads = [batch_records.job_payload(batch, entry, batch_options) for entry in entries]
+    report.sqs_requests = send_jobs(
+        storage.client(settings, "sqs"), settings.queue_url, payloads, sent=hooks.advance
     )
+    # Entries last: a file with an entry has a job (see the module's docstring).
+    batch_records.write_entries(
+        s3, bucket, batch, entries, replaced=listed, threads=settings.upload_concurrency
+    )
+    report.queued = [entry["path"] for entry in entries]
+    report.audio_seconds = sum(item.duration or 0.0 for item in chosen)
+    return report
 
 
 def requeue_failed(settings: Settings, batch: str) -> list[str]:
     """Queue the batch's failed files again (their inputs are still in S3); returns paths.
 
-    The error record goes first and comes back if queueing fails, so a file is never
+    The error records go first and come back if queueing fails, so a file is never
     left without either a job or a record.
     """
     s3 = storage.client(settings, "s3")
-    manifest = tracking.load_manifest(settings, s3, batch)
-    if manifest is None:
+    view = tracking.load_batch(settings, s3, batch)
+    if view is None:
         raise SubmitError(f"No batch named {batch!r} on {settings.target}.")
     listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
-    status = tracking.summarize(manifest, (item.key for item in listing))
-    entries = {entry.path: entry for entry in manifest.files}
-    app = make_celery(settings)
-    requeued = []
-    for path in status.failed_paths:
-        entry = entries[path]
-        key = keys.error_key(batch, path)
-        record = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    status = tracking.summarize(batch, view.durations, (item.key for item in listing))
+    entries = view.entries(settings, s3, status.failed_paths)
+    if not entries:
+        return []
+    records = {}
+    for entry in entries:
+        key = keys.error_key(batch, entry.path)
+        records[key] = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
         s3.delete_object(Bucket=settings.bucket, Key=key)
-        try:
-            enqueue(app, manifest.job_for(entry))
-        except BaseException:
+    payloads = [entry.job(batch, view.options).model_dump(mode="json") for entry in entries]
+    try:
+        send_jobs(storage.client(settings, "sqs"), settings.queue_url, payloads)
+    except BaseException:
+        for key, record in records.items():
             s3.put_object(Bucket=settings.bucket, Key=key, Body=record)
-            raise
-        requeued.append(path)
-    return requeued
+        raise
+    return [entry.path for entry in entries]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from whisperq import keys, storage
-from whisperq.schemas import BatchManifest, ErrorRecord
+from whisperq import batch_records, keys, storage
+from whisperq.schemas import ErrorRecord, FileEntry, TranscriptionOptions
 from whisperq.settings import Settings
 
 
@@ -26,6 +26,7 @@ class BatchStatus:
     audio_seconds_submitted: float
     audio_seconds_done: float
     failed_paths: list[str] = field(default_factory=list)
+    unknown_durations: int = 0  # files whose duration was not known when they were added
 
     @property
     def finished(self) -> bool:
@@ -42,13 +43,62 @@ class BatchStatus:
         return data
 
 
-def summarize(manifest: BatchManifest, result_keys: Iterable[str]) -> BatchStatus:
+@dataclass
+class BatchView:
+    """A batch as readers see it: its options and its files (path -> listing of the
+    entry), from one GET and one listing; entries themselves are read only on demand."""
+
+    batch: str
+    options: TranscriptionOptions
+    files: dict[str, batch_records.ListedEntry]
+    legacy: dict[str, dict[str, Any]] = field(default_factory=dict)  # pre-entries manifest
+
+    @property
+    def durations(self) -> dict[str, float | None]:
+        return {path: listed.duration for path, listed in self.files.items()}
+
+    def entries(self, settings: Settings, s3: Any, paths: Iterable[str]) -> list[FileEntry]:
+        """The entries of ``paths`` (GET per entry; legacy ones from the manifest)."""
+        wanted = [path for path in paths if path in self.files]
+        manifest_key = keys.manifest_key(self.batch)
+        stored = [self.files[path] for path in wanted if self.files[path].key != manifest_key]
+        documents = batch_records.read_entries(s3, settings.bucket, stored)
+        for path in wanted:
+            if path not in documents and path in self.legacy:
+                documents[path] = _from_legacy(self.legacy[path])
+        return [FileEntry.model_validate(documents[p]) for p in wanted if p in documents]
+
+
+def _from_legacy(entry: dict[str, Any]) -> dict[str, Any]:
+    fields = ("path", "input_key", "sha256", "size", "duration", "submitted_at")
+    return {name: entry.get(name) for name in fields}
+
+
+def load_batch(settings: Settings, s3: Any, batch: str) -> BatchView | None:
+    """The batch's options and files; None if no such batch was submitted."""
+    document = batch_records.read_batch_document(s3, settings.bucket, batch)
+    if document is None:
+        return None
+    legacy = batch_records.legacy_entries(document)
+    manifest_key = keys.manifest_key(batch)
+    files = {
+        path: batch_records.ListedEntry(path, manifest_key, entry.get("duration"))
+        for path, entry in legacy.items()
+    }
+    files.update(batch_records.list_entries(s3, settings.bucket, batch))
+    options = TranscriptionOptions.model_validate(document.get("options") or {})
+    return BatchView(batch=batch, options=options, files=files, legacy=legacy)
+
+
+def summarize(
+    batch: str, durations: Mapping[str, float | None], result_keys: Iterable[str]
+) -> BatchStatus:
     """Count a batch's files by state. A file is done when its JSON exists; failed when
     only its error record does (a later success wins over an earlier failure)."""
     done: set[str] = set()
     errored: set[str] = set()
     for key in result_keys:
-        parsed = keys.parse_result_key(manifest.batch, key)
+        parsed = keys.parse_result_key(batch, key)
         if parsed is None:
             continue
         path, kind = parsed
@@ -56,29 +106,25 @@ def summarize(manifest: BatchManifest, result_keys: Iterable[str]) -> BatchStatu
             done.add(path)
         elif kind == "error":
             errored.add(path)
-    durations = {entry.path: entry.duration or 0.0 for entry in manifest.files}
-    done &= durations.keys()
-    failed = sorted((errored & durations.keys()) - done)
+    seconds = {path: duration or 0.0 for path, duration in durations.items()}
+    done &= seconds.keys()
+    failed = sorted((errored & seconds.keys()) - done)
     return BatchStatus(
-        batch=manifest.batch,
-        submitted=len(durations),
+        batch=batch,
+        submitted=len(seconds),
         done=len(done),
         failed=len(failed),
-        pending=len(durations) - len(done) - len(failed),
-        audio_seconds_submitted=round(sum(durations.values()), 3),
-        audio_seconds_done=round(sum(durations[path] for path in done), 3),
+        pending=len(seconds) - len(done) - len(failed),
+        audio_seconds_submitted=round(sum(seconds.values()), 3),
+        audio_seconds_done=round(sum(seconds[path] for path in done), 3),
         failed_paths=failed,
+        unknown_durations=sum(1 for duration in durations.values() if duration is None),
     )
 
 
 def list_batches(settings: Settings, s3: Any) -> list[str]:
     prefixes = storage.list_common_prefixes(s3, settings.bucket, keys.batches_prefix())
     return sorted(keys.batch_from_prefix(prefix) for prefix in prefixes)
-
-
-def load_manifest(settings: Settings, s3: Any, batch: str) -> BatchManifest | None:
-    data = storage.get_json(s3, settings.bucket, keys.manifest_key(batch))
-    return BatchManifest.model_validate(data) if data else None
 
 
 class NewestResults:
@@ -112,15 +158,15 @@ def batch_status(
 ) -> BatchStatus | None:
     """The batch's status, or None if no such batch was submitted. With ``newest``, the
     same listing also collects the batch's newest result keys."""
-    manifest = load_manifest(settings, s3, batch)
-    if manifest is None:
+    view = load_batch(settings, s3, batch)
+    if view is None:
         return None
     listing: Iterable[storage.ObjectInfo] = storage.list_objects(
         s3, settings.bucket, keys.results_prefix(batch)
     )
     if newest is not None:
         listing = newest.watch(batch, listing)
-    return summarize(manifest, (item.key for item in listing))
+    return summarize(batch, view.durations, (item.key for item in listing))
 
 
 def result_keys(settings: Settings, s3: Any, batch: str) -> list[str]:

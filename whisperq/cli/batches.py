@@ -442,7 +442,7 @@ def results(
             f"Unknown format(s) {unknown}; choose from {', '.join(keys.RESULT_FORMATS)}."
         )
     settings = settings_for_storage()
-    if tracking.load_manifest(settings, storage.client(settings, "s3"), batch) is None:
+    if tracking.load_batch(settings, storage.client(settings, "s3"), batch) is None:
         raise _no_batch(batch, settings)
     with _progress() as progress:
         report = download_results(settings, batch, out_dir, chosen, _RichHooks(progress))

@@ -77,14 +77,14 @@ def cost(
     settings = settings_for_storage()
     price_table = _price_table(settings)
     s3 = storage.client(settings, "s3")
-    manifest = tracking.load_manifest(settings, s3, batch)
-    if manifest is None:
+    view = tracking.load_batch(settings, s3, batch)
+    if view is None:
         raise WhisperqError(f"No batch named {batch!r} on {settings.target}.")
     with err.status(f"Reading the results of {batch}..."):
         records, unreadable = fleet.read_batch_records(settings, s3, batch, threads)
     if not records:
         raise WhisperqError(
-            f"Batch {batch!r} has no finished results yet ({len(manifest.files)} file(s) "
+            f"Batch {batch!r} has no finished results yet ({len(view.files)} file(s) "
             f"submitted): `whisperq wait {batch}`, then ask again."
         )
     try:
@@ -96,7 +96,7 @@ def cost(
     if as_json:
         print_json(report.as_dict())
         return
-    _print_cost(report, settings, len(manifest.files))
+    _print_cost(report, settings, len(view.files))
 
 
 def _dollars(value: float) -> str:
