@@ -26,9 +26,10 @@ demo: setup  ## Start the local stack, transcribe examples/calls, write transcri
 test: setup system-deps  ## Run the test suite (unit, integration against moto, end to end)
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff check and format check
+lint: setup  ## ruff check, format check and mypy (types)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -167,7 +167,7 @@ def parse_result_key(batch: str, key: str) -> tuple[str, ResultKind] | None:
         return rest[: -len(ERROR_SUFFIX)], "error"
     stem, dot, ext = rest.rpartition(".")
     if dot and stem and ext in RESULT_FORMATS:
-        return stem, ext  # type: ignore[return-value]
+        return stem, ext
     return None
 
 

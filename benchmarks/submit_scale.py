@@ -1,0 +1,201 @@
+"""Submitting and tracking many small files: requests and time, side by side in one run.
+
+Against a moto server on 127.0.0.1 (started and stopped here, by PID), with N small WAV
+files (0.5 s of 8 kHz silence each):
+
+  (a) queueing as before: one ``send_task`` (one SQS SendMessage) per file, through Celery,
+      against the same jobs sent ten per SendMessageBatch (``whisperq.messages``);
+  (b) ``whisperq submit``: upload, jobs ten per SendMessageBatch, one entry per file;
+  (c) ``status`` of that batch, twice: once with no results, once with every file done.
+
+Printed: wall seconds, S3 and SQS requests by operation, SQS requests per file, and
+(b)'s queueing time against (a)'s.
+
+    python benchmarks/submit_scale.py            # 1,000 files
+    python benchmarks/submit_scale.py --files 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import wave
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from whisperq import keys, storage, tracking
+from whisperq.local_stack import free_port
+from whisperq.settings import Settings
+from whisperq.submit import submit
+
+
+def make_files(folder: Path, count: int) -> None:
+    silence = b"\x00\x00" * 4000  # 0.5 s at 8 kHz, 16-bit mono
+    for index in range(count):
+        path = folder / f"calls/{index // 100:02d}/call-{index:05d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(8000)
+            handle.writeframes(silence + index.to_bytes(4, "little"))  # distinct content
+
+
+class Counting:
+    """Wraps storage.client so every client counts its requests by service.operation."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self._real = storage.client
+
+    def client(self, settings: Settings, service: str) -> Any:
+        made = self._real(settings, service)
+        made.meta.events.register(
+            f"before-call.{service}",
+            lambda model, **_: self.calls.update([f"{service}.{model.name}"]),
+        )
+        return made
+
+    def take(self) -> Counter[str]:
+        taken, self.calls = self.calls, Counter()
+        return taken
+
+
+def fresh_target(endpoint: str) -> Settings:
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    base = Settings(
+        endpoint_url=endpoint,
+        region="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+    storage.client(base, "s3").create_bucket(Bucket=name)
+    queue = storage.client(base, "sqs").create_queue(QueueName=name)["QueueUrl"]
+    return base.model_copy(update={"bucket": name, "queue_url": queue})
+
+
+def wait_for(endpoint: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("moto server exited")
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("moto server did not start")
+
+
+def per_file_send_task(settings: Settings, count: int) -> float:
+    """(a): the old queueing path, one Celery send_task per job."""
+    from whisperq.celery_app import make_celery
+
+    app = make_celery(settings)
+    payload = {"batch": "old", "path": "x.wav"}
+    started = time.perf_counter()
+    for _ in range(count):
+        app.send_task("whisperq.transcribe", args=[payload])
+    return time.perf_counter() - started
+
+
+def batched_send(settings: Settings, count: int) -> float:
+    """(a'): the same jobs, ten per SendMessageBatch."""
+    from whisperq.messages import send_jobs
+
+    payloads = [{"batch": "old", "path": "x.wav"}] * count
+    sqs = storage.client(settings, "sqs")
+    started = time.perf_counter()
+    send_jobs(sqs, settings.queue_url, payloads)
+    return time.perf_counter() - started
+
+
+def mark_all_done(settings: Settings, batch: str) -> None:
+    s3 = storage.client(settings, "s3")
+    view = tracking.load_batch(settings, s3, batch)
+    assert view is not None
+    result_keys = [keys.result_key(batch, path, "json") for path in view.files]
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda key: s3.put_object(Bucket=settings.bucket, Key=key, Body=b"{}"), result_keys
+            )
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=1000)
+    args = parser.parse_args()
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    counting = Counting()
+    try:
+        wait_for(endpoint, moto)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            make_files(folder, args.files)
+
+            old_seconds = per_file_send_task(fresh_target(endpoint), args.files)
+            batched_seconds = batched_send(fresh_target(endpoint), args.files)
+
+            target = fresh_target(endpoint)
+            storage.client = counting.client  # type: ignore[assignment]
+            started = time.perf_counter()
+            report = submit(target, ["calls"], batch="scale", cwd=folder)
+            submit_seconds = time.perf_counter() - started
+            submit_calls = counting.take()
+
+            s3 = storage.client(target, "s3")
+            counting.take()
+            started = time.perf_counter()
+            status = tracking.batch_status(target, s3, "scale")
+            status_seconds = time.perf_counter() - started
+            status_calls = counting.take()
+            mark_all_done(target, "scale")
+            counting.take()
+            started = time.perf_counter()
+            done = tracking.batch_status(target, s3, "scale")
+            done_seconds = time.perf_counter() - started
+            done_calls = counting.take()
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+    assert status is not None and done is not None
+    assert len(report.queued) == args.files == status.submitted == done.done
+    sqs_requests = sum(n for name, n in submit_calls.items() if name.startswith("sqs."))
+    print(f"machine: {platform.machine()}, {platform.python_version()}, moto server on 127.0.0.1")
+    print(f"files: {args.files} x 8 KB WAV (0.5 s each)")
+    print(
+        f"queueing {args.files} jobs: per-file send_task {old_seconds:.2f} s, "
+        f"ten per SendMessageBatch {batched_seconds:.2f} s "
+        f"({old_seconds / batched_seconds:.1f}x faster)"
+    )
+    print(
+        f"(b) whisperq submit: {submit_seconds:.2f} s in all; SQS requests {sqs_requests} "
+        f"({sqs_requests / args.files:.3f} per file; report says {report.sqs_requests})"
+    )
+    for name, count in sorted(submit_calls.items()):
+        print(f"      {name:<28} {count}")
+    print(f"(c) status, nothing done: {status_seconds:.3f} s, {dict(status_calls)}")
+    print(f"    status, all done:     {done_seconds:.3f} s, {dict(done_calls)}")
+
+
+if __name__ == "__main__":
+    main()
