@@ -236,3 +236,59 @@ def test_concurrent_submitters_into_one_batch_lose_nothing(aws, tmp_path):
     assert (status.submitted, status.pending) == (100, 100)
     jobs = queued_jobs(aws, limit=200)
     assert len(jobs) == 100 and len({job.path for job in jobs}) == 100
+
+
+def _fail(settings, batch, path, reason):
+    storage.client(settings, "s3").put_object(
+        Bucket=settings.bucket,
+        Key=keys.error_key(batch, path),
+        Body=f'{{"reason": "{reason}"}}'.encode(),
+    )
+
+
+def test_retry_queues_first_so_a_crash_before_clearing_loses_nothing(aws, calls, monkeypatch):
+    """retry deleted the error record before queueing: a crash between left a file pending
+    with no job. Now the jobs go first; a crash leaves the record, and retry again works."""
+    import whisperq.submit as submit_module
+    from whisperq.submit import requeue_failed
+
+    submit(aws, ["calls/a", "calls/b"], batch="weekly", cwd=calls)
+    queued_jobs(aws)
+    _fail(aws, "weekly", "calls/a/x.wav", "boom")
+
+    def crash_while_clearing(*args, **kwargs):
+        raise ConnectionError("S3 unreachable")
+
+    monkeypatch.setattr(submit_module, "_clear_if_unchanged", crash_while_clearing)
+    with pytest.raises(ConnectionError):
+        requeue_failed(aws, "weekly")
+    assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav"]  # queued already
+    s3 = storage.client(aws, "s3")
+    assert tracking.batch_status(aws, s3, "weekly").failed == 1  # record kept
+    monkeypatch.undo()
+
+    assert requeue_failed(aws, "weekly") == ["calls/a/x.wav"]  # run again: idempotent
+    assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav"]
+    assert tracking.batch_status(aws, s3, "weekly").pending == 2
+    assert requeue_failed(aws, "weekly") == []
+
+
+def test_retry_keeps_a_failure_record_written_after_it_read_the_old_one(aws, calls, monkeypatch):
+    import whisperq.submit as submit_module
+    from whisperq.submit import requeue_failed
+
+    submit(aws, ["calls/a"], batch="weekly", cwd=calls)
+    _fail(aws, "weekly", "calls/a/x.wav", "first failure")
+    real_send = submit_module.send_jobs
+
+    def send_then_the_job_fails_again_at_once(*args, **kwargs):
+        sent = real_send(*args, **kwargs)
+        _fail(aws, "weekly", "calls/a/x.wav", "second failure")  # a fast worker
+        return sent
+
+    monkeypatch.setattr(submit_module, "send_jobs", send_then_the_job_fails_again_at_once)
+    assert requeue_failed(aws, "weekly") == ["calls/a/x.wav"]
+    record = storage.get_json(
+        storage.client(aws, "s3"), aws.bucket, keys.error_key("weekly", "calls/a/x.wav")
+    )
+    assert record == {"reason": "second failure"}

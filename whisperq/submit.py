@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.exceptions import ClientError
 from s3transfer.subscribers import BaseSubscriber
 
 from whisperq import batch_records, keys, storage, tracking
@@ -329,8 +330,10 @@ def submit(
 def requeue_failed(settings: Settings, batch: str) -> list[str]:
     """Queue the batch's failed files again (their inputs are still in S3); returns paths.
 
-    The error records go first and come back if queueing fails, so a file is never
-    left without either a job or a record.
+    Jobs first, then each error record is cleared, and only if it is still the record
+    read here (a conditional delete on its ETag): a crash in between leaves the record,
+    so running retry again re-queues it (jobs are idempotent); a retried job that already
+    failed again keeps its new record. Never a file with neither a job nor a record.
     """
     s3 = storage.client(settings, "s3")
     view = tracking.load_batch(settings, s3, batch)
@@ -341,16 +344,21 @@ def requeue_failed(settings: Settings, batch: str) -> list[str]:
     entries = view.entries(settings, s3, status.failed_paths)
     if not entries:
         return []
-    records = {}
-    for entry in entries:
-        key = keys.error_key(batch, entry.path)
-        records[key] = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-        s3.delete_object(Bucket=settings.bucket, Key=key)
+    records = {
+        entry.path: s3.head_object(Bucket=settings.bucket, Key=keys.error_key(batch, entry.path))
+        for entry in entries
+    }
     payloads = [entry.job(batch, view.options).model_dump(mode="json") for entry in entries]
-    try:
-        send_jobs(storage.client(settings, "sqs"), settings.queue_url, payloads)
-    except BaseException:
-        for key, record in records.items():
-            s3.put_object(Bucket=settings.bucket, Key=key, Body=record)
-        raise
+    send_jobs(storage.client(settings, "sqs"), settings.queue_url, payloads)
+    for path, record in records.items():
+        _clear_if_unchanged(s3, settings.bucket, keys.error_key(batch, path), record["ETag"])
     return [entry.path for entry in entries]
+
+
+def _clear_if_unchanged(s3: Any, bucket: str, key: str, etag: str) -> None:
+    try:
+        s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code not in ("PreconditionFailed", "NoSuchKey", "404"):
+            raise
