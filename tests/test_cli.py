@@ -103,6 +103,25 @@ def test_wait_exits_1_naming_the_failures(batch_of_three, cli_env):
     assert "calls/b.wav" in result.output and "results/wk/calls/c.wav.error.json" in result.output
 
 
+def test_wait_sees_a_dead_lettered_job_and_exits_1(batch_of_three, cli_env):
+    """wait used to poll until --timeout for a job SQS had given up on."""
+    sqs = storage.client(cli_env, "sqs")
+    reply = sqs.receive_message(QueueUrl=cli_env.queue_url, MaxNumberOfMessages=1)
+    (message,) = reply["Messages"]  # what SQS does after maxReceiveCount:
+    sqs.send_message(QueueUrl=cli_env.dlq_url, MessageBody=message["Body"])
+    sqs.delete_message(QueueUrl=cli_env.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    dead = decode_job_message(message["Body"]).path
+    for path in batch_of_three:
+        if path != dead:
+            put(cli_env, keys.result_key("wk", path, "json"))
+
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "30", "--interval", "0.2"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 failed" in result.output
+    assert f"{dead}  (dead-lettered" in result.output and "whisperq retry wk" in result.output
+    assert storage.queue_counts(cli_env).dead_lettered == 1  # looked at, left there
+
+
 def test_wait_exits_2_on_timeout(batch_of_three, cli_env):
     put(cli_env, keys.result_key("wk", batch_of_three[0], "json"))
     result = runner.invoke(app, ["wait", "wk", "--timeout", "0.5", "--interval", "0.2"])

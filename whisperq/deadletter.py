@@ -99,6 +99,15 @@ def peek(settings: Settings) -> list[DeadLetter]:
     return letters
 
 
+def batch_paths(settings: Settings, batch: str) -> set[str]:
+    """Paths of ``batch`` whose jobs are on the dead-letter queue (left there)."""
+    return {
+        letter.job.path
+        for letter in peek(settings)
+        if letter.job is not None and letter.job.batch == batch
+    }
+
+
 def redrive(settings: Settings, batch: str | None = None) -> tuple[list[DeadLetter], int]:
     """Move whisperq jobs (of ``batch``, or all) back to the job queue, unchanged.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,6 +26,7 @@ class BatchStatus:
     audio_seconds_submitted: float
     audio_seconds_done: float
     failed_paths: list[str] = field(default_factory=list)
+    dead_lettered_paths: list[str] = field(default_factory=list)  # only when asked (wait)
     unknown_durations: int = 0  # files whose duration was not known when they were added
 
     @property
@@ -91,10 +92,15 @@ def load_batch(settings: Settings, s3: Any, batch: str) -> BatchView | None:
 
 
 def summarize(
-    batch: str, durations: Mapping[str, float | None], result_keys: Iterable[str]
+    batch: str,
+    durations: Mapping[str, float | None],
+    result_keys: Iterable[str],
+    dead_lettered: Collection[str] = (),
 ) -> BatchStatus:
     """Count a batch's files by state. A file is done when its JSON exists; failed when
-    only its error record does (a later success wins over an earlier failure)."""
+    only its error record does (a later success wins over an earlier failure); dead-
+    lettered when it has neither and its job is on the dead-letter queue (no worker will
+    take it until `whisperq retry`); pending otherwise."""
     done: set[str] = set()
     errored: set[str] = set()
     for key in result_keys:
@@ -109,15 +115,17 @@ def summarize(
     seconds = {path: duration or 0.0 for path, duration in durations.items()}
     done &= seconds.keys()
     failed = sorted((errored & seconds.keys()) - done)
+    dead = sorted((set(dead_lettered) & seconds.keys()) - done - set(failed))
     return BatchStatus(
         batch=batch,
         submitted=len(seconds),
         done=len(done),
         failed=len(failed),
-        pending=len(seconds) - len(done) - len(failed),
+        pending=len(seconds) - len(done) - len(failed) - len(dead),
         audio_seconds_submitted=round(sum(seconds.values()), 3),
         audio_seconds_done=round(sum(seconds[path] for path in done), 3),
         failed_paths=failed,
+        dead_lettered_paths=dead,
         unknown_durations=sum(1 for duration in durations.values() if duration is None),
     )
 
@@ -154,10 +162,15 @@ class NewestResults:
 
 
 def batch_status(
-    settings: Settings, s3: Any, batch: str, newest: NewestResults | None = None
+    settings: Settings,
+    s3: Any,
+    batch: str,
+    newest: NewestResults | None = None,
+    dead_lettered: Collection[str] = (),
 ) -> BatchStatus | None:
     """The batch's status, or None if no such batch was submitted. With ``newest``, the
-    same listing also collects the batch's newest result keys."""
+    same listing also collects the batch's newest result keys; ``dead_lettered``: paths
+    of the batch whose jobs are on the dead-letter queue."""
     view = load_batch(settings, s3, batch)
     if view is None:
         return None
@@ -166,7 +179,7 @@ def batch_status(
     )
     if newest is not None:
         listing = newest.watch(batch, listing)
-    return summarize(batch, view.durations, (item.key for item in listing))
+    return summarize(batch, view.durations, (item.key for item in listing), dead_lettered)
 
 
 def result_keys(settings: Settings, s3: Any, batch: str) -> list[str]:

@@ -379,11 +379,13 @@ def wait(
 ) -> None:
     """Show live progress until the batch is finished.
 
-    Exits 0 when every job succeeded, 1 when any failed (naming them), 2 on timeout.
+    Exits 0 when every job succeeded; 1 when any failed or was dead-lettered (naming
+    them: `whisperq retry BATCH` runs them again); 2 on timeout.
     """
     settings = settings_for_storage()
     s3 = storage.client(settings, "s3")
     deadline = time.monotonic() + timeout if timeout > 0 else None
+    dead = _DeadLetterWatch(settings, batch)
     progress = Progress(
         TextColumn(f"[bold]{batch}"),
         BarColumn(),
@@ -395,14 +397,17 @@ def wait(
     with progress:
         task = progress.add_task(batch, total=None, detail="")
         while True:
-            current = tracking.batch_status(settings, s3, batch)
+            current = tracking.batch_status(settings, s3, batch, dead_lettered=dead.paths)
             if current is None:
                 raise _no_batch(batch, settings)
+            if current.pending and dead.changed():
+                continue  # the dead-letter queue moved: count again with its paths
+            unfinished = current.failed + len(current.dead_lettered_paths)
             progress.update(
                 task,
                 total=current.submitted,
-                completed=current.done + current.failed,
-                detail=f"{current.failed} failed" if current.failed else "",
+                completed=current.done + unfinished,
+                detail=f"{unfinished} failed" if unfinished else "",
             )
             if current.finished:
                 break
@@ -414,12 +419,40 @@ def wait(
                 )
                 raise typer.Exit(EXIT_TIMEOUT)
             time.sleep(interval)
-    if current.failed:
-        err.print(f"[red]{current.failed} of {current.submitted} failed:[/]")
+    if current.failed or current.dead_lettered_paths:
+        bad = current.failed + len(current.dead_lettered_paths)
+        err.print(f"[red]{bad} of {current.submitted} failed:[/]")
         for path in current.failed_paths:
             err.print(f"  {path}  (reason in {keys.error_key(batch, path)})", highlight=False)
+        for path in current.dead_lettered_paths:
+            err.print(f"  {path}  (dead-lettered: its job failed every delivery)", highlight=False)
+        err.print(f"`whisperq retry {batch}` runs them again.", highlight=False)
         raise typer.Exit(EXIT_FAILED)
     err.print(f"[green]All {current.done} done.[/]")
+
+
+class _DeadLetterWatch:
+    """The batch's paths on the dead-letter queue, looked up again only when the DLQ's
+    message count changes (one GetQueueAttributes per poll; the DLQ is read rarely)."""
+
+    def __init__(self, settings: Settings, batch: str) -> None:
+        self.settings = settings
+        self.batch = batch
+        self.paths: set[str] = set()
+        self._count = 0
+
+    def changed(self) -> bool:
+        if not self.settings.dlq_url:
+            return False
+        from whisperq import deadletter
+
+        count = storage.queue_counts(self.settings).dead_lettered or 0
+        if count == self._count:
+            return False
+        self._count = count
+        paths = deadletter.batch_paths(self.settings, self.batch) if count else set()
+        moved, self.paths = paths != self.paths, paths
+        return moved
 
 
 @app.command()
