@@ -4,17 +4,26 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from pydantic import ValidationError
 
-from whisperq.engine import AudioDecodeError, ModelError
-from whisperq.failures import Kind, backoff_delay, classify
-from whisperq.keys import InvalidKeyError
+from whisperq.errors import AudioDecodeError, InvalidKeyError, ModelError
+from whisperq.failures import (
+    Failure,
+    Kind,
+    allowed_tries,
+    backoff_delay,
+    botocore_retries,
+    classify,
+    should_retry,
+)
 from whisperq.schemas import TranscriptionJob
 
 
-def client_error(code, status=400, operation="GetObject"):
-    response = {
-        "Error": {"Code": code, "Message": "m"},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
+def client_error(code, status=400, operation="GetObject", retried=None):
+    """A ClientError as botocore raises it; ``retried``: the retries it made first, which
+    it records in the response (with MaxAttemptsReached when it used them all)."""
+    metadata = {"HTTPStatusCode": status}
+    if retried is not None:
+        metadata |= {"RetryAttempts": retried, "MaxAttemptsReached": retried >= 8}
+    response = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": metadata}
     return ClientError(response, operation)
 
 
@@ -75,3 +84,67 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
     assert backoff_delay(10, 2, 60, low) == 30  # never immediate
     delays = {round(backoff_delay(3, 2, 60), 6) for _ in range(50)}
     assert len(delays) > 10 and all(4 <= d <= 8 for d in delays)
+
+
+# --- how many tries a failing stage gets ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "retries"),
+    [
+        (RuntimeError("surprise"), 1),  # unknown: one retry, then a record
+        (KeyError("segments"), 1),
+        (MemoryError(), 1),
+        (client_error("SlowDown", 503, "PutObject", retried=8), 1),  # botocore gave up
+        (client_error("InternalError", 500, retried=3), 1),  # its quota ran out midway
+        (client_error("SlowDown", 503), None),  # botocore did not retry: our full budget
+        (client_error("SlowDown", 503, retried=0), None),
+        (EndpointConnectionError(endpoint_url="http://x"), None),
+        (ReadTimeoutError(endpoint_url="http://x"), None),
+    ],
+)
+def test_transient_failures_say_how_many_retries_they_deserve(error, retries):
+    failure = classify(error)
+    assert failure.kind is Kind.TRANSIENT
+    assert failure.max_retries == retries
+
+
+def test_the_reason_says_botocore_retried_already():
+    failure = classify(client_error("SlowDown", 503, "PutObject", retried=8), "x.wav")
+    assert failure.reason == (
+        "S3/SQS was unavailable (PutObject: SlowDown), still after 8 retries."
+    )
+
+
+def test_botocore_retries_are_read_from_the_response():
+    assert botocore_retries(client_error("SlowDown", 503)) == 0
+    assert botocore_retries(client_error("SlowDown", 503, retried=8)) == 8
+    assert botocore_retries(client_error("SlowDown", 503, retried=2)) == 2
+
+
+@pytest.mark.parametrize(
+    ("failure", "max_attempts", "tries"),
+    [
+        (Failure(Kind.TRANSIENT, "throttled"), 3, 3),  # the settings' budget
+        (Failure(Kind.TRANSIENT, "throttled"), 5, 5),
+        (Failure(Kind.TRANSIENT, "throttled"), 1, 1),  # max_attempts 1: never retried
+        (Failure(Kind.TRANSIENT, "bug?", max_retries=1), 3, 2),  # one retry
+        (Failure(Kind.TRANSIENT, "bug?", max_retries=1), 1, 1),  # settings still cap it
+        (Failure(Kind.TRANSIENT, "odd", max_retries=0), 3, 1),
+        (Failure(Kind.PERMANENT, "not audio"), 3, 1),  # permanent: never retried
+        (Failure(Kind.WORKER, "no model"), 3, 1),  # the worker hands the job back
+    ],
+)
+def test_allowed_tries(failure, max_attempts, tries):
+    assert allowed_tries(failure, max_attempts) == tries
+
+
+def test_should_retry_until_the_tries_are_used():
+    unknown = classify(RuntimeError("surprise"))
+    assert [should_retry(unknown, n, max_attempts=3) for n in (1, 2, 3)] == [True, False, False]
+    throttled = classify(client_error("SlowDown", 503))
+    assert [should_retry(throttled, n, max_attempts=3) for n in (1, 2, 3)] == [True, True, False]
+    gave_up = classify(client_error("SlowDown", 503, retried=8))
+    assert [should_retry(gave_up, n, max_attempts=3) for n in (1, 2)] == [True, False]
+    permanent = classify(AudioDecodeError("bad header"))
+    assert not should_retry(permanent, 1, max_attempts=3)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 
 from whisperq import engine, storage
 from whisperq.celery_app import broker_url, make_celery, transport_options
@@ -78,6 +79,7 @@ def test_an_undecodable_file_gets_an_error_record_and_no_result(aws, runner, tmp
     assert "--force" in record["reason"]
     assert record["error_type"] == "AudioDecodeError"
     assert record["input_key"] == "inputs/b2/broken.wav"
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)  # never retried
 
 
 def test_a_success_after_a_failure_removes_the_stale_error_record(
@@ -199,28 +201,74 @@ def test_broker_url_points_kombu_at_the_endpoint(aws):
 # --- transient failures: S3 errors injected on the runner's real client ----------------------
 
 
+def slow_down(operation, retried=0):
+    """The ClientError botocore raises when S3 is overloaded (503 SlowDown) and it gives up;
+    ``retried``: the retries it made first, recorded in the response as botocore does."""
+    metadata = {"HTTPStatusCode": 503}
+    if retried:
+        metadata |= {"RetryAttempts": retried, "MaxAttemptsReached": True}
+    return ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": metadata,
+        },
+        operation,
+    )
+
+
 def fail_downloads(runner, times):
     """Make the next ``times`` input downloads fail as S3 does when it is overloaded."""
-    from botocore.exceptions import ClientError
-
     remaining = {"n": times}
 
-    def slow_down(**_):
+    def overloaded(model, **_):
         if remaining["n"] > 0:
             remaining["n"] -= 1
-            raise ClientError(
-                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
-                "GetObject",
-            )
+            raise slow_down(model.name)
 
-    runner.s3.meta.events.register("before-call.s3.GetObject", slow_down)
-    runner.s3.meta.events.register("before-call.s3.HeadObject", slow_down)
+    runner.s3.meta.events.register("before-call.s3.GetObject", overloaded)
+    runner.s3.meta.events.register("before-call.s3.HeadObject", overloaded)
     return remaining
+
+
+def fail_puts(runner, key, times, retried=0):
+    """Make the next ``times`` PutObject calls for ``key`` on the runner's client fail with
+    SlowDown; returns the keys of the puts that went through to S3, in order."""
+    remaining = {"n": times}
+    sent = []
+
+    def put(params, **_):
+        if params["Key"] == key and remaining["n"] > 0:
+            remaining["n"] -= 1
+            raise slow_down("PutObject", retried)
+        sent.append(params["Key"])
+
+    runner.s3.meta.events.register("before-parameter-build.s3.PutObject", put)
+    return sent
+
+
+@pytest.fixture
+def transcriptions(monkeypatch):
+    """Every call of engine.transcribe_file (the real one still runs): the audio paths."""
+    calls = []
+    real = engine.transcribe_file
+
+    def counted(loaded, local, *args, **kwargs):
+        calls.append(local)
+        return real(loaded, local, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "transcribe_file", counted)
+    return calls
 
 
 @pytest.fixture
 def quick_retry_runner(aws):
     return JobRunner(aws.model_copy(update={"retry_base_seconds": 0.01, "max_attempts": 3}))
+
+
+def error_record(settings, batch, path):
+    return storage.get_json(
+        storage.client(settings, "s3"), settings.bucket, f"results/{batch}/{path}.error.json"
+    )
 
 
 def test_transient_errors_are_retried_then_succeed(
@@ -230,21 +278,138 @@ def test_transient_errors_are_retried_then_succeed(
     payload = upload_job(aws, audio, "t1", "x.wav")
     fail_downloads(quick_retry_runner, 2)
     assert quick_retry_runner.run(payload) == "done"
-    assert "attempt 2 of t1/x.wav failed (S3/SQS was unavailable" in caplog.text
+    assert "download of t1/x.wav failed on try 2 of 3 (S3/SQS was unavailable" in caplog.text
     assert "results/t1/x.wav.json" in result_keys(aws, "t1")
 
 
+def test_a_failing_download_is_retried_alone_and_transcribed_once(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t5", "x.wav")
+    remaining = fail_downloads(quick_retry_runner, 2)
+    assert quick_retry_runner.run(payload) == "done"
+    assert remaining["n"] == 0  # both injected failures were hit
+    assert len(transcriptions) == 1
+    assert "results/t5/x.wav.json" in result_keys(aws, "t5")
+
+
+@pytest.mark.parametrize("failing", ["srt", "json"])
+def test_an_upload_that_fails_twice_keeps_its_transcript(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path, caplog, failing
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t6", "x.wav")
+    base = "results/t6/x.wav"
+    sent = fail_puts(quick_retry_runner, f"{base}.{failing}", times=2)
+
+    assert quick_retry_runner.run(payload) == "done"
+
+    assert len(transcriptions) == 1  # the upload was retried, not the job
+    assert "upload of t6/x.wav failed on try 2 of 3 (S3/SQS was unavailable" in caplog.text
+    # every object went through once, the JSON last; renderings are not put again
+    assert sent == [f"{base}.srt", f"{base}.vtt", f"{base}.txt", f"{base}.json"]
+    assert result_keys(aws, "t6") == sorted(sent)
+    result = storage.get_json(storage.client(aws, "s3"), aws.bucket, f"{base}.json")
+    assert "morning" in words(result["text"])
+    assert result["timings"]["upload"] >= 0
+
+
+def test_an_upload_botocore_already_retried_gets_one_more_try(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t7", "x.wav")
+    fail_puts(quick_retry_runner, "results/t7/x.wav.json", times=99, retried=8)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(transcriptions) == 1
+    assert "results/t7/x.wav.json" not in result_keys(aws, "t7")  # never "done"
+    record = error_record(aws, "t7", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("transient", 2)
+    assert record["reason"] == (
+        "S3/SQS was unavailable (PutObject: SlowDown), still after 8 retries."
+    )
+
+
+def test_an_unknown_error_is_tried_twice_then_recorded(
+    aws, quick_retry_runner, make_speech, tmp_path, monkeypatch
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t8", "x.wav")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("segment index out of range")
+
+    monkeypatch.setattr(engine, "transcribe_file", broken)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(calls) == 2  # max_attempts is 3, but an unknown error gets one retry
+    assert result_keys(aws, "t8") == ["results/t8/x.wav.error.json"]
+    record = error_record(aws, "t8", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("transient", 2)
+    assert record["error_type"] == "RuntimeError"
+    assert record["reason"] == "unexpected error RuntimeError: segment index out of range"
+
+
+def test_a_permanent_upload_error_is_recorded_at_once(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t9", "x.wav")
+
+    def denied(params, **_):
+        if params["Key"].endswith(".vtt"):
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                "PutObject",
+            )
+
+    quick_retry_runner.s3.meta.events.register("before-parameter-build.s3.PutObject", denied)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(transcriptions) == 1
+    record = error_record(aws, "t9", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
+    assert "IAM role" in record["reason"]
+
+
+def test_a_stale_error_record_that_cannot_be_deleted_does_not_fail_the_job(
+    aws, quick_retry_runner, make_speech, tmp_path, caplog
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t10", "x.wav")
+    remaining = {"n": 99}
+
+    def overloaded(model, **_):
+        remaining["n"] -= 1
+        raise slow_down(model.name)
+
+    quick_retry_runner.s3.meta.events.register("before-call.s3.DeleteObject", overloaded)
+
+    assert quick_retry_runner.run(payload) == "done"
+    assert remaining["n"] == 96  # the cleanup got its three tries
+    assert "results/t10/x.wav.json" in result_keys(aws, "t10")
+    assert "t10/x.wav is done but results/t10/x.wav.error.json stays" in caplog.text
+
+
 def test_when_retries_run_out_the_error_record_says_so(
-    aws, quick_retry_runner, make_speech, tmp_path
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
 ):
     audio = make_speech(tmp_path / "in.wav", "Good morning.")
     payload = upload_job(aws, audio, "t2", "x.wav")
     fail_downloads(quick_retry_runner, 99)
     assert quick_retry_runner.run(payload) == "failed"
+    assert transcriptions == []
     assert result_keys(aws, "t2") == ["results/t2/x.wav.error.json"]
-    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t2/x.wav.error.json")
+    record = error_record(aws, "t2", "x.wav")
     assert (record["kind"], record["attempts"]) == ("transient", 3)
-    assert record["reason"].startswith("S3/SQS was unavailable (GetObject: SlowDown)")
+    assert record["reason"] == "S3/SQS was unavailable (HeadObject: SlowDown)."
 
 
 def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, tmp_path):

@@ -3,10 +3,34 @@
 Permanent: retrying cannot help (the file is not audio, the payload is invalid, the input
 is gone). The job ends with an error record at once.
 Transient: another try may work (throttling, network, S3 5xx, a worker-side hiccup). The
-job is retried with exponential backoff and jitter, a bounded number of times, then ends
-with the same kind of error record.
+worker retries the *stage* that failed (download, transcription, upload, ...) with
+exponential backoff and jitter, a bounded number of times, then ends the job with the same
+kind of error record.
 Worker: the worker itself is unfit (its model will not load). No record: the message goes
 back to the queue for another worker, and to the dead-letter queue if none can run it.
+
+How many tries a stage gets is ``allowed_tries``: the worker's ``max_attempts``, lowered by
+the failure's own ``max_retries`` where one more try is unlikely to help:
+
+- An unknown exception (the fall-through of ``classify``) is most likely a bug that will
+  happen again: one retry (it may have been a hiccup), then the record carries the
+  exception for a bug report. Running out of memory likewise gets one retry.
+- S3 errors that botocore has already retried. Every client is made with botocore's
+  standard retry mode (``whisperq.storage``: 8 retries with exponential backoff and
+  jitter on throttling codes such as ``SlowDown``, on 5xx and on connection errors; up to
+  about 90 s in all for throttling, a few seconds for 5xx), so a ``ClientError`` with one
+  of those codes that reaches us says botocore gave up; its response says how often it
+  retried (``RetryAttempts``, ``MaxAttemptsReached``). A stage retry of ours comes after
+  that window and after our own backoff, so it still rides out an outage a little longer
+  than botocore's -- and it is cheap now that only the failed stage runs again. But each
+  of our tries is another full round of botocore's retries against a service that is
+  already throttling us, so such failures get one stage retry, not ``max_attempts - 1``;
+  the record then says ``kind: transient`` and ``whisperq retry BATCH`` redoes the file
+  when S3 has recovered.
+- Errors with no sign of botocore's retries keep the full budget: a ``ClientError`` with
+  ``RetryAttempts`` 0 (botocore's retry quota ran out during a wide outage and it stopped
+  retrying: exactly when a pause of our own helps) and network exceptions, which carry no
+  retry count at all.
 """
 
 from __future__ import annotations
@@ -15,6 +39,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from botocore.exceptions import (
     ClientError,
@@ -25,8 +50,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from whisperq.engine import AudioDecodeError, ModelError, OptionNotServed
-from whisperq.keys import InvalidKeyError
+from whisperq.errors import AudioDecodeError, InvalidKeyError, ModelError, OptionNotServed
 
 _TRANSIENT_S3_CODES = frozenset(
     {
@@ -43,6 +67,9 @@ _TRANSIENT_S3_CODES = frozenset(
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
 
+UNKNOWN_MAX_RETRIES = 1  # an unexpected exception: one more try, then a record
+AFTER_BOTOCORE_MAX_RETRIES = 1  # botocore already retried it with backoff (module docstring)
+
 
 class Kind(str, Enum):
     PERMANENT = "permanent"  # the file's fault: record it, acknowledge, move on
@@ -54,14 +81,33 @@ class Kind(str, Enum):
 class Failure:
     kind: Kind
     reason: str  # for a person: what happened and what to do
+    # Retries of the failed stage this failure deserves at most; None: as many as the
+    # worker's settings allow. Only transient failures are retried at all.
+    max_retries: int | None = None
 
     @property
     def permanent(self) -> bool:
         return self.kind is Kind.PERMANENT
 
 
+def allowed_tries(failure: Failure, max_attempts: int) -> int:
+    """How many tries in all (the first one included) a stage that fails this way gets,
+    when the worker allows ``max_attempts`` per stage."""
+    if failure.kind is not Kind.TRANSIENT:
+        return 1
+    if failure.max_retries is None:
+        return max_attempts
+    return max(1, min(max_attempts, failure.max_retries + 1))
+
+
+def should_retry(failure: Failure, tries: int, max_attempts: int) -> bool:
+    """Whether a stage that has failed this way on its ``tries``-th try gets another."""
+    return tries < allowed_tries(failure, max_attempts)
+
+
 def classify(error: BaseException, path: str = "the file") -> Failure:
-    """Sort an exception raised while processing ``path`` into permanent or transient."""
+    """Sort an exception raised while processing ``path`` into permanent, transient (and
+    how many retries it deserves) or the worker's own fault."""
     if isinstance(error, AudioDecodeError):
         return Failure(
             Kind.PERMANENT,
@@ -80,24 +126,7 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
     if isinstance(error, InvalidKeyError):
         return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(error)})")
     if isinstance(error, ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        operation = getattr(error, "operation_name", "S3 call")
-        if code in _MISSING_CODES:
-            return Failure(
-                Kind.PERMANENT,
-                f"the input of {path} is no longer in S3 ({operation}: {code}); it may have "
-                "expired under the inputs lifecycle rule. Submit it again with --force.",
-            )
-        if code in _TRANSIENT_S3_CODES or status >= 500:
-            return Failure(Kind.TRANSIENT, f"S3/SQS was unavailable ({operation}: {code}).")
-        if code in _DENIED_CODES:
-            return Failure(
-                Kind.PERMANENT,
-                f"access denied ({operation}: {code}): the worker's IAM role lacks a "
-                "permission; fix the deployment, then `whisperq retry BATCH`.",
-            )
-        return Failure(Kind.PERMANENT, f"{operation} failed: {code}: {_one_line(error)}")
+        return _classify_client_error(error, path)
     if isinstance(
         error,
         (
@@ -114,10 +143,53 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
         return Failure(Kind.WORKER, f"the worker could not load its model: {error}")
     if isinstance(error, MemoryError):
         return Failure(
-            Kind.TRANSIENT, "the worker ran out of memory; a larger instance type may be needed."
+            Kind.TRANSIENT,
+            "the worker ran out of memory; a larger instance type may be needed.",
+            max_retries=UNKNOWN_MAX_RETRIES,
         )
-    # Unknown: worth a bounded retry; the record then carries the exception for a bug report.
-    return Failure(Kind.TRANSIENT, f"unexpected error {type(error).__name__}: {_one_line(error)}")
+    # Unknown: one retry; the record then carries the exception for a bug report.
+    return Failure(
+        Kind.TRANSIENT,
+        f"unexpected error {type(error).__name__}: {_one_line(error)}",
+        max_retries=UNKNOWN_MAX_RETRIES,
+    )
+
+
+def _classify_client_error(error: ClientError, path: str) -> Failure:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    metadata: dict[str, Any] = error.response.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode") or 0)
+    operation = getattr(error, "operation_name", "S3 call")
+    if code in _MISSING_CODES:
+        return Failure(
+            Kind.PERMANENT,
+            f"the input of {path} is no longer in S3 ({operation}: {code}); it may have "
+            "expired under the inputs lifecycle rule. Submit it again with --force.",
+        )
+    if code in _TRANSIENT_S3_CODES or status >= 500:
+        retried = botocore_retries(error)
+        if not retried:
+            return Failure(Kind.TRANSIENT, f"S3/SQS was unavailable ({operation}: {code}).")
+        return Failure(
+            Kind.TRANSIENT,
+            f"S3/SQS was unavailable ({operation}: {code}), still after {retried} retries.",
+            max_retries=AFTER_BOTOCORE_MAX_RETRIES,
+        )
+    if code in _DENIED_CODES:
+        return Failure(
+            Kind.PERMANENT,
+            f"access denied ({operation}: {code}): the worker's IAM role lacks a "
+            "permission; fix the deployment, then `whisperq retry BATCH`.",
+        )
+    return Failure(Kind.PERMANENT, f"{operation} failed: {code}: {_one_line(error)}")
+
+
+def botocore_retries(error: ClientError) -> int:
+    """How many times botocore retried the call before raising ``error`` (0: not at all,
+    e.g. because its retry quota ran out, or the error never reached its retry layer)."""
+    metadata = error.response.get("ResponseMetadata", {})
+    retries = int(metadata.get("RetryAttempts") or 0)
+    return max(retries, 1) if metadata.get("MaxAttemptsReached") else retries
 
 
 def backoff_delay(
@@ -130,6 +202,6 @@ def backoff_delay(
     return ceiling / 2 + rng() * ceiling / 2
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:297] + "..."

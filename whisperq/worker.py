@@ -15,8 +15,9 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery
 from celery.exceptions import Reject
@@ -30,6 +31,7 @@ from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handl
 from whisperq.instance import Imds, Poller, ScaleInProtection, SpotWatcher
 from whisperq.schemas import (
     ErrorRecord,
+    ModelInfo,
     Timings,
     TranscriptionJob,
     TranscriptResult,
@@ -38,6 +40,8 @@ from whisperq.schemas import (
 from whisperq.settings import Settings
 
 log = logging.getLogger("whisperq.worker")
+
+T = TypeVar("T")
 
 
 def worker_id() -> str:
@@ -56,6 +60,20 @@ def engine_config(settings: Settings) -> engine.EngineConfig:
         vad=settings.vad,
         batch_size=settings.batch_size,
     )
+
+
+class _StageFailed(Exception):
+    """A stage of a job failed for good (permanent, or out of tries): the job ends with
+    an error record. Control flow inside the worker only; never leaves ``JobRunner``."""
+
+    def __init__(
+        self, stage: str, failure: failures.Failure, error: BaseException, tries: int
+    ) -> None:
+        super().__init__(f"{stage} failed after {tries} tries: {failure.reason}")
+        self.stage = stage
+        self.failure = failure
+        self.error = error
+        self.tries = tries
 
 
 class JobRunner:
@@ -128,7 +146,7 @@ class JobRunner:
         if message is not None:
             heartbeat = VisibilityHeartbeat(self.client("sqs"), message, self.visibility_timeout())
         with heartbeat:
-            audio_seconds = self._run_with_retries(job, message)
+            audio_seconds = self._run_job(job, message)
         outcome = "failed" if audio_seconds is None else "done"
         self._publish_metrics(outcome, audio_seconds or 0.0)
         return outcome
@@ -148,34 +166,60 @@ class JobRunner:
         except Exception as error:
             log.warning("could not publish metrics: %s", error)
 
-    def _run_with_retries(
-        self, job: TranscriptionJob, message: MessageHandle | None
-    ) -> float | None:
+    def _run_job(self, job: TranscriptionJob, message: MessageHandle | None) -> float | None:
         """Seconds of audio transcribed, or None when the job ended with an error record."""
-        attempt = 0
+        try:
+            return self._process(job)
+        except _StageFailed as failed:
+            self._write_error(job, failed.failure, failed.error, failed.tries, message)
+            return None
+
+    def _stage(self, job: TranscriptionJob, stage: str, action: Callable[[], T]) -> T:
+        """Run one stage of ``job``; on a transient failure, run that stage again (after
+        a backoff), never the stages before it: a failing upload keeps its transcript.
+
+        Tries are counted per stage, not per job: each stage gets up to ``max_attempts``
+        tries (fewer where ``failures.allowed_tries`` says more would not help). The
+        stages fail independently -- a download that needed a retry says nothing about
+        the upload after it -- and a per-job budget would let early hiccups use up the
+        retries that protect the upload of an expensive transcript. The price, a job that
+        can take longer in a long outage, is safe: the visibility heartbeat keeps the
+        message ours meanwhile. The error record's ``attempts`` are the failed stage's.
+
+        Raises _StageFailed when the stage failed for good, WorkerUnfit when the worker
+        cannot run jobs at all.
+        """
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             try:
-                return self._transcribe(job)
+                return action()
             except Exception as error:
                 failure = failures.classify(error, job.path)
                 if failure.kind is failures.Kind.WORKER:
                     raise WorkerUnfit(failure.reason) from error
-                if failure.permanent or attempt >= self.settings.max_attempts:
-                    self._write_error(job, failure, error, attempt, message)
-                    return None
-                delay = failures.backoff_delay(
-                    attempt, self.settings.retry_base_seconds, self.settings.retry_max_seconds
-                )
-                log.warning(
-                    "attempt %d of %s/%s failed (%s); retrying in %.1fs",
-                    attempt,
-                    job.batch,
-                    job.path,
-                    failure.reason,
-                    delay,
-                )
-                time.sleep(delay)
+                if not failures.should_retry(failure, tries, self.settings.max_attempts):
+                    raise _StageFailed(stage, failure, error, tries) from error
+                self._back_off(job, stage, failure, tries)
+
+    def _back_off(
+        self, job: TranscriptionJob, stage: str, failure: failures.Failure, tries: int
+    ) -> None:
+        delay = failures.backoff_delay(
+            tries, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+        )
+        log.warning(
+            "%s of %s/%s failed on try %d of %d (%s); trying the %s again in %.1fs",
+            stage,
+            job.batch,
+            job.path,
+            tries,
+            failures.allowed_tries(failure, self.settings.max_attempts),
+            failure.reason,
+            stage,
+            delay,
+        )
+        time.sleep(delay)
 
     def _engine_for(self, job: TranscriptionJob) -> tuple[engine.LoadedModel, engine.EngineConfig]:
         """The model the batch asks for: the worker's own, or another one its settings
@@ -198,25 +242,74 @@ class JobRunner:
                 f"the batch asks for model {wanted!r}, which this worker cannot load: {error}"
             ) from error
 
-    def _transcribe(self, job: TranscriptionJob) -> float:
-        bucket = self.settings.bucket
-        loaded, config = self._engine_for(job)
+    def _process(self, job: TranscriptionJob) -> float:
+        """The job's stages, each retried on its own (``_stage``): choose the model,
+        download the input, transcribe it, upload the results, drop a stale error record."""
+        loaded, config = self._stage(job, "model", lambda: self._engine_for(job))
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
             # On disk, not in memory: the engine streams it window by window.
             local = Path(tmp) / PurePosixPath(job.path).name
-            started = time.perf_counter()
-            self.s3.download_file(bucket, job.input_key, str(local))
+            self._stage(job, "download", lambda: self._download(job, local))
             downloaded = time.perf_counter()
-            transcript = engine.transcribe_file(loaded, local, job.options, config)
+            transcript = self._stage(
+                job,
+                "transcription",
+                lambda: engine.transcribe_file(loaded, local, job.options, config),
+            )
             transcribed = time.perf_counter()
 
-        for fmt in job.options.formats:
-            text = render.RENDERERS[fmt](transcript.segments)
-            key = keys.result_key(job.batch, job.path, fmt)
-            storage.put_text(self.s3, bucket, key, text, render.CONTENT_TYPES[fmt])
-        uploaded = time.perf_counter()
+        written: set[str] = set()  # kept across the upload's tries: nothing is put twice
 
-        result = TranscriptResult(
+        def upload() -> None:
+            self._upload_renderings(job, transcript, written)
+            timings = Timings(
+                download=round(downloaded - started, 4),
+                transcribe=round(transcribed - downloaded, 4),
+                upload=round(time.perf_counter() - transcribed, 4),
+            )
+            self._upload_result(job, self._result(job, transcript, loaded.info, timings))
+
+        self._stage(job, "upload", upload)
+        self._drop_stale_error(job)
+        log.info(
+            "done %s/%s: %.1fs of audio in %.2fs",
+            job.batch,
+            job.path,
+            transcript.duration,
+            time.perf_counter() - started,
+        )
+        return transcript.duration
+
+    def _download(self, job: TranscriptionJob, local: Path) -> None:
+        self.s3.download_file(self.settings.bucket, job.input_key, str(local))
+
+    def _upload_renderings(
+        self, job: TranscriptionJob, transcript: engine.Transcript, written: set[str]
+    ) -> None:
+        """SRT, VTT, TXT ... as the job asks; those already in ``written`` are skipped."""
+        for fmt in job.options.formats:
+            key = keys.result_key(job.batch, job.path, fmt)
+            if key in written:
+                continue
+            text = render.RENDERERS[fmt](transcript.segments)
+            storage.put_text(self.s3, self.settings.bucket, key, text, render.CONTENT_TYPES[fmt])
+            written.add(key)
+
+    def _upload_result(self, job: TranscriptionJob, result: TranscriptResult) -> None:
+        # JSON last: its presence is what "done" means to everyone polling the bucket.
+        key = keys.result_key(job.batch, job.path, "json")
+        body = result.model_dump_json(indent=2)
+        storage.put_text(self.s3, self.settings.bucket, key, body, render.CONTENT_TYPES["json"])
+
+    def _result(
+        self,
+        job: TranscriptionJob,
+        transcript: engine.Transcript,
+        model: ModelInfo,
+        timings: Timings,
+    ) -> TranscriptResult:
+        return TranscriptResult(
             batch=job.batch,
             path=job.path,
             input_key=job.input_key,
@@ -226,33 +319,29 @@ class JobRunner:
             language_probability=transcript.language_probability,
             channel_mode=transcript.channel_mode,
             channels=transcript.channels,
-            model=loaded.info,
+            model=model,
             options=transcript.options,
             text=transcript.text,
             segments=transcript.segments,
-            timings=Timings(
-                download=round(downloaded - started, 4),
-                transcribe=round(transcribed - downloaded, 4),
-                upload=round(uploaded - transcribed, 4),
-            ),
+            timings=timings,
             worker_id=worker_id(),
             instance_type=self.instance_type,
             finished_at=utc_now(),
         )
-        # JSON last: its presence is what "done" means to everyone polling the bucket.
-        json_key = keys.result_key(job.batch, job.path, "json")
-        body = result.model_dump_json(indent=2)
-        storage.put_text(self.s3, bucket, json_key, body, render.CONTENT_TYPES["json"])
-        # A success after an earlier failure: the stale failure record goes.
-        self.s3.delete_object(Bucket=bucket, Key=keys.error_key(job.batch, job.path))
-        log.info(
-            "done %s/%s: %.1fs of audio in %.2fs",
-            job.batch,
-            job.path,
-            transcript.duration,
-            uploaded - started,
-        )
-        return transcript.duration
+
+    def _drop_stale_error(self, job: TranscriptionJob) -> None:
+        """A success after an earlier failure: the stale failure record goes. The job is
+        done either way (its JSON is written, and a result wins over an error record), so
+        a delete that keeps failing is only logged."""
+        key = keys.error_key(job.batch, job.path)
+        try:
+            self._stage(
+                job,
+                "cleanup",
+                lambda: self.s3.delete_object(Bucket=self.settings.bucket, Key=key),
+            )
+        except _StageFailed as failed:
+            log.warning("%s/%s is done but %s stays: %s", job.batch, job.path, key, failed)
 
     def _write_error(
         self,
@@ -278,7 +367,9 @@ class JobRunner:
         storage.put_text(
             self.s3, self.settings.bucket, key, record.model_dump_json(indent=2), "application/json"
         )
-        log.warning("failed %s/%s: %s", job.batch, job.path, failure.reason)
+        log.warning(
+            "failed %s/%s after %d tries: %s", job.batch, job.path, attempts, failure.reason
+        )
 
     def _refuse(self, payload: Any, error: ValidationError) -> str:
         """An invalid payload is never executed. If its batch and path are themselves
@@ -291,8 +382,9 @@ class JobRunner:
             except keys.InvalidKeyError:
                 return "refused"
             if path == payload.get("path"):
+                # Only batch, path and input_key go into the record; the rest is unknown.
                 fake = TranscriptionJob.model_construct(
-                    batch=batch, path=path, input_key=keys.input_key(batch, path)
+                    batch=batch, path=path, input_key=keys.input_key(batch, path), sha256="", size=0
                 )
                 failure = failures.classify(error, path)
                 self._write_error(fake, failure, error, 1, None)
@@ -351,7 +443,8 @@ class InstanceGuard:
         if self.spot_watch_enabled():
             self.watcher = SpotWatcher(
                 self.imds, self.settings.spot_poll_seconds, self.on_spot_notice
-            ).start()
+            )
+            self.watcher.start()
             log.info("watching for spot interruption notices at %s", self.imds.endpoint)
         if self.settings.autoscaling_group:
             instance_id = self.settings.instance_id
