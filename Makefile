@@ -9,10 +9,12 @@ BIN := $(VENV)/bin
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/whisperq: pyproject.toml
+# constraints.txt: the exact versions CI tests and the worker image installs (README.md,
+# "Pinned versions"); editing it reinstalls.
+$(BIN)/whisperq: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/whisperq  ## Virtualenv in .venv with whisperq, the worker, the local stack and dev tools

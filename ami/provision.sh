@@ -8,6 +8,10 @@
 #   WHISPERQ_WHEEL     the whisperq wheel: a path, or s3://bucket/key (the deployment
 #                      uploads it there for stock images), or a pip requirement
 #                      (default whisperq)
+#   WHISPERQ_CONSTRAINTS  pip constraints: the exact versions CI tests (default: the
+#                      constraints.txt beside this script, as Packer and the stock-image
+#                      user data put it there, else the repository's ../constraints.txt).
+#                      Everything pip installs here is held to it.
 #   WHISPERQ_PREFIX    install under this root instead of /      (tests)
 #   WHISPERQ_USER      the service user                           (default whisperq)
 #   WHISPERQ_SKIP_CLOUD=1  skip what needs a cloud machine: apt, GPU libraries, the
@@ -20,6 +24,7 @@ wheel="${WHISPERQ_WHEEL:-whisperq}"
 prefix="${WHISPERQ_PREFIX:-}"
 user="${WHISPERQ_USER:-whisperq}"
 skip_cloud="${WHISPERQ_SKIP_CLOUD:-0}"
+here="$(cd "$(dirname "$0")" && pwd)"
 
 home="$prefix/opt/whisperq"
 venv="$home/venv"
@@ -32,6 +37,18 @@ case "$compute" in
   cpu|gpu) ;;
   *) log "WHISPERQ_COMPUTE must be cpu or gpu, got '$compute'"; exit 2 ;;
 esac
+
+constraints="${WHISPERQ_CONSTRAINTS:-}"
+if [ -z "$constraints" ]; then
+  for candidate in "$here/constraints.txt" "$here/../constraints.txt"; do
+    if [ -f "$candidate" ]; then constraints="$candidate"; break; fi
+  done
+fi
+if [ -z "$constraints" ] || [ ! -f "$constraints" ]; then
+  log "no constraints file (${constraints:-constraints.txt beside provision.sh}): the worker is"
+  log "installed with exactly the versions CI tests; set WHISPERQ_CONSTRAINTS to the repository's constraints.txt"
+  exit 2
+fi
 
 if [ "$skip_cloud" != 1 ]; then
   log "system packages (security updates applied now, at build time)"
@@ -50,8 +67,11 @@ fi
 
 install -d -m 0755 "$home" "$home/bin" "$etc"
 install -d -m 0755 -o "$user" "$cache"
+# kept with the image: which versions it was built with
+[ "$constraints" -ef "$home/constraints.txt" ] || install -m 0644 "$constraints" "$home/constraints.txt"
+constraints="$home/constraints.txt"
 
-log "virtualenv $venv"
+log "virtualenv $venv (versions from $constraints)"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 extras="worker"
@@ -59,7 +79,7 @@ extras="worker"
 case "$wheel" in
   s3://*)
     log "wheel from $wheel"
-    "$venv/bin/python" -m pip install --quiet boto3
+    "$venv/bin/python" -m pip install --quiet -c "$constraints" boto3
     local_wheel="$home/$(basename "$wheel")"
     "$venv/bin/python" - "$wheel" "$local_wheel" <<'PY'
 import sys
@@ -72,7 +92,7 @@ PY
   *.whl) requirement="${wheel}[$extras]" ;;
   *) requirement="$wheel" ;;
 esac
-"$venv/bin/python" -m pip install --quiet "$requirement"
+"$venv/bin/python" -m pip install --quiet -c "$constraints" "$requirement"
 
 device="cpu"
 compute_type="int8"
@@ -82,7 +102,7 @@ if [ "$compute" = gpu ]; then
   compute_type="float16"
   if [ "$skip_cloud" != 1 ]; then
     log "CUDA runtime libraries for CTranslate2 (cuBLAS 12, cuDNN 9)"
-    "$venv/bin/python" -m pip install --quiet "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
+    "$venv/bin/python" -m pip install --quiet -c "$constraints" "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
     library_path="$("$venv/bin/python" - <<'PY'
 import glob, os, site
 roots = site.getsitepackages()

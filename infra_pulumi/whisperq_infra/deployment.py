@@ -21,7 +21,7 @@ DIST_DIR = Path(__file__).resolve().parents[2] / "dist"  # `make wheel` writes h
 # Stock images when no whisperq image was built (the provisioning script runs at boot).
 STOCK_IMAGES = {
     "cpu": ("099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"),
-    "gpu": ("amazon", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"),
+    "gpu": ("amazon", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) *"),
 }
 
 

@@ -20,6 +20,8 @@ BUNDLE_FILES = (
     "rsyslog-whisperq.conf",
     "cloudwatch-agent.json",
 )
+# The exact versions CI tests (pip constraints): provision.sh installs with the copy beside it.
+CONSTRAINTS = AMI_DIR.parent / "constraints.txt"
 BUNDLE_DIR = "/root/whisperq-ami"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit, before base64
 
@@ -62,4 +64,9 @@ def render_user_data(
 
 
 def read_bundle() -> dict[str, str]:
-    return {name: (AMI_DIR / name).read_text() for name in BUNDLE_FILES}
+    """provision.sh and its files, and constraints.txt without its comments (user data is
+    limited to 16 KB; the pins are what counts)."""
+    bundle = {name: (AMI_DIR / name).read_text() for name in BUNDLE_FILES}
+    pins = [line for line in CONSTRAINTS.read_text().splitlines() if line and line[0] != "#"]
+    bundle["constraints.txt"] = "\n".join(pins) + "\n"
+    return bundle
