@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from whisperq.capacity import DEFAULT_PRICES
-from whisperq.simulation import BASE_SPEED_X
+from whisperq.defaults import BASE_SPEED_X, BASE_VCPUS
+from whisperq.pricing import DEFAULT_PRICES
 from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
 
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--speed-x",
         type=float,
-        help=f"audio s per wall s of one instance (default {BASE_SPEED_X}x per 2 vCPUs)",
+        help=f"audio s per wall s of one instance (default {BASE_SPEED_X}x per {BASE_VCPUS} vCPUs)",
     )
     parser.add_argument(
         "--instance-type",

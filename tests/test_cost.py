@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from whisperq import capacity, fleet
+from whisperq import batch_cost
 from whisperq.cli import app
 
 from helpers import write_batch, write_result
@@ -103,6 +103,7 @@ def test_cost_errors_say_what_to_do(cli_env, monkeypatch):
     assert result.exit_code == 1
     assert "no price for instance type z9.huge" in result.output
     assert "WHISPERQ_INSTANCE_PRICES" in result.output and "instance_prices" in result.output
+    assert '"z9.huge" = { on_demand' in result.output  # the type to add, not a placeholder
     monkeypatch.setenv(
         "WHISPERQ_INSTANCE_PRICES", json.dumps({"z9.huge": {"on_demand": 3, "spot": 1}})
     )
@@ -111,7 +112,7 @@ def test_cost_errors_say_what_to_do(cli_env, monkeypatch):
     monkeypatch.setenv("WHISPERQ_INSTANCE_PRICES", json.dumps({"q.large": {"spot": 1}}))
     result = runner.invoke(app, ["cost", "fresh"])
     assert result.exit_code == 1
-    assert "instance_prices" in result.output
+    assert "instance_prices (config file or WHISPERQ_INSTANCE_PRICES)" in result.output
     assert "no on_demand price for instance type q.large" in result.output
 
     result = runner.invoke(app, ["cost", "fresh", "--market", "reserved"])
@@ -124,17 +125,9 @@ def test_cost_help_says_it_reads_every_result():
 
 
 def test_busy_seconds_counts_overlaps_once():
-    assert fleet.busy_seconds([]) == 0
-    assert fleet.busy_seconds([(0, 100), (50, 150), (200, 260), (255, 256)]) == 150 + 60
-    assert fleet.busy_seconds([(10, 20), (0, 5)]) == 15
-
-
-def test_default_prices_cover_the_stacks_instance_types():
-    from whisperq_infra.config import INSTANCE_TYPES
-
-    for types in INSTANCE_TYPES.values():
-        for name in types:
-            assert capacity.hourly_price(name, "spot") < capacity.hourly_price(name, "on_demand")
+    assert batch_cost.busy_seconds([]) == 0
+    assert batch_cost.busy_seconds([(0, 100), (50, 150), (200, 260), (255, 256)]) == 150 + 60
+    assert batch_cost.busy_seconds([(10, 20), (0, 5)]) == 15
 
 
 # --- whisperq simulate ------------------------------------------------------------------

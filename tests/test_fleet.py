@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from whisperq import capacity, fleet, local_stack, stack_config, storage
+from whisperq import backlog, fleet, local_stack, stack_config, storage
 from whisperq.cli import app
 from whisperq.settings import Settings
 from whisperq.tracking import JobRecord
@@ -83,7 +83,7 @@ def test_status_shows_the_group_throughput_and_an_eta_for_the_backlog(group, cli
     assert speed["mean_job_seconds"] == pytest.approx(20)
     assert fleet_data["backlog"] == 10
     # the scaler's formula: 10 jobs / 4 per instance -> 3 instances, max min(10, 6)
-    expected = capacity.eta_seconds(
+    expected = backlog.eta_seconds(
         backlog_jobs=10,
         mean_job_seconds=20,
         in_service=2,
@@ -120,7 +120,7 @@ def test_status_eta_follows_the_stack_settings(group, cli_env, monkeypatch):
         "scaler_period_seconds": 60.0,
         "slots_per_instance": 2,
     }
-    expected = capacity.eta_seconds(8, 30, 2, 0, 1, 6, 10, 60, 2)
+    expected = backlog.eta_seconds(8, 30, 2, 0, 1, 6, 10, 60, 2)
     assert fleet_data["eta_seconds"] == pytest.approx(expected, abs=0.1)
 
 

@@ -30,6 +30,11 @@ class InvalidSettingError(ConfigError):
     exit_code = EXIT_USAGE
 
 
+class PriceError(ConfigError, ValueError):
+    """An instance type has no price, or an instance_prices override is malformed; the
+    message names the type and how to set its price."""
+
+
 class UsageError(WhisperqError):
     """A command was called with options that do not fit together or are out of range."""
 

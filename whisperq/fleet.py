@@ -1,10 +1,11 @@
-"""What the worker fleet is doing and what a batch cost: thin shells over the Auto Scaling
-API and the result JSONs; the arithmetic is whisperq.capacity's (the same formulas the
-scaler and the simulator use).
+"""What the worker fleet is doing, for `whisperq status`: the Auto Scaling group's counts,
+throughput from the newest results, and the inputs of the backlog's ETA. Thin shells over
+the Auto Scaling API and the result JSONs; the arithmetic is whisperq.backlog's (by the
+scaler's own formula, whisperq.scaling).
 
 Status stays cheap on big batches: one DescribeAutoScalingGroups call and at most
 ``RECENT_RESULTS`` result GETs, picked by LastModified from the listing status already
-makes. ``whisperq cost`` is the one command that reads every result of a batch.
+makes.
 """
 
 from __future__ import annotations
@@ -12,28 +13,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from whisperq import storage, tracking
-from whisperq.capacity import (
-    MANAGED_PRICE_PER_MINUTE,
-    CostEstimate,
-    InstancePrice,
-    Market,
-    Throughput,
-    batch_cost,
-    eta_seconds,
-    hourly_price,
-    merge_prices,
-    recent_throughput,
-)
+from whisperq import defaults, storage, tracking
+from whisperq.backlog import Throughput, eta_seconds, recent_throughput
 from whisperq.settings import Settings
 from whisperq.storage import QueueCounts
 from whisperq.tracking import JobRecord
 
-SCALER_PERIOD_S = 60.0  # the scaler Lambda's schedule, rate(1 minute), in infra_pulumi
 RECENT_RESULTS = 50  # result JSONs status reads for throughput, whatever the batch size
 THROUGHPUT_WINDOW_S = 15 * 60.0
 
@@ -150,7 +139,7 @@ class FleetStatus:
                 "jobs_per_instance": self.jobs_per_instance,
                 "max_instances": self.max_instances,
                 "boot_seconds": self.boot_seconds,
-                "scaler_period_seconds": SCALER_PERIOD_S,
+                "scaler_period_seconds": defaults.SCALER_PERIOD_SECONDS,
                 "slots_per_instance": self.slots_per_instance,
             },
         }
@@ -190,7 +179,7 @@ def fleet_status(
             jobs_per_instance=settings.fleet_jobs_per_instance,
             max_instances=max_instances,
             boot_seconds=settings.fleet_boot_seconds,
-            scaler_period_seconds=SCALER_PERIOD_S,
+            scaler_period_seconds=defaults.SCALER_PERIOD_SECONDS,
             slots_per_instance=slots,
         )
     return FleetStatus(
@@ -217,138 +206,3 @@ def read_fleet_status(
     group = describe_group(settings, settings.autoscaling_group)
     records, _ = tracking.read_job_records(settings, s3, newest.keys)
     return fleet_status(settings, group, queue, records, time.time())
-
-
-# --- cost --------------------------------------------------------------------------------
-
-
-def prices(settings: Settings) -> dict[str, InstancePrice]:
-    """The built-in price table with ``instance_prices`` from the configuration applied;
-    ValueError (naming the type) for a bad override."""
-    return merge_prices(settings.instance_prices)
-
-
-def busy_seconds(intervals: Iterable[tuple[float, float]]) -> float:
-    """Length of the union of ``(start, end)`` intervals: time with at least one job."""
-    total = 0.0
-    span: tuple[float, float] | None = None
-    for start, end in sorted(intervals):
-        if span is not None and start <= span[1]:
-            span = (span[0], max(span[1], end))
-            continue
-        if span is not None:
-            total += span[1] - span[0]
-        span = (start, end)
-    if span is not None:
-        total += span[1] - span[0]
-    return total
-
-
-@dataclass(frozen=True)
-class TypeCost:
-    instance_type: str
-    assumed: bool  # the results did not record it: settings.fleet_instance_type
-    jobs: int
-    job_seconds: float  # sum of the jobs' download + decode + transcribe + upload
-    instance_seconds: float  # time its instances ran at least one job (billed basis)
-    price_per_hour: float
-    dollars: float
-
-
-@dataclass(frozen=True)
-class BatchCost:
-    batch: str
-    market: Market
-    results: int
-    unreadable: int  # result JSONs that could not be read (not counted)
-    audio_seconds: float
-    job_seconds: float
-    by_type: list[TypeCost]
-    estimate: CostEstimate
-
-    def as_dict(self) -> dict[str, Any]:
-        estimate = self.estimate
-        return {
-            "batch": self.batch,
-            "estimate": True,
-            "market": self.market,
-            "results": self.results,
-            "unreadable_results": self.unreadable,
-            "audio_seconds": round(self.audio_seconds, 3),
-            "audio_hours": round(estimate.audio_hours, 6),
-            "job_seconds": round(self.job_seconds, 3),
-            "instance_seconds": round(estimate.worker_seconds, 3),
-            # dollars unrounded: a small batch costs fractions of a cent
-            "dollars": estimate.dollars,
-            "dollars_per_audio_hour": estimate.dollars_per_audio_hour,
-            "managed_price_per_minute": MANAGED_PRICE_PER_MINUTE,
-            "managed_dollars": estimate.managed_dollars,
-            "managed_over_cost": _round(estimate.ratio, 2),
-            "by_type": [asdict(item) for item in self.by_type],
-            "not_included": "idle and boot time of instances; jobs redone after spot "
-            "notices; failed jobs",
-        }
-
-
-def cost_of_records(
-    batch: str,
-    records: Sequence[JobRecord],
-    market: Market,
-    price_table: Mapping[str, InstancePrice],
-    fallback_type: str,
-    unreadable: int = 0,
-) -> BatchCost:
-    """What a batch's finished jobs cost. An instance is billed for its time, not per job:
-    jobs that overlap on one machine (a worker's pool processes) count once, so the
-    billed basis is, per machine, the time it ran at least one job. ValueError naming
-    the type for a type with no price."""
-    intervals: dict[tuple[str, bool], dict[str, list[tuple[float, float]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    jobs: Counter[tuple[str, bool]] = Counter()
-    job_seconds: Counter[tuple[str, bool]] = Counter()
-    for record in records:
-        key = (record.instance_type or fallback_type, record.instance_type is None)
-        end = record.finished_at.timestamp()
-        intervals[key][record.host].append((end - record.job_seconds, end))
-        jobs[key] += 1
-        job_seconds[key] += record.job_seconds
-    by_type = []
-    for key in sorted(intervals):
-        instance_type, assumed = key
-        price = hourly_price(instance_type, market, price_table)
-        seconds = sum(busy_seconds(spans) for spans in intervals[key].values())
-        by_type.append(
-            TypeCost(
-                instance_type=instance_type,
-                assumed=assumed,
-                jobs=jobs[key],
-                job_seconds=job_seconds[key],
-                instance_seconds=seconds,
-                price_per_hour=price,
-                dollars=seconds / 3600 * price,
-            )
-        )
-    seconds_by_type: Counter[str] = Counter()
-    for item in by_type:
-        seconds_by_type[item.instance_type] += item.instance_seconds
-    audio = sum(record.duration for record in records)
-    return BatchCost(
-        batch=batch,
-        market=market,
-        results=len(records),
-        unreadable=unreadable,
-        audio_seconds=audio,
-        job_seconds=sum(job_seconds.values()),
-        by_type=by_type,
-        estimate=batch_cost(audio, seconds_by_type, price_table, market),
-    )
-
-
-def read_batch_records(
-    settings: Settings, s3: Any, batch: str, threads: int = 16
-) -> tuple[list[JobRecord], int]:
-    """Every finished result of the batch: one listing, then GETs ``threads`` at a time."""
-    return tracking.read_job_records(
-        settings, s3, tracking.result_keys(settings, s3, batch), threads=threads
-    )

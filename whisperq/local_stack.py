@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whisperq import storage
+from whisperq import defaults, storage
 from whisperq.errors import LocalStackError
 from whisperq.settings import Settings
 
@@ -35,12 +35,12 @@ GROUP = "whisperq-local"
 # moto's instances need a type. Nominal: the workers run on this machine, their results
 # record no type and `whisperq cost` prices them as WHISPERQ_FLEET_INSTANCE_TYPE, whose
 # default (the stack's first CPU type) this is.
-GROUP_INSTANCE_TYPE = "c6a.xlarge"
+GROUP_INSTANCE_TYPE = defaults.FLEET_INSTANCE_TYPE
 GROUP_IMAGE = "ami-12c6146b"  # one of moto's built-in images
 REGION = "us-east-1"
 CREDENTIALS = ("local", "local")  # moto accepts any
-VISIBILITY_TIMEOUT_S = 300
-MAX_RECEIVE_COUNT = 5
+VISIBILITY_TIMEOUT_S = defaults.VISIBILITY_TIMEOUT_SECONDS  # the stack's, as on AWS
+MAX_RECEIVE_COUNT = defaults.MAX_RECEIVE_COUNT
 READY_MARK = "whisperq worker ready"  # logged by a pool process once its model is loaded
 
 

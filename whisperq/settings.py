@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from whisperq import defaults
 from whisperq.errors import ConfigError, InvalidSettingError
 
 if sys.version_info >= (3, 11):
@@ -130,7 +131,7 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(2.0, ge=0)
     retry_max_seconds: float = Field(60.0, ge=0)
     shutdown_grace_seconds: float = Field(
-        60.0,
+        defaults.SHUTDOWN_GRACE_SECONDS,
         ge=0,
         description="On SIGTERM: how long a running job may go on before it is handed back.",
     )
@@ -140,7 +141,10 @@ class Settings(BaseSettings):
     imds_endpoint: str = "http://169.254.169.254"
     spot_poll_seconds: float = Field(5.0, gt=0)
     spot_grace_seconds: float = Field(
-        90.0, ge=0, description="Grace for the running job after a spot notice (of 120 s)."
+        defaults.SPOT_GRACE_SECONDS,
+        ge=0,
+        description="Grace for the running job after a spot notice "
+        f"(of {defaults.SPOT_NOTICE_SECONDS:g} s).",
     )
     autoscaling_group: str | None = Field(
         None, description="Set scale-in protection on this group while a job runs."
@@ -154,22 +158,32 @@ class Settings(BaseSettings):
     )
 
     # --- fleet and cost (status's fleet lines and ETA, `whisperq cost`) ----------------
-    # Defaults are infra_pulumi's (whisperq_infra/config.py); `whisperq config from-stack`
-    # fills them from the stack's outputs. autoscaling_group (above) names the group.
+    # Defaults: whisperq/defaults.py, which the stack's defaults are too; `whisperq config
+    # from-stack` fills them from the stack's outputs. autoscaling_group (above) names the group.
     fleet_jobs_per_instance: int = Field(
-        4, ge=1, le=1000, description="The scaler's jobs per instance (whisperq:jobsPerInstance)."
+        defaults.JOBS_PER_INSTANCE,
+        ge=1,
+        le=1000,
+        description="The scaler's jobs per instance (whisperq:jobsPerInstance).",
     )
     fleet_max_instances: int = Field(
-        10, ge=1, le=1000, description="The scaler's maximum (whisperq:maxInstances)."
+        defaults.MAX_INSTANCES,
+        ge=1,
+        le=1000,
+        description="The scaler's maximum (whisperq:maxInstances).",
     )
     fleet_boot_seconds: float = Field(
-        95.0, ge=0, description="Launch to a worker taking jobs: boot (90) + model load (5)."
+        defaults.READY_SECONDS,
+        ge=0,
+        description="Launch to a worker taking jobs: boot "
+        f"({defaults.BOOT_SECONDS:g}) + model load ({defaults.MODEL_LOAD_SECONDS:g}).",
     )
     fleet_slots_per_instance: int = Field(
         0, ge=0, le=64, description="Jobs an instance runs at once; 0 = seen in recent results."
     )
     fleet_instance_type: str = Field(
-        "c6a.xlarge", description="Priced for results that record no instance type."
+        defaults.FLEET_INSTANCE_TYPE,
+        description="Priced for results that record no instance type.",
     )
     instance_prices: dict[str, dict[str, float]] = Field(
         default_factory=dict,

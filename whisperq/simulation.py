@@ -38,17 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from whisperq.capacity import DEFAULT_PRICES
+from whisperq import defaults
 from whisperq.scaling import decide
-
-# The project's measured figure (BENCHMARKS.md): base model, int8, 2 CPU threads,
-# sequential decoding, beam 5: about 7x real time on 2 cores (6.5x end to end).
-BASE_SPEED_X = 7.0
-BASE_VCPUS = 2
 
 DAY_SECONDS = 24 * 3600
 
 _SIZE_VCPUS = {"medium": 1, "large": 2, "xlarge": 4}
+_SIMULATED_PRICES = defaults.INSTANCE_PRICES[defaults.SIMULATED_INSTANCE_TYPE]
 
 
 class Call(NamedTuple):
@@ -68,7 +64,9 @@ def instance_vcpus(instance_type: str) -> int:
 
 
 def speed_for_instance(
-    instance_type: str, base_speed_x: float = BASE_SPEED_X, base_vcpus: int = BASE_VCPUS
+    instance_type: str,
+    base_speed_x: float = defaults.BASE_SPEED_X,
+    base_vcpus: int = defaults.BASE_VCPUS,
 ) -> float:
     """Audio seconds per wall second of one CPU instance, scaled linearly with vCPUs from
     the measured 2-vCPU figure. Linear is an assumption (memory bandwidth and the
@@ -84,19 +82,21 @@ def speed_for_instance(
 
 @dataclass(frozen=True)
 class SimConfig:
-    jobs_per_instance: int = 4  # the stack's defaults (whisperq:jobsPerInstance ...)
-    max_instances: int = 10
-    idle_minutes: float = 10.0
-    scaler_period_s: float = 60.0
-    boot_s: float = 90.0  # spot launch to a running worker service (baked image)
-    model_load_s: float = 5.0  # measured 0.9-1.1 s for base, locally; a margin for S3
-    speed_x: float = BASE_SPEED_X  # audio s per wall s of ONE instance, all slots together
+    # the stack's defaults (whisperq:jobsPerInstance ...): whisperq.defaults
+    jobs_per_instance: int = defaults.JOBS_PER_INSTANCE
+    max_instances: int = defaults.MAX_INSTANCES
+    idle_minutes: float = float(defaults.IDLE_MINUTES)
+    scaler_period_s: float = defaults.SCALER_PERIOD_SECONDS
+    boot_s: float = defaults.BOOT_SECONDS  # spot launch to a running worker service
+    model_load_s: float = defaults.MODEL_LOAD_SECONDS
+    # audio s per wall s of ONE instance, all slots together
+    speed_x: float = defaults.BASE_SPEED_X
     slots_per_instance: int = 1  # worker concurrency
-    # Deliberately pessimistic: AWS's Spot Advisor "<5%" bucket is per month, not per hour.
-    spot_interruptions_per_instance_hour: float = 0.05
-    spot_notice_s: float = 120.0
-    spot_grace_s: float = 60.0  # the worker's min(shutdown_grace_seconds, spot_grace_seconds)
-    price_per_instance_hour: float = DEFAULT_PRICES["c6a.large"].spot
+    spot_interruptions_per_instance_hour: float = defaults.SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR
+    spot_notice_s: float = defaults.SPOT_NOTICE_SECONDS
+    # the worker's min(shutdown_grace_seconds, spot_grace_seconds), at their defaults
+    spot_grace_s: float = min(defaults.SHUTDOWN_GRACE_SECONDS, defaults.SPOT_GRACE_SECONDS)
+    price_per_instance_hour: float = _SIMULATED_PRICES["spot"]
     seed: int = 0
     # Forced notices (seconds from the start of the day), for tests and what-ifs: each goes
     # to the oldest busy instance, else the oldest one taking work; skipped if none.
@@ -436,11 +436,11 @@ def simulate(
                 )
                 desired, idle_since = decision.desired, decision.idle_since
         elif kind == _READY:
-            instance = alive.get(a)
-            if instance is not None and instance.state == _BOOTING:
-                instance.state = _WORKING
+            booted = alive.get(a)
+            if booted is not None and booted.state == _BOOTING:
+                booted.state = _WORKING
                 booting -= 1
-                heapq.heappush(free, instance.id)
+                heapq.heappush(free, booted.id)
         elif kind == _NOTICE:
             if a < 0:  # forced: the oldest busy instance, else the oldest taking work
                 candidates = [item for item in alive.values() if item.state == _WORKING]
@@ -462,9 +462,9 @@ def simulate(
                 stats["redelivered"] += 1
                 queue.appendleft(a)
         elif kind == _TERMINATE:
-            instance = alive.get(a)
-            if instance is not None:
-                terminate(instance, now)
+            leaving = alive.get(a)
+            if leaving is not None:
+                terminate(leaving, now)
         dispatch(now)
         reconcile(now)  # what it launches is not ready yet: nothing more to dispatch
         if kind == _TICK:

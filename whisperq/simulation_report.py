@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whisperq.capacity import (
+from whisperq import defaults
+from whisperq.pricing import (
     DEFAULT_PRICES,
     MANAGED_PRICE_PER_MINUTE,
     OPENAI_WHISPER_PRICE_PER_MINUTE,
     InstancePrice,
     Market,
-    batch_cost,
+    estimate_cost,
     hourly_price,
     merge_prices,
 )
@@ -32,30 +33,6 @@ from whisperq.simulation import (
     speed_for_instance,
 )
 
-ASSUMPTIONS = """\
-Assumptions (all overridable; every figure printed is an estimate):
-
-- the built-in day: calls of 2-15 minutes (triangular, mostly about 5, mean 7.3) arriving
-  08:00-20:00 with a lunchtime peak of three times the base rate at 13:00;
-- speed: 7.0x real time for one 2-vCPU instance (the project's measured figure: base model,
-  int8, sequential decoding, beam 5, BENCHMARKS.md), scaled linearly with vCPUs for bigger
-  CPU types (optimistic); GPU types need --speed-x. The stack's CPU default model
-  (distil-large-v3) is slower than base: give its measured speed with --speed-x;
-- the scaler: whisperq.scaling.decide every 60 s, as the Lambda runs it; instances take
-  work 95 s after launch (90 s boot + 5 s model load); the group shrinks to what the
-  backlog needs by removing idle instances (busy ones are protected from scale-in) and to
-  zero after --idle-minutes of an empty queue;
-- spot: 0.05 interruptions per instance-hour (pessimistic), two minutes' notice, a job that
-  cannot finish within the worker's 60 s grace starts again elsewhere;
-- prices: us-east-1 list prices (on-demand) and typical spot prices as of 2026
-  (whisperq.capacity.DEFAULT_PRICES), per second from launch to termination;
-- the always-on fleet: as many instances as keep pace with the day's busiest hour,
-  already up, billed 24 hours (or until the last job, if later);
-- --max-instances defaults to 500 here (the stack's default is 10): the built-in day
-  peaks near 30 c6a.large instances, the 10x day near 300;
-- the managed comparison: AWS Transcribe batch at its list price, $0.024 per minute.
-"""
-
 
 @dataclass(frozen=True)
 class DayOptions:
@@ -65,16 +42,58 @@ class DayOptions:
     calls: int = 10_000
     seed: int = 1
     trace: Path | None = None
+    # not the stack's default (defaults.MAX_INSTANCES): the built-in day peaks near 30
+    # c6a.large instances, the 10x day near 300
     max_instances: int = 500
-    jobs_per_instance: int = 4
-    idle_minutes: float = 10.0
+    jobs_per_instance: int = defaults.JOBS_PER_INSTANCE
+    idle_minutes: float = float(defaults.IDLE_MINUTES)
     slots: int = 1
-    speed_x: float | None = None
-    instance_type: str = "c6a.large"
+    speed_x: float | None = None  # None: defaults.BASE_SPEED_X per BASE_VCPUS vCPUs
+    instance_type: str = defaults.SIMULATED_INSTANCE_TYPE
     market: Market = "spot"
     price: float | None = None
-    interruptions: float = 0.05
-    boot_s: float = 90.0
+    interruptions: float = defaults.SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR
+    boot_s: float = defaults.BOOT_SECONDS  # + defaults.MODEL_LOAD_SECONDS (SimConfig)
+
+
+_SIM = SimConfig()
+
+ASSUMPTIONS = """\
+Assumptions (all overridable; every figure printed is an estimate):
+
+- the built-in day: calls of 2-15 minutes (triangular, mostly about 5, mean 7.3) arriving
+  08:00-20:00 with a lunchtime peak of three times the base rate at 13:00;
+- speed: {x}x real time for one {vcpus}-vCPU instance (the project's measured figure: base model,
+  int8, sequential decoding, beam 5, BENCHMARKS.md), scaled linearly with vCPUs for bigger
+  CPU types (optimistic); GPU types need --speed-x. The stack's CPU default model
+  ({cpu_model}) is slower than base: give its measured speed with --speed-x;
+- the scaler: whisperq.scaling.decide every {period:g} s, as the Lambda runs it; instances take
+  work {up:g} s after launch ({boot:g} s boot + {ml:g} s model load); the group shrinks to what the
+  backlog needs by removing idle instances (busy ones are protected from scale-in) and to
+  zero after --idle-minutes of an empty queue;
+- spot: {spot:g} interruptions per instance-hour (pessimistic), two minutes' notice, a job that
+  cannot finish within the worker's {grace:g} s grace starts again elsewhere;
+- prices: us-east-1 list prices (on-demand) and typical spot prices as of 2026
+  (whisperq.defaults.INSTANCE_PRICES), per second from launch to termination;
+- the always-on fleet: as many instances as keep pace with the day's busiest hour,
+  already up, billed 24 hours (or until the last job, if later);
+- --max-instances defaults to {day_max} here (the stack's default is {stack_max}): the built-in day
+  peaks near 30 c6a.large instances, the 10x day near 300;
+- the managed comparison: AWS Transcribe batch at its list price, ${managed} per minute.
+""".format(
+    x=defaults.BASE_SPEED_X,
+    vcpus=defaults.BASE_VCPUS,
+    cpu_model=defaults.MODEL["cpu"],
+    period=_SIM.scaler_period_s,
+    up=_SIM.ready_after_s,
+    boot=_SIM.boot_s,
+    ml=_SIM.model_load_s,
+    spot=_SIM.spot_interruptions_per_instance_hour,
+    grace=_SIM.spot_grace_s,
+    day_max=DayOptions.max_instances,
+    stack_max=defaults.MAX_INSTANCES,
+    managed=MANAGED_PRICE_PER_MINUTE,
+)
 
 
 @dataclass
@@ -136,7 +155,7 @@ def summary(
     prices: Mapping[str, InstancePrice],
 ) -> dict[str, Any]:
     """One column of the table."""
-    cost = batch_cost(
+    cost = estimate_cost(
         result.audio_seconds, {instance_type: result.instance_seconds}, prices, market
     )
     return {
@@ -227,13 +246,14 @@ def run_day(
     plot_path: Path | None = None,
 ) -> DayReport:
     """Simulate the day both ways. ValueError or OSError (a message for a person) for
-    options that cannot work: an unpriced type, a GPU type without speed, a bad trace."""
+    options that cannot work: an unpriced type (PriceError, a ValueError), a GPU type
+    without speed, a bad trace."""
     prices = dict(base_prices)
     if options.price is not None:
         # only the chosen market is used: an unpriced type gets the price for both
         markets = [options.market] if options.instance_type in prices else ["spot", "on_demand"]
         prices = merge_prices(
-            {options.instance_type: dict.fromkeys(markets, options.price)}, prices
+            {options.instance_type: dict.fromkeys(markets, options.price)}, prices, "--price"
         )
     price = hourly_price(options.instance_type, options.market, prices)
     speed = options.speed_x or speed_for_instance(options.instance_type)

@@ -17,8 +17,22 @@ import pulumi_aws as aws
 from whisperq_infra.config import DeploymentConfig
 from whisperq_infra.iam import assume_role_policy
 
+from whisperq import defaults
+
 HANDLER = Path(__file__).resolve().parents[1] / "scaler" / "handler.py"
 FORMULA = Path(__file__).resolve().parents[2] / "whisperq" / "scaling.py"
+
+
+def rate_expression(seconds: float) -> str:
+    """EventBridge's schedule for a period of whole minutes: rate(1 minute), rate(5 minutes)."""
+    minutes = int(seconds // 60)
+    if minutes < 1 or minutes * 60 != seconds:
+        raise ValueError(f"the scaler's period must be whole minutes (got {seconds} s)")
+    return f"rate({minutes} minute{'s' if minutes > 1 else ''})"
+
+
+# `whisperq status` and the simulator assume the same period (whisperq.defaults).
+SCHEDULE = rate_expression(defaults.SCALER_PERIOD_SECONDS)
 
 
 def scaler_policy(queue_arn: str, group_arn: str, log_group_arn: str) -> dict:
@@ -107,9 +121,7 @@ class QueueScaler(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
         )
-        self.schedule = aws.cloudwatch.EventRule(
-            name, schedule_expression="rate(1 minute)", opts=child
-        )
+        self.schedule = aws.cloudwatch.EventRule(name, schedule_expression=SCHEDULE, opts=child)
         aws.cloudwatch.EventTarget(name, rule=self.schedule.name, arn=self.function.arn, opts=child)
         self.permission = aws.lambda_.Permission(
             name,

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from whisperq import fleet, storage, tracking
-from whisperq.capacity import InstancePrice, Market
+from whisperq import batch_cost, defaults, pricing, storage, tracking
+from whisperq.batch_cost import BatchCost
 from whisperq.cli.app import (
     JsonFlag,
     app,
@@ -19,7 +19,8 @@ from whisperq.cli.app import (
     print_json,
     settings_for_storage,
 )
-from whisperq.errors import ConfigError, UsageError, WhisperqError
+from whisperq.errors import UsageError, WhisperqError
+from whisperq.pricing import Market
 from whisperq.settings import Settings, load_settings
 from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
@@ -35,24 +36,22 @@ def _market(value: str) -> Market:
     return market
 
 
-def _price_table(settings: Settings) -> dict[str, InstancePrice]:
-    try:
-        return fleet.prices(settings)
-    except ValueError as error:
-        raise ConfigError(
-            f"instance_prices (config file or WHISPERQ_INSTANCE_PRICES): {error}."
-        ) from None
+_COST_HELP = f"""Estimate what a batch cost: audio hours, instance time, dollars, $ per audio
+hour, next to AWS Transcribe's list price (${pricing.MANAGED_PRICE_PER_MINUTE}/min) for the
+same audio.
+
+Reads every result JSON of the batch (the one command that does; --threads at a time).
+Counts job time only (download, decode, transcribe, upload; jobs that overlap on one
+machine once): instances' idle and boot time, jobs redone after spot notices and
+failed jobs are not in it; `whisperq simulate` estimates a whole day's bill.
+
+Prices: built-in us-east-1 estimates per instance type, overridable with
+instance_prices in the config file or WHISPERQ_INSTANCE_PRICES; results without an
+instance type (the local stack) are priced as WHISPERQ_FLEET_INSTANCE_TYPE.
+"""
 
 
-def _unpriced(error: ValueError, settings: Settings) -> ConfigError:
-    return ConfigError(
-        f"{error}. Set its $ per instance-hour in {settings.config_file} "
-        '(instance_prices = { "TYPE" = { on_demand = 0.17, spot = 0.07 } }) or in '
-        'WHISPERQ_INSTANCE_PRICES=\'{"TYPE": {"on_demand": 0.17, "spot": 0.07}}\'.'
-    )
-
-
-@app.command()
+@app.command(help=_COST_HELP)
 def cost(
     batch: Annotated[str, typer.Argument(help="The batch to price.")],
     market: MarketOption = "spot",
@@ -61,38 +60,24 @@ def cost(
     ] = 16,
     as_json: JsonFlag = False,
 ) -> None:
-    """Estimate what a batch cost: audio hours, instance time, dollars, $ per audio hour,
-    next to AWS Transcribe's list price ($0.024/min) for the same audio.
-
-    Reads every result JSON of the batch (the one command that does; --threads at a time).
-    Counts job time only (download, decode, transcribe, upload; jobs that overlap on one
-    machine once): instances' idle and boot time, jobs redone after spot notices and
-    failed jobs are not in it; `whisperq simulate` estimates a whole day's bill.
-
-    Prices: built-in us-east-1 estimates per instance type, overridable with
-    instance_prices in the config file or WHISPERQ_INSTANCE_PRICES; results without an
-    instance type (the local stack) are priced as WHISPERQ_FLEET_INSTANCE_TYPE.
-    """
+    # The help is _COST_HELP (it shows the managed price from whisperq.defaults).
     chosen = _market(market)
     settings = settings_for_storage()
-    price_table = _price_table(settings)
+    price_table = pricing.configured_prices(settings)
     s3 = storage.client(settings, "s3")
     view = tracking.load_batch(settings, s3, batch)
     if view is None:
         raise WhisperqError(f"No batch named {batch!r} on {settings.target}.")
     with err.status(f"Reading the results of {batch}..."):
-        records, unreadable = fleet.read_batch_records(settings, s3, batch, threads)
+        records, unreadable = batch_cost.read_batch_records(settings, s3, batch, threads)
     if not records:
         raise WhisperqError(
             f"Batch {batch!r} has no finished results yet ({len(view.files)} file(s) "
             f"submitted): `whisperq wait {batch}`, then ask again."
         )
-    try:
-        report = fleet.cost_of_records(
-            batch, records, chosen, price_table, settings.fleet_instance_type, unreadable
-        )
-    except ValueError as error:
-        raise _unpriced(error, settings) from None
+    report = batch_cost.cost_of_records(
+        batch, records, chosen, price_table, settings.fleet_instance_type, unreadable
+    )
     if as_json:
         print_json(report.as_dict())
         return
@@ -105,7 +90,7 @@ def _dollars(value: float) -> str:
     return f"{value:,.2f}" if value >= 10 else f"{value:.3g}"
 
 
-def _print_cost(report: fleet.BatchCost, settings: Settings, submitted: int) -> None:
+def _print_cost(report: BatchCost, settings: Settings, submitted: int) -> None:
     estimate = report.estimate
     market = report.market.replace("_", "-")
     table = Table(title=f"cost of {report.batch} (estimates, {market} prices)")
@@ -139,7 +124,7 @@ def _print_cost(report: fleet.BatchCost, settings: Settings, submitted: int) -> 
     )
     ratio = f", {estimate.ratio:,.0f}x this" if estimate.ratio else ""
     out.print(
-        f"AWS Transcribe for the same audio (${fleet.MANAGED_PRICE_PER_MINUTE}/min): "
+        f"AWS Transcribe for the same audio (${pricing.MANAGED_PRICE_PER_MINUTE}/min): "
         f"${_dollars(estimate.managed_dollars)}{ratio}",
         highlight=False,
     )
@@ -187,7 +172,9 @@ def simulate(
     speed_x: Annotated[
         float | None,
         typer.Option(
-            "--speed-x", help="Audio s per wall s of one instance (default 7x per 2 vCPUs)."
+            "--speed-x",
+            help="Audio s per wall s of one instance (default "
+            f"{defaults.BASE_SPEED_X:g}x per {defaults.BASE_VCPUS} vCPUs).",
         ),
     ] = None,
     instance_type: Annotated[str, typer.Option("--instance-type")] = _DAY.instance_type,
@@ -229,7 +216,7 @@ def simulate(
         interruptions=interruptions,
         boot_s=boot_s,
     )
-    price_table = _price_table(load_settings())
+    price_table = pricing.configured_prices(load_settings())
     try:
         with err.status("Simulating the day..."):
             report = run_day(options, price_table, plot)
