@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -14,7 +14,7 @@ from whisperq.cli import app
 from helpers import write_batch, write_result
 
 runner = CliRunner()
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PATHS = ["a.wav", "b.wav", "c.wav", "d.wav"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ def group(cli_env, monkeypatch) -> str:
 
 
 def ago(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
 def queue_jobs(settings: Settings, count: int) -> None:
@@ -169,7 +169,7 @@ def record(finished: float, job_seconds: float, worker_id: str) -> JobRecord:
     return JobRecord(
         duration=60,
         timings={"download": 0, "transcribe": job_seconds, "upload": 0},
-        finished_at=datetime.fromtimestamp(finished, timezone.utc),
+        finished_at=datetime.fromtimestamp(finished, UTC),
         worker_id=worker_id,
     )
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import (
@@ -71,7 +71,7 @@ UNKNOWN_MAX_RETRIES = 1  # an unexpected exception: one more try, then a record
 AFTER_BOTOCORE_MAX_RETRIES = 1  # botocore already retried it with backoff (module docstring)
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     PERMANENT = "permanent"  # the file's fault: record it, acknowledge, move on
     TRANSIENT = "transient"  # may pass: retry with backoff, then record it
     WORKER = "worker"  # this worker cannot run jobs: give the job back for another worker

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +30,6 @@ from pydantic_settings import (
 
 from whisperq import defaults
 from whisperq.errors import ConfigError, InvalidSettingError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 ENV_PREFIX = "WHISPERQ_"
 LOCAL_STACK_FILE = "stack.json"
