@@ -122,7 +122,9 @@ class Settings(BaseSettings):
     visibility_timeout: int | None = Field(
         None, ge=1, le=43200, description="Seconds; None = the queue's own attribute."
     )
-    max_attempts: int = Field(3, ge=1, le=20, description="Tries per stage of a job on transient errors.")
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries per stage of a job on transient errors."
+    )
     retry_base_seconds: float = Field(2.0, ge=0)
     retry_max_seconds: float = Field(60.0, ge=0)
     shutdown_grace_seconds: float = Field(
