@@ -16,3 +16,9 @@ pulumi.export("dashboardUrl", deployment.monitoring.dashboard_url)
 pulumi.export("jobsPerInstance", deployment.config.jobs_per_instance)
 pulumi.export("maxInstances", deployment.config.max_instances)
 pulumi.export("instanceType", deployment.config.instance_types[0])
+# S3-event ingestion: drop audio under ingestPrefix (or the external bucket's prefix).
+if deployment.ingest is not None:
+    pulumi.export("ingestPrefix", deployment.ingest.ingest_prefix)
+    pulumi.export("ingestQueueUrl", deployment.ingest.queue.url)
+    if deployment.ingest.external_source:
+        pulumi.export("externalSource", deployment.ingest.external_source)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-# Three to five types per tier: spot capacity comes from several pools.
-INSTANCE_TYPES = {
-    "cpu": ("c6a.xlarge", "c6a.2xlarge", "c6i.xlarge", "c7a.xlarge", "m6a.xlarge"),
-    "gpu": ("g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g6.xlarge"),
-}
-ROOT_VOLUME_GB = {"cpu": 30, "gpu": 80}  # OS + venv (+ CUDA libraries) + the model
-DEFAULT_MODEL = {"cpu": "distil-large-v3", "gpu": "large-v3"}
-COMPUTE_TYPE = {"cpu": "int8", "gpu": "float16"}
+from pydantic import ValidationError
+
+from whisperq import defaults, keys
+from whisperq.errors import InvalidKeyError
+from whisperq.schemas import TranscriptionOptions
+
+# The defaults (model, instance types, scaler, queue per compute kind) are whisperq's own
+# (whisperq/defaults.py), shared with the CLI, the local stack and the simulator.
 
 _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 
@@ -25,28 +25,53 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
+def full_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of a batch (``whisperq submit``'s), defaults filled in, as JSON values."""
+    return TranscriptionOptions.model_validate(given).model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The S3-event ingest route: ``incoming/<batch>/<path>`` (and the external bucket's
+    ``<externalPrefix><batch>/<path>``) becomes a job of ``<batch>``."""
+
+    enabled: bool = True
+    # batch name -> FULL options (defaults filled in): the Lambda needs no pydantic
+    options_by_batch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default_options: Mapping[str, Any] = field(default_factory=lambda: full_options({}))
+    external_bucket: str | None = None
+    external_prefix: str = ""  # "" = the whole bucket; else ends in "/"
+    external_kms_key: str | None = None  # the external bucket's CMK, if it uses one
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
-    compute: str = "cpu"
-    model: str = DEFAULT_MODEL["cpu"]
-    max_instances: int = 10
-    jobs_per_instance: int = 4
-    idle_minutes: int = 10
-    instance_types: tuple[str, ...] = INSTANCE_TYPES["cpu"]
+    compute: str = defaults.COMPUTE
+    model: str = defaults.MODEL[defaults.COMPUTE]
+    max_instances: int = defaults.MAX_INSTANCES
+    jobs_per_instance: int = defaults.JOBS_PER_INSTANCE
+    idle_minutes: int = defaults.IDLE_MINUTES
+    instance_types: tuple[str, ...] = defaults.INSTANCE_TYPES[defaults.COMPUTE]
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
     ami_id: str | None = None
     retain_inputs_days: int = 14
-    visibility_timeout: int = 300
-    max_receive_count: int = 5
+    visibility_timeout: int = defaults.VISIBILITY_TIMEOUT_SECONDS
+    max_receive_count: int = defaults.MAX_RECEIVE_COUNT
+    ingest: IngestSettings = IngestSettings()
 
     @property
     def root_volume_gb(self) -> int:
-        return ROOT_VOLUME_GB[self.compute]
+        return defaults.ROOT_VOLUME_GB[self.compute]
 
     @property
     def compute_type(self) -> str:
-        return COMPUTE_TYPE[self.compute]
+        return defaults.COMPUTE_TYPE[self.compute]
+
+
+_DEFAULT = DeploymentConfig()
+# Spot interruptions redeliver good jobs: fewer deliveries would dead-letter them.
+MIN_RECEIVE_COUNT = 5
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -78,10 +103,11 @@ def _list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
     """Check raw config values (strings, as Pulumi stores them) and fill the defaults."""
-    compute = raw.get("compute") or "cpu"
-    if compute not in INSTANCE_TYPES:
-        raise ConfigError(f"whisperq:compute must be one of: cpu, gpu (got {compute!r})")
-    instance_types = _list(raw, "instanceTypes") or INSTANCE_TYPES[compute]
+    compute = raw.get("compute") or _DEFAULT.compute
+    if compute not in defaults.COMPUTE_KINDS:
+        kinds = ", ".join(defaults.COMPUTE_KINDS)
+        raise ConfigError(f"whisperq:compute must be one of: {kinds} (got {compute!r})")
+    instance_types = _list(raw, "instanceTypes") or defaults.INSTANCE_TYPES[compute]
     bad = [name for name in instance_types if not _INSTANCE_TYPE.fullmatch(name)]
     if bad or not 1 <= len(instance_types) <= 20:
         got = bad or list(instance_types)
@@ -90,11 +116,12 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
         )
     if compute == "gpu" and not all(name.startswith(("g", "p")) for name in instance_types):
         raise ConfigError("whisperq:instanceTypes must be GPU types (g*/p*) when compute is gpu")
-    max_receive_count = _int(raw, "maxReceiveCount", 5, 1, 1000)
-    if max_receive_count < 5:
+    max_receive_count = _int(raw, "maxReceiveCount", _DEFAULT.max_receive_count, 1, 1000)
+    if max_receive_count < MIN_RECEIVE_COUNT:
         raise ConfigError(
-            "whisperq:maxReceiveCount must be at least 5: spot interruptions redeliver good "
-            f"jobs, which must not end in the dead-letter queue (got {max_receive_count})"
+            f"whisperq:maxReceiveCount must be at least {MIN_RECEIVE_COUNT}: spot interruptions "
+            "redeliver good jobs, which must not end in the dead-letter queue "
+            f"(got {max_receive_count})"
         )
     subnets = _list(raw, "subnetIds")
     vpc_id = raw.get("vpcId") or None
@@ -102,17 +129,136 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
         raise ConfigError("whisperq:subnetIds needs whisperq:vpcId (the VPC they belong to)")
     return DeploymentConfig(
         compute=compute,
-        model=raw.get("model") or DEFAULT_MODEL[compute],
-        max_instances=_int(raw, "maxInstances", 10, 1, 1000),
-        jobs_per_instance=_int(raw, "jobsPerInstance", 4, 1, 1000),
-        idle_minutes=_int(raw, "idleMinutes", 10, 0, 24 * 60),
+        model=raw.get("model") or defaults.MODEL[compute],
+        max_instances=_int(raw, "maxInstances", _DEFAULT.max_instances, 1, 1000),
+        jobs_per_instance=_int(raw, "jobsPerInstance", _DEFAULT.jobs_per_instance, 1, 1000),
+        idle_minutes=_int(raw, "idleMinutes", _DEFAULT.idle_minutes, 0, 24 * 60),
         instance_types=instance_types,
         vpc_id=vpc_id,
         subnet_ids=subnets,
         ami_id=raw.get("amiId") or None,
-        retain_inputs_days=_int(raw, "retainInputsDays", 14, 1, 3650),
-        visibility_timeout=_int(raw, "visibilityTimeout", 300, 30, 43200),
+        retain_inputs_days=_int(raw, "retainInputsDays", _DEFAULT.retain_inputs_days, 1, 3650),
+        visibility_timeout=_int(raw, "visibilityTimeout", _DEFAULT.visibility_timeout, 30, 43200),
         max_receive_count=max_receive_count,
+        ingest=parse_ingest(raw),
+    )
+
+
+# --- the ingest route ---------------------------------------------------------------------
+
+# The Lambda's environment holds 4 KB in all; the rest (bucket, queue URL, prefix) fits in 1 KB.
+INGEST_OPTIONS_BYTES = 3072
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+")
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ConfigError(f"whisperq:{key} must be true or false, got {value!r}")
+
+
+def _json_object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"whisperq:{key} must be a JSON object, e.g. "
+            '\'{"support": {"channels": "split", "speakers": "agent,customer"}}\''
+        )
+    return value
+
+
+def _submit_options(key: str, where: str, given: Any) -> dict[str, Any]:
+    """Options as `whisperq submit` takes them (camelCase or snake_case names; speakers and
+    formats as a list or "a,b") -> TranscriptionOptions' field names, checked."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"whisperq:{key}{where} must be an object of options, got {given!r}")
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        field_name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", str(name)).replace("-", "_").lower()
+        if field_name in ("speakers", "formats") and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        options[field_name] = value
+    try:
+        full_options(options)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(f"whisperq:{key}{where}: {problems}") from None
+    return options
+
+
+def parse_ingest(raw: Mapping[str, Any]) -> IngestSettings:
+    """The ingest route's keys. Options given for a batch (a folder of ``incoming/``)
+    override ``ingestDefaults``, which override whisperq's defaults."""
+    enabled = _bool(raw, "ingest", True)
+    defaults_given = _submit_options("ingestDefaults", "", _json_object(raw, "ingestDefaults"))
+    by_batch: dict[str, dict[str, Any]] = {}
+    for batch, given in _json_object(raw, "ingestPrefixes").items():
+        try:
+            keys.validate_batch_name(batch)
+        except InvalidKeyError as error:
+            raise ConfigError(f"whisperq:ingestPrefixes: {error}") from None
+        options = _submit_options("ingestPrefixes", f"[{batch!r}]", given)
+        by_batch[batch] = full_options({**defaults_given, **options})
+    default_options = full_options(defaults_given)
+    size = len(json.dumps(by_batch, separators=(",", ":"))) + len(
+        json.dumps(default_options, separators=(",", ":"))
+    )
+    if size > INGEST_OPTIONS_BYTES:
+        raise ConfigError(
+            f"whisperq:ingestPrefixes: the options of {len(by_batch)} prefixes take {size} "
+            f"bytes, over the {INGEST_OPTIONS_BYTES} the ingest Lambda's environment (4 KB in "
+            "all) has room for: fewer prefixes, or shorter hotwords / initial prompts"
+        )
+    bucket = raw.get("externalBucket") or None
+    prefix = raw.get("externalPrefix") or ""
+    kms_key = raw.get("externalKmsKey") or None
+    if bucket is not None and not (_BUCKET_NAME.fullmatch(bucket) and ".." not in bucket):
+        raise ConfigError(
+            f"whisperq:externalBucket must be an S3 bucket name (no s3://, no prefix: that is "
+            f"whisperq:externalPrefix), got {bucket!r}"
+        )
+    if prefix and (
+        not prefix.endswith("/") or prefix.startswith("/") or any(c in prefix for c in "*?")
+    ):
+        raise ConfigError(
+            "whisperq:externalPrefix must be a folder ending in '/', without a leading '/' "
+            f"or wildcards, e.g. 'recordings/' (empty: the whole bucket), got {prefix!r}"
+        )
+    if (prefix or kms_key) and bucket is None:
+        raise ConfigError("whisperq:externalPrefix and externalKmsKey need whisperq:externalBucket")
+    if kms_key and not _KMS_KEY_ARN.fullmatch(kms_key):
+        raise ConfigError(
+            "whisperq:externalKmsKey must be a KMS key ARN "
+            f"(arn:aws:kms:REGION:ACCOUNT:key/ID), got {kms_key!r}"
+        )
+    if not enabled and (bucket or by_batch):
+        raise ConfigError(
+            "whisperq:ingest is false, but whisperq:externalBucket or whisperq:ingestPrefixes "
+            "is set: remove them, or turn the route on"
+        )
+    return IngestSettings(
+        enabled=enabled,
+        options_by_batch=by_batch,
+        default_options=default_options,
+        external_bucket=bucket,
+        external_prefix=prefix,
+        external_kms_key=kms_key,
     )
 
 
@@ -129,6 +275,12 @@ KEYS = (
     "retainInputsDays",
     "visibilityTimeout",
     "maxReceiveCount",
+    "ingest",
+    "ingestPrefixes",
+    "ingestDefaults",
+    "externalBucket",
+    "externalPrefix",
+    "externalKmsKey",
 )
 
 

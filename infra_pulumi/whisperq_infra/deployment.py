@@ -9,6 +9,7 @@ import pulumi_aws as aws
 from whisperq_infra.config import ConfigError, DeploymentConfig
 from whisperq_infra.fleet import Fleet
 from whisperq_infra.iam import METRICS_NAMESPACE, WORKER_LOG_GROUP, WorkerIdentity
+from whisperq_infra.ingest import IngestRoute
 from whisperq_infra.monitoring import Monitoring
 from whisperq_infra.queues import Queues
 from whisperq_infra.scaling import QueueScaler
@@ -159,4 +160,21 @@ class Deployment(pulumi.ComponentResource):
             group_name=group_name,
             opts=child,
         )
+        # S3 events -> ingest queue -> ingest Lambda -> jobs (whisperq:ingest, default on).
+        self.ingest: IngestRoute | None = None
+        if config.ingest.enabled:
+            self.ingest = IngestRoute(
+                f"{name}-ingest",
+                config.ingest,
+                function_name=f"{name}-{pulumi.get_stack()}-ingest",
+                bucket=self.storage.bucket,
+                job_queue=self.queues.queue,
+                account=account,
+                region=self.region,
+                alarm_topic_arn=self.monitoring.topic.arn,
+                opts=child,
+            )
+            self.storage.notify(self.ingest.queue.arn, depends_on=[self.ingest.queue_policy])
+        else:
+            self.storage.notify()
         self.register_outputs({})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
 
+from whisperq import keys
 from whisperq.keys import INPUTS
 
 
@@ -34,6 +36,7 @@ class Storage(pulumi.ComponentResource):
         self, name: str, retain_inputs_days: int, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("whisperq:index:Storage", name, None, opts)
+        self._child_name = name
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = aws.s3.Bucket(name, force_destroy=False, opts=child)
         aws.s3.BucketPublicAccessBlock(
@@ -87,6 +90,32 @@ class Storage(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        # Object events to EventBridge, so downstream systems can react to new results.
-        aws.s3.BucketNotification(name, bucket=self.bucket.id, eventbridge=True, opts=child)
         self.register_outputs({"bucket": self.bucket.bucket})
+
+    def notify(
+        self,
+        incoming_queue_arn: pulumi.Input[str] | None = None,
+        depends_on: Sequence[pulumi.Resource] = (),
+    ) -> aws.s3.BucketNotification:
+        """The bucket's notification configuration (S3 keeps one per bucket, so it is
+        declared once, here, when the ingest route's queue exists): every object event to
+        EventBridge, so downstream systems can react to new results; and objects created
+        under incoming/ to the ingest queue. S3 tests the queue when the configuration is
+        written, so it depends on the queue's policy (``depends_on``)."""
+        queues = []
+        if incoming_queue_arn is not None:
+            queues.append(
+                {
+                    "queue_arn": incoming_queue_arn,
+                    "events": ["s3:ObjectCreated:*"],
+                    "filter_prefix": keys.incoming_prefix(),
+                }
+            )
+        self.notification = aws.s3.BucketNotification(
+            self._child_name,
+            bucket=self.bucket.id,
+            eventbridge=True,
+            queues=queues or None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+        return self.notification
