@@ -248,3 +248,41 @@ def result_keys(settings: Any, batch: str) -> list[str]:
     return sorted(
         o.key for o in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
     )
+
+
+# --- S3 events and the jobs they become ------------------------------------------------
+
+
+def s3_notification(bucket: str, *keys_and_sizes: tuple[str, int | None], event="Put") -> str:
+    """An S3 notification body as S3 sends it to SQS: keys URL-encoded, '+' for spaces."""
+    from urllib.parse import quote_plus
+
+    records = [
+        {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": f"ObjectCreated:{event}",
+            "s3": {
+                "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                "object": {"key": quote_plus(key, safe="/"), "size": size},
+            },
+        }
+        for key, size in keys_and_sizes
+    ]
+    return json.dumps({"Records": records})
+
+
+def drain_jobs(settings: Any, queue_url: str | None = None) -> list[dict]:
+    """Every job message on the queue (received and deleted): their payloads."""
+    from whisperq.messages import job_payload_of
+
+    sqs = storage.client(settings, "sqs")
+    url = queue_url or settings.queue_url
+    payloads = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return payloads
+        for message in messages:
+            payloads.append(job_payload_of(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])

@@ -107,7 +107,7 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     assert log.count("done e2e/") == 3
 
     down = run_cli("local", "down", timeout=60)
-    assert down.returncode == 0 and "Stopped 2 process(es)" in down.stderr
+    assert down.returncode == 0 and "Stopped 3 process(es)" in down.stderr  # moto, ingest, worker
     assert not settings.local_stack_file.exists()
     assert not any(local_stack.is_alive(p) for p in local_stack.managed_processes(stack))
     assert Settings().endpoint_url is None  # back to the configured target

@@ -229,7 +229,7 @@ def test_local_up_creates_the_group_of_its_workers(isolated_settings):
         assert found is not None and (found.desired, found.in_service) == (1, 1)
         assert found.instance_types == {local_stack.GROUP_INSTANCE_TYPE: 1}
         # each worker is told its own instance of the group
-        (worker,) = [p for p in local_stack.managed_processes(state) if p.name != "moto"]
+        (worker,) = [p for p in local_stack.managed_processes(state) if p.name.startswith("worker")]
         autoscaling = storage.client(stack, "autoscaling")
         (described,) = autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[local_stack.GROUP]

@@ -72,6 +72,8 @@ SAMPLES_BY_ANNOTATION = {
     "SecretStr | None": "sec'ret\"key",
     "list[str]": ["base", "large-v3"],
     "dict[str, dict[str, float]]": {"c6a.xlarge": {"spot": 0.061, "on_demand": 0.153}},
+    "dict[str, dict[str, Any]]": {"support": {"channels": "split", "speakers": ["agent", "b"]}},
+    "dict[str, Any]": {"language": "en", "formats": ["srt"]},
     "Literal['auto', 'cpu', 'cuda']": "cuda",
     "Literal['auto', 'on', 'off']": "off",
 }

@@ -41,6 +41,29 @@ FILES = "files"
 UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
 
+# What `submit` takes from a directory and the ingest step takes from incoming/ (suffixes,
+# compared lowercased).
+AUDIO_EXTENSIONS = frozenset(
+    [
+        ".wav",
+        ".mp3",
+        ".m4a",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".aac",
+        ".wma",
+        ".webm",
+        ".mp4",
+        ".amr",
+        ".aif",
+        ".aiff",
+        ".mka",
+        ".gsm",
+    ]
+)
+
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
 RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "srt", "vtt", "txt")
 RENDERING_FORMATS: tuple[ResultFormat, ...] = ("srt", "vtt", "txt")  # written before json

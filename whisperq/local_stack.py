@@ -5,6 +5,12 @@ Its state file (``<state_dir>/stack.json``) holds the endpoint, bucket, queue UR
 group name and the PIDs it started; while it exists, every whisperq command targets the
 local stack (see settings.py). ``down`` stops exactly the processes it started, by PID.
 
+The S3-event route is wired as on AWS: the bucket's object-created events under
+``incoming/`` go to an ingest queue (with its own dead-letter queue), and an ingest process
+(``whisperq ingest``, started and stopped by PID like the workers) turns each object into a
+job, so a file copied into ``s3://whisperq-local/incoming/<batch>/`` with any S3 client is
+transcribed with no ``whisperq submit``.
+
 The workers are the fleet: an Auto Scaling group in moto has one instance per worker
 process, and each worker is told its instance id, so `whisperq status` shows the workers
 as the fleet and a worker's scale-in protection lands on its own instance, as on EC2.
@@ -42,6 +48,12 @@ CREDENTIALS = ("local", "local")  # moto accepts any
 VISIBILITY_TIMEOUT_S = defaults.VISIBILITY_TIMEOUT_SECONDS  # the stack's, as on AWS
 MAX_RECEIVE_COUNT = defaults.MAX_RECEIVE_COUNT
 READY_MARK = "whisperq worker ready"  # logged by a pool process once its model is loaded
+INGEST_QUEUE = "whisperq-local-ingest"  # the bucket's object-created events (incoming/)
+INGEST_DEAD_LETTER_QUEUE = "whisperq-local-ingest-dlq"
+INGEST_PREFIX = "incoming/"  # keys.incoming_prefix(): what the notification sends
+INGEST_VISIBILITY_TIMEOUT_S = 60  # an event whose ingest failed comes back after this
+INGEST_MAX_RECEIVE_COUNT = 5  # then it waits in the ingest dead-letter queue
+INGEST_READY_MARK = "whisperq ingest ready"  # logged by `whisperq ingest` once it polls
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,43 @@ def _create_resources(
     return queue_url, dlq_url
 
 
+def _create_ingest_route(settings: Settings) -> str:
+    """The ingest queue (+ its dead-letter queue) and the bucket's notification to it:
+    objects created under incoming/ become events there. Returns the queue's URL."""
+    sqs = storage.client(settings, "sqs")
+    dlq_url = sqs.create_queue(QueueName=INGEST_DEAD_LETTER_QUEUE)["QueueUrl"]
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(INGEST_MAX_RECEIVE_COUNT)}
+    queue_url = sqs.create_queue(
+        QueueName=INGEST_QUEUE,
+        Attributes={
+            "VisibilityTimeout": str(INGEST_VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    storage.client(settings, "s3").put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "whisperq-ingest",
+                    "QueueArn": _queue_arn(sqs, queue_url),
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": INGEST_PREFIX}]}
+                    },
+                }
+            ]
+        },
+    )
+    return queue_url
+
+
+def _queue_arn(sqs: Any, queue_url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]
+
+
 def _create_group(settings: Settings, workers: int) -> str:
     """The local fleet: a launch template and a group with one instance per worker."""
     storage.client(settings, "ec2").create_launch_template(
@@ -228,7 +277,7 @@ def _claim_instance(settings: Settings, state: dict[str, Any]) -> str | None:
     return available[0] if available else None
 
 
-def _wait_for_workers(workers: list[Managed], timeout: float) -> None:
+def _wait_for_workers(workers: list[Managed], timeout: float, mark: str = READY_MARK) -> None:
     deadline = time.monotonic() + timeout
     waiting = list(workers)
     while waiting and time.monotonic() < deadline:
@@ -236,7 +285,7 @@ def _wait_for_workers(workers: list[Managed], timeout: float) -> None:
             if not is_alive(worker):
                 last_lines = tail(Path(worker.log), 15)
                 raise LocalStackError(f"{worker.name} exited at start; {worker.log}:\n{last_lines}")
-            if READY_MARK in Path(worker.log).read_text(encoding="utf-8", errors="replace"):
+            if mark in Path(worker.log).read_text(encoding="utf-8", errors="replace"):
                 waiting.remove(worker)
         time.sleep(0.3)
     if waiting:
@@ -294,9 +343,12 @@ def up(
         )
         connection.update(queue_url=queue_url, dlq_url=dlq_url)
         connection["autoscaling_group"] = _create_group(stack_settings, workers)
+        connection["ingest_queue_url"] = _create_ingest_route(stack_settings)
         _write_state(settings, state)
+        ingesting = start_ingest(settings)
         started = [start_worker(settings) for _ in range(workers)]
         _wait_for_workers(started, ready_timeout)
+        _wait_for_workers([ingesting], ready_timeout, INGEST_READY_MARK)
     except BaseException:
         down(settings)
         raise
@@ -337,6 +389,30 @@ def start_worker(settings: Settings) -> Managed:
     state["processes"].append(worker.as_dict())
     _write_state(settings, state)
     return worker
+
+
+def start_ingest(settings: Settings) -> Managed:
+    """Start the ingest process on the running stack (recorded for `down`): it reads the
+    ingest queue and turns objects created under incoming/ into jobs."""
+    state = read_state(settings)
+    if state is None:
+        raise LocalStackError("The local stack is not running: `whisperq local up` first.")
+    env = dict(os.environ) | {
+        "WHISPERQ_STATE_DIR": str(settings.state_dir),
+        # The stack's own bucket and prefix, whatever the user's settings name for AWS.
+        "WHISPERQ_INGEST_SOURCE_BUCKET": "",
+        "WHISPERQ_INGEST_PREFIX": INGEST_PREFIX,
+    }
+    env.setdefault("WHISPERQ_SQS_WAIT_SECONDS", "2")  # a snappy stop on SIGTERM
+    process = _spawn(
+        "ingest",
+        [sys.executable, "-m", "whisperq", "ingest"],
+        settings.state_dir / "logs" / "ingest.log",
+        env,
+    )
+    state["processes"].append(process.as_dict())
+    _write_state(settings, state)
+    return process
 
 
 def _signal_group(process: Managed, signum: int) -> None:

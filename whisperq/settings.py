@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,8 +28,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from whisperq import defaults
+from whisperq import defaults, keys
 from whisperq.errors import ConfigError, InvalidSettingError
+from whisperq.ingest import DEFAULT_CLAIM_SECONDS, DEFAULT_PREFIX, IngestConfig, normalize_prefix
+from whisperq.schemas import TranscriptionOptions
 
 ENV_PREFIX = "WHISPERQ_"
 LOCAL_STACK_FILE = "stack.json"
@@ -46,6 +48,7 @@ CONNECTION_FIELDS = (
     "aws_access_key_id",
     "aws_secret_access_key",
     "autoscaling_group",  # the local stack's group in moto: `status` shows its workers
+    "ingest_queue_url",  # the local stack's S3 events (incoming/) for `whisperq ingest`
 )
 
 
@@ -97,6 +100,31 @@ class Settings(BaseSettings):
 
     # --- submitting -------------------------------------------------------------------
     upload_concurrency: int = Field(8, ge=1, le=64)
+
+    # --- S3-event ingestion (`whisperq ingest`; the ingest Lambda reads the same names) --
+    ingest_queue_url: str = Field(
+        "", description="SQS queue the source bucket's object-created events go to."
+    )
+    ingest_prefix: str = Field(
+        DEFAULT_PREFIX, description="Objects under <prefix><batch>/<path> become jobs."
+    )
+    ingest_source_bucket: str = Field(
+        "", description="Bucket recordings land in; empty = bucket (its incoming/)."
+    )
+    ingest_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Batch options per ingest folder, as submit takes them: {"support": '
+        '{"channels": "split", "speakers": ["agent", "customer"]}}.',
+    )
+    ingest_default_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options for other folders; {} = submit's defaults."
+    )
+    ingest_claim_seconds: float = Field(
+        DEFAULT_CLAIM_SECONDS,
+        gt=0,
+        description="An ingest that claimed a file and queued nothing for this long is "
+        "taken to be dead; another delivery of the event takes over.",
+    )
 
     # --- the worker -------------------------------------------------------------------
     model: str = Field("tiny.en", description="Model name, local directory or s3:// prefix.")
@@ -188,6 +216,28 @@ class Settings(BaseSettings):
         "not in the built-in table needs both on_demand and spot.",
     )
 
+    @field_validator("ingest_options")
+    @classmethod
+    def _valid_options_per_batch(cls, value: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Each folder's options validated as submit's are (kept as written; the jobs
+        carry them in full: ingest_config)."""
+        for batch, options in value.items():
+            try:
+                keys.validate_batch_name(batch)
+            except ValueError:
+                raise ValueError(
+                    f"{batch!r} is not a batch name: name the folder under the ingest prefix "
+                    "(e.g. 'support' for incoming/support/)"
+                ) from None
+            _full_options(options, batch)
+        return value
+
+    @field_validator("ingest_default_options")
+    @classmethod
+    def _valid_default_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _full_options(value, "default")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -233,6 +283,34 @@ class Settings(BaseSettings):
                 f"`whisperq local up`, or set {env} (environment, .env or {self.config_file}) "
                 "to what `pulumi up` printed."
             )
+
+    def ingest_config(self) -> IngestConfig:
+        """What the ingest step needs (whisperq.ingest takes no Settings: the Lambda
+        builds the same from its environment)."""
+        return IngestConfig(
+            bucket=self.bucket,
+            queue_url=self.queue_url,
+            source_bucket=self.ingest_source_bucket or self.bucket,
+            source_prefix=normalize_prefix(self.ingest_prefix),
+            options_by_batch={
+                batch: _full_options(options, batch)
+                for batch, options in self.ingest_options.items()
+            },
+            default_options=_full_options(self.ingest_default_options, "default"),
+            claim_seconds=self.ingest_claim_seconds,
+        )
+
+
+def _full_options(options: Any, name: str) -> dict[str, Any]:
+    """Transcription options as every job carries them (defaults filled in)."""
+    try:
+        return TranscriptionOptions.model_validate(options).model_dump(mode="json")
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'options'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ValueError(f"options for {name!r}: {problems}") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

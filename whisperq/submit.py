@@ -26,31 +26,12 @@ from s3transfer.subscribers import BaseSubscriber
 
 from whisperq import batch_records, keys, storage, tracking
 from whisperq.errors import SubmitError
+from whisperq.keys import AUDIO_EXTENSIONS
 from whisperq.messages import send_jobs
 from whisperq.progress import ProgressHooks
 from whisperq.schemas import FileEntry, TranscriptionOptions
 from whisperq.settings import Settings
 
-AUDIO_EXTENSIONS = frozenset(
-    [
-        ".wav",
-        ".mp3",
-        ".m4a",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".aac",
-        ".wma",
-        ".webm",
-        ".mp4",
-        ".amr",
-        ".aif",
-        ".aiff",
-        ".mka",
-        ".gsm",
-    ]
-)
 _GLOB_CHARS = frozenset("*?[")
 
 

@@ -14,7 +14,7 @@ invalid setting, or (``wait``) the timeout passed first.
 from __future__ import annotations
 
 # Importing the command modules registers their commands on ``app``.
-from whisperq.cli import batches, config, estimates, local, worker  # noqa: F401
+from whisperq.cli import batches, config, estimates, ingest, local, worker  # noqa: F401
 from whisperq.cli.app import app
 
 __all__ = ["app", "main"]

@@ -33,7 +33,8 @@ def local_up(
         ),
     ] = local_stack.MAX_RECEIVE_COUNT,
 ) -> None:
-    """Start moto server on 127.0.0.1, create bucket and queues, start the workers."""
+    """Start moto server on 127.0.0.1, create bucket and queues, start the workers and the
+    ingest process (files copied into `s3://whisperq-local/incoming/<batch>/` become jobs)."""
     settings = load_settings()
     with err.status("Starting the local stack (moto server, workers, model)..."):
         state, started = local_stack.up(
@@ -45,10 +46,11 @@ def local_up(
         )
     connection = state["settings"]
     processes = local_stack.managed_processes(state)
+    running = [process for process in processes if process.name.startswith("worker")]
     verb = "Started" if started else "Already running:"
     err.print(
         f"{verb} local stack at {connection['endpoint_url']} "
-        f"({len(processes) - 1} worker(s), model {state['model']}).",
+        f"({len(running)} worker(s), model {state['model']}).",
         highlight=False,
     )
     err.print(f"bucket {connection['bucket']}, queue {connection['queue_url']}", highlight=False)
@@ -56,6 +58,20 @@ def local_up(
         err.print(
             f"fleet: group {connection['autoscaling_group']} in moto, one instance per worker",
             highlight=False,
+        )
+    if connection.get("ingest_queue_url"):
+        drop = f"s3://{connection['bucket']}/{local_stack.INGEST_PREFIX}"
+        err.print(
+            f"ingest: audio copied into {drop}<batch>/ with any S3 client becomes a job of "
+            "<batch>, e.g.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        err.print(
+            f"  aws --endpoint-url {connection['endpoint_url']} s3 cp call.wav {drop}demo/",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
     err.print("whisperq commands now use it; `whisperq local down` to stop.")
 
@@ -74,7 +90,7 @@ def local_down() -> None:
 def local_logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per log file.")] = 40,
 ) -> None:
-    """Show the end of each local stack log (moto server and workers)."""
+    """Show the end of each local stack log (moto server, workers, ingest)."""
     files = local_stack.log_files(load_settings())
     if not files:
         raise LocalStackError("No logs: the local stack has not been started.")
