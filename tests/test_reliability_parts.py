@@ -1,16 +1,23 @@
 """The reliability parts one by one, against moto server and a fake IMDS on 127.0.0.1:
-visibility heartbeat, kombu's message internals, spot notices, scale-in protection."""
+visibility heartbeat, kombu's message internals, unstarted jobs handed back on shutdown,
+spot notices, scale-in protection."""
 
+import multiprocessing
+import os
+import signal
 import time
+import uuid
 from collections import Counter
 
 import pytest
+from celery.worker import state
 from kombu import Connection
 
 from whisperq import local_stack, storage
 from whisperq.celery_app import broker_url, transport_options
-from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, message_handle
+from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, hand_back, message_handle
 from whisperq.instance import Imds, ScaleInProtection, SpotWatcher
+from whisperq.worker import StartGate, UnstartedJobs, start_key
 
 from helpers import FakeImds, create_group
 
@@ -73,6 +80,123 @@ def test_kombu_still_exposes_receipt_handle_and_queue_url(aws):
 def test_message_handle_tolerates_other_transports():
     assert message_handle(None) is None
     assert message_handle({"delivery_tag": 7, "delivery_info": {}}) is None
+
+
+# --- jobs received but not started, on shutdown ------------------------------------------
+
+
+def in_forked_process(action):
+    """``action()``'s result, run in a forked process (as Celery's pool runs jobs)."""
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=lambda: writer.send(action()))
+    process.start()
+    try:
+        assert reader.poll(10), "the forked process did not answer"
+        return reader.recv()
+    finally:
+        process.join(10)
+
+
+def test_the_start_gate_lets_a_job_start_or_stops_it_never_both():
+    gate = StartGate()  # made before the fork, as create_worker_app makes it
+    first, second = b"a" * 16, b"b" * 16
+    assert in_forked_process(lambda: gate.start(first)) is True  # runs; recorded
+    assert gate.stop() == {first}  # the main process sees what the pool started
+    assert in_forked_process(lambda: gate.start(second)) is False  # stopping: declined
+    assert gate.stop() == {first}  # again: the same answer
+
+
+def test_the_start_gate_keeps_the_latest_starts():
+    gate = StartGate()
+    keys = [index.to_bytes(16, "big") for index in range(StartGate.SLOTS + 3)]
+    for key in keys:
+        assert gate.start(key)
+    assert gate.stop() == set(keys[3:])
+
+
+def test_a_start_gate_whose_lock_died_hands_nothing_back_and_starts_nothing(monkeypatch):
+    monkeypatch.setattr(StartGate, "LOCK_TIMEOUT", 0.2)
+    gate = StartGate()
+    context = multiprocessing.get_context("fork")
+    holder = context.Process(target=lambda: (gate._lock.acquire(), time.sleep(60)))
+    holder.start()
+    try:
+        time.sleep(0.5)
+        os.kill(holder.pid, signal.SIGKILL)  # killed while it held the lock
+        holder.join(10)
+        assert gate.stop() is None  # cannot tell what started: hand nothing back...
+        assert in_forked_process(lambda: gate.start(b"c" * 16)) is False  # ...start nothing
+    finally:
+        if holder.is_alive():
+            holder.kill()
+
+
+class Received:
+    """What UnstartedJobs reads of a Celery request in the worker's main process."""
+
+    name = "whisperq.transcribe"
+
+    def __init__(self, message, time_start=None):
+        self.id = str(uuid.uuid4())
+        self.message = message
+        self.time_start = time_start
+        self.acknowledged = False
+
+    @property
+    def key(self):
+        return start_key(self.id, message_handle(self.message.properties))
+
+
+def test_unstarted_jobs_go_back_at_once_and_celery_never_touches_them_again(aws):
+    sqs = storage.client(aws, "sqs")
+    sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={"VisibilityTimeout": "120"})
+    with Connection(broker_url(aws), transport_options=transport_options(aws)) as connection:
+        queue = connection.SimpleQueue(aws.queue_name)
+        for name in ("unstarted", "started", "running"):
+            queue.put({"job": name}, serializer="json")
+        messages = {}
+        for _ in range(3):
+            message = queue.get(timeout=10)
+            messages[message.payload["job"]] = message
+        unstarted = Received(messages["unstarted"])
+        started = Received(messages["started"])  # by a pool process that has not said so
+        running = Received(messages["running"], time_start=time.time())
+        gate = StartGate()
+        assert gate.start(started.key)
+        requests = [unstarted, started, running]
+        state.reserved_requests.update(requests)
+        try:
+            jobs = UnstartedJobs(aws, gate)
+            assert jobs.hand_back() == 1
+            assert jobs.hand_back() == 0  # again, as worker_shutting_down does: nothing
+
+            reply = sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=1)
+            (back,) = reply["Messages"]  # at once, not after the 120 s timeout
+            sqs_message = unstarted.message.delivery_info["sqs_message"]
+            assert back["MessageId"] == sqs_message["MessageId"]
+
+            assert unstarted.acknowledged  # Celery will not ack (delete) or reject it
+            assert unstarted not in state.reserved_requests
+            qos = unstarted.message.channel.qos
+            qos._flush()
+            assert unstarted.message.delivery_tag not in qos._delivered  # nor restore it
+            assert not started.acknowledged and not running.acknowledged
+            assert running.message.delivery_tag in qos._delivered
+            assert gate.start(b"d" * 16) is False  # and no pool process starts a job now
+        finally:
+            for request in requests:
+                state.reserved_requests.discard(request)
+            queue.close()
+
+
+def test_hand_back_makes_a_message_visible_at_once(short_queue):
+    sqs, url = short_queue
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "120"})
+    (message,) = receive(sqs, url)
+    assert hand_back(sqs, MessageHandle(url, message["ReceiptHandle"]))
+    assert len(receive(sqs, url, wait=1)) == 1
+    assert not hand_back(sqs, MessageHandle(url, "not-a-receipt-handle"))  # logged, no raise
 
 
 # --- IMDS ---------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from whisperq import keys, local_stack, storage, tracking
-from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperq.celery_app import TRANSCRIBE_TASK, decode_job_message, make_celery
 from whisperq.settings import Settings
 from whisperq.submit import submit
 
 from helpers import (
+    CLEAR_SENTENCE,
     FakeImds,
     char_error_rate,
     run_cli,
@@ -76,8 +77,9 @@ class Stack:
         return wait_for(find, 60, "a worker to take the job")
 
     def running(self, worker: local_stack.Managed) -> None:
-        """Wait until the job is running in the pool, not just received: Celery's shutdown
-        lets a received-but-not-started job run to the end (pool.stop), a known race."""
+        """Wait until the job is running in the pool, not just received: a job received but
+        not started goes back at once on shutdown (see the test of that below), not after
+        the grace these tests are about."""
         wait_for(lambda: "Processing audio" in self.log(worker), 60, "the job to start")
 
     def status(self, batch: str) -> tracking.BatchStatus:
@@ -203,6 +205,87 @@ def test_sigterm_hands_back_a_job_that_does_not_fit(start_stack, long_call):
     assert time.monotonic() - stopped_at < 100
     assert_complete(stack, "handback", "long call.wav")
     assert stack.received() == 2
+
+
+# Test-only, put on the workers' PYTHONPATH by the test below: a pool process that has told
+# its worker it is ready waits before reading its first job while the hold file exists, so
+# a job the worker receives meanwhile sits in that process's pipe, received but not started.
+HOLD_POOL_START = """
+import pathlib, sys, time
+
+HOLD = pathlib.Path({hold!r})
+
+if sys.orig_argv[1:4] == ["-m", "whisperq", "worker"]:
+    from celery.concurrency import asynpool
+
+    _ready = asynpool.Worker.on_loop_start
+
+    def _on_loop_start(self, pid):
+        _ready(self, pid)  # WORKER_UP: from now on the worker writes jobs to this process
+        if HOLD.exists():
+            print(f"test hold: pool process {{pid}} waits", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 120
+        while HOLD.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    asynpool.Worker.on_loop_start = _on_loop_start
+"""
+
+
+def test_sigterm_hands_back_a_job_received_but_not_started(
+    start_stack, make_speech, tmp_path, monkeypatch
+):
+    """SIGTERM between a job's receipt and its start in the pool: the job is visible on the
+    queue again at once (visibility 0), not after the timeout, and this worker never runs it
+    (Celery's pool.stop would have run it to the end)."""
+    hold = tmp_path / "hold-pool-start"
+    hold.touch()
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_POOL_START.format(hold=str(hold)))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    )
+    stack = start_stack(workers=1, visibility_timeout=120, shutdown_grace_seconds=30)
+    (worker,) = stack.workers()
+    try:
+        wait_for(lambda: "test hold: pool process" in stack.log(worker), 60, "the held pool")
+        call = make_speech(tmp_path / "short.wav", CLEAR_SENTENCE)
+        submit(stack.settings, [str(call)], batch="unstarted")
+        wait_for(lambda: stack.received(worker) == 1, 60, "the worker to receive the job")
+        time.sleep(1)  # the worker writes it into the held pool process's pipe
+        sqs = storage.client(stack.settings, "sqs")
+        url = stack.settings.queue_url
+
+        def receive():
+            reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+            return reply.get("Messages")
+
+        assert receive() is None  # in flight: the worker holds it
+        held_by = {worker.pid, *pool_children(worker.pid)}
+        os.killpg(worker.pid, signal.SIGTERM)  # as systemd stops a service
+        stopped_at = time.monotonic()
+        (message,) = wait_for(receive, 5, "the job back on the queue")
+        assert time.monotonic() - stopped_at < 5  # at once, not after the 120 s timeout
+    finally:
+        hold.unlink()  # the pool process may read its pipe now
+    wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
+
+    assert decode_job_message(message["Body"]).path == "short.wav"
+    assert stack.result_keys("unstarted") == set()  # this worker did not run it
+    log = stack.log(worker)
+    assert "handed back unstarted" in log  # by the main process, at once
+    assert "not started" in log  # the pool process, let go, declined it
+    assert "Processing audio" not in log and "succeeded in" not in log
+
+    # nothing lost: another worker takes it and finishes it
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    local_stack.start_worker(stack.settings)
+    stack.wait_finished("unstarted", 100)
+    result = assert_complete(stack, "unstarted", "short.wav")
+    assert int(result["worker_id"].rsplit(":", 1)[1]) not in held_by
 
 
 def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long_call, monkeypatch):

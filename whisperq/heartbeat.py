@@ -6,7 +6,11 @@ the timeout, so a job of an hour is never given to a second worker.
 
 Kombu exposes the message's receipt handle and queue URL only through internals
 (``request.properties['delivery_tag']`` and ``['delivery_info']['sqs_queue']``); kombu is
-pinned in pyproject.toml and tests/test_reliability.py fails if they move.
+pinned in pyproject.toml and tests/test_reliability_parts.py fails if they move.
+
+Handing back is ChangeMessageVisibility to 0: another worker can receive the message at
+once. The worker's main process hands back, with ``hand_back``, every job it has received
+but not started when it stops (see ``UnstartedJobs`` in whisperq/worker.py).
 """
 
 from __future__ import annotations
@@ -39,6 +43,27 @@ def message_handle(properties: dict[str, Any] | None) -> MessageHandle | None:
     return MessageHandle(queue_url, receipt, int(count) if count else None)
 
 
+def change_visibility(sqs: Any, handle: MessageHandle, seconds: int) -> bool:
+    """Set the message's visibility timeout from now; False (logged) when SQS refuses."""
+    try:
+        sqs.change_message_visibility(
+            QueueUrl=handle.queue_url,
+            ReceiptHandle=handle.receipt_handle,
+            VisibilityTimeout=seconds,
+        )
+    except Exception as error:
+        log.warning("could not change message visibility to %ds: %s", seconds, error)
+        return False
+    return True
+
+
+def hand_back(sqs: Any, handle: MessageHandle) -> bool:
+    """Make the message visible now, so another worker starts it at once. Only the holder
+    of the newest receipt handle may do this, and only while nothing else will use the
+    handle afterwards (an ack after a hand-back could delete a job another worker runs)."""
+    return change_visibility(sqs, handle, 0)
+
+
 class VisibilityHeartbeat:
     """Extends one message's visibility every ``timeout / 3`` seconds until stopped."""
 
@@ -68,19 +93,12 @@ class VisibilityHeartbeat:
             self.extend(self.timeout)
 
     def extend(self, seconds: int) -> bool:
-        try:
-            self.sqs.change_message_visibility(
-                QueueUrl=self.handle.queue_url,
-                ReceiptHandle=self.handle.receipt_handle,
-                VisibilityTimeout=seconds,
-            )
-        except Exception as error:
-            log.warning("could not extend message visibility: %s", error)
+        if not change_visibility(self.sqs, self.handle, seconds):
             return False
         self.beats += 1
         return True
 
     def hand_back(self) -> bool:
-        """Make the message visible now, so another worker starts it at once."""
+        """Stop extending and make the message visible now (see ``hand_back``)."""
         self.stop()
-        return self.extend(0)
+        return hand_back(self.sqs, self.handle)
