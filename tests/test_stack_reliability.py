@@ -153,7 +153,7 @@ def test_a_long_job_runs_once_while_its_worker_lives(start_stack, long_call):
     submit(stack.settings, [str(long_call)], batch="long")
     stack.wait_finished("long", 180)
     result = assert_complete(stack, "long", "long call.wav")
-    assert result["timings"]["transcribe"] > 3 * 1.5  # it did outlive the timeout
+    assert result["timings"]["transcribe"] > 3  # it did outlive the 3 s timeout
     assert stack.received() == 1  # never given to the second worker
     assert all("heartbeat is off" not in stack.log(w) for w in stack.workers())
 
