@@ -28,6 +28,10 @@ demo: setup  ## Start the local stack, transcribe examples/calls, write transcri
 test: setup system-deps  ## Run the test suite (unit, integration against moto, end to end)
 	$(BIN)/python -m pytest
 
+.PHONY: rehearse
+rehearse: setup system-deps  ## Deploy rehearsal: the stack's IAM policies enforced on moto, user data size, argument names
+	$(BIN)/python -m pytest tests/test_rehearsal.py
+
 lint: setup  ## ruff check, format check and mypy (types)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,6 +46,13 @@ bench: setup system-deps  ## Speed and accuracy: baseline, engine, end to end (B
 
 wheel: setup  ## Build dist/whisperq-*.whl (what the worker image installs)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
+# `make deploy STACK=prod`: the wheel a stock image installs, then `pulumi up` (README,
+# "Deploy to AWS"; the stack must exist: `pulumi stack init`).
+STACK ?= dev
+.PHONY: deploy
+deploy: wheel  ## pulumi up for STACK (default dev) in infra_pulumi/, with a fresh wheel
+	cd infra_pulumi && pulumi up --stack $(STACK)
 
 clean:  ## Remove the virtualenv and caches (stop the local stack first)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info dist build

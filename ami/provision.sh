@@ -4,7 +4,8 @@
 #
 # Environment:
 #   WHISPERQ_COMPUTE   cpu | gpu                               (default cpu)
-#   WHISPERQ_MODEL     tiny.en, a Hugging Face name, or s3://bucket/prefix (default tiny.en)
+#   WHISPERQ_MODEL     tiny.en, a Hugging Face name or a local model directory (default
+#                      tiny.en); s3:// prefixes are refused: the worker cannot load them yet
 #   WHISPERQ_WHEEL     the whisperq wheel: a path, or s3://bucket/key (the deployment
 #                      uploads it there for stock images), or a pip requirement
 #                      (default whisperq)
@@ -16,6 +17,9 @@
 #   WHISPERQ_USER      the service user                           (default whisperq)
 #   WHISPERQ_SKIP_CLOUD=1  skip what needs a cloud machine: apt, GPU libraries, the
 #                      CloudWatch agent, systemctl, image cleanup (tests)
+#   WHISPERQ_ON_FAILURE  a command run with the reason when this script fails: the boot of
+#                      a stock image passes ami/mark-unhealthy.sh, so that the Auto Scaling
+#                      group replaces an instance that cannot work (unset when baking)
 set -euo pipefail
 
 compute="${WHISPERQ_COMPUTE:-cpu}"
@@ -25,6 +29,7 @@ prefix="${WHISPERQ_PREFIX:-}"
 user="${WHISPERQ_USER:-whisperq}"
 skip_cloud="${WHISPERQ_SKIP_CLOUD:-0}"
 here="$(cd "$(dirname "$0")" && pwd)"
+on_failure="${WHISPERQ_ON_FAILURE:-}"
 
 home="$prefix/opt/whisperq"
 venv="$home/venv"
@@ -33,9 +38,25 @@ etc="$prefix/etc/whisperq"
 
 log() { printf 'whisperq-provision: %s\n' "$*" >&2; }
 
+finish() {
+  local status=$?
+  if [ "$status" -ne 0 ] && [ -n "$on_failure" ]; then
+    log "failed (exit $status): $on_failure"
+    "$on_failure" "provisioning failed (exit $status)" || log "$on_failure failed too"
+  fi
+}
+trap finish EXIT
+
 case "$compute" in
   cpu|gpu) ;;
   *) log "WHISPERQ_COMPUTE must be cpu or gpu, got '$compute'"; exit 2 ;;
+esac
+case "$model" in
+  s3://*)
+    log "WHISPERQ_MODEL: s3:// model prefixes are not supported (got '$model'): the worker"
+    log "cannot load them yet; use a Hugging Face name, tiny.en or a local model directory"
+    exit 2
+    ;;
 esac
 
 constraints="${WHISPERQ_CONSTRAINTS:-}"
@@ -58,6 +79,22 @@ if [ "$skip_cloud" != 1 ]; then
   apt-get install -y -q --no-install-recommends python3 python3-venv rsyslog
   # No automatic updates or reboots while jobs run: the next image carries them.
   systemctl disable --now apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service 2>/dev/null || true
+fi
+
+# Logging first, so that a boot that fails later still ships its log: rsyslog copies the
+# worker's journal lines to a file, the CloudWatch agent ships it (the launch template's
+# user data configures and starts the agent with the stack's log group).
+install -d -m 0755 "$prefix/etc/rsyslog.d"
+install -m 0644 "$here/rsyslog-whisperq.conf" "$prefix/etc/rsyslog.d/30-whisperq.conf"
+if [ "$skip_cloud" != 1 ]; then
+  log "CloudWatch agent (started at boot with the stack's log group)"
+  if ! command -v /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl >/dev/null; then
+    curl -fsSL -o /tmp/amazon-cloudwatch-agent.deb \
+      https://amazoncloudwatch-agent.s3.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb
+    dpkg -i /tmp/amazon-cloudwatch-agent.deb
+  fi
+  install -d -m 0755 -o syslog /var/log/whisperq 2>/dev/null || install -d -m 0755 /var/log/whisperq
+  systemctl restart rsyslog
 fi
 
 if ! id -u "$user" >/dev/null 2>&1; then
@@ -113,25 +150,6 @@ PY
 fi
 
 model_setting="$model"
-case "$model" in
-  s3://*)
-    log "model from $model"
-    target="$home/models/$(basename "${model%/}")"
-    "$venv/bin/python" - "$model" "$target" <<'PY'
-import pathlib, sys
-import boto3
-source, target = sys.argv[1], pathlib.Path(sys.argv[2])
-bucket, _, prefix = source[len("s3://"):].partition("/")
-s3 = boto3.client("s3")
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for item in page.get("Contents", []):
-        local = target / item["Key"][len(prefix):].lstrip("/")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, item["Key"], str(local))
-PY
-    model_setting="$target"
-    ;;
-esac
 
 log "image settings $etc/image.env"
 cat > "$etc/image.env" <<ENV
@@ -153,6 +171,7 @@ set -euo pipefail
 exec "$venv/bin/whisperq" worker
 SH
 chmod 0755 "$home/bin/start-worker"
+install -m 0755 "$here/mark-unhealthy.sh" "$home/bin/mark-unhealthy"
 
 log "warming the model (downloads it once if it comes from the hub)"
 HF_HOME="$cache/huggingface" "$venv/bin/python" - "$model_setting" "$device" "$compute_type" <<'PY'
@@ -167,23 +186,12 @@ print("model ready:", loaded.info.name)
 PY
 chown -R "$user" "$cache"
 
-install -d -m 0755 "$prefix/etc/systemd/system" "$prefix/etc/rsyslog.d"
-install -m 0644 "$(dirname "$0")/whisperq-worker.service" "$prefix/etc/systemd/system/whisperq-worker.service"
-install -m 0644 "$(dirname "$0")/rsyslog-whisperq.conf" "$prefix/etc/rsyslog.d/30-whisperq.conf"
-install -d -m 0755 "$prefix/opt/aws/amazon-cloudwatch-agent/etc"
-install -m 0644 "$(dirname "$0")/cloudwatch-agent.json" "$prefix/opt/aws/amazon-cloudwatch-agent/etc/whisperq.json"
+install -d -m 0755 "$prefix/etc/systemd/system"
+for unit in whisperq-worker.service whisperq-mark-unhealthy.service; do
+  install -m 0644 "$here/$unit" "$prefix/etc/systemd/system/$unit"
+done
 
 if [ "$skip_cloud" != 1 ]; then
-  log "CloudWatch agent (worker log to /whisperq/workers)"
-  if ! command -v /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl >/dev/null; then
-    curl -fsSL -o /tmp/amazon-cloudwatch-agent.deb \
-      https://amazoncloudwatch-agent.s3.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb
-    dpkg -i /tmp/amazon-cloudwatch-agent.deb
-  fi
-  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \
-    -c file:/opt/aws/amazon-cloudwatch-agent/etc/whisperq.json
-  install -d -m 0755 -o syslog /var/log/whisperq 2>/dev/null || install -d -m 0755 /var/log/whisperq
-  systemctl restart rsyslog
   systemctl daemon-reload
   systemctl enable whisperq-worker.service
 fi

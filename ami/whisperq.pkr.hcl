@@ -1,22 +1,37 @@
-# The whisperq worker image, for CPU or GPU instances:
-#   packer init ami/ && packer build -var compute=cpu -var whisperq_wheel=dist/whisperq-0.1.0-py3-none-any.whl ami/
-# The Pulumi program (infra_pulumi/) picks up the newest image named whisperq-<compute>-*.
+# The whisperq worker image, for CPU or GPU instances, built in the stack's region (images
+# are regional: the stack only finds images of its own region):
+#   make wheel && packer init ami/ && packer build -var compute=cpu -var region=eu-west-1 ami/
+# The Pulumi program (infra_pulumi/) picks the newest image named whisperq-<compute>-* whose
+# `model` tag is its whisperq:model, and stops at preview when only other models' exist.
 
 variable "compute" {
   type        = string
   default     = "cpu"
   description = "cpu (Ubuntu 24.04) or gpu (AWS Deep Learning Base image with the NVIDIA driver, Ubuntu 24.04)."
+  validation {
+    condition     = contains(["cpu", "gpu"], var.compute)
+    error_message = "The compute must be cpu or gpu, as whisperq:compute."
+  }
 }
 
+# No default: the image must be built where the stack runs (its aws:region).
 variable "region" {
-  type    = string
-  default = "us-east-1"
+  type        = string
+  description = "AWS region to build in: the stack's aws:region (pulumi config get aws:region)."
+  validation {
+    condition     = regex_replace(var.region, "^[a-z]{2}(-[a-z]+)+-[0-9]$", "") == ""
+    error_message = "The region must be an AWS region such as eu-west-1: the stack's aws:region."
+  }
 }
 
 variable "model" {
   type        = string
-  default     = "distil-large-v3"
-  description = "Baked into the image: tiny.en, a Hugging Face name, or s3://bucket/prefix."
+  default     = ""
+  description = "Baked into the image: tiny.en or a Hugging Face name; empty = the stack's default for the compute kind (whisperq/defaults.py MODEL)."
+  validation {
+    condition     = substr(var.model, 0, 5) != "s3://"
+    error_message = "The model cannot be an s3:// prefix: the worker cannot load those yet. Use a Hugging Face name (fetched once at build time) or tiny.en."
+  }
 }
 
 variable "instance_type" {
@@ -39,6 +54,9 @@ variable "whisperq_wheel" {
 locals {
   timestamp = regex_replace(timestamp(), "[- TZ:]", "")
   image     = "whisperq-${var.compute}-${var.whisperq_version}-${local.timestamp}"
+  # The stack's default model per compute kind (whisperq/defaults.py MODEL): the stack picks
+  # images by their model tag, so the defaults must be the same value.
+  model = var.model != "" ? var.model : (var.compute == "gpu" ? "large-v3" : "distil-large-v3")
   build_instance = var.instance_type != "" ? var.instance_type : (
     var.compute == "gpu" ? "g4dn.xlarge" : "c6a.xlarge"
   )
@@ -75,13 +93,20 @@ source "amazon-ebs" "worker" {
     delete_on_termination = true
   }
 
-  # IMDSv2 is enforced where it matters, on the workers' launch template (infra_pulumi/);
-  # metadata_options here would not pass the checks' Packer 1.6.
+  # The build instance: IMDSv2 only, and SSH from this machine's public address only (the
+  # temporary security group Packer creates). The image defaults to IMDSv2 as well.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+  imds_support                              = "v2.0"
+  temporary_security_group_source_public_ip = true
 
   tags = {
     Name    = local.image
     compute = var.compute
-    model   = var.model
+    model   = local.model
     version = var.whisperq_version
   }
 }
@@ -100,8 +125,9 @@ build {
       # the exact versions CI tests: provision.sh installs with them (pip -c)
       "${path.root}/../constraints.txt",
       "${path.root}/whisperq-worker.service",
+      "${path.root}/whisperq-mark-unhealthy.service",
+      "${path.root}/mark-unhealthy.sh",
       "${path.root}/rsyslog-whisperq.conf",
-      "${path.root}/cloudwatch-agent.json",
       "${path.root}/cleanup.sh",
     ]
     destination = "/tmp/whisperq-ami/"
@@ -111,7 +137,7 @@ build {
     execute_command = "sudo -E bash '{{ .Path }}'"
     environment_vars = [
       "WHISPERQ_COMPUTE=${var.compute}",
-      "WHISPERQ_MODEL=${var.model}",
+      "WHISPERQ_MODEL=${local.model}",
       "WHISPERQ_WHEEL=/tmp/whisperq-ami/${basename(var.whisperq_wheel)}",
     ]
     inline = [

@@ -1,6 +1,9 @@
 """whisperq on AWS: `pulumi up` in this folder. The pieces are in whisperq_infra/."""
 
+import json
+
 import pulumi
+from whisperq_infra.cli_policy import cli_user_policy
 from whisperq_infra.config import load_config
 from whisperq_infra.deployment import Deployment
 
@@ -15,10 +18,33 @@ pulumi.export("dashboardUrl", deployment.monitoring.dashboard_url)
 # For `whisperq status` (fleet lines, ETA) and `whisperq cost`, via `config from-stack`.
 pulumi.export("jobsPerInstance", deployment.config.jobs_per_instance)
 pulumi.export("maxInstances", deployment.config.max_instances)
-pulumi.export("instanceType", deployment.config.instance_types[0])
+pulumi.export("instanceType", deployment.instance_types[0])
+# The group's types (those the subnets' zones offer) and their capacity weights.
+pulumi.export("instanceWeights", deployment.instance_weights)
+# Which image the workers boot: "baked" / "configured" (seconds to a worker) or "stock"
+# (ami/provision.sh at every boot: minutes, and the model downloaded each time).
+pulumi.export(
+    "workerImage",
+    {
+        "id": deployment.image.id,
+        "source": deployment.image.source,
+        "model": deployment.image.model,
+    },
+)
+pulumi.export("workerLogGroup", deployment.log_group_name)
 # S3-event ingestion: drop audio under ingestPrefix (or the external bucket's prefix).
 if deployment.ingest is not None:
     pulumi.export("ingestPrefix", deployment.ingest.ingest_prefix)
     pulumi.export("ingestQueueUrl", deployment.ingest.queue.url)
     if deployment.ingest.external_source:
         pulumi.export("externalSource", deployment.ingest.external_source)
+# The least a CLI user (submit, status, wait, results, retry, dlq) needs: README, "Permissions".
+pulumi.export(
+    "cliUserPolicy",
+    pulumi.Output.all(
+        deployment.storage.bucket.arn,
+        deployment.queues.queue.arn,
+        deployment.queues.dead_letter.arn,
+        deployment.group_arn,
+    ).apply(lambda arns: json.dumps(cli_user_policy(*arns), indent=2)),
+)

@@ -4,7 +4,9 @@ what `pulumi up` would create, for compute=cpu and compute=gpu."""
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -16,16 +18,52 @@ from whisperq_infra.iam import worker_policy
 from whisperq_infra.scaling import scaler_policy
 from whisperq_infra.userdata import render_user_data
 
+from whisperq import defaults
+
 ACCOUNT, REGION = "123456789012", "eu-west-1"
+ZONES = {"subnet-a": "eu-west-1a", "subnet-b": "eu-west-1b", "subnet-c": "eu-west-1c"}
+
+
+def built_image(compute: str, model: str | None = None, image_id: str = "ami-whisperq-baked"):
+    """An image ami/ built in this account (name and tags as whisperq.pkr.hcl sets them)."""
+    tags = {"compute": compute, "model": model or defaults.MODEL[compute], "version": "0.1.0"}
+    return {"id": image_id, "name": f"whisperq-{compute}-0.1.0-20260101", "tags": tags}
+
+
+def _matches(image: dict, filters: list[dict]) -> bool:
+    for item in filters:
+        name, values = item["name"], item["values"]
+        if name == "name":
+            value = image["name"]
+        elif name == "image-id":
+            value = image["id"]
+        elif name.startswith("tag:"):
+            value = image["tags"].get(name[4:])
+        else:
+            raise AssertionError(f"the mock does not know filter {name}")
+        if value is None or not any(fnmatch.fnmatchcase(value, pattern) for pattern in values):
+            return False
+    return True
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Records every resource; answers the lookups the program makes."""
+    """Records every resource; answers the lookups the program makes: the images this
+    account owns (``images``; by default one per compute kind, of the default model), the
+    instance types the zones offer (``offered``; None = every type asked for)."""
 
-    def __init__(self, images_built: bool = True) -> None:
-        self.images_built = images_built
+    def __init__(
+        self,
+        images_built: bool = True,
+        images: list[dict] | None = None,
+        offered: set[str] | None = None,
+    ) -> None:
+        if images is None:
+            images = [built_image(kind) for kind in defaults.COMPUTE_KINDS] if images_built else []
+        self.images = images
+        self.offered = offered
         self.resources: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         self.ami_lookups: list[dict] = []
+        self.offering_lookups: list[dict] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -48,13 +86,28 @@ class Mocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": "vpc-default"}
         if token == "aws:ec2/getSubnets:getSubnets":
-            return {"id": "subnets", "ids": ["subnet-a", "subnet-b", "subnet-c"]}
+            return {"id": "subnets", "ids": list(ZONES)}
+        if token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": inputs["id"], "availabilityZone": ZONES.get(inputs["id"], "eu-west-1a")}
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            self.offering_lookups.append(inputs)
+            filters = {item["name"]: item["values"] for item in inputs["filters"]}
+            asked = filters["instance-type"]
+            found = [name for name in asked if self.offered is None or name in self.offered]
+            return {
+                "id": REGION,
+                "instanceTypes": found,
+                "locations": [filters["location"][0]] * len(found),
+                "locationTypes": ["availability-zone"] * len(found),
+            }
         if token == "aws:ec2/getAmi:getAmi":
             self.ami_lookups.append(inputs)
-            if inputs.get("owners") == ["self"]:
-                if not self.images_built:  # as the provider answers a lookup that finds none
-                    return {}, [("", "Your query returned no results.")]
-                return {"id": "ami-whisperq-baked"}
+            filters = list(inputs.get("filters", []))
+            if inputs.get("owners") in (["self"], None):
+                own = [image for image in self.images if _matches(image, filters)]
+                if not own:  # as the provider answers a lookup that finds none
+                    return {}, [("", "Your query returned no results. Please change your search")]
+                return {"id": own[0]["id"], "name": own[0]["name"], "tags": own[0]["tags"]}
             return {"id": "ami-stock"}
         return {}
 
@@ -64,18 +117,20 @@ class Mocks(pulumi.runtime.Mocks):
         return found[0]
 
 
-def deploy(raw: dict, images_built: bool = True):
+def deploy(raw: dict, images_built: bool = True, **mock_options):
     from whisperq_infra.deployment import Deployment
 
-    mocks = Mocks(images_built)
+    mocks = Mocks(images_built, **mock_options)
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack="test", preview=False)
     deployment = Deployment("whisperq", parse_config(raw))
     # resolved once the last resource of each component is registered
     done = pulumi.Output.all(
         deployment.fleet.group.name,
+        deployment.fleet.termination_hook.id,
         deployment.scaler.permission.id,
         deployment.monitoring.dashboard_url,
         deployment.monitoring.stale_backlog_alarm.id,
+        deployment.monitoring.unhealthy_alarm.id,
         deployment.storage.bucket.arn,
         deployment.identity.profile.arn,
     )
@@ -89,7 +144,7 @@ def user_data_of(mocks: Mocks) -> str:
 
 @pulumi.runtime.test
 def test_cpu_fleet_is_spot_only_imdsv2_encrypted_and_closed():
-    mocks, _, done = deploy({})
+    mocks, deployment, done = deploy({})
 
     def check(_):
         group = mocks.one("aws:autoscaling/group:Group")
@@ -119,13 +174,90 @@ def test_cpu_fleet_is_spot_only_imdsv2_encrypted_and_closed():
         security_group = mocks.one("aws:ec2/securityGroup:SecurityGroup")
         assert not security_group.get("ingress")
         assert security_group["vpcId"] == "vpc-default"
+        assert deployment.warnings == []  # a baked image of the model, every type offered
 
     return done.apply(check)
 
 
 @pulumi.runtime.test
-def test_gpu_tier_types_disk_and_worker_settings():
-    mocks, _, done = deploy({"compute": "gpu", "maxInstances": "3"})
+def test_types_are_weighted_by_what_they_run_at_once():
+    """Item 8: desired capacity counts units of the smallest type, so "jobs per instance"
+    holds for a c6a.2xlarge too (2 units); GPU types weigh by GPUs (one pool process each)."""
+    mocks, deployment, done = deploy(
+        {"instanceTypes": '["c6a.xlarge", "c6a.2xlarge", "m6a.xlarge"]'}
+    )
+
+    def check(_):
+        overrides = mocks.one("aws:autoscaling/group:Group")["mixedInstancesPolicy"][
+            "launchTemplate"
+        ]["overrides"]
+        assert [(o["instanceType"], o["weightedCapacity"]) for o in overrides] == [
+            ("c6a.xlarge", "1"),
+            ("c6a.2xlarge", "2"),
+            ("m6a.xlarge", "1"),
+        ]
+        assert deployment.instance_weights == {"c6a.xlarge": 1, "c6a.2xlarge": 2, "m6a.xlarge": 1}
+
+    return done.apply(check)
+
+
+def test_capacity_weights_per_compute_kind():
+    from whisperq_infra.config import capacity_weights
+
+    assert capacity_weights(defaults.INSTANCE_TYPES["cpu"], "cpu") == {
+        "c6a.xlarge": 1,
+        "c6a.2xlarge": 2,
+        "c6i.xlarge": 1,
+        "c7a.xlarge": 1,
+        "m6a.xlarge": 1,
+    }
+    # one GPU each: a g4dn.2xlarge's extra vCPUs do not transcribe faster
+    assert set(capacity_weights(defaults.INSTANCE_TYPES["gpu"], "gpu").values()) == {1}
+    assert capacity_weights(["g4dn.xlarge", "g4dn.12xlarge"], "gpu") == {
+        "g4dn.xlarge": 1,
+        "g4dn.12xlarge": 4,
+    }
+    # not in the table: by size; the unit is the smallest type
+    assert capacity_weights(["c5.2xlarge", "c5.4xlarge", "c5.large"], "cpu") == {
+        "c5.2xlarge": 4,
+        "c5.4xlarge": 8,
+        "c5.large": 1,
+    }
+    with pytest.raises(ConfigError, match=r"cannot weigh c5\.metal"):
+        capacity_weights(["c5.metal"], "cpu")
+
+
+@pulumi.runtime.test
+def test_types_the_zones_do_not_offer_are_left_out_with_a_warning():
+    """Item 6: a type offered in none of the subnets' zones would be a dead spot pool."""
+    offered = {"c6a.xlarge", "c6i.xlarge", "m6a.xlarge"}
+    mocks, deployment, done = deploy({}, offered=offered)
+
+    def check(_):
+        overrides = mocks.one("aws:autoscaling/group:Group")["mixedInstancesPolicy"][
+            "launchTemplate"
+        ]["overrides"]
+        assert [o["instanceType"] for o in overrides] == ["c6a.xlarge", "c6i.xlarge", "m6a.xlarge"]
+        (lookup,) = mocks.offering_lookups
+        assert lookup["locationType"] == "availability-zone"
+        assert {"name": "location", "values": sorted(ZONES.values())} in lookup["filters"]
+        (warning,) = deployment.warnings
+        assert "left out of the group: c6a.2xlarge, c7a.xlarge" in warning
+
+    return done.apply(check)
+
+
+def test_preview_stops_when_the_zones_offer_none_of_the_types():
+    from whisperq_infra.deployment import Deployment
+
+    pulumi.runtime.set_mocks(Mocks(offered=set()), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match=r"None of the instance types .* is offered"):
+        Deployment("whisperq", parse_config({}))
+
+
+@pulumi.runtime.test
+def test_gpu_tier_types_disk_and_the_image_of_its_model():
+    mocks, deployment, done = deploy({"compute": "gpu", "maxInstances": "3"})
 
     def check(_):
         group = mocks.one("aws:autoscaling/group:Group")
@@ -139,14 +271,70 @@ def test_gpu_tier_types_disk_and_worker_settings():
         assert group["maxSize"] == 3
         template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
         assert template["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 80
+        # the model, device and compute type are the image's (image.env), not worker.env's
         text = user_data_of(mocks)
-        assert "WHISPERQ_DEVICE=cuda" in text and "WHISPERQ_COMPUTE_TYPE=float16" in text
-        assert "WHISPERQ_MODEL=large-v3" in text
+        assert "WHISPERQ_MODEL" not in text and "WHISPERQ_DEVICE" not in text
         lookup = mocks.ami_lookups[0]
         assert lookup["owners"] == ["self"]
         assert {"name": "name", "values": ["whisperq-gpu-*"]} in lookup["filters"]
+        assert {"name": "tag:model", "values": ["large-v3"]} in lookup["filters"]
+        assert (deployment.image.source, deployment.image.model) == ("baked", "large-v3")
 
     return done.apply(check)
+
+
+def test_an_image_of_another_model_stops_preview():
+    """Item 3: the GPU default is large-v3; an image baking distil-large-v3 would have
+    every GPU boot download ~3 GB (or run another model)."""
+    from whisperq_infra.deployment import Deployment
+
+    images = [built_image("gpu", "distil-large-v3", "ami-distil")]
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError) as error:
+        Deployment("whisperq", parse_config({"compute": "gpu"}))
+    message = str(error.value)
+    assert "ami-distil: 'distil-large-v3'" in message and "whisperq:model 'large-v3'" in message
+    assert "packer build -var compute=gpu -var region=eu-west-1 ami/" in message
+    # the stack's model named explicitly when it is not the default
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(
+        ConfigError, match=re.escape("-var region=eu-west-1 -var model=tiny.en ami/")
+    ):
+        Deployment("whisperq", parse_config({"compute": "gpu", "model": "tiny.en"}))
+
+
+@pulumi.runtime.test
+def test_the_image_of_the_configured_model_is_picked():
+    images = [built_image("cpu", "tiny.en", "ami-tiny"), built_image("cpu", image_id="ami-distil")]
+    mocks, deployment, done = deploy({"model": "tiny.en"}, images=images)
+
+    def check(_):
+        assert mocks.one("aws:ec2/launchTemplate:LaunchTemplate")["imageId"] == "ami-tiny"
+        assert deployment.image.model == "tiny.en"
+
+    return done.apply(check)
+
+
+def test_a_configured_image_is_checked_by_its_model_tag():
+    from whisperq_infra.deployment import Deployment
+
+    images = [built_image("cpu", "tiny.en", "ami-0123")]
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(
+        ConfigError, match=re.escape("whisperq:amiId ami-0123 bakes model 'tiny.en'")
+    ):
+        Deployment("whisperq", parse_config({"amiId": "ami-0123"}))
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match=r"is a cpu image .* but whisperq:compute is gpu"):
+        Deployment("whisperq", parse_config({"amiId": "ami-0123", "compute": "gpu"}))
+    untagged = [{"id": "ami-mine", "name": "my-image", "tags": {}}]
+    pulumi.runtime.set_mocks(Mocks(images=untagged), project="whisperq", stack="t", preview=True)
+    deployment = Deployment("whisperq", parse_config({"amiId": "ami-mine"}))
+    assert (deployment.image.id, deployment.image.source) == ("ami-mine", "configured")
+    assert deployment.warnings == [
+        "whisperq:amiId ami-mine has no `model` tag: cannot check that it bakes "
+        "'distil-large-v3' (images built by ami/ have one)"
+    ]
 
 
 @pulumi.runtime.test
@@ -179,15 +367,35 @@ def test_bucket_is_private_encrypted_tls_only_and_expires_inputs_only():
             "rules"
         ]
         expiring = [rule for rule in rules if "expiration" in rule]
+        # uploaded audio and ingested originals expire; results, batches, artifacts do not
         assert expiring == [
             {
                 "id": "expire-inputs",
                 "status": "Enabled",
                 "filter": {"prefix": "inputs/"},
                 "expiration": {"days": 7},
-            }
+            },
+            {
+                "id": "expire-incoming",
+                "status": "Enabled",
+                "filter": {"prefix": "incoming/"},
+                "expiration": {"days": 7},
+            },
         ]
         assert mocks.one("aws:s3/bucketNotification:BucketNotification")["eventbridge"] is True
+        # item 14: destroy keeps a non-empty bucket unless asked
+        assert mocks.one("aws:s3/bucket:Bucket")["forceDestroy"] is False
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_force_destroy_is_an_explicit_choice():
+    mocks, _, done = deploy({"forceDestroy": "true"})
+    assert parse_config({}).force_destroy is False
+
+    def check(_):
+        assert mocks.one("aws:s3/bucket:Bucket")["forceDestroy"] is True
 
     return done.apply(check)
 
@@ -207,46 +415,127 @@ def test_queue_has_sse_long_polling_and_a_redrive_policy():
             "maxReceiveCount": 8,
         }
         assert "WHISPERQ_VISIBILITY_TIMEOUT=240" in user_data_of(mocks)
+        # item 13: SQS keeps a dead letter's first enqueue time, so the dead-letter queue
+        # must keep messages longer than the job queue (14 days is SQS's maximum)
+        assert (queue["messageRetentionSeconds"], dead["messageRetentionSeconds"]) == (
+            4 * 24 * 3600,
+            14 * 24 * 3600,
+        )
 
     return done.apply(check)
+
+
+def worker_statements(mocks: Mocks) -> dict[str, dict]:
+    policies = {
+        n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
+    }
+    return {s["Sid"]: s for s in policies["whisperq-worker"]["Statement"]}
 
 
 @pulumi.runtime.test
 def test_worker_role_allows_only_what_a_worker_does():
     mocks, _, done = deploy({})
+    bucket = "arn:aws:s3:::whisperq-data-bucket"
+    group = (
+        f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
+        "autoScalingGroupName/whisperq-test-workers"
+    )
 
     def check(_):
-        policies = {
-            n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
-        }
-        worker = policies["whisperq-worker"]
-        for statement in worker["Statement"]:
+        by_sid = worker_statements(mocks)
+        for statement in by_sid.values():
             actions = statement["Action"]
             assert all("*" not in action for action in actions), statement
             if statement["Resource"] == "*":
-                assert statement["Action"] == ["cloudwatch:PutMetricData"]
-                assert statement["Condition"] == {
-                    "StringEquals": {"cloudwatch:namespace": "whisperq"}
-                }
-        by_sid = {s["Sid"]: s for s in worker["Statement"]}
-        assert by_sid["ReadInputs"]["Resource"] == ["arn:aws:s3:::whisperq-data-bucket/inputs/*"]
-        assert by_sid["WriteResults"]["Resource"] == ["arn:aws:s3:::whisperq-data-bucket/results/*"]
+                assert statement["Sid"] in ("PublishOwnMetrics", "SessionManager"), statement
+        assert by_sid["PublishOwnMetrics"]["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": "whisperq"}
+        }
+        assert by_sid["ReadInputs"]["Resource"] == [f"{bucket}/inputs/*"]
+        assert by_sid["WriteResults"]["Resource"] == [f"{bucket}/results/*"]
         assert by_sid["WorkTheQueue"]["Resource"] == [
             f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
         ]
-        assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [
-            f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
-            "autoScalingGroupName/whisperq-test-workers"
+        assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [group]
+        log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/test/workers"
+        assert by_sid["ShipOwnLog"]["Resource"] == [log_group, f"{log_group}:*"]
+        # item 12: the stack creates the log group and its retention, not the agent
+        assert "logs:CreateLogGroup" not in by_sid["ShipOwnLog"]["Action"]
+        assert "logs:PutRetentionPolicy" not in by_sid["ShipOwnLog"]["Action"]
+        assert by_sid["AgentFindsLogGroups"] == {
+            "Sid": "AgentFindsLogGroups",
+            "Effect": "Allow",
+            "Action": ["logs:DescribeLogGroups"],
+            "Resource": [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"],
+        }
+        # item 7 and 9: on its own group only
+        assert by_sid["MarkOwnInstanceUnhealthy"]["Action"] == ["autoscaling:SetInstanceHealth"]
+        assert by_sid["MarkOwnInstanceUnhealthy"]["Resource"] == [group]
+        assert by_sid["CompleteOwnTerminationHook"]["Action"] == [
+            "autoscaling:CompleteLifecycleAction"
         ]
-        assert by_sid["ShipOwnLog"]["Resource"] == [
-            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/workers",
-            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/workers:*",
+        assert by_sid["CompleteOwnTerminationHook"]["Resource"] == [group]
+        # item 11: unconditioned ListBucket on the bucket (S3's 404-vs-403 rule)
+        assert by_sid["TellMissingInputsFromDenied"] == {
+            "Sid": "TellMissingInputsFromDenied",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket],
+        }
+        # item 10: Session Manager's minimal actions, no managed policy (which would read
+        # every SSM parameter of the account)
+        assert by_sid["SessionManager"]["Action"] == [
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
         ]
-        attachments = mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
-        assert [o["policyArn"] for _, o in attachments] == [
-            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-        ]
+        granted = {a for s in by_sid.values() for a in s["Action"]}
+        assert not any(a.startswith("ssm:Get") for a in granted)
+        assert not mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
         assert mocks.one("aws:iam/instanceProfile:InstanceProfile")
+
+    return done.apply(check)
+
+
+def test_the_worker_policys_actions_exist_in_aws():
+    """Every action of the worker's policy is an API of its service (botocore's models),
+    but Session Manager's: the SSM agent's own APIs (UpdateInstanceInformation, the
+    ssmmessages channels) are in no SDK; they are AWS's documented minimal policy."""
+    import botocore.session
+    from whisperq_infra.iam import SESSION_MANAGER_ACTIONS, worker_policy
+
+    session = botocore.session.get_session()
+    prefixes = {"cloudwatch": "cloudwatch", "logs": "logs", "autoscaling": "autoscaling"}
+    prefixes |= {"s3": "s3", "sqs": "sqs"}
+    policy = worker_policy("arn:aws:s3:::b", "q", "g", "lg", "eu-west-1", ACCOUNT)
+    for statement in policy["Statement"]:
+        for action in statement["Action"]:
+            service, _, operation = action.partition(":")
+            if action in SESSION_MANAGER_ACTIONS:
+                continue
+            model = session.get_service_model(prefixes[service])
+            if action == "s3:ListBucket":
+                operation = "ListObjectsV2"  # the permission ListObjects(V2) needs
+            assert operation in model.operation_names, action
+
+
+@pulumi.runtime.test
+def test_termination_hook_waits_for_the_worker_to_hand_back():
+    """Item 9: capacity rebalancing and scale-in go through a termination lifecycle hook
+    the worker sees (IMDS target-lifecycle-state) and completes; its name is in worker.env."""
+    mocks, _, done = deploy({})
+
+    def check(_):
+        hook = mocks.one("aws:autoscaling/lifecycleHook:LifecycleHook")
+        assert hook["autoscalingGroupName"] == "whisperq-test-workers"
+        assert hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+        assert hook["defaultResult"] == "CONTINUE"
+        # time for the running job's grace after a notice, within a spot notice's two minutes
+        assert hook["heartbeatTimeout"] > defaults.SPOT_GRACE_SECONDS
+        assert hook["heartbeatTimeout"] <= defaults.SPOT_NOTICE_SECONDS
+        assert f"WHISPERQ_LIFECYCLE_HOOK={hook['name']}" in user_data_of(mocks).splitlines()
 
     return done.apply(check)
 
@@ -299,39 +588,160 @@ def test_alarms_and_dashboard():
 
 
 @pulumi.runtime.test
-def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, monkeypatch):
-    import whisperq_infra.deployment as deployment_module
+def test_the_workers_log_group_is_the_stacks_and_instances_that_cannot_work_alarm():
+    """Items 7 and 12: /whisperq/<stack>/workers with retention (destroy removes it; two
+    stacks keep theirs apart), and an alarm on the mark script's line in it."""
+    from whisperq_infra.monitoring import UNHEALTHY_LOG_MARK
 
-    (tmp_path / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
-    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
-    mocks, _, done = deploy({}, images_built=False)
+    mocks, _, done = deploy({})
 
     def check(_):
-        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
-        assert template["imageId"] == "ami-stock"
-        assert mocks.ami_lookups[1]["owners"] == ["099720109477"]
-        artifact = mocks.one("aws:s3/bucketObject:BucketObject")
-        assert artifact["key"] == "artifacts/whisperq-0.1.0-py3-none-any.whl"
+        logs = {n: o for n, o in mocks.resources["aws:cloudwatch/logGroup:LogGroup"]}
+        workers = logs["whisperq-monitoring-workers"]
+        assert (workers["name"], workers["retentionInDays"]) == ("/whisperq/test/workers", 14)
+        log_filter = mocks.one("aws:cloudwatch/logMetricFilter:LogMetricFilter")
+        assert log_filter["logGroupName"] == "/whisperq/test/workers"
+        assert log_filter["pattern"] == f'"{UNHEALTHY_LOG_MARK}"'
+        metric = log_filter["metricTransformation"]
+        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarm = alarms["whisperq-monitoring-marked-unhealthy"]
+        assert (alarm["namespace"], alarm["metricName"]) == (metric["namespace"], metric["name"])
+        assert (alarm["statistic"], alarm["threshold"]) == ("Sum", 0)
+        assert alarm["comparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["alarmActions"] == alarms["whisperq-monitoring-dead-letters"]["alarmActions"]
+        # the agent ships to the same group (its configuration is in the user data)
         text = user_data_of(mocks)
-        ami = Path(__file__).parents[1] / "ami"
-        for name in ("provision.sh", "whisperq-worker.service", "cloudwatch-agent.json"):
-            assert (ami / name).read_text().rstrip("\n") in text, name
-        assert (
-            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=distil-large-v3 "
-            "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
-            "bash /root/whisperq-ami/provision.sh"
-        ) in text
-        assert text.index("worker.env") < text.index("provision.sh") < text.index("systemctl")
+        agent = json.loads(text.split("whisperq.json <<'WHISPERQ_FILE_EOF'\n")[1].split("\n")[0])
+        entries = agent["logs"]["logs_collected"]["files"]["collect_list"]
+        assert {entry["log_group_name"] for entry in entries} == {"/whisperq/test/workers"}
+        assert all("retention_in_days" not in entry for entry in entries)
 
     return done.apply(check)
 
 
-def test_without_image_or_wheel_preview_says_what_to_do(monkeypatch, tmp_path):
+@pulumi.runtime.test
+def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, monkeypatch):
     import whisperq_infra.deployment as deployment_module
+    from whisperq_infra.userdata import bundle_in, read_bundle
+
+    (tmp_path / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
+    mocks, deployment, done = deploy({}, images_built=False)
+
+    def check(_):
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["imageId"] == "ami-stock"
+        assert [lookup["owners"] for lookup in mocks.ami_lookups] == [
+            ["self"],  # this model's image
+            ["self"],  # any whisperq image of this compute kind (another model: an error)
+            ["099720109477"],  # Canonical's Ubuntu
+        ]
+        artifact = mocks.one("aws:s3/bucketObject:BucketObject")
+        assert artifact["key"] == "artifacts/whisperq-0.1.0-py3-none-any.whl"
+        text = user_data_of(mocks)
+        assert bundle_in(text) == read_bundle()  # provision.sh, the units, ...: as in ami/
+        assert (
+            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=distil-large-v3 "
+            "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
+            "WHISPERQ_ON_FAILURE=/root/whisperq-ami/mark-unhealthy.sh "
+            "bash /root/whisperq-ami/provision.sh"
+        ) in text
+        order = [text.index(part) for part in ("worker.env", "provision.sh", "systemctl enable")]
+        assert order == sorted(order)
+        # item 2: loud, at preview and in the outputs
+        assert deployment.image.source == "stock"
+        (warning,) = deployment.warnings
+        assert "No whisperq-cpu-* image of model 'distil-large-v3' in eu-west-1" in warning
+        assert "packer build -var compute=cpu -var region=eu-west-1 ami/" in warning
+
+    return done.apply(check)
+
+
+def test_without_an_image_the_program_builds_the_wheel_itself(monkeypatch, tmp_path):
+    """Item 1: on a new checkout `pulumi up` works as README says: no image and no wheel,
+    so the program runs `make wheel`'s command (here a stand-in) and ships what it built."""
+    import whisperq_infra.deployment as deployment_module
+    import whisperq_infra.wheel as wheel_module
+
+    built = []
+
+    def fake_build(dist, root):
+        built.append((dist, root))
+        (dist / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"fresh")
+
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
+    monkeypatch.setattr(wheel_module, "run_build", fake_build)
+    monkeypatch.setattr(
+        deployment_module,
+        "ensure_wheel",
+        lambda dist: wheel_module.ensure_wheel(dist, build=fake_build),
+    )
+    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    deployment = deployment_module.Deployment("whisperq", parse_config({}))
+    assert built == [(tmp_path, wheel_module.REPO)]
+    assert (
+        deployment.warnings[-1]
+        == "Built whisperq-0.1.0-py3-none-any.whl for the stock image's boot"
+    )
+
+
+def test_a_wheel_older_than_the_code_is_built_again(tmp_path):
+    import os
+
+    from whisperq_infra.wheel import ensure_wheel, newest_source, wheel_name
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "whisperq").mkdir()
+    (tmp_path / "whisperq" / "keys.py").write_text("")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    calls = []
+
+    def build(out, root):
+        calls.append(root)
+        (out / wheel_name()).write_bytes(b"new")
+
+    wheel, fresh = ensure_wheel(dist, tmp_path, build)  # none yet
+    assert fresh and calls == [tmp_path]
+    assert ensure_wheel(dist, tmp_path, build) == (wheel, False)  # up to date: kept
+    old = newest_source(tmp_path) - 60
+    os.utime(wheel, (old, old))  # the code changed after the build
+    assert ensure_wheel(dist, tmp_path, build) == (wheel, True) and len(calls) == 2
+
+
+def test_the_wheel_is_built_with_make_wheels_command():
+    import sys
+
+    from whisperq_infra.wheel import build_command
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "-m pip wheel --quiet --no-deps -w dist ." in makefile
+    assert build_command(Path("dist"), Path("."))[1:] == [
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "-w",
+        "dist",
+        ".",
+    ]
+    assert build_command(Path("d"), Path("."))[0] == sys.executable  # the venv's
+
+
+def test_without_image_and_no_buildable_wheel_preview_says_what_to_do(monkeypatch, tmp_path):
+    import whisperq_infra.deployment as deployment_module
+    from whisperq_infra.wheel import WheelError, ensure_wheel
+
+    def failing_build(dist, root):
+        raise WheelError("pip: no network")
 
     monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)  # no wheel built
+    monkeypatch.setattr(
+        deployment_module, "ensure_wheel", lambda dist: ensure_wheel(dist, build=failing_build)
+    )
     pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
-    with pytest.raises(ConfigError, match="run `make wheel`"):
+    with pytest.raises(ConfigError, match=r"pip: no network\): run `make wheel`"):
         deployment_module.Deployment("whisperq", parse_config({}))
 
 
@@ -349,6 +759,8 @@ def test_without_image_or_wheel_preview_says_what_to_do(monkeypatch, tmp_path):
         ({"compute": "gpu", "instanceTypes": "c6a.xlarge"}, "must be GPU types"),
         ({"subnetIds": '["subnet-1"]'}, "whisperq:subnetIds needs whisperq:vpcId"),
         ({"visibilityTimeout": "5"}, "whisperq:visibilityTimeout must be between 30"),
+        ({"model": "s3://models/large-v3/"}, "whisperq:model: s3:// model prefixes are not"),
+        ({"forceDestroy": "yes"}, "whisperq:forceDestroy must be true or false"),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(raw, message):
@@ -367,14 +779,17 @@ def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
     from whisperq_infra.userdata import read_bundle
 
     text = render_user_data(
-        {"bucket": "b", "model": "it's; rm -rf /"}, read_bundle(), {"wheel": "s3://b/w.whl"}
+        {"bucket": "b", "autoscaling_group": "it's; rm -rf /"},
+        read_bundle(),
+        {"wheel": "s3://b/w.whl"},
+        log_group="/whisperq/t/workers",
     )
     script = tmp_path / "user-data.sh"
     script.write_text(text)
     subprocess.run(["bash", "-n", str(script)], check=True)
-    subprocess.run(["shellcheck", "-S", "error", str(script)], check=True)
+    subprocess.run(["shellcheck", str(script)], check=True)
     env_lines = text.split("<<'WHISPERQ_ENV'\n")[1].split("\nWHISPERQ_ENV")[0].splitlines()
-    assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_MODEL='it'\"'\"'s; rm -rf /'"]
+    assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_AUTOSCALING_GROUP='it'\"'\"'s; rm -rf /'"]
     assert text.rstrip().endswith("systemctl enable --now whisperq-worker.service")
     assert len(text.encode()) < 16 * 1024  # EC2's user data limit
 
@@ -403,6 +818,10 @@ def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
         pulumi.runtime.set_all_config({})
     deployment = program["deployment"]
     assert deployment.config.compute == "gpu" and deployment.config.max_instances == 2
+    assert (deployment.image.source, deployment.log_group_name) == (
+        "baked",
+        "/whisperq/dev/workers",
+    )
 
     def check(values):
         queue_url, dlq_url, group, ingest_prefix = values

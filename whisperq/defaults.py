@@ -32,6 +32,45 @@ INSTANCE_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "gpu": ("g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g6.xlarge"),
 }
 ROOT_VOLUME_GB: Final[Mapping[str, int]] = {"cpu": 30, "gpu": 80}  # OS, venv, CUDA, model
+# What one instance of a type can do at once, for the group's capacity weights (a CPU fleet
+# weighs its types by vCPUs, a GPU fleet by GPUs: the worker runs one pool process per GPU):
+# EC2's figures for the default types, the priced ones and their families' other common
+# sizes. Types not listed are weighed by their size (large = 2 vCPUs, xlarge = 4, Nxlarge =
+# 4N) and GPU types as one GPU; tests/test_deploy_consistency.py checks these against names.
+INSTANCE_VCPUS: Final[Mapping[str, int]] = {
+    "c6a.large": 2,
+    "c6a.xlarge": 4,
+    "c6a.2xlarge": 8,
+    "c6a.4xlarge": 16,
+    "c6i.xlarge": 4,
+    "c6i.2xlarge": 8,
+    "c7a.xlarge": 4,
+    "c7a.2xlarge": 8,
+    "m6a.xlarge": 4,
+    "m6a.2xlarge": 8,
+    "g4dn.xlarge": 4,
+    "g4dn.2xlarge": 8,
+    "g4dn.4xlarge": 16,
+    "g4dn.12xlarge": 48,
+    "g5.xlarge": 4,
+    "g5.2xlarge": 8,
+    "g5.12xlarge": 48,
+    "g6.xlarge": 4,
+    "g6.2xlarge": 8,
+    "g6.12xlarge": 48,
+}
+INSTANCE_GPUS: Final[Mapping[str, int]] = {
+    "g4dn.xlarge": 1,
+    "g4dn.2xlarge": 1,
+    "g4dn.4xlarge": 1,
+    "g4dn.12xlarge": 4,
+    "g5.xlarge": 1,
+    "g5.2xlarge": 1,
+    "g5.12xlarge": 4,
+    "g6.xlarge": 1,
+    "g6.2xlarge": 1,
+    "g6.12xlarge": 4,
+}
 
 # --- the fleet and its scaler ------------------------------------------------------------
 
@@ -55,6 +94,10 @@ MAX_RECEIVE_COUNT: Final = 5  # deliveries before the dead-letter queue
 SPOT_NOTICE_SECONDS: Final = 120.0  # EC2's two minutes' notice
 SHUTDOWN_GRACE_SECONDS: Final = 60.0  # on SIGTERM, for the running job
 SPOT_GRACE_SECONDS: Final = 90.0  # after a spot notice, for the running job
+# The group's termination lifecycle hook (scale-in, capacity rebalancing) holds an instance
+# this long for its worker to hand back or finish the running job and complete the action;
+# then the group goes on (CONTINUE). As long as a spot notice gives.
+TERMINATION_HOOK_SECONDS: Final = 120
 # Deliberately pessimistic: AWS's Spot Advisor "<5%" bucket is per month, not per hour.
 SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR: Final = 0.05
 

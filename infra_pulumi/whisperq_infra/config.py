@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,9 @@ class DeploymentConfig:
     retain_inputs_days: int = 14
     visibility_timeout: int = defaults.VISIBILITY_TIMEOUT_SECONDS
     max_receive_count: int = defaults.MAX_RECEIVE_COUNT
+    # `pulumi destroy` deletes the bucket with everything in it (else it refuses while the
+    # bucket holds objects: results are data). Takes effect after a `pulumi up`.
+    force_destroy: bool = False
     ingest: IngestSettings = IngestSettings()
 
     @property
@@ -127,9 +130,16 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
     vpc_id = raw.get("vpcId") or None
     if subnets and not vpc_id:
         raise ConfigError("whisperq:subnetIds needs whisperq:vpcId (the VPC they belong to)")
+    model = raw.get("model") or defaults.MODEL[compute]
+    if model.startswith("s3://"):
+        raise ConfigError(
+            f"whisperq:model: s3:// model prefixes are not supported (got {model!r}): the "
+            "worker cannot load them yet. Use a Hugging Face name (baked into the image by "
+            "`packer build -var model=NAME`), or tiny.en."
+        )
     return DeploymentConfig(
         compute=compute,
-        model=raw.get("model") or defaults.MODEL[compute],
+        model=model,
         max_instances=_int(raw, "maxInstances", _DEFAULT.max_instances, 1, 1000),
         jobs_per_instance=_int(raw, "jobsPerInstance", _DEFAULT.jobs_per_instance, 1, 1000),
         idle_minutes=_int(raw, "idleMinutes", _DEFAULT.idle_minutes, 0, 24 * 60),
@@ -140,8 +150,43 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
         retain_inputs_days=_int(raw, "retainInputsDays", _DEFAULT.retain_inputs_days, 1, 3650),
         visibility_timeout=_int(raw, "visibilityTimeout", _DEFAULT.visibility_timeout, 30, 43200),
         max_receive_count=max_receive_count,
+        force_destroy=_bool(raw, "forceDestroy", False),
         ingest=parse_ingest(raw),
     )
+
+
+# --- capacity weights ----------------------------------------------------------------------
+
+_SIZE = re.compile(r"[a-z][a-z0-9-]*\.(\d*)(large|xlarge)")
+
+
+def instance_capacity(instance_type: str, compute: str) -> int:
+    """What one instance of the type runs at once: its GPUs on a GPU fleet (one pool process
+    per GPU), its vCPUs on a CPU fleet. From whisperq/defaults.py's tables, else from the
+    size (large = 2 vCPUs, xlarge = 4, Nxlarge = 4N; a GPU type not listed: one GPU)."""
+    if compute == "gpu":
+        return defaults.INSTANCE_GPUS.get(instance_type, 1)
+    known = defaults.INSTANCE_VCPUS.get(instance_type)
+    if known is not None:
+        return known
+    match = _SIZE.fullmatch(instance_type)
+    if match is None or (match.group(1) and match.group(2) != "xlarge"):
+        raise ConfigError(
+            f"whisperq:instanceTypes: cannot weigh {instance_type} (how many vCPUs?): use "
+            ".large, .xlarge or .Nxlarge sizes, or add it to INSTANCE_VCPUS in "
+            "whisperq/defaults.py"
+        )
+    multiple, size = match.groups()
+    return (4 if size == "xlarge" else 2) * int(multiple or 1)
+
+
+def capacity_weights(instance_types: Sequence[str], compute: str) -> dict[str, int]:
+    """type -> the group's weighted capacity: its capacity in units of the smallest type's,
+    so that the scaler's "jobs per instance" holds whichever types the group launches (a
+    c6a.2xlarge counts as two c6a.xlarge). Auto Scaling takes whole numbers from 1 to 999."""
+    capacity = {name: instance_capacity(name, compute) for name in instance_types}
+    unit = min(capacity.values())
+    return {name: max(1, min(999, round(value / unit))) for name, value in capacity.items()}
 
 
 # --- the ingest route ---------------------------------------------------------------------
@@ -275,6 +320,7 @@ KEYS = (
     "retainInputsDays",
     "visibilityTimeout",
     "maxReceiveCount",
+    "forceDestroy",
     "ingest",
     "ingestPrefixes",
     "ingestDefaults",

@@ -1,13 +1,22 @@
-"""The worker fleet: a launch template and a 100% spot Auto Scaling group, min 0."""
+"""The worker fleet: a launch template and a 100% spot Auto Scaling group, min 0, its types
+weighted by what they run at once, and a termination lifecycle hook."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
 from whisperq_infra.config import DeploymentConfig
+
+from whisperq import defaults
+
+# The group's termination hook (worker.env: WHISPERQ_LIFECYCLE_HOOK). Scale-in and capacity
+# rebalancing wait in Terminating:Wait until the worker, which sees the instance's
+# target-lifecycle-state in IMDS, has handed back its job and completed the action, or
+# until the heartbeat runs out: then the group goes on (CONTINUE).
+TERMINATION_HOOK = "whisperq-terminating"
 
 # AutoScaling group metrics the dashboard and `whisperq status` read.
 GROUP_METRICS = [
@@ -26,6 +35,7 @@ class Fleet(pulumi.ComponentResource):
         config: DeploymentConfig,
         group_name: str,
         image_id: pulumi.Input[str],
+        instance_weights: Mapping[str, int],
         vpc_id: pulumi.Input[str],
         subnet_ids: pulumi.Input[Sequence[str]],
         instance_profile_arn: pulumi.Input[str],
@@ -103,10 +113,24 @@ class Fleet(pulumi.ComponentResource):
                         "launch_template_id": self.launch_template.id,
                         "version": "$Latest",
                     },
-                    "overrides": [{"instance_type": kind} for kind in config.instance_types],
+                    # Weighted: desired capacity counts units of the smallest type, so the
+                    # scaler's jobs per instance hold for a c6a.2xlarge (2 units) too.
+                    "overrides": [
+                        {"instance_type": kind, "weighted_capacity": str(weight)}
+                        for kind, weight in instance_weights.items()
+                    ],
                 },
             },
             # The scaler owns the desired capacity; `pulumi up` must not reset it.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"]),
+        )
+        self.termination_hook = aws.autoscaling.LifecycleHook(
+            f"{name}-terminating",
+            name=TERMINATION_HOOK,
+            autoscaling_group_name=self.group.name,
+            lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+            heartbeat_timeout=defaults.TERMINATION_HOOK_SECONDS,
+            default_result="CONTINUE",
+            opts=child,
         )
         self.register_outputs({"group": self.group.name})

@@ -11,15 +11,39 @@ import pulumi_aws as aws
 from whisperq.keys import ARTIFACTS, INPUTS, RESULTS
 
 METRICS_NAMESPACE = "whisperq"
-SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-WORKER_LOG_GROUP = "/whisperq/workers"  # as in ami/cloudwatch-agent.json
+# Session Manager's own minimal instance policy (AWS Systems Manager User Guide, "Create a
+# custom IAM role for Session Manager"), without the S3/KMS actions that session logging
+# and session encryption would add (neither is set up). Instead of the managed
+# AmazonSSMManagedInstanceCore, which also lets an instance read every SSM parameter in
+# the account: workers decode untrusted audio. None of these has resource-level
+# permissions in AWS's docs' policy, hence "*".
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
+
+
+def worker_log_group(stack: str, name: str = "whisperq") -> str:
+    """The workers' log group, one per stack (two stacks in one account keep theirs apart);
+    the stack creates it, with retention, and the user data gives the CloudWatch agent the
+    name."""
+    return f"/{name}/{stack}/workers"
 
 
 def worker_policy(
-    bucket_arn: str, queue_arn: str, group_arn: str, log_group_arn: str
+    bucket_arn: str,
+    queue_arn: str,
+    group_arn: str,
+    log_group_arn: str,
+    region: str = "*",
+    account: str = "*",
 ) -> dict[str, Any]:
     """Read inputs, write (and clear stale error records among) results, work the queue,
-    protect its own instance from scale-in, publish its own metrics and log. Nothing else."""
+    protect its own instance from scale-in, mark it unhealthy, complete its termination
+    lifecycle action, publish its own metrics and log, Session Manager. Nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -30,6 +54,17 @@ def worker_policy(
                 "Resource": [f"{bucket_arn}/{INPUTS}/*"],
             },
             {
+                # S3 answers a GET of a missing key with 404 only to a caller that may list
+                # the bucket, else with 403: without this an expired input reads as a
+                # missing permission. ListBucket on the bucket, unconditioned: S3 checks
+                # it without a prefix for that answer, so a condition on s3:prefix would
+                # not help. It lets a worker list key names (not read objects).
+                "Sid": "TellMissingInputsFromDenied",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [bucket_arn],
+            },
+            {
                 "Sid": "ReadArtifacts",  # the wheel a stock image installs at boot
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
@@ -38,8 +73,15 @@ def worker_policy(
             {
                 "Sid": "WriteResults",
                 "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Action": ["s3:PutObject"],
                 "Resource": [f"{bucket_arn}/{RESULTS}/*"],
+            },
+            {
+                # Only a stale failure record, once the file succeeded: never a transcript.
+                "Sid": "ClearStaleErrorRecords",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject"],
+                "Resource": [f"{bucket_arn}/{RESULTS}/*.error.json"],
             },
             {
                 "Sid": "WorkTheQueue",
@@ -59,17 +101,40 @@ def worker_policy(
                 "Resource": [group_arn],
             },
             {
-                # The CloudWatch agent ships the worker's log (ami/cloudwatch-agent.json).
+                # `whisperq mark-unhealthy`: a worker that cannot start (boot failure,
+                # restart loop) has its instance replaced instead of idling for days.
+                "Sid": "MarkOwnInstanceUnhealthy",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetInstanceHealth"],
+                "Resource": [group_arn],
+            },
+            {
+                # The termination lifecycle hook (scale-in, capacity rebalancing): the
+                # worker hands its job back, then lets the group go on.
+                "Sid": "CompleteOwnTerminationHook",
+                "Effect": "Allow",
+                "Action": ["autoscaling:CompleteLifecycleAction"],
+                "Resource": [group_arn],
+            },
+            {
+                # The CloudWatch agent ships the worker's log into the stack's log group,
+                # which the stack creates with its retention: no CreateLogGroup or
+                # PutRetentionPolicy here.
                 "Sid": "ShipOwnLog",
                 "Effect": "Allow",
                 "Action": [
-                    "logs:CreateLogGroup",
                     "logs:CreateLogStream",
                     "logs:DescribeLogStreams",
                     "logs:PutLogEvents",
-                    "logs:PutRetentionPolicy",
                 ],
                 "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            },
+            {
+                # The agent lists log groups before it writes (a list call: names only).
+                "Sid": "AgentFindsLogGroups",
+                "Effect": "Allow",
+                "Action": ["logs:DescribeLogGroups"],
+                "Resource": [f"arn:aws:logs:{region}:{account}:log-group:*"],
             },
             {
                 # PutMetricData has no resource types: the namespace condition narrows it.
@@ -78,6 +143,13 @@ def worker_policy(
                 "Action": ["cloudwatch:PutMetricData"],
                 "Resource": "*",
                 "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            },
+            {
+                # Shell access through SSM Session Manager instead of SSH.
+                "Sid": "SessionManager",
+                "Effect": "Allow",
+                "Action": list(SESSION_MANAGER_ACTIONS),
+                "Resource": "*",
             },
         ],
     }
@@ -106,6 +178,8 @@ class WorkerIdentity(pulumi.ComponentResource):
         queue_arn: pulumi.Input[str],
         group_arn: pulumi.Input[str],
         log_group_arn: pulumi.Input[str],
+        region: str,
+        account: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:WorkerIdentity", name, None, opts)
@@ -117,13 +191,9 @@ class WorkerIdentity(pulumi.ComponentResource):
             name,
             role=self.role.id,
             policy=pulumi.Output.all(bucket_arn, queue_arn, group_arn, log_group_arn).apply(
-                lambda arns: json.dumps(worker_policy(*arns))
+                lambda arns: json.dumps(worker_policy(*arns, region=region, account=account))
             ),
             opts=child,
-        )
-        # Shell access through SSM Session Manager instead of SSH.
-        aws.iam.RolePolicyAttachment(
-            f"{name}-ssm", role=self.role.name, policy_arn=SSM_CORE, opts=child
         )
         self.profile = aws.iam.InstanceProfile(name, role=self.role.name, opts=child)
         self.register_outputs({"role": self.role.arn})

@@ -1,4 +1,5 @@
-"""Alarms (dead letters, stale backlog) to an SNS topic, and a dashboard."""
+"""The workers' log group, alarms (dead letters, stale backlog, instances that could not
+work) to an SNS topic, and a dashboard."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import pulumi_aws as aws
 from whisperq_infra.iam import METRICS_NAMESPACE
 
 OLDEST_MESSAGE_ALARM_S = 3600
+WORKER_LOG_RETENTION_DAYS = 14
+# ami/mark-unhealthy.sh logs this (once per instance) when it has the group replace an
+# instance whose worker cannot run: a boot that failed, or a worker that hit its start limit.
+UNHEALTHY_LOG_MARK = "marked-unhealthy"
+UNHEALTHY_METRIC = "InstancesMarkedUnhealthy"
 
 
 def dashboard_body(region: str, queue_name: str, dead_letter_name: str, group_name: str) -> str:
@@ -65,11 +71,56 @@ class Monitoring(pulumi.ComponentResource):
         queue_name: pulumi.Input[str],
         dead_letter_name: pulumi.Input[str],
         group_name: str,
+        worker_log_group: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.topic = aws.sns.Topic(f"{name}-alarms", opts=child)
+        # The workers' log (the CloudWatch agent ships it; the role may write, not create):
+        # one per stack, with retention, and `pulumi destroy` removes it.
+        self.worker_logs = aws.cloudwatch.LogGroup(
+            f"{name}-workers",
+            name=worker_log_group,
+            retention_in_days=WORKER_LOG_RETENTION_DAYS,
+            opts=child,
+        )
+        # Why a metric filter on the mark script's own line, not the group's
+        # GroupTerminatingInstances: that one also counts every scale-in and spot
+        # reclaim; this line is written only when an instance could not work. Its
+        # blind spot: a boot that fails before the log agent is installed (the instance
+        # then powers itself off and the group's activity history shows the replacement).
+        self.unhealthy_filter = aws.cloudwatch.LogMetricFilter(
+            f"{name}-marked-unhealthy",
+            log_group_name=self.worker_logs.name,
+            pattern=f'"{UNHEALTHY_LOG_MARK}"',
+            metric_transformation={
+                "name": UNHEALTHY_METRIC,
+                "namespace": METRICS_NAMESPACE,
+                "value": "1",
+                "unit": "Count",
+            },
+            opts=child,
+        )
+        self.unhealthy_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-marked-unhealthy",
+            alarm_description=(
+                "A worker could not run (boot failed, or it kept failing) and its instance "
+                f"was replaced: the workers' log group {worker_log_group} has why "
+                f"(search for {UNHEALTHY_LOG_MARK}). Replacements boot, and cost, again "
+                "until the cause is fixed."
+            ),
+            namespace=METRICS_NAMESPACE,
+            metric_name=UNHEALTHY_METRIC,
+            statistic="Sum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.unhealthy_filter]),
+        )
         self.dead_letter_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-dead-letters",
             alarm_description="Jobs reached the dead-letter queue: `whisperq dlq` shows them.",

@@ -7,7 +7,14 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-FOURTEEN_DAYS = 14 * 24 * 3600
+DAY = 24 * 3600
+FOURTEEN_DAYS = 14 * DAY  # SQS's maximum retention
+# SQS keeps a dead-lettered message's first enqueue time: with equal retention, a job that
+# failed on day 13 would vanish from the dead-letter queue a day later. Jobs wait at most
+# four days (the stale-backlog alarm fires after an hour); dead letters then stay ten days
+# or more.
+JOB_RETENTION_SECONDS = 4 * DAY
+DEAD_LETTER_RETENTION_SECONDS = FOURTEEN_DAYS
 
 
 def redrive_policy(dead_letter_arn: str, max_receive_count: int) -> str:
@@ -28,7 +35,7 @@ class Queues(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.dead_letter = aws.sqs.Queue(
             f"{name}-dlq",
-            message_retention_seconds=FOURTEEN_DAYS,
+            message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             opts=child,
         )
@@ -38,7 +45,7 @@ class Queues(pulumi.ComponentResource):
             # dead worker's job is back within this many seconds.
             visibility_timeout_seconds=visibility_timeout,
             receive_wait_time_seconds=20,  # long polling
-            message_retention_seconds=FOURTEEN_DAYS,
+            message_retention_seconds=JOB_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             redrive_policy=self.dead_letter.arn.apply(
                 lambda arn: redrive_policy(arn, max_receive_count)

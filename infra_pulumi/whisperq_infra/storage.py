@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from whisperq import keys
-from whisperq.keys import INPUTS
+from whisperq.keys import INCOMING, INPUTS
 
 
 def deny_insecure_transport(bucket_arn: str) -> str:
@@ -33,12 +33,18 @@ def deny_insecure_transport(bucket_arn: str) -> str:
 
 class Storage(pulumi.ComponentResource):
     def __init__(
-        self, name: str, retain_inputs_days: int, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        retain_inputs_days: int,
+        force_destroy: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:Storage", name, None, opts)
         self._child_name = name
         child = pulumi.ResourceOptions(parent=self)
-        self.bucket = aws.s3.Bucket(name, force_destroy=False, opts=child)
+        # whisperq:forceDestroy (default false): `pulumi destroy` refuses while the bucket
+        # holds objects, since results are data; README "Deploy to AWS" has the way out.
+        self.bucket = aws.s3.Bucket(name, force_destroy=force_destroy, opts=child)
         aws.s3.BucketPublicAccessBlock(
             name,
             bucket=self.bucket.id,
@@ -79,6 +85,13 @@ class Storage(pulumi.ComponentResource):
                     "id": "expire-inputs",
                     "status": "Enabled",
                     "filter": {"prefix": f"{INPUTS}/"},
+                    "expiration": {"days": retain_inputs_days},
+                },
+                {
+                    # ingested recordings are copied into inputs/; the originals go too
+                    "id": "expire-incoming",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{INCOMING}/"},
                     "expiration": {"days": retain_inputs_days},
                 },
                 {
