@@ -883,6 +883,7 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
         function = mocks.one("aws:lambda/function:Function", "whisperq-ingest")
         assert queue["sqsManagedSseEnabled"] and dead["sqsManagedSseEnabled"]
         assert dead["messageRetentionSeconds"] == 14 * 24 * 3600
+        assert queue["messageRetentionSeconds"] < dead["messageRetentionSeconds"]
         assert json.loads(queue["redrivePolicy"]) == {
             "deadLetterTargetArn": dead["arn"],
             "maxReceiveCount": 5,
