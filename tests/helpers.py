@@ -179,8 +179,12 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 class FakeImds:
     """IMDSv2 as EC2 serves it: a token by PUT, metadata by GET with the token."""
 
-    def __init__(self) -> None:
+    def __init__(self, instance_id: str = "i-0123456789abcdef0") -> None:
         self.notice: dict | None = None
+        self.instance_id = instance_id
+        # autoscaling/target-lifecycle-state: "InService", "Terminated", ...; None: not in
+        # a group (404)
+        self.lifecycle_state: str | None = None
         self.requests: Counter = Counter()
         fake = self
 
@@ -206,9 +210,12 @@ class FakeImds:
                     return self._reply(401)
                 fake.requests[self.path] += 1
                 if self.path == "/latest/meta-data/instance-id":
-                    return self._reply(200, b"i-0123456789abcdef0")
+                    return self._reply(200, fake.instance_id.encode())
                 if self.path == "/latest/meta-data/spot/instance-action" and fake.notice:
                     return self._reply(200, json.dumps(fake.notice).encode())
+                lifecycle = "/latest/meta-data/autoscaling/target-lifecycle-state"
+                if self.path == lifecycle and fake.lifecycle_state:
+                    return self._reply(200, fake.lifecycle_state.encode())
                 return self._reply(404)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

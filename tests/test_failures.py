@@ -46,7 +46,10 @@ def validation_error():
         (validation_error(), Kind.PERMANENT, "invalid job payload (path: Field required"),
         (InvalidKeyError("bad"), Kind.PERMANENT, "invalid job payload"),
         (client_error("NoSuchKey", 404), Kind.PERMANENT, "no longer in S3"),
+        (client_error("404", 404, "HeadObject"), Kind.PERMANENT, "no longer in S3"),
         (client_error("AccessDenied", 403, "PutObject"), Kind.PERMANENT, "IAM role"),
+        (client_error("AccessDenied", 403), Kind.PERMANENT, "access denied reading the input"),
+        (client_error("403", 403, "HeadObject"), Kind.PERMANENT, "or the input was deleted"),
         (client_error("InvalidArgument"), Kind.PERMANENT, "GetObject failed: InvalidArgument"),
         (client_error("SlowDown", 503), Kind.TRANSIENT, "unavailable"),
         (client_error("Throttling"), Kind.TRANSIENT, "unavailable"),
@@ -69,6 +72,39 @@ def test_decode_failures_name_the_file_and_the_fix():
     reason = classify(AudioDecodeError("bad header"), "calls/x.wav").reason
     assert reason.startswith("calls/x.wav could not be read as audio (bad header)")
     assert "--force" in reason
+
+
+def test_a_missing_input_says_it_expired_or_was_deleted_and_how_to_resubmit():
+    """The worker role may list the bucket, so S3 answers a missing input with 404
+    (download_file: HeadObject first, so the code is "404"; GetObject says NoSuchKey)."""
+    for error in (client_error("404", 404, "HeadObject"), client_error("NoSuchKey", 404)):
+        failure = classify(error, "calls/x.wav")
+        assert failure.kind is Kind.PERMANENT and failure.max_retries is None
+        operation, code = error.operation_name, error.response["Error"]["Code"]
+        assert failure.reason == (
+            "the input of calls/x.wav is no longer in S3 (expired under the inputs lifecycle "
+            f"rule, or deleted; {operation}: {code}): submit it again (whisperq submit ... "
+            "--force, or drop it in incoming/ again)"
+        )
+
+
+def test_access_denied_on_the_input_names_both_causes():
+    """403 on the input download: a missing permission, or a missing input that a role
+    without s3:ListBucket is not told about (S3 then says 403, not 404)."""
+    for error in (client_error("403", 403, "HeadObject"), client_error("AccessDenied", 403)):
+        failure = classify(error, "calls/x.wav")
+        assert failure.kind is Kind.PERMANENT
+        operation, code = error.operation_name, error.response["Error"]["Code"]
+        assert failure.reason.startswith(
+            f"access denied reading the input of calls/x.wav ({operation}: {code}): either the "
+            "worker role lacks s3:GetObject/s3:ListBucket on this bucket, or the input was "
+            "deleted and the role cannot list the bucket."
+        )
+        assert "`whisperq retry BATCH`" in failure.reason and "--force" in failure.reason
+    # denied writing results: the role, nothing else
+    put = classify(client_error("AccessDenied", 403, "PutObject"), "calls/x.wav").reason
+    assert put.startswith("access denied (PutObject: AccessDenied): the worker's IAM role lacks")
+    assert "input" not in put
 
 
 def test_reasons_stay_one_readable_line():

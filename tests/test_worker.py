@@ -418,7 +418,34 @@ def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, 
     storage.client(aws, "s3").delete_object(Bucket=aws.bucket, Key=payload["input_key"])
     assert runner.run(payload) == "failed"
     record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t3/x.wav.error.json")
-    assert "no longer in S3" in record["reason"] and record["attempts"] == 1
+    assert record["reason"] == (
+        "the input of x.wav is no longer in S3 (expired under the inputs lifecycle rule, or "
+        "deleted; HeadObject: 404): submit it again (whisperq submit ... --force, or drop it "
+        "in incoming/ again)"
+    )
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
+
+
+def test_an_input_s3_denies_names_both_causes(aws, runner, make_speech, tmp_path):
+    """A role without s3:ListBucket gets 403 for a missing input as for a missing right."""
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t11", "x.wav")
+
+    def denied(model, **_):
+        raise ClientError(
+            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {}},
+            model.name,
+        )
+
+    runner.s3.meta.events.register("before-call.s3.HeadObject", denied)
+    assert runner.run(payload) == "failed"
+    record = error_record(aws, "t11", "x.wav")
+    assert record["reason"].startswith(
+        "access denied reading the input of x.wav (HeadObject: 403): either the worker role "
+        "lacks s3:GetObject/s3:ListBucket on this bucket, or the input was deleted and the "
+        "role cannot list the bucket."
+    )
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
 
 
 def test_a_worker_that_cannot_load_its_model_gives_the_job_back(aws, make_speech, tmp_path):

@@ -74,24 +74,43 @@ def eta_seconds(
 @dataclass(frozen=True)
 class Throughput:
     jobs: int  # finished in the window
+    span_seconds: float  # the wall time the rate is over (``recent_throughput``); 0: no jobs
     jobs_per_minute: float
     audio_seconds_per_second: float  # audio seconds transcribed per wall second, fleet-wide
     mean_processing_seconds: float | None  # None when no job finished in the window
 
 
+MIN_SPAN_SECONDS = 1.0  # a floor for the span, so jobs that recorded no time divide by something
+
+
 def recent_throughput(
     finished: list[tuple[float, float, float]], window_seconds: float, now: float
 ) -> Throughput:
-    """Throughput over the last ``window_seconds`` from
-    ``(finished_at_epoch, audio_seconds, processing_seconds)`` of finished jobs."""
+    """Throughput of the jobs that finished in the last ``window_seconds``, from
+    ``(finished_at_epoch, audio_seconds, processing_seconds)`` of finished jobs.
+
+    The rate is over the span the jobs actually cover -- from the first one's start
+    (finished_at minus its processing time) to the last one's finish, bounded by the
+    window -- not over the whole window: 4 jobs done in 6 s right after a batch are
+    40 jobs/min, not 4 per 15 minutes. A fleet that worked through the whole window gets
+    the window (its first job started before it). Not until now either: a fleet that has
+    just gone idle keeps the rate it worked at.
+    """
     if window_seconds <= 0:
         raise ValueError("window_seconds must be > 0")
-    recent = [item for item in finished if now - window_seconds < item[0] <= now]
+    start_of_window = now - window_seconds
+    recent = [item for item in finished if start_of_window < item[0] <= now]
+    if not recent:
+        return Throughput(0, 0.0, 0.0, 0.0, None)
+    first_start = min(item[0] - max(0.0, item[2]) for item in recent)
+    last_finish = max(item[0] for item in recent)
+    span = max(MIN_SPAN_SECONDS, last_finish - max(first_start, start_of_window))
     audio = sum(item[1] for item in recent)
     processing = sum(item[2] for item in recent)
     return Throughput(
         jobs=len(recent),
-        jobs_per_minute=len(recent) / (window_seconds / 60),
-        audio_seconds_per_second=audio / window_seconds,
-        mean_processing_seconds=processing / len(recent) if recent else None,
+        span_seconds=span,
+        jobs_per_minute=len(recent) / (span / 60),
+        audio_seconds_per_second=audio / span,
+        mean_processing_seconds=processing / len(recent),
     )

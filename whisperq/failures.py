@@ -1,7 +1,9 @@
 """What went wrong, and what to do about it: one pure classification of job errors.
 
 Permanent: retrying cannot help (the file is not audio, the payload is invalid, the input
-is gone). The job ends with an error record at once.
+is gone). The job ends with an error record at once. A missing input is a 404 (the worker
+role may list the bucket: without s3:ListBucket S3 answers 403 for a missing key, too);
+a 403 on the input says both possible causes.
 Transient: another try may work (throttling, network, S3 5xx, a worker-side hiccup). The
 worker retries the *stage* that failed (download, transcription, upload, ...) with
 exponential backoff and jitter, a bounded number of times, then ends the job with the same
@@ -66,6 +68,9 @@ _TRANSIENT_S3_CODES = frozenset(
 )
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+# The S3 calls that read a job's input (download_file: HeadObject, then GetObject); a job
+# makes no other S3 reads.
+_INPUT_READS = frozenset({"HeadObject", "GetObject"})
 
 UNKNOWN_MAX_RETRIES = 1  # an unexpected exception: one more try, then a record
 AFTER_BOTOCORE_MAX_RETRIES = 1  # botocore already retried it with backoff (module docstring)
@@ -161,10 +166,13 @@ def _classify_client_error(error: ClientError, path: str) -> Failure:
     status = int(metadata.get("HTTPStatusCode") or 0)
     operation = getattr(error, "operation_name", "S3 call")
     if code in _MISSING_CODES:
+        # The worker role may list the bucket (s3:ListBucket), so S3 says 404 for a
+        # missing key. The only reads of a job are its input's (HeadObject, GetObject).
         return Failure(
             Kind.PERMANENT,
-            f"the input of {path} is no longer in S3 ({operation}: {code}); it may have "
-            "expired under the inputs lifecycle rule. Submit it again with --force.",
+            f"the input of {path} is no longer in S3 (expired under the inputs lifecycle "
+            f"rule, or deleted; {operation}: {code}): submit it again (whisperq submit ... "
+            "--force, or drop it in incoming/ again)",
         )
     if code in _TRANSIENT_S3_CODES or status >= 500:
         retried = botocore_retries(error)
@@ -174,6 +182,17 @@ def _classify_client_error(error: ClientError, path: str) -> Failure:
             Kind.TRANSIENT,
             f"S3/SQS was unavailable ({operation}: {code}), still after {retried} retries.",
             max_retries=AFTER_BOTOCORE_MAX_RETRIES,
+        )
+    if code in _DENIED_CODES and operation in _INPUT_READS:
+        # 403 on the input: S3 also answers a missing key so to a caller that may not
+        # list the bucket, so both causes are possible.
+        return Failure(
+            Kind.PERMANENT,
+            f"access denied reading the input of {path} ({operation}: {code}): either the "
+            "worker role lacks s3:GetObject/s3:ListBucket on this bucket, or the input was "
+            "deleted and the role cannot list the bucket. Fix the role, then `whisperq retry "
+            "BATCH`; or submit the file again (whisperq submit ... --force, or drop it in "
+            "incoming/ again).",
         )
     if code in _DENIED_CODES:
         return Failure(

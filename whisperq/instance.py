@@ -1,7 +1,14 @@
-"""The worker's EC2 instance: spot interruption notices (IMDSv2) and scale-in protection.
+"""The worker's EC2 instance: spot interruption notices and the Auto Scaling group's
+termination (IMDSv2), scale-in protection, the termination lifecycle hook, and marking the
+instance unhealthy.
 
-Both run as threads in the worker's main process. Neither does anything off EC2 (or on
-the local stack) unless configured to.
+The watchers run as threads in the worker's main process. Nothing here does anything off
+EC2 (or on the local stack) unless configured to.
+
+IMDS paths read (under /latest/meta-data/): ``instance-id``, ``instance-type``,
+``spot/instance-action`` (a spot interruption notice: JSON) and
+``autoscaling/target-lifecycle-state`` (``InService``, ``Terminated``, ...: where the group
+is taking the instance; ``Terminated`` while its termination lifecycle hook holds it).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 log = logging.getLogger("whisperq.instance")
 
 TOKEN_TTL_SECONDS = 21600
+TERMINATED = "Terminated"  # autoscaling/target-lifecycle-state: the group is terminating us
 
 
 class Imds:
@@ -68,14 +76,27 @@ class Imds:
         body = self.get("spot/instance-action")
         return json.loads(body) if body else None
 
+    def target_lifecycle_state(self) -> str | None:
+        """Where the Auto Scaling group is taking this instance (``InService``,
+        ``Terminated``, ...); None outside a group."""
+        body = self.get("autoscaling/target-lifecycle-state")
+        return body.strip() if body else None
+
 
 class Poller:
-    """Calls ``tick`` every ``interval`` seconds in a daemon thread, until ``tick`` returns
-    True or ``stop()`` is called."""
+    """Calls ``tick`` every ``interval`` seconds in a daemon thread (and at once when
+    ``immediately``), until ``tick`` returns True or ``stop()`` is called."""
 
-    def __init__(self, name: str, interval: float, tick: Callable[[], bool | None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        tick: Callable[[], bool | None],
+        immediately: bool = False,
+    ) -> None:
         self.interval = interval
         self.tick = tick
+        self.immediately = immediately
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -87,18 +108,22 @@ class Poller:
         self._stop.set()
 
     def _run(self) -> None:
+        if self.immediately and self.tick():
+            return
         while not self._stop.wait(self.interval):
             if self.tick():
                 return
 
 
 class SpotWatcher(Poller):
-    """Polls for a spot interruption notice; calls ``on_notice`` once when one appears."""
+    """Polls for a spot interruption notice; calls ``on_notice`` once when one appears.
+    The first look is at once: a worker restarted on an instance that has its notice
+    already stops before it takes a job."""
 
     def __init__(
         self, imds: Imds, interval: float, on_notice: Callable[[dict[str, Any]], None]
     ) -> None:
-        super().__init__("spot-watcher", interval, self._check)
+        super().__init__("spot-watcher", interval, self._check, immediately=True)
         self.imds = imds
         self.on_notice = on_notice
 
@@ -113,6 +138,51 @@ class SpotWatcher(Poller):
         log.warning("spot interruption notice: %s", notice)
         self.on_notice(notice)
         return True
+
+
+class LifecycleWatcher(Poller):
+    """Polls the group's target lifecycle state for this instance; calls ``on_terminated``
+    once when it reads ``Terminated``: the group is terminating the instance (scale-in,
+    capacity rebalancing, a spot interruption) and its termination lifecycle hook holds it
+    until the worker completes the action (or the hook's heartbeat runs out). The first
+    look is at once, as the spot watcher's."""
+
+    def __init__(self, imds: Imds, interval: float, on_terminated: Callable[[], None]) -> None:
+        super().__init__("lifecycle-watcher", interval, self._check, immediately=True)
+        self.imds = imds
+        self.on_terminated = on_terminated
+        self.terminated = False
+
+    def _check(self) -> bool:
+        try:
+            state = self.imds.target_lifecycle_state()
+        except OSError as error:
+            log.debug("target lifecycle state poll failed: %s", error)
+            return False
+        if state != TERMINATED:
+            return False
+        self.terminated = True
+        log.warning("the Auto Scaling group is terminating this instance (%s)", state)
+        self.on_terminated()
+        return True
+
+
+def complete_lifecycle_action(autoscaling: Any, group: str, hook: str, instance_id: str) -> None:
+    """Let the group go on terminating ``instance_id`` now (its hook would otherwise hold
+    it until the heartbeat runs out)."""
+    autoscaling.complete_lifecycle_action(
+        LifecycleHookName=hook,
+        AutoScalingGroupName=group,
+        LifecycleActionResult="CONTINUE",
+        InstanceId=instance_id,
+    )
+
+
+def mark_unhealthy(autoscaling: Any, instance_id: str) -> None:
+    """Have the group replace ``instance_id`` at once (no health check grace period)."""
+    autoscaling.set_instance_health(
+        InstanceId=instance_id, HealthStatus="Unhealthy", ShouldRespectGracePeriod=False
+    )
 
 
 class ScaleInProtection:

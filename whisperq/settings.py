@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     autoscaling_group: str | None = Field(
         None, description="Set scale-in protection on this group while a job runs."
     )
+    lifecycle_hook: str | None = Field(
+        None,
+        description="The group's termination lifecycle hook: when IMDS says the group is "
+        "terminating this instance, stop as on a spot notice, then complete the hook.",
+    )
     instance_id: str | None = Field(None, description="This instance; None = ask IMDS.")
     instance_type: str | None = Field(
         None, description="Recorded in each result (for cost); None = ask IMDS on EC2."

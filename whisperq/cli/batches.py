@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -307,7 +309,7 @@ def status(
         err.print(f"[yellow]fleet: cannot read it:[/] {fleet_error}", highlight=False)
     if fleet_now is not None:
         for line in _fleet_lines(fleet_now, settings):
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
     for name, records in failures.items():
         if records:
             failed_table = Table(title=f"failed in {name}", show_lines=True)
@@ -322,8 +324,9 @@ def status(
         )
 
 
-def _fleet_lines(now: fleet.FleetStatus, settings: Settings) -> list[str]:
-    """The fleet, its recent throughput and the backlog's ETA, in words."""
+def _fleet_lines(now: fleet.FleetStatus, settings: Settings, at: float | None = None) -> list[str]:
+    """The fleet (and why it is short of its desired capacity), its recent throughput and
+    the backlog's ETA, in words."""
     group = now.group
     if group is None:
         lines = [
@@ -336,14 +339,24 @@ def _fleet_lines(now: fleet.FleetStatus, settings: Settings) -> list[str]:
             f"fleet {group.name}: {group.desired} desired, {group.in_service} in service, "
             f"{group.pending} pending (max {group.max_size})" + (f"; {types}" if types else "")
         ]
+        if now.launch_problem is not None:
+            lines.append(_launch_problem_line(group, now.launch_problem, at or time.time()))
     speed = now.throughput
+    window = duration_text(now.window_seconds)
     if now.results_read:
         mean = "-" if now.mean_job_seconds is None else f"{now.mean_job_seconds:.1f} s"
-        lines.append(
-            f"throughput, last {duration_text(now.window_seconds)} (newest {now.results_read} "
-            f"results): {speed.jobs_per_minute:.3g} jobs/min, "
-            f"{speed.audio_seconds_per_second:.3g} audio s per wall s; mean job {mean}"
-        )
+        if speed.jobs:
+            lines.append(
+                f"throughput: {speed.jobs_per_minute:.3g} jobs/min, "
+                f"{speed.audio_seconds_per_second:.3g} audio s per wall s ({speed.jobs} "
+                f"job(s) in {duration_text(speed.span_seconds)}, of the newest "
+                f"{now.results_read} results, last {window}); mean job {mean}"
+            )
+        else:
+            lines.append(
+                f"throughput: no job finished in the last {window} (newest "
+                f"{now.results_read} results read); mean job {mean}"
+            )
     else:
         lines.append("throughput: no finished jobs yet")
     if now.backlog == 0:
@@ -362,6 +375,20 @@ def _fleet_lines(now: fleet.FleetStatus, settings: Settings) -> list[str]:
         why = "no finished job yet to time" if now.mean_job_seconds is None else "no instances"
         lines.append(f"backlog {now.backlog} job(s): no estimate yet ({why})")
     return lines
+
+
+def _launch_problem_line(group: fleet.GroupState, problem: fleet.LaunchProblem, at: float) -> str:
+    """The group short of its desired capacity, and why: "fleet: 0 of 2 desired running
+    (a launch failed 3 min ago): <the group's words> (<what to do>)"."""
+    when = ""
+    if problem.started_at:
+        age = max(0.0, at - datetime.fromisoformat(problem.started_at).timestamp())
+        when = f" (a launch failed {duration_text(age)} ago)"
+    hint = f" ({problem.hint})" if problem.hint else ""
+    return (
+        f"fleet: [yellow]{group.running} of {group.desired} desired running[/]{when}: "
+        f"{escape(problem.message)}{escape(hint)}"
+    )
 
 
 # --- wait / results -------------------------------------------------------------------
