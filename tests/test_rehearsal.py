@@ -51,6 +51,7 @@ import ast
 import base64
 import collections.abc
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import importlib
@@ -1775,6 +1776,16 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
     assert status["queue"]["dead_lettered"] == 1
     assert status["fleet"]["found"] and status["fleet"]["throughput"]["results_read"] == 1
     assert batch in _cli(stage, "status").stdout  # every batch: a listing of batches/
+    # status reads the scaling activities only while the group runs fewer than it wants,
+    # which moto's groups never do: the same call on a group state made short.
+    from whisperq import fleet
+
+    autoscaling = stage.client("cli", "autoscaling")
+    group = fleet.describe_group(stage.settings("cli"), GROUP, autoscaling)
+    assert group is not None
+    short = dataclasses.replace(group, desired=group.running + 2)
+    problem = fleet.read_launch_problem(autoscaling, short)
+    assert problem is None or problem.code is None, problem
     _cli(stage, "results", batch, "--out", str(tmp_path / "out"))
     assert (tmp_path / "out" / "calls" / "b.wav.json").is_file()
     assert (tmp_path / "out" / "calls" / "a.wav.error.json").is_file()

@@ -93,11 +93,14 @@ def cli_user_policy(
                 "Resource": [dead_letter_arn],
             },
             {
-                # status: the fleet's size. Describe calls have no resource-level
-                # permissions in Auto Scaling.
+                # status: the fleet's size, and why it runs fewer than it wants (the
+                # scaling activities). Describe calls have no resource-level permissions.
                 "Sid": "ReadFleetSize",
                 "Effect": "Allow",
-                "Action": ["autoscaling:DescribeAutoScalingGroups"],
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeScalingActivities",
+                ],
                 "Resource": "*",
             },
         ],
