@@ -32,11 +32,7 @@ import pulumi
 import pulumi_aws as aws
 from whisperq_infra.config import ConfigError, IngestSettings
 from whisperq_infra.iam import assume_role_policy
-from whisperq_infra.queues import (
-    DEAD_LETTER_RETENTION_SECONDS,
-    JOB_RETENTION_SECONDS,
-    redrive_policy,
-)
+from whisperq_infra.queues import queue_pair
 
 from whisperq import keys
 from whisperq.keys import BATCHES, ERROR_SUFFIX, FILES, INPUTS, RESULTS
@@ -351,22 +347,8 @@ class IngestRoute(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         archive = lambda_archive()  # before anything is declared: a bad import fails preview
 
-        self.dead_letter = aws.sqs.Queue(
-            f"{name}-dlq",
-            message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,
-            opts=child,
-        )
-        self.queue = aws.sqs.Queue(
-            name,
-            visibility_timeout_seconds=INGEST_VISIBILITY_S,
-            # shorter than the DLQ's: SQS keeps a dead letter's first enqueue time
-            message_retention_seconds=JOB_RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,  # S3 and EventBridge can send to SSE-SQS queues
-            redrive_policy=self.dead_letter.arn.apply(
-                lambda arn: redrive_policy(arn, INGEST_MAX_RECEIVE_COUNT)
-            ),
-            opts=child,
+        self.queue, self.dead_letter = queue_pair(
+            name, INGEST_VISIBILITY_S, INGEST_MAX_RECEIVE_COUNT, child
         )
 
         self.rule: aws.cloudwatch.EventRule | None = None
