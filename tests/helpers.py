@@ -293,3 +293,17 @@ def drain_jobs(settings: Any, queue_url: str | None = None) -> list[dict]:
         for message in messages:
             payloads.append(job_payload_of(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def silent_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A mono 16-bit PCM WAV of silence (a known duration, no espeak-ng needed)."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * round(seconds * rate))
+    return buffer.getvalue()

@@ -7,7 +7,6 @@ workers: the jobs are read back from the queue), then the local stack end to end
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ import struct
 import subprocess
 import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +27,7 @@ from whisperq.errors import ConfigError
 from whisperq.schemas import BatchInfo, ErrorRecord, FileEntry, TranscriptionJob
 from whisperq.settings import Settings
 
-from helpers import drain_jobs, run_cli, s3_notification, wait_for
+from helpers import drain_jobs, run_cli, s3_notification, silent_wav, wait_for
 
 runner = CliRunner()
 
@@ -228,18 +226,8 @@ def test_wav_duration_of_several_encodings(make_speech, tmp_path, encoding):
     assert ingest.wav_duration(header) == pytest.approx(expected, abs=0.05)
 
 
-def _pcm_wav(seconds: float, rate: int = 8000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * round(seconds * rate))
-    return buffer.getvalue()
-
-
 def test_wav_duration_of_streamed_and_unusual_headers():
-    data = _pcm_wav(2.5)
+    data = silent_wav(2.5)
     assert ingest.wav_duration(data) == 2.5
     # a recorder that streamed the file left the sizes unset: the file's length tells
     streamed = data[:40] + struct.pack("<I", 0xFFFFFFFF) + data[44:]
@@ -297,7 +285,7 @@ def _status(aws: Settings, batch: str) -> tracking.BatchStatus:
 
 
 def test_the_same_object_twice_gives_one_job_and_one_entry(aws):
-    ref = _put(aws, "incoming/calls/a b/Zoë 1.wav", _pcm_wav(1.5))
+    ref = _put(aws, "incoming/calls/a b/Zoë 1.wav", silent_wav(1.5))
     first = _ingest(aws, ref)
     assert (first.status, first.batch, first.path) == ("queued", "calls", "a b/Zoë 1.wav")
     again = _ingest(aws, ref)
@@ -319,7 +307,7 @@ def test_the_same_object_twice_gives_one_job_and_one_entry(aws):
     info = BatchInfo.model_validate(batch_records.read_batch_document(s3, aws.bucket, "calls"))
     assert info.source == "ingest:incoming/"
     stored = s3.get_object(Bucket=aws.bucket, Key=job["input_key"])
-    assert stored["Body"].read() == _pcm_wav(1.5)
+    assert stored["Body"].read() == silent_wav(1.5)
     assert stored["Metadata"]["sha256"] == entry.sha256  # as submit writes it
     status = _status(aws, "calls")
     assert (status.submitted, status.pending, status.audio_seconds_submitted) == (1, 1, 1.5)
@@ -343,7 +331,7 @@ def test_a_multipart_uploads_two_events_give_one_job(aws, tmp_path):
         },
     )
     big = tmp_path / "long call.wav"
-    big.write_bytes(_pcm_wav(400))  # 6.4 MB: a multipart upload
+    big.write_bytes(silent_wav(400))  # 6.4 MB: a multipart upload
     from boto3.s3.transfer import TransferConfig
 
     s3.upload_file(
@@ -387,8 +375,8 @@ def test_a_sidecar_is_ignored_with_a_reason_and_nothing_is_written(aws):
 
 def test_a_deleted_object_fails_alone_with_a_reason(aws):
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
-    kept = _put(aws, "incoming/calls/kept.wav", _pcm_wav(1))
-    gone = _put(aws, "incoming/calls/gone.wav", _pcm_wav(1))
+    kept = _put(aws, "incoming/calls/kept.wav", silent_wav(1))
+    gone = _put(aws, "incoming/calls/gone.wav", silent_wav(1))
     s3.delete_object(Bucket=aws.bucket, Key=gone.key)
     body = s3_notification(
         aws.bucket,
@@ -426,7 +414,7 @@ def test_a_deleted_object_fails_alone_with_a_reason(aws):
 
 def test_an_object_deleted_after_it_was_ingested_stays_done(aws):
     s3 = storage.client(aws, "s3")
-    ref = _put(aws, "incoming/calls/x.wav", _pcm_wav(1))
+    ref = _put(aws, "incoming/calls/x.wav", silent_wav(1))
     assert _ingest(aws, ref).status == "queued"
     s3.delete_object(Bucket=aws.bucket, Key=ref.key)  # a lifecycle rule cleaned incoming/
     late = _ingest(aws, ref)
@@ -437,8 +425,8 @@ def test_an_object_deleted_after_it_was_ingested_stays_done(aws):
 
 def test_a_new_recording_under_the_same_key_is_a_new_job(aws):
     s3 = storage.client(aws, "s3")
-    first = _ingest(aws, _put(aws, "incoming/calls/x.wav", _pcm_wav(1)))
-    second = _ingest(aws, _put(aws, "incoming/calls/x.wav", _pcm_wav(2)))
+    first = _ingest(aws, _put(aws, "incoming/calls/x.wav", silent_wav(1)))
+    second = _ingest(aws, _put(aws, "incoming/calls/x.wav", silent_wav(2)))
     assert (first.status, second.status) == ("queued", "queued")
     assert first.sha256 != second.sha256
     jobs = drain_jobs(aws)
@@ -450,10 +438,10 @@ def test_a_new_recording_under_the_same_key_is_a_new_job(aws):
 
 def test_an_old_versions_late_event_never_replaces_a_newer_input(aws, tmp_path):
     s3 = storage.client(aws, "s3")
-    newer = _ingest(aws, _put(aws, "incoming/calls/x.wav", _pcm_wav(2)))
+    newer = _ingest(aws, _put(aws, "incoming/calls/x.wav", silent_wav(2)))
     assert newer.status == "queued"
     old = tmp_path / "old.wav"
-    old.write_bytes(_pcm_wav(1))
+    old.write_bytes(silent_wav(1))
     import hashlib
 
     fetched = ingest.Fetched(
@@ -471,7 +459,7 @@ def test_an_old_versions_late_event_never_replaces_a_newer_input(aws, tmp_path):
 def test_try_later_while_a_fresh_claim_has_no_entry_then_take_over(aws):
     """Another delivery wrote the input (its claim) and has not queued the job yet."""
     s3 = storage.client(aws, "s3")
-    data = _pcm_wav(1)
+    data = silent_wav(1)
     ref = _put(aws, "incoming/calls/x.wav", data)
     import hashlib
 
@@ -501,7 +489,7 @@ def test_options_per_batch_end_up_in_the_jobs(aws):
     )
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
     for key in ("incoming/support/a.wav", "incoming/sales/b.wav"):
-        ref = _put(aws, key, _pcm_wav(1))
+        ref = _put(aws, key, silent_wav(1))
         assert ingest.ingest_object(s3, sqs, settings.ingest_config(), ref).status == "queued"
     jobs = {job["batch"]: TranscriptionJob.model_validate(job) for job in drain_jobs(aws)}
     assert jobs["support"].options.channels == "split"
@@ -517,7 +505,7 @@ def test_a_batch_that_exists_keeps_its_options(aws):
     write_batch(aws, "calls", ["submitted.wav"])  # created by submit, default options
     settings = aws.model_copy(update={"ingest_options": {"calls": {"channels": "split"}}})
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
-    ref = _put(aws, "incoming/calls/ingested.wav", _pcm_wav(1))
+    ref = _put(aws, "incoming/calls/ingested.wav", silent_wav(1))
     assert ingest.ingest_object(s3, sqs, settings.ingest_config(), ref).status == "queued"
     (job,) = drain_jobs(aws)
     assert job["options"]["channels"] == "auto"
@@ -534,7 +522,7 @@ def test_concurrent_ingest_into_one_batch_counts_every_file_once(aws):
     def upload(index: int) -> str:
         # distinct content (its own length), written by the "telephony platform"
         key = f"incoming/busy/{paths[index]}"
-        s3.put_object(Bucket=aws.bucket, Key=key, Body=_pcm_wav(1 + index / 100))
+        s3.put_object(Bucket=aws.bucket, Key=key, Body=silent_wav(1 + index / 100))
         return s3_notification(aws.bucket, (key, None))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -615,7 +603,7 @@ def test_whisperq_ingest_drains_the_bucket_events(aws):
         },
     )  # moto sends an s3:TestEvent now: consumed like any other event
     for key in ("incoming/demo/a b/Zoë + 1.wav", "incoming/demo/2.wav", "incoming/demo/2.json"):
-        s3.put_object(Bucket=aws.bucket, Key=key, Body=_pcm_wav(1 + len(key) / 100))
+        s3.put_object(Bucket=aws.bucket, Key=key, Body=silent_wav(1 + len(key) / 100))
     s3.put_object(Bucket=aws.bucket, Key="elsewhere/3.wav", Body=b"x")  # not an event
 
     env = _cli_env(aws, WHISPERQ_INGEST_QUEUE_URL=events)

@@ -5,11 +5,9 @@ with the environment the Pulumi program gives the function."""
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import time
 import uuid
-import wave
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -18,6 +16,8 @@ from whisperq_infra.config import parse_config
 from whisperq_infra.ingest import lambda_environment
 
 from whisperq import keys, messages, storage
+
+from helpers import silent_wav
 
 HANDLER = Path(__file__).parents[1] / "infra_pulumi" / "ingest" / "handler.py"
 ACCOUNT = "123456789012"
@@ -35,16 +35,6 @@ def _load_handler():
 handler = _load_handler()
 
 PREFIXES = {"support": {"channels": "split", "speakers": "agent,customer"}}
-
-
-def wav(seconds: float = 1.0, rate: int = 8000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * int(seconds * rate))
-    return buffer.getvalue()
 
 
 def s3_notification(bucket: str, key: str, size: int) -> dict:
@@ -193,14 +183,14 @@ def route(aws) -> Route:
 
 def test_s3_notifications_become_jobs_inputs_and_batch_records(route):
     bucket = route.aws.bucket
-    audio = wav(2.0)
+    audio = silent_wav(2.0)
     first = s3_notification(
         bucket,
         "incoming/support/queue 1/call.wav",
         route.put("incoming/support/queue 1/call.wav", audio),
     )
     second = s3_notification(
-        bucket, "incoming/weekly/b.wav", route.put("incoming/weekly/b.wav", wav(1.0))
+        bucket, "incoming/weekly/b.wav", route.put("incoming/weekly/b.wav", silent_wav(1.0))
     )
     event = route.sqs_event(json.dumps(first), json.dumps(second))
 
@@ -245,7 +235,7 @@ def test_s3_notifications_become_jobs_inputs_and_batch_records(route):
 
 
 def test_the_same_object_delivered_twice_gives_one_job(route):
-    size = route.put("incoming/support/a.wav", wav())
+    size = route.put("incoming/support/a.wav", silent_wav(1.0))
     body = json.dumps(s3_notification(route.aws.bucket, "incoming/support/a.wav", size))
     assert route.handle(route.sqs_event(body)) == []
     assert route.handle(route.sqs_event(body)) == []  # S3 delivers at least once
@@ -255,7 +245,7 @@ def test_the_same_object_delivered_twice_gives_one_job(route):
 
 
 def test_a_bad_record_fails_alone_and_the_others_are_ingested(route):
-    size = route.put("incoming/support/good.wav", wav())
+    size = route.put("incoming/support/good.wav", silent_wav(1.0))
     good = json.dumps(s3_notification(route.aws.bucket, "incoming/support/good.wav", size))
     event = route.sqs_event("not json at all", good, json.dumps({"hello": "world"}))
     bad_ids = [event["Records"][0]["messageId"], event["Records"][2]["messageId"]]
@@ -269,7 +259,7 @@ def test_a_bad_record_fails_alone_and_the_others_are_ingested(route):
 def test_test_events_and_objects_that_are_not_audio_are_consumed_quietly(route):
     bucket = route.aws.bucket
     notes = route.put("incoming/support/notes.txt", b"call notes")
-    loose = route.put("incoming/loose.wav", wav())
+    loose = route.put("incoming/loose.wav", silent_wav(1.0))
     event = route.sqs_event(
         json.dumps(TEST_EVENT),  # S3 sends one when the notification is configured
         json.dumps(s3_notification(bucket, "incoming/support/notes.txt", notes)),
@@ -308,9 +298,9 @@ def test_external_bucket_events_from_eventbridge_and_own_incoming_both_ingest(aw
         },
     )
     route.s3.create_bucket(Bucket=external)
-    size = route.put("calls/support/2025-01-01/c.wav", wav(), bucket=external)
-    outside = route.put("other/support/d.wav", wav(), bucket=external)
-    own = route.put("incoming/weekly/e.wav", wav())
+    size = route.put("calls/support/2025-01-01/c.wav", silent_wav(1.0), bucket=external)
+    outside = route.put("other/support/d.wav", silent_wav(1.0), bucket=external)
+    own = route.put("incoming/weekly/e.wav", silent_wav(1.0))
     event = route.sqs_event(
         json.dumps(eventbridge_event(external, "calls/support/2025-01-01/c.wav", size)),
         json.dumps(eventbridge_event(external, "other/support/d.wav", outside)),
@@ -330,7 +320,7 @@ def test_external_bucket_events_from_eventbridge_and_own_incoming_both_ingest(aw
 def test_a_record_waiting_for_another_ingest_comes_back_when_the_claim_expires(route):
     import hashlib
 
-    audio = wav()
+    audio = silent_wav(1.0)
     size = route.put("incoming/support/a.wav", audio)
     # Another delivery of the same object claimed the path a moment ago and is still at it.
     route.s3.put_object(
@@ -358,7 +348,7 @@ def test_a_record_waiting_for_another_ingest_comes_back_when_the_claim_expires(r
 
 
 def test_records_left_when_time_runs_short_are_retried_not_lost(route):
-    size = route.put("incoming/support/a.wav", wav())
+    size = route.put("incoming/support/a.wav", silent_wav(1.0))
     body = json.dumps(s3_notification(route.aws.bucket, "incoming/support/a.wav", size))
     event = route.sqs_event(body)
     assert route.handle(event, remaining_ms=lambda: 5_000) == [event["Records"][0]["messageId"]]
@@ -373,7 +363,7 @@ def test_the_entry_point_reads_the_environment_the_stack_gives_it(route, monkeyp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setattr(handler, "_state", None)
-    size = route.put("incoming/support/a.wav", wav())
+    size = route.put("incoming/support/a.wav", silent_wav(1.0))
     event = route.sqs_event(
         json.dumps(s3_notification(route.aws.bucket, "incoming/support/a.wav", size))
     )

@@ -501,14 +501,7 @@ def ingest_object(
         if fetched is None:
             return _gone(s3, config, ref, batch, path)
         duration = (probe or file_duration)(fetched.local)
-        options = batch_records.ensure_batch(
-            s3,
-            config.bucket,
-            batch,
-            config.options_for(batch),
-            source=f"ingest:{config.source_prefix}",
-            strict=False,
-        )
+        options = _ensure_batch(s3, config, batch)
         refused = claim(s3, config, batch, path, fetched)
         if refused is not None:
             return Outcome(ref, "duplicate", batch, path, refused, fetched.sha256)
@@ -595,14 +588,7 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, batch: str, path: str) 
     reason = (
         f"{ref.url} was deleted before it could be ingested; put it there again to transcribe it"
     )
-    batch_records.ensure_batch(
-        s3,
-        config.bucket,
-        batch,
-        config.options_for(batch),
-        source=f"ingest:{config.source_prefix}",
-        strict=False,
-    )
+    _ensure_batch(s3, config, batch)
     record = error_record(batch, path, reason, "NoSuchKey")
     s3.put_object(
         Bucket=config.bucket,
@@ -659,3 +645,15 @@ def handle_event(
         except Exception as error:
             handled.retry.append((ref, f"{type(error).__name__}: {error}"))
     return handled
+
+
+def _ensure_batch(s3: Any, config: IngestConfig, batch: str) -> dict[str, Any]:
+    """The batch's options; a new batch gets its folder's (an existing one keeps its own)."""
+    return batch_records.ensure_batch(
+        s3,
+        config.bucket,
+        batch,
+        config.options_for(batch),
+        source=f"ingest:{config.source_prefix}",
+        strict=False,
+    )
