@@ -1,0 +1,1071 @@
+"""PCI/PII redaction of transcripts: pure functions over ``Segment``s, no I/O, no model.
+
+How it works, in four steps:
+
+1. **Tokens.** Every segment becomes :class:`Token`s: one per ``Segment.words`` entry when
+   the segment has words (their timings), otherwise its text is split on whitespace and each
+   token's times are *interpolated by character position*: a token spanning characters
+   ``[a, b)`` of a text of length ``L`` gets ``start + (end - start) * a / L`` to
+   ``start + (end - start) * b / L``. Rough, but enough for the redaction list's times.
+2. **Streams.** Tokens are grouped into one stream per ``(speaker, channel)`` in transcript
+   order, so a number split across segments of the same voice is one run. In a split-stereo
+   call the agent's interjections ("mm-hm", "yes") are in the other channel, so they do not
+   cut the customer's digits; in a mono call both voices are one stream, and interjections
+   in the filler list are bridged like "uh". Cue words ("card", "security code", ...) are
+   looked up by *time* across all streams, because the agent asks ("the long number on the
+   card?") and the customer answers on the other channel.
+3. **Normalisation.** Digits ("4532", "4532-0151", "12/27"), number words ("four five",
+   "forty two", "double four", "triple seven", "nine thousand", "oh") become digit runs;
+   fillers and restarts ("uh", "sorry, let me start again", "slash") inside a run are bridged
+   (at most :data:`MAX_BRIDGE` tokens), so a restart makes the whole neighbourhood one run.
+   Each digit remembers the tokens it came from (:attr:`DigitRun.sources`).
+4. **Detectors** turn runs and token patterns into :class:`Entity` spans, and
+   :func:`redact` rewrites text and words with ``[TYPE]`` tags and lists times, never values.
+
+Rules favour over-redacting near cue words over leaking (see :func:`detect`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, TypedDict
+
+from whisperq.schemas import Segment, Word
+
+CARD_NUMBER: Final = "CARD_NUMBER"
+CVV: Final = "CVV"
+EXPIRY: Final = "EXPIRY"
+SSN: Final = "SSN"
+NATIONAL_ID: Final = "NATIONAL_ID"
+PHONE: Final = "PHONE"
+EMAIL: Final = "EMAIL"
+DATE_OF_BIRTH: Final = "DATE_OF_BIRTH"
+IBAN: Final = "IBAN"
+BANK_ACCOUNT: Final = "BANK_ACCOUNT"
+SORT_CODE: Final = "SORT_CODE"
+
+PCI_TYPES: Final = frozenset({CARD_NUMBER, CVV, EXPIRY})
+PII_TYPES: Final = PCI_TYPES | {
+    SSN,
+    NATIONAL_ID,
+    PHONE,
+    EMAIL,
+    DATE_OF_BIRTH,
+    IBAN,
+    BANK_ACCOUNT,
+    SORT_CODE,
+}
+GROUPS: Final[Mapping[str, frozenset[str]]] = {"pci": PCI_TYPES, "pii": PII_TYPES}
+
+# When two detectors claim a token, the earlier type here wins.
+PRIORITY: Final = (
+    CARD_NUMBER,
+    CVV,
+    EXPIRY,
+    SSN,
+    NATIONAL_ID,
+    IBAN,
+    SORT_CODE,
+    BANK_ACCOUNT,
+    PHONE,
+    DATE_OF_BIRTH,
+    EMAIL,
+)
+
+MAX_BRIDGE: Final = 6  # filler/restart tokens a digit run may span ("sorry let me start again")
+MAX_GAP_S: Final = 15.0  # silence between two numeric tokens that ends a run
+CUE_BEFORE_S: Final = 30.0  # a cue this long before a run still applies (agent asks, caller digs)
+CUE_AFTER_S: Final = 10.0  # ... or this long after it ("... that's my visa")
+
+AFTER_WEIGHT: Final = 3.0  # a cue after a run is this many times farther than one before
+
+_USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+# --- tokens -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    """One word of the transcript, with where it came from so it can be rewritten."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None
+    channel: int | None
+    segment: int  # index in the segments given
+    word: int | None  # index in segment.words; None when split from the text
+    char_start: int = 0  # span in segment.text when split from it
+    char_end: int = 0
+
+    @property
+    def stream(self) -> tuple[str | None, int | None]:
+        return (self.speaker, self.channel)
+
+
+def tokenize(segments: Sequence[Segment]) -> list[Token]:
+    """Tokens of every segment in order: its words, or its text split on whitespace with
+    times interpolated across the segment by character position."""
+    tokens: list[Token] = []
+    for index, segment in enumerate(segments):
+        if segment.words:
+            for w, word in enumerate(segment.words):
+                if word.word.strip():
+                    tokens.append(
+                        Token(
+                            word.word.strip(),
+                            word.start,
+                            word.end,
+                            segment.speaker if segment.speaker is not None else word.speaker,
+                            segment.channel if segment.channel is not None else word.channel,
+                            index,
+                            w,
+                        )
+                    )
+            continue
+        text = segment.text
+        length = max(1, len(text))
+        span = max(0.0, segment.end - segment.start)
+        for match in re.finditer(r"\S+", text):
+            tokens.append(
+                Token(
+                    match.group(),
+                    segment.start + span * match.start() / length,
+                    segment.start + span * match.end() / length,
+                    segment.speaker,
+                    segment.channel,
+                    index,
+                    None,
+                    match.start(),
+                    match.end(),
+                )
+            )
+    return tokens
+
+
+_EDGE_PUNCT = "\"'\u201c\u201d\u2018\u2019()[]{}<>,.;:!?\u00a1\u00bf\u2026\u2014\u2013*"
+
+
+def core(text: str) -> str:
+    """The token without surrounding punctuation (internal ``-./@`` kept)."""
+    return text.strip(_EDGE_PUNCT)
+
+
+def _cue_form(text: str) -> str:
+    word = re.sub(r"[^\w']", "", text.lower())
+    return word.removesuffix("'s")
+
+
+# --- number words -----------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+UNITS: Final = {
+    "zero": 0,
+    "oh": 0,
+    "o": 0,
+    "nought": 0,
+    "naught": 0,
+    "nil": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+}
+TEENS: Final = {
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+}
+TENS: Final = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fourty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+REPEATS: Final = {"double": 2, "triple": 3}
+SCALES: Final = {"hundred": 100, "thousand": 1000}
+NUMBER_WORDS: Final = frozenset(UNITS) | frozenset(TEENS) | frozenset(TENS) | set(REPEATS)
+NUMBER_WORDS_ALL: Final = NUMBER_WORDS | set(SCALES)
+
+# Bridged inside a digit run: fillers, restarts, spoken separators, agent back-channels.
+FILLERS: Final = _words(
+    "uh um umm uhm er erm ah eh hmm hm mm mhm uh-huh mm-hmm sorry pardon like so ok okay "
+    "right yes yeah yep sure"
+)
+RESTART_WORDS: Final = _words(
+    "let me start again over from the top beginning try i mean no wait actually hang hold "
+    "on i'll repeat that it's is"
+)
+SEPARATORS: Final = _words("slash dash hyphen space stroke")
+BRIDGES: Final = FILLERS | RESTART_WORDS | SEPARATORS
+
+MONTHS: Final = _words(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec"
+)
+ORDINAL_WORDS: Final = _words(
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth "
+    "thirtieth"
+)
+
+_NUMERIC = re.compile(r"\+?[$£€]?\d(?:[\d\-./:,]*\d)?")
+_ORDINAL_DIGITS = re.compile(r"\d{1,2}(?:st|nd|rd|th)")
+
+
+@dataclass(frozen=True)
+class _Atom:
+    kind: str  # "digits" or "word"
+    text: str
+    token: int  # stream position
+
+
+def _atoms(position: int, token: Token) -> list[_Atom] | None:
+    """A token's number atoms, or None when it is not numeric."""
+    word = core(token.text)
+    if _NUMERIC.fullmatch(word):
+        return [_Atom("digits", re.sub(r"\D", "", word), position)]
+    parts = word.lower().split("-")
+    if all(part in NUMBER_WORDS_ALL for part in parts):
+        return [_Atom("word", part, position) for part in parts]
+    return None
+
+
+def _below_100(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
+    if i >= len(atoms) or atoms[i].kind != "word":
+        return None
+    word = atoms[i].text
+    if word in TEENS:
+        return TEENS[word], i + 1
+    if word in TENS:
+        nxt = atoms[i + 1] if i + 1 < len(atoms) else None
+        if nxt and nxt.kind == "word" and UNITS.get(nxt.text, 0) > 0:
+            return TENS[word] + UNITS[nxt.text], i + 2
+        return TENS[word], i + 1
+    if word in UNITS:
+        return UNITS[word], i + 1
+    return None
+
+
+def _is(atoms: Sequence[_Atom], i: int, word: str) -> bool:
+    return i < len(atoms) and atoms[i].kind == "word" and atoms[i].text == word
+
+
+def _below_1000(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
+    first = _below_100(atoms, i)
+    if first is None:
+        return None
+    value, j = first
+    if _is(atoms, j, "hundred"):
+        value, j = value * 100, j + 1
+        k = j + 1 if _is(atoms, j, "and") else j
+        rest = _below_100(atoms, k)
+        if rest is not None:
+            value, j = value + rest[0], rest[1]
+    return value, j
+
+
+def _cardinal(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
+    first = _below_1000(atoms, i)
+    if first is None:
+        return None
+    value, j = first
+    if _is(atoms, j, "thousand"):
+        value, j = value * 1000, j + 1
+        k = j + 1 if _is(atoms, j, "and") else j
+        rest = _below_1000(atoms, k)
+        if rest is not None:
+            value, j = value + rest[0], rest[1]
+    return value, j
+
+
+def parse_numbers(atoms: Sequence[_Atom]) -> list[tuple[str, tuple[int, ...]]]:
+    """Number atoms to digit chunks, each with the stream positions it came from.
+
+    Read the way card numbers are read: "four five" -> 4, 5; "forty five" -> 45;
+    "double four" -> 44; "nine thousand" -> 9000; "one hundred and two" -> 102;
+    a bare "hundred"/"thousand" after digits appends zeros ("4 thousand" -> 4000).
+    """
+    chunks: list[tuple[str, tuple[int, ...]]] = []
+    i = 0
+    while i < len(atoms):
+        atom = atoms[i]
+        if atom.kind == "digits":
+            chunks.append((atom.text, (atom.token,)))
+            i += 1
+            continue
+        if atom.text in REPEATS and i + 1 < len(atoms):
+            nxt = atoms[i + 1]
+            digit = (
+                str(UNITS[nxt.text])
+                if nxt.kind == "word" and nxt.text in UNITS
+                else nxt.text
+                if nxt.kind == "digits" and len(nxt.text) == 1
+                else None
+            )
+            if digit is not None:
+                chunks.append((digit * REPEATS[atom.text], (atom.token, nxt.token)))
+                i += 2
+                continue
+        if atom.text in SCALES:
+            chunks.append(("0" * (len(str(SCALES[atom.text])) - 1), (atom.token,)))
+            i += 1
+            continue
+        parsed = _cardinal(atoms, i)
+        if parsed is None:  # "and", a lone "double"
+            i += 1
+            continue
+        value, j = parsed
+        chunks.append((str(value), tuple(sorted({a.token for a in atoms[i:j]}))))
+        i = j
+    return chunks
+
+
+# --- digit runs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigitRun:
+    """Consecutive numeric tokens of one stream (fillers and restarts bridged)."""
+
+    digits: str
+    sources: tuple[tuple[int, ...], ...]  # per digit: the stream positions it came from
+    parts: tuple[str, ...]  # digits between bridges ("4532 0151 uh 1283" -> 2 parts)
+    first: int  # stream positions, inclusive
+    last: int
+    plus: bool  # written with a leading "+" (international phone)
+
+
+def _numeric_atoms(stream: Sequence[Token]) -> list[list[_Atom] | None]:
+    """Atoms per stream token; an "oh"/"o" counts only next to another number."""
+    atoms = [_atoms(p, token) for p, token in enumerate(stream)]
+    for p, found in enumerate(atoms):
+        if found and all(a.kind == "word" and a.text in ("oh", "o") for a in found):
+            group = [p]
+            for step in (-1, 1):
+                q = p + step
+                while 0 <= q < len(atoms) and atoms[q] is not None:
+                    group.append(q)
+                    q += step
+            has_number = any(
+                a.kind == "digits" or a.text not in ("oh", "o")
+                for q in group
+                for a in atoms[q] or ()
+            )
+            if not has_number:
+                atoms[p] = None
+    return atoms
+
+
+def digit_runs(stream: Sequence[Token]) -> list[DigitRun]:
+    """Digit runs of one stream, fillers/restarts/separators bridged."""
+    atoms = _numeric_atoms(stream)
+    runs: list[DigitRun] = []
+    p = 0
+    while p < len(stream):
+        if atoms[p] is None:
+            p += 1
+            continue
+        members = [p]
+        part_of = {p: 0}
+        part = 0
+        last = p
+        q = p + 1
+        bridged = 0
+        while q < len(stream) and bridged <= MAX_BRIDGE:
+            if atoms[q] is not None:
+                if stream[q].start - stream[last].end > MAX_GAP_S:
+                    break
+                if bridged:
+                    part += 1
+                members.append(q)
+                part_of[q] = part
+                last, bridged = q, 0
+            elif core(stream[q].text).lower() in BRIDGES or (
+                core(stream[q].text).lower() == "and" and core(stream[last].text).lower() in SCALES
+            ):
+                bridged += 1
+            else:
+                break
+            q += 1
+        run_atoms = [a for m in members for a in atoms[m] or ()]
+        digits, sources = "", []
+        by_part = [""] * (part + 1)
+        for chunk, toks in parse_numbers(run_atoms):
+            digits += chunk
+            sources += [toks] * len(chunk)
+            by_part[part_of[toks[0]]] += chunk
+        if digits:
+            runs.append(
+                DigitRun(
+                    digits,
+                    tuple(sources),
+                    tuple(x for x in by_part if x),
+                    p,
+                    last,
+                    core(stream[p].text).startswith("+"),
+                )
+            )
+        p = last + 1
+    return runs
+
+
+def luhn_valid(digits: str) -> bool:
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = int(char)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def looks_like_card(run: DigitRun) -> bool:
+    """13-19 digits passing Luhn: the whole run, or any consecutive parts of it (so a
+    restart, "4532 0151 sorry let me start again 4532 0151 1283 0366", is caught); for
+    runs over 16 digits also every prefix and suffix cut between spoken numbers (a card
+    with its CVV read straight after). A 16-digit run is tried whole only."""
+    candidates = {run.digits}
+    for i in range(len(run.parts)):
+        for j in range(i + 1, len(run.parts) + 1):
+            candidates.add("".join(run.parts[i:j]))
+    if len(run.digits) > 16:  # a card with something read on: try prefixes and suffixes
+        cuts = [i for i in range(1, len(run.digits)) if run.sources[i] != run.sources[i - 1]]
+        candidates |= {run.digits[:i] for i in cuts} | {run.digits[i:] for i in cuts}
+    return any(13 <= len(c) <= 19 and luhn_valid(c) for c in candidates)
+
+
+def looks_like_phone(run: DigitRun) -> bool:
+    """Phone shape without a cue: UK 0xxxxxxxxx(x), +44..., NANP (1)NXXNXXXXXX, or "+"."""
+    d = run.digits
+    if run.plus and 10 <= len(d) <= 15:
+        return True
+    if len(d) in (10, 11) and d[0] == "0" and d[1] != "0":
+        return True
+    if len(d) == 12 and d.startswith("44") and d[2] != "0":
+        return True
+    nanp = d[1:] if len(d) == 11 and d[0] == "1" else d
+    return len(nanp) == 10 and nanp[0] in "23456789" and nanp[3] in "23456789"
+
+
+# --- cues -------------------------------------------------------------------------------
+
+
+def _phrases(*texts: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(text.split()) for text in texts)
+
+
+CUES: Final[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+    CARD_NUMBER: _phrases(
+        "card",
+        "cards",
+        "visa",
+        "mastercard",
+        "master card",
+        "amex",
+        "american express",
+        "maestro",
+        "debit",
+        "credit",
+        "long number",
+        "number on the front",
+        "sixteen digit",
+        "sixteen digits",
+        "16 digit",
+        "16 digits",
+        "pan",
+    ),
+    CVV: _phrases(
+        "security code",
+        "security number",
+        "cvv",
+        "cvv2",
+        "cvc",
+        "cv2",
+        "csc",
+        "verification code",
+        "three digits",
+        "3 digits",
+        "digits on the back",
+        "back of the card",
+    ),
+    EXPIRY: _phrases(
+        "expiry",
+        "expires",
+        "expire",
+        "expiring",
+        "expiration",
+        "exp",
+        "valid until",
+        "valid to",
+        "valid thru",
+        "valid through",
+        "good thru",
+        "good through",
+        "end date",
+    ),
+    SSN: _phrases("social security", "social", "ssn", "s s n"),
+    NATIONAL_ID: _phrases(
+        "national insurance",
+        "national id",
+        "ni number",
+        "id number",
+        "passport number",
+        "driving licence",
+        "driving license",
+        "driver's license",
+        "tax id",
+    ),
+    PHONE: _phrases(
+        "phone",
+        "telephone",
+        "mobile",
+        "cell",
+        "cellphone",
+        "landline",
+        "contact number",
+        "call you",
+        "call you back",
+        "callback",
+        "reach you",
+        "extension",
+        "whatsapp",
+    ),
+    DATE_OF_BIRTH: _phrases(
+        "date of birth", "dob", "d o b", "born", "birthday", "birth date", "birthdate"
+    ),
+    IBAN: _phrases("iban", "i ban", "international bank account"),
+    BANK_ACCOUNT: _phrases(
+        "account number", "account", "acct", "bank account", "routing number", "routing", "aba"
+    ),
+    SORT_CODE: _phrases("sort code", "sortcode"),
+}
+
+# digit-run lengths each cue-driven type accepts (CARD_NUMBER: 12+ near a card cue)
+LENGTHS: Final[Mapping[str, range]] = {
+    CARD_NUMBER: range(12, 1000),
+    CVV: range(3, 5),
+    EXPIRY: range(2, 7),
+    SSN: range(4, 10),  # "the last four of your social" too
+    NATIONAL_ID: range(6, 13),
+    PHONE: range(7, 16),
+    DATE_OF_BIRTH: range(4, 9),
+    IBAN: range(10, 35),
+    BANK_ACCOUNT: range(6, 18),
+    SORT_CODE: range(6, 7),
+}
+
+
+@dataclass(frozen=True)
+class Cue:
+    type: str
+    start: float
+    end: float
+
+
+def find_cues(tokens: Sequence[Token]) -> list[Cue]:
+    """Cue phrases anywhere in the transcript (every stream), with their times."""
+    cues: list[Cue] = []
+    by_stream: dict[tuple[str | None, int | None], list[Token]] = {}
+    for token in tokens:
+        by_stream.setdefault(token.stream, []).append(token)
+    for stream in by_stream.values():
+        words = [_cue_form(t.text) for t in stream]
+        for i in range(len(words)):
+            for kind, phrases in CUES.items():
+                for phrase in phrases:
+                    if tuple(words[i : i + len(phrase)]) == phrase:
+                        cues.append(Cue(kind, stream[i].start, stream[i + len(phrase) - 1].end))
+    return cues
+
+
+def _cue_distance(cue: Cue, start: float, end: float) -> float | None:
+    """Seconds between a cue and a span, None when out of reach."""
+    if cue.end < start - CUE_BEFORE_S or cue.start > end + CUE_AFTER_S:
+        return None
+    if cue.end <= start:
+        return start - cue.end
+    if cue.start >= end:  # values usually follow their cue: a cue after counts as farther
+        return AFTER_WEIGHT * (cue.start - end)
+    return 0.0
+
+
+def nearest_cue(cues: Sequence[Cue], types: Iterable[str], start: float, end: float) -> str | None:
+    """The type of the nearest cue in reach among ``types`` (ties: :data:`PRIORITY`)."""
+    wanted = set(types)
+    best: tuple[float, int, str] | None = None
+    for cue in cues:
+        if cue.type not in wanted:
+            continue
+        distance = _cue_distance(cue, start, end)
+        if distance is None:
+            continue
+        key = (distance, PRIORITY.index(cue.type), cue.type)
+        if best is None or key < best:
+            best = key
+    return best[2] if best else None
+
+
+# --- detection --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A detected value: its type and the tokens (global indices, consecutive within one
+    stream) that carry it."""
+
+    type: str
+    tokens: tuple[int, ...]
+
+
+def _classify_run(
+    run: DigitRun, start: float, end: float, cues: Sequence[Cue], types: set[str]
+) -> str | None:
+    length = len(run.digits)
+    if CARD_NUMBER in types and looks_like_card(run):
+        return CARD_NUMBER
+    fitting = [t for t in types if t in LENGTHS and length in LENGTHS[t]]
+    found = nearest_cue(cues, fitting, start, end)
+    if found:
+        return found
+    if PHONE in types and looks_like_phone(run):
+        return PHONE
+    return None
+
+
+_EMAIL_WRITTEN = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_WORDISH = re.compile(r"[\w'+-]+")
+_EMAIL_JOINERS = frozenset({"dot", "underscore", "dash", "hyphen", "period", "."})
+_EMAIL_STOP = _words(
+    "is it's its email e-mail mail address my the it was that's yeah yes sure so and or me "
+    "at to on send use that this your our a an ok okay please of you i we can be will "
+    "uh um er erm"
+)
+
+
+def _email_spans(stream: Sequence[Token]) -> list[tuple[int, int]]:
+    """ "x@y.z" tokens, and spoken "x (dot x) at y dot z" / "x at y.z"."""
+    words = [core(t.text) for t in stream]
+    lower = [w.lower() for w in words]
+    spans: list[tuple[int, int]] = []
+    for i, word in enumerate(words):
+        if _EMAIL_WRITTEN.fullmatch(word):
+            spans.append((i, i))
+            continue
+        if lower[i] not in ("at", "@") or i == 0:
+            continue
+        # the domain: "gmail.com", or "gmail dot com (dot uk)"
+        j = i + 1
+        if j >= len(words) or not (_WORDISH.fullmatch(words[j]) or _DOMAIN.fullmatch(words[j])):
+            continue
+        if _DOMAIN.fullmatch(words[j]):
+            end = j
+        else:
+            end = j
+            while (
+                end + 2 < len(words)
+                and lower[end + 1] in ("dot", ".")
+                and _WORDISH.fullmatch(words[end + 2])
+            ):
+                end += 2
+            if end == j:
+                continue
+        # the local part: one word, joined parts ("john dot smith"), spelled letters, and up
+        # to two more plain words before it ("john smith at ...")
+        b = i - 1
+        if not _WORDISH.fullmatch(words[b].replace(".", "")) or lower[b] in _EMAIL_STOP:
+            continue
+        while b >= 2 and lower[b - 1] in _EMAIL_JOINERS and lower[b - 2] not in _EMAIL_STOP:
+            b -= 2
+        extra = 0
+        while b >= 1 and extra < 2 and lower[b - 1] not in _EMAIL_STOP and words[b - 1]:
+            if not _WORDISH.fullmatch(words[b - 1].replace(".", "")):
+                break
+            b -= 1
+            if len(words[b]) > 1:
+                extra += 1
+        spans.append((b, end))
+    return spans
+
+
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]*")
+_IBAN_GROUP = re.compile(r"[A-Z0-9]{1,8}")
+
+
+def _iban_shape_spans(stream: Sequence[Token]) -> list[tuple[int, int]]:
+    """Written IBANs: "GB29 NWBK 6016 1331 9268 19" or one token, 15-34 characters."""
+    words = [core(t.text) for t in stream]
+    spans = []
+    i = 0
+    while i < len(words):
+        if _IBAN_START.fullmatch(words[i]):
+            j, total = i, len(words[i])
+            while j + 1 < len(words) and _IBAN_GROUP.fullmatch(words[j + 1]) and total < 34:
+                j += 1
+                total += len(words[j])
+            if 15 <= total <= 34:
+                spans.append((i, j))
+                i = j + 1
+                continue
+        i += 1
+    return spans
+
+
+def _spelled_spans(
+    stream: Sequence[Token], atoms: list[list[_Atom] | None]
+) -> list[tuple[int, int]]:
+    """Runs of single letters, upper-case groups and numbers ("G B two nine N W B K ...")
+    with at least 10 characters: IBANs and IDs read aloud."""
+    spans = []
+    i = 0
+    while i < len(stream):
+        j, size = i, 0
+        while j < len(stream):
+            word = core(stream[j].text)
+            if atoms[j] is not None:
+                size += sum(len(a.text) if a.kind == "digits" else 1 for a in atoms[j] or ())
+            elif (len(word) == 1 and word.isalpha()) or _IBAN_GROUP.fullmatch(word):
+                size += len(word)
+            else:
+                break
+            j += 1
+        if j > i and size >= 10:
+            spans.append((i, j - 1))
+        i = max(j, i + 1)
+    return spans
+
+
+_NI_NUMBER = re.compile(r"[A-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]")
+
+
+def _date_spans(stream: Sequence[Token], atoms: list[list[_Atom] | None]) -> list[tuple[int, int]]:
+    """Dates with words: a month or ordinal next to numbers ("the third of March
+    nineteen eighty five", "March 2027", "12th of June"), bridged by "of"/"the"/","."""
+    spans = []
+    i = 0
+
+    def kind(p: int) -> str | None:
+        word = core(stream[p].text).lower()
+        if word in MONTHS:
+            return "month"
+        if word in ORDINAL_WORDS or _ORDINAL_DIGITS.fullmatch(word):
+            return "ordinal"
+        if word.split("-")[-1] in ORDINAL_WORDS:
+            return "ordinal"
+        if atoms[p] is not None:
+            return "number"
+        if word in ("of", "the", "slash") or word in FILLERS:
+            return "bridge"
+        return None
+
+    while i < len(stream):
+        if kind(i) in (None, "bridge"):
+            i += 1
+            continue
+        j, last, kinds = i, i, set()
+        while j < len(stream) and kind(j) is not None:
+            k = kind(j)
+            if k != "bridge":
+                kinds.add(k)
+                last = j
+            j += 1
+        if ("month" in kinds and len(kinds) > 1) or {"ordinal", "number"} <= kinds:
+            spans.append((i, last))
+        i = max(j, i + 1)
+    return spans
+
+
+def detect(
+    tokens: Sequence[Token],
+    types: Iterable[str],
+    user_patterns: Mapping[str, re.Pattern[str] | str] | None = None,
+) -> list[Entity]:
+    """Entities in the transcript, by these rules (over-redacting near cues):
+
+    - CARD_NUMBER: a digit run of 13-19 digits passing Luhn (whole, or consecutive parts of
+      a run cut by fillers/restarts), anywhere; any run of 12+ digits near a card cue.
+    - CVV 3-4, EXPIRY 2-6 (MMYY, "twelve twenty seven"), SSN 4-9, NATIONAL_ID 6-12,
+      PHONE 7-15, DATE_OF_BIRTH 4-8, IBAN 10+, BANK_ACCOUNT 6-17, SORT_CODE 6 digits near
+      their cue words (nearest cue wins). A cue is "near" from 30 s before the run to 10 s
+      after it, in any stream.
+    - PHONE without a cue: 10-11 digits of phone shape (0..., 1+NANP, NANP, +...).
+    - EXPIRY / DATE_OF_BIRTH: also month/ordinal dates near their cues.
+    - EMAIL: written ``x@y.z``; spoken "x at y dot z" / "x at y.z".
+    - IBAN: written shape (``GB29 NWBK ...``) anywhere; spelled letters+digits near the cue.
+    - NATIONAL_ID: the UK NI number shape (``QQ 12 34 56 C``) anywhere.
+    - user patterns: ``name -> regex`` over each stream's normalised text (see
+      :func:`normalised_text`); the type is the name upper-cased.
+    """
+    wanted = set(types)
+    unknown = wanted - PII_TYPES
+    if unknown:
+        raise ValueError(f"unknown redaction types: {sorted(unknown)}")
+    patterns = compile_user_patterns(user_patterns or {})
+    cues = find_cues(tokens)
+    streams: dict[tuple[str | None, int | None], list[int]] = {}
+    for index, token in enumerate(tokens):
+        streams.setdefault(token.stream, []).append(index)
+    found: list[Entity] = []
+    for ids in streams.values():
+        stream = [tokens[i] for i in ids]
+        atoms = _numeric_atoms(stream)
+
+        def entity(kind: str, first: int, last: int, ids: list[int] = ids) -> Entity:
+            return Entity(kind, tuple(ids[first : last + 1]))
+
+        def near(
+            kinds: Iterable[str], first: int, last: int, stream: list[Token] = stream
+        ) -> str | None:
+            return nearest_cue(cues, kinds, stream[first].start, stream[last].end)
+
+        for run in digit_runs(stream):
+            kind = _classify_run(run, stream[run.first].start, stream[run.last].end, cues, wanted)
+            if kind:
+                found.append(entity(kind, run.first, run.last))
+        date_types = wanted & {EXPIRY, DATE_OF_BIRTH}
+        if date_types:
+            for first, last in _date_spans(stream, atoms):
+                kind = near(date_types, first, last)
+                if kind:
+                    found.append(entity(kind, first, last))
+        if EMAIL in wanted:
+            found += [entity(EMAIL, first, last) for first, last in _email_spans(stream)]
+        if IBAN in wanted:
+            found += [entity(IBAN, first, last) for first, last in _iban_shape_spans(stream)]
+            for first, last in _spelled_spans(stream, atoms):
+                if near([IBAN], first, last):
+                    found.append(entity(IBAN, first, last))
+        if NATIONAL_ID in wanted or patterns:
+            text, spans = normalised_text(stream)
+            regexes = list(patterns.items())
+            if NATIONAL_ID in wanted:
+                regexes.append((NATIONAL_ID, _NI_NUMBER))
+            for name, regex in regexes:
+                for match in regex.finditer(text):
+                    hit = [
+                        p
+                        for a, b, first, last in spans
+                        if a < match.end() and match.start() < b
+                        for p in (first, last)
+                    ]
+                    if match.end() > match.start() and hit:
+                        found.append(entity(name, min(hit), max(hit)))
+    return found
+
+
+def normalised_text(stream: Sequence[Token]) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """A stream as text for user patterns: every digit run as its digits with no spaces
+    ("four five 3 2" -> "4532"), other tokens without surrounding punctuation, original
+    case, joined by single spaces. Also the ``(char_start, char_end, first, last)`` spans
+    mapping text back to stream positions."""
+    runs = {run.first: run for run in digit_runs(stream)}
+    pieces: list[str] = []
+    spans: list[tuple[int, int, int, int]] = []
+    offset = 0
+    p = 0
+    while p < len(stream):
+        run = runs.get(p)
+        piece, last = (run.digits, run.last) if run else (core(stream[p].text), p)
+        if piece:
+            if pieces:
+                offset += 1
+            pieces.append(piece)
+            spans.append((offset, offset + len(piece), p, last))
+            offset += len(piece)
+        p = last + 1
+    return " ".join(pieces), spans
+
+
+def compile_user_patterns(
+    patterns: Mapping[str, re.Pattern[str] | str],
+) -> dict[str, re.Pattern[str]]:
+    """Validate user patterns: names become upper-case tags (letters, digits, ``_``, at
+    most 40, not a built-in type); regexes must compile. Raises ValueError."""
+    compiled: dict[str, re.Pattern[str]] = {}
+    for name, pattern in patterns.items():
+        if not _USER_NAME.fullmatch(name):
+            raise ValueError(f"user pattern name {name!r}: letters, digits and _ only")
+        tag = name.upper()
+        if tag in PII_TYPES:
+            raise ValueError(f"user pattern name {name!r} is a built-in type")
+        try:
+            compiled[tag] = re.compile(pattern) if isinstance(pattern, str) else pattern
+        except re.error as error:
+            raise ValueError(f"user pattern {name!r}: {error}") from error
+    return compiled
+
+
+def expand_groups(groups: Iterable[str]) -> frozenset[str]:
+    """``pci``/``pii`` and single type names (any case) to entity types."""
+    types: set[str] = set()
+    for group in groups:
+        name = group.strip()
+        if name.lower() in GROUPS:
+            types |= GROUPS[name.lower()]
+        elif name.upper() in PII_TYPES:
+            types.add(name.upper())
+        else:
+            raise ValueError(f"unknown redaction group {group!r}: pci, pii or a type name")
+    return frozenset(types)
+
+
+# --- rewriting --------------------------------------------------------------------------
+
+
+class Redaction(TypedDict):
+    """One redacted value: where and what kind, never the value."""
+
+    type: str
+    start: float
+    end: float
+    speaker: str | None
+    channel: int | None
+
+
+def _assign(entities: Sequence[Entity]) -> dict[int, int]:
+    """Token -> entity index; where entities overlap, the higher-priority type wins."""
+    order = sorted(
+        range(len(entities)),
+        key=lambda e: (
+            PRIORITY.index(entities[e].type) if entities[e].type in PRIORITY else len(PRIORITY),
+            entities[e].tokens[0],
+        ),
+    )
+    owner: dict[int, int] = {}
+    for e in order:
+        for token in entities[e].tokens:
+            owner.setdefault(token, e)
+    return owner
+
+
+def _tag(kind: str) -> str:
+    return f"[{kind}]"
+
+
+def _leading_space(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def _rewrite_words(segment: Segment, owner: Mapping[int, tuple[int, str]]) -> Segment:
+    """``owner``: word index -> (entity, type). Each redacted word becomes the tag, its
+    timing kept; the text is rebuilt from the words with one tag per entity run."""
+    assert segment.words is not None
+    words: list[Word] = []
+    pieces: list[str] = []
+    previous: int | None = None
+    for w, word in enumerate(segment.words):
+        hit = owner.get(w)
+        if hit is None:
+            words.append(word)
+            pieces.append(word.word)
+            previous = None
+            continue
+        entity, kind = hit
+        tagged = _leading_space(word.word) + _tag(kind)
+        words.append(word.model_copy(update={"word": tagged}))
+        if entity != previous:
+            pieces.append(tagged)
+        previous = entity
+    text = _leading_space(segment.text) + "".join(pieces).strip()
+    return segment.model_copy(update={"words": words, "text": text})
+
+
+def _rewrite_text(segment: Segment, owner: Sequence[tuple[Token, int, str]]) -> Segment:
+    """Words-less segment: the redacted tokens' characters replaced, one tag per entity
+    run (the spaces between its tokens go too)."""
+    text = segment.text
+    runs: list[tuple[int, int, str]] = []
+    previous: int | None = None
+    for token, entity, kind in sorted(owner, key=lambda item: item[0].char_start):
+        if runs and entity == previous:
+            a, _, k = runs[-1]
+            runs[-1] = (a, token.char_end, k)
+        else:
+            runs.append((token.char_start, token.char_end, kind))
+        previous = entity
+    for a, b, kind in reversed(runs):
+        text = text[:a] + _tag(kind) + text[b:]
+    return segment.model_copy(update={"text": text})
+
+
+def _same_text(segment: Segment) -> bool:
+    assert segment.words is not None
+    return "".join(w.word for w in segment.words).split() == segment.text.split()
+
+
+def redact(
+    segments: Sequence[Segment],
+    groups: Iterable[str],
+    user_patterns: Mapping[str, re.Pattern[str] | str] | None = None,
+) -> tuple[list[Segment], list[Redaction]]:
+    """Redacted copies of ``segments`` and the list of what was redacted.
+
+    ``groups``: ``pci``, ``pii`` and/or type names (:func:`expand_groups`); user patterns are
+    applied whenever given. Detection runs over the whole transcript, one stream per
+    speaker/channel (see the module docstring). In each segment, consecutive tokens of one
+    entity become one ``[TYPE]`` tag in the text, and every redacted word's ``word`` becomes
+    the tag with its timing kept. A segment with words whose text differs from its words
+    gets its text rebuilt from the words, so the text never keeps what the words lost.
+    The input is not modified.
+    """
+    types = expand_groups(groups)
+    tokens = tokenize(segments)
+    entities = detect(tokens, types, user_patterns)
+    owner = _assign(entities)
+    by_segment: dict[int, list[tuple[Token, int, str]]] = {}
+    kept: dict[int, list[int]] = {}
+    for token_index, entity in owner.items():
+        token = tokens[token_index]
+        by_segment.setdefault(token.segment, []).append((token, entity, entities[entity].type))
+        kept.setdefault(entity, []).append(token_index)
+    result: list[Segment] = []
+    for index, segment in enumerate(segments):
+        hits = by_segment.get(index, [])
+        if segment.words:
+            if hits or not _same_text(segment):
+                words_owner = {t.word: (e, k) for t, e, k in hits if t.word is not None}
+                segment = _rewrite_words(segment, words_owner)
+        elif hits:
+            segment = _rewrite_text(segment, hits)
+        result.append(segment)
+    redactions: list[Redaction] = []
+    for entity, token_ids in kept.items():
+        first = tokens[min(token_ids)]
+        redactions.append(
+            Redaction(
+                type=entities[entity].type,
+                start=min(tokens[t].start for t in token_ids),
+                end=max(tokens[t].end for t in token_ids),
+                speaker=first.speaker,
+                channel=first.channel,
+            )
+        )
+    redactions.sort(key=lambda r: (r["start"], r["end"], r["type"]))
+    return result, redactions
