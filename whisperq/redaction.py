@@ -28,7 +28,7 @@ Rules favour over-redacting near cue words over leaking (see :func:`detect`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypedDict
 
@@ -275,32 +275,33 @@ def _is(atoms: Sequence[_Atom], i: int, word: str) -> bool:
     return i < len(atoms) and atoms[i].kind == "word" and atoms[i].text == word
 
 
-def _below_1000(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
-    first = _below_100(atoms, i)
+def _scaled(
+    atoms: Sequence[_Atom],
+    i: int,
+    part: Callable[[Sequence[_Atom], int], tuple[int, int] | None],
+    word: str,
+    factor: int,
+) -> tuple[int, int] | None:
+    """``part`` [``word`` [and] ``part``]: "two hundred (and) five", "nine thousand ..."."""
+    first = part(atoms, i)
     if first is None:
         return None
     value, j = first
-    if _is(atoms, j, "hundred"):
-        value, j = value * 100, j + 1
+    if _is(atoms, j, word):
+        value, j = value * factor, j + 1
         k = j + 1 if _is(atoms, j, "and") else j
-        rest = _below_100(atoms, k)
+        rest = part(atoms, k)
         if rest is not None:
             value, j = value + rest[0], rest[1]
     return value, j
+
+
+def _below_1000(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
+    return _scaled(atoms, i, _below_100, "hundred", 100)
 
 
 def _cardinal(atoms: Sequence[_Atom], i: int) -> tuple[int, int] | None:
-    first = _below_1000(atoms, i)
-    if first is None:
-        return None
-    value, j = first
-    if _is(atoms, j, "thousand"):
-        value, j = value * 1000, j + 1
-        k = j + 1 if _is(atoms, j, "and") else j
-        rest = _below_1000(atoms, k)
-        if rest is not None:
-            value, j = value + rest[0], rest[1]
-    return value, j
+    return _scaled(atoms, i, _below_1000, "thousand", 1000)
 
 
 def parse_numbers(atoms: Sequence[_Atom]) -> list[tuple[str, tuple[int, ...]]]:
