@@ -317,19 +317,7 @@ def test_a_multipart_uploads_two_events_give_one_job(aws, tmp_path):
     """moto (like S3 on a retried upload) sends Put and CompleteMultipartUpload events."""
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
     events = sqs.create_queue(QueueName=f"{aws.queue_name}-ingest")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=events, AttributeNames=["QueueArn"])["Attributes"]
-    s3.put_bucket_notification_configuration(
-        Bucket=aws.bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": arn["QueueArn"],
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
-                }
-            ]
-        },
-    )
+    local_stack.route_bucket_events(s3, sqs, aws.bucket, events, "incoming/")
     big = tmp_path / "long call.wav"
     big.write_bytes(silent_wav(400))  # 6.4 MB: a multipart upload
     from boto3.s3.transfer import TransferConfig
@@ -589,19 +577,8 @@ def _cli_env(aws: Settings, **more: str) -> dict[str, str]:
 def test_whisperq_ingest_drains_the_bucket_events(aws):
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
     events = sqs.create_queue(QueueName=f"{aws.queue_name}-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=events, AttributeNames=["QueueArn"])["Attributes"]
-    s3.put_bucket_notification_configuration(
-        Bucket=aws.bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": arn["QueueArn"],
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
-                }
-            ]
-        },
-    )  # moto sends an s3:TestEvent now: consumed like any other event
+    # moto sends an s3:TestEvent now: consumed like any other event
+    local_stack.route_bucket_events(s3, sqs, aws.bucket, events, "incoming/")
     for key in ("incoming/demo/a b/Zoë + 1.wav", "incoming/demo/2.wav", "incoming/demo/2.json"):
         s3.put_object(Bucket=aws.bucket, Key=key, Body=silent_wav(1 + len(key) / 100))
     s3.put_object(Bucket=aws.bucket, Key="elsewhere/3.wav", Body=b"x")  # not an event

@@ -173,19 +173,18 @@ def _wait_for_moto(settings: Settings, process: Managed, timeout: float) -> None
     raise LocalStackError(f"moto server did not answer within {timeout:.0f}s; see {process.log}")
 
 
-def _create_resources(
-    settings: Settings, visibility_timeout: int, max_receive_count: int
+def _queue_pair(
+    sqs: Any, name: str, dead_letter_name: str, visibility_timeout: int, max_receive_count: int
 ) -> tuple[str, str]:
-    s3 = storage.client(settings, "s3")
-    s3.create_bucket(Bucket=BUCKET)
-    sqs = storage.client(settings, "sqs")
-    dlq_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+    """A queue that moves a message to its dead-letter queue after ``max_receive_count``
+    receives, as the stack declares them: (queue URL, dead-letter URL)."""
+    dlq_url = sqs.create_queue(QueueName=dead_letter_name)["QueueUrl"]
+    redrive = {
+        "deadLetterTargetArn": _queue_arn(sqs, dlq_url),
+        "maxReceiveCount": str(max_receive_count),
+    }
     queue_url = sqs.create_queue(
-        QueueName=QUEUE,
+        QueueName=name,
         Attributes={
             "VisibilityTimeout": str(visibility_timeout),
             "RedrivePolicy": json.dumps(redrive),
@@ -194,35 +193,44 @@ def _create_resources(
     return queue_url, dlq_url
 
 
-def _create_ingest_route(settings: Settings) -> str:
-    """The ingest queue (+ its dead-letter queue) and the bucket's notification to it:
-    objects created under incoming/ become events there. Returns the queue's URL."""
+def _create_resources(
+    settings: Settings, visibility_timeout: int, max_receive_count: int
+) -> tuple[str, str]:
+    storage.client(settings, "s3").create_bucket(Bucket=BUCKET)
     sqs = storage.client(settings, "sqs")
-    dlq_url = sqs.create_queue(QueueName=INGEST_DEAD_LETTER_QUEUE)["QueueUrl"]
-    dlq_arn = _queue_arn(sqs, dlq_url)
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(INGEST_MAX_RECEIVE_COUNT)}
-    queue_url = sqs.create_queue(
-        QueueName=INGEST_QUEUE,
-        Attributes={
-            "VisibilityTimeout": str(INGEST_VISIBILITY_TIMEOUT_S),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-    )["QueueUrl"]
-    storage.client(settings, "s3").put_bucket_notification_configuration(
-        Bucket=BUCKET,
+    return _queue_pair(sqs, QUEUE, DEAD_LETTER_QUEUE, visibility_timeout, max_receive_count)
+
+
+def route_bucket_events(s3: Any, sqs: Any, bucket: str, queue_url: str, prefix: str) -> None:
+    """Send an event to ``queue_url`` for every object created under ``prefix`` in
+    ``bucket`` (S3 -> SQS notification, as the stack wires its own bucket)."""
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
                     "Id": "whisperq-ingest",
                     "QueueArn": _queue_arn(sqs, queue_url),
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {
-                        "Key": {"FilterRules": [{"Name": "prefix", "Value": INGEST_PREFIX}]}
-                    },
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
                 }
             ]
         },
     )
+
+
+def _create_ingest_route(settings: Settings) -> str:
+    """The ingest queue (+ its dead-letter queue) and the bucket's notification to it:
+    objects created under incoming/ become events there. Returns the queue's URL."""
+    sqs = storage.client(settings, "sqs")
+    queue_url, _ = _queue_pair(
+        sqs,
+        INGEST_QUEUE,
+        INGEST_DEAD_LETTER_QUEUE,
+        INGEST_VISIBILITY_TIMEOUT_S,
+        INGEST_MAX_RECEIVE_COUNT,
+    )
+    route_bucket_events(storage.client(settings, "s3"), sqs, BUCKET, queue_url, INGEST_PREFIX)
     return queue_url
 
 
