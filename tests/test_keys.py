@@ -35,6 +35,11 @@ def test_parse_is_the_inverse_of_building():
             fmt,
         )
     assert keys.parse_result_key("b", keys.error_key("b", "d/x.wav")) == ("d/x.wav", "error")
+    redacted = keys.redacted_audio_key("b", "d/x.wav")
+    assert redacted == "results/b/d/x.wav.redacted.wav"
+    assert keys.parse_result_key("b", redacted) == ("d/x.wav", "audio")
+    # A submitted file whose own name ends like that is still a file, not an audio copy.
+    assert keys.parse_result_key("b", "results/b/y.redacted.wav.json") == ("y.redacted.wav", "json")
 
 
 @pytest.mark.parametrize("name", ["weekly", "2026-11-21", "a.b_c-d", "x" * 128])

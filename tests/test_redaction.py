@@ -20,11 +20,10 @@ def seg(text: str, start: float = 0.0, end: float | None = None, **kw: object) -
 
 
 def wseg(text: str, start: float = 0.0, step: float = 0.5, **kw: object) -> Segment:
-    """A segment with words, faster-whisper style (leading spaces)."""
+    """A segment with words as the engine stores them (stripped, unlike faster-whisper's
+    leading spaces)."""
     words = [
-        Word(
-            start=start + i * step, end=start + (i + 1) * step - 0.05, word=f" {w}", probability=0.9
-        )
+        Word(start=start + i * step, end=start + (i + 1) * step - 0.05, word=w, probability=0.9)
         for i, w in enumerate(text.split())
     ]
     return Segment(
@@ -173,12 +172,12 @@ def test_words_are_replaced_with_tags_and_timings_kept() -> None:
     assert new.text == "card [CARD_NUMBER] thanks"
     assert new.words is not None and segment.words is not None
     assert [(w.start, w.end) for w in new.words] == [(w.start, w.end) for w in segment.words]
-    assert [w.word for w in new.words[1:17]] == [" [CARD_NUMBER]"] * 16
-    assert new.words[0].word == " card" and new.words[-1].word == " thanks"
+    assert [w.word for w in new.words[1:17]] == ["[CARD_NUMBER]"] * 16
+    assert new.words[0].word == "card" and new.words[-1].word == "thanks"
     assert found[0]["start"] == segment.words[1].start
     assert found[0]["end"] == segment.words[16].end
     assert digits_left(out) == "" and "four" not in all_text(out)
-    assert segment.words[1].word == " four"  # input untouched
+    assert segment.words[1].word == "four"  # input untouched
 
 
 # --- CVV / expiry -----------------------------------------------------------------------

@@ -74,6 +74,7 @@ SAMPLES_BY_ANNOTATION = {
     "dict[str, dict[str, float]]": {"c6a.xlarge": {"spot": 0.061, "on_demand": 0.153}},
     "dict[str, dict[str, Any]]": {"support": {"channels": "split", "speakers": ["agent", "b"]}},
     "dict[str, Any]": {"language": "en", "formats": ["srt"]},
+    "dict[str, str]": {"policy": r"POL-?\d{8}", "member_id": "M[0-9]{6}"},
     "Literal['auto', 'cpu', 'cuda']": "cuda",
     "Literal['auto', 'on', 'off']": "off",
 }

@@ -32,7 +32,7 @@ def download_results(
     settings: Settings,
     batch: str,
     out: Path,
-    formats: Collection[str] = keys.RESULT_FORMATS,
+    formats: Collection[str] = keys.DOWNLOAD_KINDS,
     hooks: ProgressHooks | None = None,
 ) -> DownloadReport:
     """Fetch the chosen formats (error records come with ``json``) into ``out``."""

@@ -204,11 +204,11 @@ def stream_audio(
 
 def audio_channels(path: str | Path) -> int:
     """How many channels the file's first audio stream has."""
-    with _open_audio(path) as container:
+    with open_audio(path) as container:
         return container.streams.audio[0].codec_context.channels
 
 
-def _open_audio(path: str | Path) -> Any:
+def open_audio(path: str | Path) -> Any:
     import av
 
     try:
@@ -227,14 +227,14 @@ def _decoded_chunks(path: str | Path, stereo: bool = False) -> Iterator[np.ndarr
     import av
 
     layout = "stereo" if stereo else "mono"
-    with _open_audio(path) as container:
+    with open_audio(path) as container:
         # 16-bit, as faster-whisper's decode_audio does: the same samples to the bit. Decoding
         # is that sensitive: 1e-5 of noise moved one call's batched WER from 0.14 to 0.32.
         resampler = av.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
         # Resampling frames in groups is several times faster than one frame at a time.
         fifo = av.AudioFifo()
         try:
-            for frame in _valid_frames(container.decode(audio=0)):
+            for frame in valid_frames(container.decode(audio=0)):
                 frame.pts = None
                 fifo.write(frame)
                 if fifo.samples >= SAMPLE_RATE * 30:
@@ -246,7 +246,7 @@ def _decoded_chunks(path: str | Path, stereo: bool = False) -> Iterator[np.ndarr
             raise AudioDecodeError(f"cannot decode audio: {error}") from error
 
 
-def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
+def valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
     """Skip frames FFmpeg reports as invalid (a damaged stretch), as faster-whisper does."""
     import av
 
@@ -455,7 +455,8 @@ def transcribe(
         "task": options.task,
         "beam_size": beam_size,
         "vad_filter": vad,
-        "word_timestamps": options.word_timestamps,
+        # Redaction places its tags by word timings: it needs them even when not asked.
+        "word_timestamps": options.word_timestamps or options.redacting,
         "hotwords": options.hotwords,
         "initial_prompt": prompt if prompt is not None else options.initial_prompt,
     }

@@ -11,6 +11,8 @@
     results/<batch>/<relative path>.{srt,vtt,txt}  renderings, written first
     results/<batch>/<relative path>.json           the transcript; written last = done
     results/<batch>/<relative path>.error.json     permanent failure, with the reason
+    results/<batch>/<relative path>.redacted.wav   the audio, redacted spans silenced
+                                                   (--redact-audio; written before json)
     artifacts/<file>                               the deployment's own files (worker wheel)
 
 Anyone can poll ``results/<batch>/`` with any S3 tool: a ``.json`` that is not
@@ -40,6 +42,7 @@ BATCH_INFO = "batch.json"
 FILES = "files"
 UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
+REDACTED_AUDIO_SUFFIX = ".redacted.wav"
 
 # What `submit` takes from a directory and the ingest step takes from incoming/ (suffixes,
 # compared lowercased).
@@ -177,7 +180,12 @@ def error_key(batch: str, relative_path: str) -> str:
     return f"{RESULTS}/{batch}/{relative_path}{ERROR_SUFFIX}"
 
 
-ResultKind = Literal["json", "srt", "vtt", "txt", "error"]
+def redacted_audio_key(batch: str, relative_path: str) -> str:
+    return f"{RESULTS}/{batch}/{relative_path}{REDACTED_AUDIO_SUFFIX}"
+
+
+ResultKind = Literal["json", "srt", "vtt", "txt", "error", "audio"]
+DOWNLOAD_KINDS: tuple[str, ...] = (*RESULT_FORMATS, "audio")  # `whisperq results --format`
 
 
 def parse_result_key(batch: str, key: str) -> tuple[str, ResultKind] | None:
@@ -188,6 +196,8 @@ def parse_result_key(batch: str, key: str) -> tuple[str, ResultKind] | None:
     rest = key[len(prefix) :]
     if rest.endswith(ERROR_SUFFIX):
         return rest[: -len(ERROR_SUFFIX)], "error"
+    if rest.endswith(REDACTED_AUDIO_SUFFIX):
+        return rest[: -len(REDACTED_AUDIO_SUFFIX)], "audio"
     stem, dot, ext = rest.rpartition(".")
     if dot and stem and ext in RESULT_FORMATS:
         return stem, ext

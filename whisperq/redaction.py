@@ -994,7 +994,8 @@ def _rewrite_words(segment: Segment, owner: Mapping[int, tuple[int, str]]) -> Se
         if entity != previous:
             pieces.append(tagged)
         previous = entity
-    text = _leading_space(segment.text) + "".join(pieces).strip()
+    # Words come stripped from the engine (faster-whisper's own carry a leading space).
+    text = _leading_space(segment.text) + " ".join(piece.strip() for piece in pieces)
     return segment.model_copy(update={"words": words, "text": text})
 
 
@@ -1018,7 +1019,7 @@ def _rewrite_text(segment: Segment, owner: Sequence[tuple[Token, int, str]]) -> 
 
 def _same_text(segment: Segment) -> bool:
     assert segment.words is not None
-    return "".join(w.word for w in segment.words).split() == segment.text.split()
+    return " ".join(w.word for w in segment.words).split() == segment.text.split()
 
 
 def redact(

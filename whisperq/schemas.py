@@ -53,6 +53,44 @@ class TranscriptionOptions(_Strict):
         keys.RENDERING_FORMATS, description="Renderings besides the JSON (always written)."
     )
     model: str | None = Field(None, description="None = the worker's model.")
+    redact: tuple[str, ...] = Field(
+        (), description="Redaction groups (pci, pii) and/or entity types; () = off."
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="The user's own patterns, name -> regex, redacted as [NAME].",
+    )
+    redact_audio: bool = Field(False, description="Also write the audio with the spans silenced.")
+
+    @property
+    def redacting(self) -> bool:
+        return bool(self.redact or self.redact_patterns)
+
+    @field_validator("redact")
+    @classmethod
+    def _known_groups(cls, groups: tuple[str, ...]) -> tuple[str, ...]:
+        from whisperq.redaction import expand_groups  # it imports Segment from here
+
+        expand_groups(groups)  # raises ValueError naming the unknown one
+        names = [
+            g.strip().lower() if g.strip().lower() in ("pci", "pii") else g.strip().upper()
+            for g in groups
+        ]
+        return tuple(dict.fromkeys(names))
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
+        from whisperq.redaction import compile_user_patterns
+
+        compile_user_patterns(patterns)
+        return patterns
+
+    @model_validator(mode="after")
+    def _audio_needs_redaction(self) -> TranscriptionOptions:
+        if self.redact_audio and not self.redacting:
+            raise ValueError("redact_audio needs redact (e.g. --redact pci) or redact_patterns")
+        return self
 
     @field_validator("speakers")
     @classmethod
@@ -155,6 +193,16 @@ class Segment(_Strict):
     words: list[Word] | None = Field(None, description="With word_timestamps.")
 
 
+class RedactedSpan(_Strict):
+    """One redacted value: its type and where it was said, never the value."""
+
+    type: str
+    start: float
+    end: float
+    speaker: str | None = None
+    channel: int | None = None
+
+
 class ChannelInfo(_Strict):
     channel: int
     speaker: str
@@ -196,6 +244,12 @@ class TranscriptResult(_Strict):
     options: dict[str, object] = Field(description="Decoding options actually used.")
     text: str
     segments: list[Segment]
+    redactions: list[RedactedSpan] | None = Field(
+        None, description="With redaction on: what was redacted, where (never the values)."
+    )
+    redacted_audio: str | None = Field(
+        None, description="Key of the audio with the redacted spans silenced (redact_audio)."
+    )
     timings: Timings
     instance_type: str | None = Field(None, description="EC2 type of the worker, if on EC2.")
     worker_id: str

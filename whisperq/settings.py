@@ -31,6 +31,7 @@ from pydantic_settings import (
 from whisperq import defaults, keys
 from whisperq.errors import ConfigError, InvalidSettingError
 from whisperq.ingest import DEFAULT_CLAIM_SECONDS, DEFAULT_PREFIX, IngestConfig, normalize_prefix
+from whisperq.redaction import compile_user_patterns
 from whisperq.schemas import TranscriptionOptions
 
 ENV_PREFIX = "WHISPERQ_"
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
 
     # --- submitting -------------------------------------------------------------------
     upload_concurrency: int = Field(8, ge=1, le=64)
+
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description='Your own values to redact, name -> regex: {"policy": "POL-?\\\\d{8}"}; '
+        "added to every batch submitted with --redact and tagged [POLICY].",
+    )
 
     # --- S3-event ingestion (`whisperq ingest`; the ingest Lambda reads the same names) --
     ingest_queue_url: str = Field(
@@ -220,6 +227,12 @@ class Settings(BaseSettings):
         description='$ per instance-hour overrides: {"c6a.xlarge": {"spot": 0.07}}; a type '
         "not in the built-in table needs both on_demand and spot.",
     )
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        compile_user_patterns(value)  # raises ValueError naming the bad one
+        return value
 
     @field_validator("ingest_options")
     @classmethod

@@ -28,6 +28,7 @@ class BatchStatus:
     failed_paths: list[str] = field(default_factory=list)
     dead_lettered_paths: list[str] = field(default_factory=list)  # only when asked (wait)
     unknown_durations: int = 0  # files whose duration was not known when they were added
+    redaction: dict[str, Any] | None = None  # the batch's setting (redaction_setting)
 
     @property
     def finished(self) -> bool:
@@ -179,7 +180,21 @@ def batch_status(
     )
     if newest is not None:
         listing = newest.watch(batch, listing)
-    return summarize(batch, view.durations, (item.key for item in listing), dead_lettered)
+    found = summarize(batch, view.durations, (item.key for item in listing), dead_lettered)
+    found.redaction = redaction_setting(view.options)
+    return found
+
+
+def redaction_setting(options: TranscriptionOptions) -> dict[str, Any] | None:
+    """What a batch redacts, for status: groups/types, pattern names (not the regexes:
+    they may describe the values), and whether audio copies are written. None: off."""
+    if not options.redacting:
+        return None
+    return {
+        "groups": list(options.redact),
+        "patterns": sorted(options.redact_patterns),
+        "audio": options.redact_audio,
+    }
 
 
 def result_keys(settings: Settings, s3: Any, batch: str) -> list[str]:

@@ -35,7 +35,7 @@ from celery.exceptions import Reject
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutting_down
 from pydantic import ValidationError
 
-from whisperq import engine, failures, keys, render, storage
+from whisperq import engine, failures, keys, redacted_audio, redaction, render, storage
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperq.errors import WorkerUnfit
 from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, hand_back, message_handle
@@ -51,8 +51,10 @@ from whisperq.instance import (
 from whisperq.schemas import (
     ErrorRecord,
     ModelInfo,
+    RedactedSpan,
     Timings,
     TranscriptionJob,
+    TranscriptionOptions,
     TranscriptResult,
     utc_now,
 )
@@ -66,6 +68,22 @@ T = TypeVar("T")
 def worker_id() -> str:
     """Host and pool-process id: which process wrote a result."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redact_transcript(
+    transcript: engine.Transcript, options: TranscriptionOptions
+) -> tuple[engine.Transcript, list[RedactedSpan] | None]:
+    """The transcript as it may be stored: redacted when the batch asks (tags in the
+    text and words; the redactions list), else unchanged with no list. Runs inside the
+    transcription stage, so nothing unredacted ever leaves it. The words the engine
+    produced only for redaction are dropped when the batch did not ask for them."""
+    if not options.redacting:
+        return transcript, None
+    segments, found = redaction.redact(transcript.segments, options.redact, options.redact_patterns)
+    if not options.word_timestamps:
+        segments = [segment.model_copy(update={"words": None}) for segment in segments]
+    spans = [RedactedSpan.model_validate(item) for item in found]
+    return dataclasses.replace(transcript, segments=segments), spans
 
 
 def engine_config(settings: Settings) -> engine.EngineConfig:
@@ -263,7 +281,8 @@ class JobRunner:
 
     def _process(self, job: TranscriptionJob) -> float:
         """The job's stages, each retried on its own (``_stage``): choose the model,
-        download the input, transcribe it, upload the results, drop a stale error record."""
+        download the input, transcribe (and redact) it, write the redacted audio if asked,
+        upload the results, drop a stale error record."""
         loaded, config = self._stage(job, "model", lambda: self._engine_for(job))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
@@ -271,25 +290,42 @@ class JobRunner:
             local = Path(tmp) / PurePosixPath(job.path).name
             self._stage(job, "download", lambda: self._download(job, local))
             downloaded = time.perf_counter()
-            transcript = self._stage(
+            transcript, redactions = self._stage(
                 job,
                 "transcription",
-                lambda: engine.transcribe_file(loaded, local, job.options, config),
+                lambda: redact_transcript(
+                    engine.transcribe_file(loaded, local, job.options, config), job.options
+                ),
             )
+            audio_copy: Path | None = None
+            if job.options.redact_audio and redactions is not None:
+                audio_copy = Path(tmp) / "redacted.wav"
+                spans = redacted_audio.silence_spans(redactions)
+                self._stage(
+                    job,
+                    "audio redaction",
+                    lambda: redacted_audio.write_redacted_wav(local, audio_copy, spans),
+                )
             transcribed = time.perf_counter()
 
-        written: set[str] = set()  # kept across the upload's tries: nothing is put twice
+            written: set[str] = set()  # kept across the upload's tries: nothing is put twice
 
-        def upload() -> None:
-            self._upload_renderings(job, transcript, written)
-            timings = Timings(
-                download=round(downloaded - started, 4),
-                transcribe=round(transcribed - downloaded, 4),
-                upload=round(time.perf_counter() - transcribed, 4),
-            )
-            self._upload_result(job, self._result(job, transcript, loaded.info, timings))
+            def upload() -> None:
+                if audio_copy is not None:
+                    self._upload_redacted_audio(job, audio_copy, written)
+                self._upload_renderings(job, transcript, written)
+                timings = Timings(
+                    download=round(downloaded - started, 4),
+                    transcribe=round(transcribed - downloaded, 4),
+                    upload=round(time.perf_counter() - transcribed, 4),
+                )
+                result = self._result(job, transcript, loaded.info, timings)
+                result.redactions = redactions
+                if audio_copy is not None:
+                    result.redacted_audio = keys.redacted_audio_key(job.batch, job.path)
+                self._upload_result(job, result)
 
-        self._stage(job, "upload", upload)
+            self._stage(job, "upload", upload)
         self._drop_stale_error(job)
         log.info(
             "done %s/%s: %.1fs of audio in %.2fs",
@@ -302,6 +338,17 @@ class JobRunner:
 
     def _download(self, job: TranscriptionJob, local: Path) -> None:
         self.s3.download_file(self.settings.bucket, job.input_key, str(local))
+
+    def _upload_redacted_audio(self, job: TranscriptionJob, local: Path, written: set[str]) -> None:
+        key = keys.redacted_audio_key(job.batch, job.path)
+        if key not in written:
+            self.s3.upload_file(
+                str(local),
+                self.settings.bucket,
+                key,
+                ExtraArgs={"ContentType": redacted_audio.CONTENT_TYPE},
+            )
+            written.add(key)
 
     def _upload_renderings(
         self, job: TranscriptionJob, transcript: engine.Transcript, written: set[str]

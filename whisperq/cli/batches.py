@@ -165,6 +165,24 @@ def submit(
             "--vad/--no-vad", "Skip silence with Silero VAD (default: the worker's, on)."
         ),
     ] = None,
+    redact: Annotated[
+        str | None,
+        _batch_option(
+            "--redact",
+            "Remove personal data from every output: pci (card number, expiry, security "
+            "code), pii (pci + SSN/national ID, phone, email, date of birth, IBAN, account, "
+            "sort code) and/or type names, e.g. pci,PHONE. Your own patterns "
+            "(redact_patterns in the config) are added.",
+        ),
+    ] = None,
+    redact_audio: Annotated[
+        bool | None,
+        _batch_option(
+            "--redact-audio",
+            "With --redact: also write the audio with the redacted spans silenced "
+            "(<file>.redacted.wav next to the results).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload audio and queue one transcription job per file; prints the batch id.
@@ -176,7 +194,7 @@ def submit(
     """
     from whisperq.submit import submit as run_submit
 
-    given = {
+    given: dict[str, Any] = {
         "channels": channels,
         "speakers": _split_list(speakers),
         "language": language,
@@ -188,9 +206,13 @@ def submit(
         "model": model,
         "beam_size": beam_size,
         "vad": vad,
+        "redact": _split_list(redact),
+        "redact_audio": redact_audio,
     }
-    options = _transcription_options({k: v for k, v in given.items() if v is not None})
     settings = settings_for_storage()
+    if redact is not None and settings.redact_patterns:
+        given["redact_patterns"] = settings.redact_patterns
+    options = _transcription_options({k: v for k, v in given.items() if v is not None})
     with _progress() as progress:
         report = run_submit(
             settings, paths, batch=batch, options=options, force=force, hooks=_RichHooks(progress)
@@ -221,7 +243,10 @@ def _transcription_options(given: dict[str, Any]) -> TranscriptionOptions | None
         return TranscriptionOptions.model_validate(given)
     except ValidationError as error:
         problems = "; ".join(
-            f"--{str(item['loc'][0]).replace('_', '-')}: {item['msg']}" for item in error.errors()
+            f"--{str(item['loc'][0]).replace('_', '-')}: {item['msg']}"
+            if item["loc"]
+            else item["msg"].removeprefix("Value error, ")  # about several flags together
+            for item in error.errors()
         )
         raise UsageError(f"Invalid transcription options: {problems}") from None
 
@@ -303,6 +328,11 @@ def status(
             f"{item.audio_hours_done:.2f}",
         )
     out.print(table)
+    for item in statuses:
+        if item.redaction is not None:
+            what = ", ".join(item.redaction["groups"] + item.redaction["patterns"])
+            audio = "; audio copies silenced" if item.redaction["audio"] else ""
+            out.print(f"{item.batch}: redacts {what}{audio}", highlight=False)
     dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
     out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
     if fleet_error is not None:
@@ -489,17 +519,23 @@ def results(
         "transcripts"
     ),
     formats: Annotated[
-        str, typer.Option("--format", "-f", help="Comma-separated: json,srt,vtt,txt.")
-    ] = ",".join(keys.RESULT_FORMATS),
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Comma-separated: json,srt,vtt,txt,audio (audio: the redacted audio "
+            "copies of a batch submitted with --redact-audio).",
+        ),
+    ] = ",".join(keys.DOWNLOAD_KINDS),
 ) -> None:
     """Download a batch's transcripts, mirroring the submitted relative paths."""
     from whisperq.download import download_results
 
     chosen = [item.strip() for item in formats.split(",") if item.strip()]
-    unknown = sorted(set(chosen) - set(keys.RESULT_FORMATS))
+    unknown = sorted(set(chosen) - set(keys.DOWNLOAD_KINDS))
     if unknown or not chosen:
         raise UsageError(
-            f"Unknown format(s) {unknown}; choose from {', '.join(keys.RESULT_FORMATS)}."
+            f"Unknown format(s) {unknown}; choose from {', '.join(keys.DOWNLOAD_KINDS)}."
         )
     settings = settings_for_storage()
     if tracking.load_batch(settings, storage.client(settings, "s3"), batch) is None:
