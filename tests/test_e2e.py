@@ -4,6 +4,7 @@
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -111,3 +112,37 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     assert not settings.local_stack_file.exists()
     assert not any(local_stack.is_alive(p) for p in local_stack.managed_processes(stack))
     assert Settings().endpoint_url is None  # back to the configured target
+
+
+def test_nothing_said_gives_no_text_and_short_answers_survive(stack, make_speech, tmp_path):
+    """A truncated 0.09 s fragment, a minute of silence and a minute of a 425 Hz ringing
+    tone come back empty on the local stack; one-word answers come back as said."""
+    calls = tmp_path / "quiet"
+    padded = make_speech(tmp_path / "padded.wav", "The account number is in the letter.")
+    sentence = tmp_path / "sentence.wav"
+    subprocess.run(["sox", padded, sentence, "trim", "0.8"], check=True)  # starts mid-word
+    # The header still promises the whole sentence; the data stops after 0.09 s (8 kHz).
+    (calls / "fragment.wav").parent.mkdir(parents=True)
+    (calls / "fragment.wav").write_bytes(sentence.read_bytes()[: 44 + int(0.09 * 8000) * 2])
+    sox = ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16"]
+    subprocess.run([*sox, calls / "silence.wav", "trim", "0", "60"], check=True)
+    subprocess.run(
+        [*sox, calls / "tone.wav", "synth", "60", "sine", "425", "vol", "0.3"], check=True
+    )
+    answers = {"yes": {"yes", "yeah"}, "no": {"no"}, "okay": {"okay", "ok"}}
+    for answer in answers:
+        make_speech(calls / f"{answer}.wav", f"{answer}.")
+
+    assert run_cli("submit", str(calls), "--batch", "quiet").returncode == 0
+    waited = run_cli("wait", "quiet", "--timeout", "240", "--interval", "1")
+    assert waited.returncode == 0, waited.stderr + run_cli("local", "logs").stdout
+
+    out = tmp_path / "transcripts"
+    assert run_cli("results", "quiet", "--out", str(out), "--format", "json").returncode == 0
+    texts = {
+        path.name.removesuffix(".wav.json"): json.loads(path.read_text())["text"]
+        for path in (out / "quiet").glob("*.json")
+    }
+    assert {texts[name] for name in ("fragment", "silence", "tone")} == {""}, texts
+    for answer, heard in answers.items():
+        assert words(texts[answer]) & heard, (answer, texts[answer])

@@ -99,3 +99,43 @@ def test_a_file_longer_than_a_window_is_transcribed_in_the_files_time(make_speec
     later = [s for s in transcript.segments if "confirmation" in s.text.lower()]
     assert later and later[0].start >= first_seconds - 1.5  # in the file's time
     assert transcript.language == "en"
+
+
+# --- text nobody said --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("no_speech", "logprob", "ratio", "seconds", "made_up"),
+    [
+        (0.77, -1.84, 1.0, 0.09, True),  # base, batched, a 0.09 s fragment: "you."
+        (0.80, -0.91, 1.0, 0.09, True),  # tiny.en, batched, the same fragment: "Thank you."
+        (0.11, -4.07, 1.2, 30.0, True),  # a ringing tone without VAD: "Byzantium ..."
+        (0.11, -2.16, 1.1, 30.0, True),  # the same: "Arrgh, ac'n est!"
+        (0.11, -0.08, 12.0, 30.0, True),  # and then "N-N-N-N-N-..."
+        (0.27, -0.46, 0.8, 1.01, False),  # "Yes."
+        (0.43, -0.31, 0.7, 1.25, False),  # "No."
+        (0.20, -0.84, 0.7, 0.25, False),  # a short "No." the model believes is speech
+        (0.70, -0.60, 1.5, 4.0, False),  # doubted, but decoded with confidence (Whisper's rule)
+        (0.05, -1.50, 1.9, 20.0, False),  # hard real speech: unsure, but speech
+    ],
+)
+def test_invented_text_is_told_from_short_real_answers(no_speech, logprob, ratio, seconds, made_up):
+    assert engine.invented(no_speech, logprob, ratio, seconds) is made_up
+
+
+def test_a_truncated_fragment_gives_no_text_even_batched(make_speech, tmp_path):
+    text = "The account number is in the letter."
+    padded = make_speech(tmp_path / "padded.wav", text, rate=16000)
+    sentence = tmp_path / "sentence.wav"
+    subprocess.run(["sox", padded, sentence, "trim", "0.8"], check=True)  # starts mid-word
+    fragment = tmp_path / "fragment.wav"
+    fragment.write_bytes(sentence.read_bytes()[: 44 + int(0.09 * 16000) * 2])  # header says more
+    yes = make_speech(tmp_path / "yes.wav", "yes.")
+    config = engine.EngineConfig(batch_size=8)  # faster-whisper's batched path has no guard
+    loaded = engine.load_model(config)
+
+    nothing = engine.transcribe_file(loaded, fragment, TranscriptionOptions(), config)
+    answer = engine.transcribe_file(loaded, yes, TranscriptionOptions(), config)
+
+    assert nothing.segments == [] and nothing.text == ""
+    assert answer.text.lower().strip(".") in {"yes", "yeah"}

@@ -24,6 +24,24 @@ from whisperq.models import (  # noqa: F401 (re-exported)
 from whisperq.schemas import ChannelInfo, ModelInfo, Segment, TranscriptionOptions, Word
 
 SAMPLE_RATE = 16_000
+
+# The invented-text guard (``invented``). Whisper's own rule for "nothing was said" -- a
+# window it thinks holds no speech, decoded with low confidence -- which faster-whisper
+# applies only when decoding sequentially: batched decoding turned a 0.09 s fragment into
+# "you." (no_speech 0.77, avg_logprob -1.84).
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+# Text this improbable is invented whatever no_speech says: a ringing tone without VAD
+# came back as "Byzantium - louder than x9 here" (avg_logprob -4.07) and "Arrgh,
+# ac'n est!" (-2.16).
+INVENTED_LOG_PROB = -2.0
+# A repetition loop: the same tone without VAD, once the invented text above was dropped,
+# gave "N-N-N-N-..." at avg_logprob -0.08 (sure of itself) and a gzip ratio far above
+# Whisper's own 2.4 limit, which it keeps when every temperature fails.
+LOOP_COMPRESSION_RATIO = 2.4
+# A segment too short to hold a word, which the model doubts holds speech: tiny.en, batched,
+# heard "Thank you." in a 0.09 s fragment (no_speech 0.80, avg_logprob -0.91).
+MIN_WORD_SECONDS = 0.3
 BATCHED_MIN_SILENCE_MS = 600
 
 
@@ -369,6 +387,21 @@ def transcribe_file(
     )
 
 
+def invented(
+    no_speech_prob: float, avg_logprob: float, compression_ratio: float, seconds: float
+) -> bool:
+    """Whether a decoded segment (``seconds`` long) is text Whisper made up rather than
+    heard: silence, a tone, line noise, a fragment too short to hold a word. Real short
+    answers ("yes", "no", "okay": 1 s, no_speech 0.2-0.45, avg_logprob -0.3 to -0.9) pass."""
+    doubts_speech = no_speech_prob > NO_SPEECH_THRESHOLD
+    return (
+        (doubts_speech and avg_logprob < LOG_PROB_THRESHOLD)
+        or (doubts_speech and seconds < MIN_WORD_SECONDS)
+        or avg_logprob < INVENTED_LOG_PROB
+        or compression_ratio > LOOP_COMPRESSION_RATIO
+    )
+
+
 def vad_on(options: TranscriptionOptions, config: EngineConfig) -> bool:
     """The batch's VAD choice, else the worker's."""
     return config.vad if options.vad is None else options.vad
@@ -498,6 +531,12 @@ def transcribe(
             ],
         )
         for segment in segments  # a generator: decoding happens here
+        if not invented(
+            segment.no_speech_prob,
+            segment.avg_logprob,
+            segment.compression_ratio,
+            segment.end - segment.start,
+        )
     ]
     return Transcript(
         segments=result,
