@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-from whisperq.defaults import BASE_SPEED_X, BASE_VCPUS
 from whisperq.pricing import DEFAULT_PRICES
 from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
@@ -39,10 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--slots", type=int, default=defaults.slots, help="concurrent jobs per instance"
     )
+    parser.add_argument("--model", default=defaults.model, help="the workers' model")
     parser.add_argument(
         "--speed-x",
         type=float,
-        help=f"audio s per wall s of one instance (default {BASE_SPEED_X}x per {BASE_VCPUS} vCPUs)",
+        help="audio s per wall s of one instance (default: the model's figure, whisperq.speeds)",
     )
     parser.add_argument(
         "--instance-type",

@@ -17,8 +17,9 @@ from whisperq_infra.scaling import SCHEDULE, rate_expression
 from whisperq import defaults, engine, fleet, local_stack, pricing
 from whisperq.cli import app
 from whisperq.settings import Settings
-from whisperq.simulation import SimConfig, speed_for_instance
-from whisperq.simulation_report import ASSUMPTIONS, DayOptions
+from whisperq.simulation import SimConfig
+from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
+from whisperq.speeds import speed_for
 
 KINDS = ("cpu", "gpu")
 
@@ -130,9 +131,11 @@ def test_the_simulator_prices_and_speeds_its_default_type():
     assert SimConfig().price_per_instance_hour == pricing.hourly_price(
         DayOptions().instance_type, "spot"
     )
-    assert speed_for_instance(DayOptions().instance_type) == SimConfig().speed_x
-    assert f"{SimConfig().speed_x}x real time" in ASSUMPTIONS
-    assert f"({stack(compute='cpu').model})" in ASSUMPTIONS
+    options = DayOptions(calls=20)
+    assert options.model == stack(compute="cpu").model  # what the stack's workers load
+    report = run_day(options)
+    assert report.speed == speed_for(options.model, options.instance_type).speed_x
+    assert f"(default: the stack's CPU model, {stack(compute='cpu').model})" in ASSUMPTIONS
 
 
 def test_help_texts_show_the_managed_price():

@@ -31,7 +31,7 @@ from whisperq_infra.wheel import wheel_name
 import whisperq
 from whisperq import defaults
 from whisperq.settings import Settings
-from whisperq.simulation import instance_vcpus
+from whisperq.speeds import instance_vcpus
 
 ROOT = Path(__file__).resolve().parents[1]
 AMI = ROOT / "ami"

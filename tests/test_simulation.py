@@ -9,14 +9,13 @@ from whisperq.simulation import (
     Call,
     SimConfig,
     builtin_day,
-    instance_vcpus,
     load_trace,
     peak_fleet_size,
     percentile,
     simulate,
     simulate_always_on,
-    speed_for_instance,
 )
+from whisperq.speeds import SPEEDS, instance_vcpus, speed_for
 
 CALM = dict(spot_interruptions_per_instance_hour=0.0)
 
@@ -212,12 +211,31 @@ def test_instance_speed_scales_with_vcpus():
         4,
         16,
     ]
-    assert speed_for_instance("c6a.large") == pytest.approx(7.0)
-    assert speed_for_instance("c6a.2xlarge") == pytest.approx(28.0)
-    with pytest.raises(ValueError, match=r"g4dn\.xlarge"):
-        speed_for_instance("g4dn.xlarge")
+    base = speed_for("base", "c6a.large")
+    assert (base.speed_x, base.basis) == (7.0, "measured")
+    assert "benchmarks/throughput.py" in base.source
+    bigger = speed_for("base", "c6a.2xlarge")
+    assert bigger.speed_x == pytest.approx(28.0) and "scaled linearly" in bigger.source
     with pytest.raises(ValueError, match="vCPUs"):
         instance_vcpus("c6a.metal")
+
+
+def test_every_model_the_stack_may_load_has_a_marked_speed():
+    from whisperq import defaults
+
+    for kind, model in defaults.MODEL.items():
+        figure = speed_for(model, defaults.INSTANCE_TYPES[kind][0])
+        assert figure.basis in ("measured", "published", "estimate") and figure.source
+    assert all(f.basis == "measured" for f in SPEEDS if "benchmarks/" in f.source)
+    assert speed_for("distil-large-v3", "g4dn.xlarge").speed_x == 89.0  # published, T4
+    with pytest.raises(ValueError, match=r"no speed figure for large-v3 on GPU type g5\.xlarge"):
+        speed_for("large-v3", "g5.xlarge")
+    with pytest.raises(ValueError, match=r"known: .*base.*--speed-x"):
+        speed_for("medium.en", "c6a.large")
+    # larger models are slower: the estimates keep the order of the work they do
+    order = ["tiny.en", "base", "small", "distil-large-v3", "large-v3"]
+    cpu = [speed_for(model, "c6a.large").speed_x for model in order]
+    assert cpu == sorted(cpu, reverse=True)
 
 
 def test_percentile_nearest_rank():

@@ -101,13 +101,11 @@ TERMINATION_HOOK_SECONDS: Final = 120
 # Deliberately pessimistic: AWS's Spot Advisor "<5%" bucket is per month, not per hour.
 SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR: Final = 0.05
 
-# --- the simulator's speed -----------------------------------------------------------------
+# --- the simulator ------------------------------------------------------------------------
 
-# The project's measured figure (BENCHMARKS.md): base model, int8, 2 CPU threads,
-# sequential decoding, beam 5: about 7x real time on 2 cores (6.5x end to end).
-BASE_SPEED_X: Final = 7.0
-BASE_VCPUS: Final = 2
-SIMULATED_INSTANCE_TYPE: Final = "c6a.large"  # 2 vCPUs: the measured figure as it is
+# Speeds per model and instance: whisperq.speeds (each figure marked measured, published
+# or estimated).
+SIMULATED_INSTANCE_TYPE: Final = "c6a.large"
 
 # --- prices (estimates) ------------------------------------------------------------------
 

@@ -31,53 +31,23 @@ import csv
 import heapq
 import math
 import random
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from whisperq import defaults
+from whisperq import defaults, speeds
 from whisperq.scaling import decide
 
 DAY_SECONDS = 24 * 3600
 
-_SIZE_VCPUS = {"medium": 1, "large": 2, "xlarge": 4}
 _SIMULATED_PRICES = defaults.INSTANCE_PRICES[defaults.SIMULATED_INSTANCE_TYPE]
 
 
 class Call(NamedTuple):
     arrival_s: float  # seconds from the start of the day
     audio_s: float
-
-
-def instance_vcpus(instance_type: str) -> int:
-    """vCPUs of an EC2 type from its size: large = 2, xlarge = 4, Nxlarge = 4N."""
-    match = re.fullmatch(r"[a-z][a-z0-9-]*\.(\d*)(medium|large|xlarge)", instance_type)
-    if match is None:
-        raise ValueError(f"cannot tell the vCPUs of instance type {instance_type!r}")
-    multiple, size = match.groups()
-    if multiple and size != "xlarge":
-        raise ValueError(f"cannot tell the vCPUs of instance type {instance_type!r}")
-    return _SIZE_VCPUS[size] * (int(multiple) if multiple else 1)
-
-
-def speed_for_instance(
-    instance_type: str,
-    base_speed_x: float = defaults.BASE_SPEED_X,
-    base_vcpus: int = defaults.BASE_VCPUS,
-) -> float:
-    """Audio seconds per wall second of one CPU instance, scaled linearly with vCPUs from
-    the measured 2-vCPU figure. Linear is an assumption (memory bandwidth and the
-    sequential parts make it optimistic for big instances). GPU types have no measured
-    figure: give ``speed_x`` yourself."""
-    if instance_type.split(".")[0][:1] in ("g", "p"):
-        raise ValueError(
-            f"no measured speed for GPU instance type {instance_type}; give speed_x"
-            " (audio seconds per wall second of one instance)"
-        )
-    return base_speed_x * instance_vcpus(instance_type) / base_vcpus
 
 
 @dataclass(frozen=True)
@@ -90,7 +60,8 @@ class SimConfig:
     boot_s: float = defaults.BOOT_SECONDS  # spot launch to a running worker service
     model_load_s: float = defaults.MODEL_LOAD_SECONDS
     # audio s per wall s of ONE instance, all slots together
-    speed_x: float = defaults.BASE_SPEED_X
+    # the one figure measured here (base); a simulated day takes its model's (speeds)
+    speed_x: float = speeds.speed_for("base", defaults.SIMULATED_INSTANCE_TYPE).speed_x
     slots_per_instance: int = 1  # worker concurrency
     spot_interruptions_per_instance_hour: float = defaults.SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR
     spot_notice_s: float = defaults.SPOT_NOTICE_SECONDS

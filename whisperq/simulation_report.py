@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whisperq import defaults
+from whisperq import defaults, speeds
 from whisperq.pricing import (
     DEFAULT_PRICES,
     MANAGED_PRICE_PER_MINUTE,
@@ -30,7 +30,6 @@ from whisperq.simulation import (
     load_trace,
     simulate,
     simulate_always_on,
-    speed_for_instance,
 )
 
 
@@ -48,7 +47,8 @@ class DayOptions:
     jobs_per_instance: int = defaults.JOBS_PER_INSTANCE
     idle_minutes: float = float(defaults.IDLE_MINUTES)
     slots: int = 1
-    speed_x: float | None = None  # None: defaults.BASE_SPEED_X per BASE_VCPUS vCPUs
+    model: str = defaults.MODEL[defaults.COMPUTE]  # what the stack's workers load
+    speed_x: float | None = None  # None: the model's figure (whisperq.speeds)
     instance_type: str = defaults.SIMULATED_INSTANCE_TYPE
     market: Market = "spot"
     price: float | None = None
@@ -63,10 +63,10 @@ Assumptions (all overridable; every figure printed is an estimate):
 
 - the built-in day: calls of 2-15 minutes (triangular, mostly about 5, mean 7.3) arriving
   08:00-20:00 with a lunchtime peak of three times the base rate at 13:00;
-- speed: {x}x real time for one {vcpus}-vCPU instance (the project's measured figure: base model,
-  int8, sequential decoding, beam 5, BENCHMARKS.md), scaled linearly with vCPUs for bigger
-  CPU types (optimistic); GPU types need --speed-x. The stack's CPU default model
-  ({cpu_model}) is slower than base: give its measured speed with --speed-x;
+- speed: the figure for --model (default: the stack's CPU model, {cpu_model}) on the
+  instance type, from whisperq.speeds, where each figure says whether it was measured here,
+  published elsewhere or estimated (the README's "Speed per model" table); CPU figures
+  are scaled linearly with vCPUs (optimistic for big types); --speed-x overrides;
 - the scaler: whisperq.scaling.decide every {period:g} s, as the Lambda runs it; instances take
   work {up:g} s after launch ({boot:g} s boot + {ml:g} s model load); the group shrinks to what the
   backlog needs by removing idle instances (busy ones are protected from scale-in) and to
@@ -81,8 +81,6 @@ Assumptions (all overridable; every figure printed is an estimate):
   peaks near 30 c6a.large instances, the 10x day near 300;
 - the managed comparison: AWS Transcribe batch at its list price, ${managed} per minute.
 """.format(
-    x=defaults.BASE_SPEED_X,
-    vcpus=defaults.BASE_VCPUS,
     cpu_model=defaults.MODEL["cpu"],
     period=_SIM.scaler_period_s,
     up=_SIM.ready_after_s,
@@ -102,6 +100,7 @@ class DayReport:
     calls: int
     price: float  # $ per instance-hour used
     speed: float  # audio s per wall s of one instance
+    figure: speeds.SpeedFigure | None  # where the speed came from; None: --speed-x
     autoscaled: SimResult
     always_on: SimResult
     columns: dict[str, dict[str, Any]]
@@ -113,10 +112,14 @@ class DayReport:
         source = f"trace {o.trace}" if o.trace else f"built-in day x{o.scale:g}"
         return (
             f"{source}: {self.calls:,} calls; {o.instance_type} {o.market} ${self.price:.4f}/h,"
-            f" {self.speed:.1f}x per instance, {o.slots} slot(s); max {o.max_instances}"
+            f" {o.model} at {self.speed:.2g}x per instance ({self.basis()}), {o.slots} slot(s);"
+            f" max {o.max_instances}"
             f" instances, {o.jobs_per_instance} jobs per instance, idle {o.idle_minutes:g}"
             f" min; {o.interruptions:g} spot notices per instance-hour"
         )
+
+    def basis(self) -> str:
+        return "--speed-x" if self.figure is None else self.figure.basis
 
     def table(self) -> str:
         return table(self.columns)
@@ -140,7 +143,12 @@ class DayReport:
 
     def as_dict(self) -> dict[str, Any]:
         settings = {k: v for k, v in asdict(self.options).items() if k != "trace"}
-        settings |= {"speed_x": self.speed, "price_per_instance_hour": self.price}
+        settings |= {
+            "speed_x": self.speed,
+            "speed_basis": self.basis(),
+            "speed_source": None if self.figure is None else self.figure.source,
+            "price_per_instance_hour": self.price,
+        }
         return {"settings": settings, **self.columns, "simulated_s": self.simulated_s}
 
 
@@ -256,7 +264,8 @@ def run_day(
             {options.instance_type: dict.fromkeys(markets, options.price)}, prices, "--price"
         )
     price = hourly_price(options.instance_type, options.market, prices)
-    speed = options.speed_x or speed_for_instance(options.instance_type)
+    figure = None if options.speed_x else speeds.speed_for(options.model, options.instance_type)
+    speed = options.speed_x or (figure.speed_x if figure else 0.0)
     day = (
         load_trace(options.trace)
         if options.trace
@@ -288,6 +297,7 @@ def run_day(
         calls=len(day),
         price=price,
         speed=speed,
+        figure=figure,
         autoscaled=autoscaled,
         always_on=always_on,
         columns=columns,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from whisperq import batch_cost, defaults, pricing, storage, tracking
+from whisperq import batch_cost, pricing, storage, tracking
 from whisperq.batch_cost import BatchCost
 from whisperq.cli.app import (
     JsonFlag,
@@ -169,12 +169,18 @@ def simulate(
     slots: Annotated[
         int, typer.Option("--slots", min=1, help="Jobs an instance runs at once.")
     ] = _DAY.slots,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="The workers' model; its speed comes from the README's table."
+        ),
+    ] = _DAY.model,
     speed_x: Annotated[
         float | None,
         typer.Option(
             "--speed-x",
-            help="Audio s per wall s of one instance (default "
-            f"{defaults.BASE_SPEED_X:g}x per {defaults.BASE_VCPUS} vCPUs).",
+            help="Audio s per wall s of one instance (default: the model's figure for the "
+            "instance type, measured, published or estimated).",
         ),
     ] = None,
     instance_type: Annotated[str, typer.Option("--instance-type")] = _DAY.instance_type,
@@ -209,6 +215,7 @@ def simulate(
         jobs_per_instance=jobs_per_instance,
         idle_minutes=idle_minutes,
         slots=slots,
+        model=model,
         speed_x=speed_x,
         instance_type=instance_type,
         market=_market(market),
