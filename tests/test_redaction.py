@@ -331,3 +331,71 @@ def test_no_values_in_redaction_list() -> None:
     _, found = redact([seg(f"card {CARD} email a@b.com")], ["pii"])
     assert set(found[0]) == {"type", "start", "end", "speaker", "channel"}
     assert CARD not in repr(found) and "a@b.com" not in repr(found)
+
+
+# --- how Whisper really writes them (benchmarks/redaction.py found each of these) -------
+
+
+def test_hyphenated_pieces_and_misheard_digits_inside_a_card() -> None:
+    """faster-whisper splits "4-5-3-2" into the words "4", "-5", "-3", "-2"; a digit it
+    misheard ("-I" for five) is still inside the run."""
+    words = "it's 4 -5 -3 -2 -0 -1 -I -1 -1 -2 -8 -3 -0 -3 -6 -6 thanks"
+    out, found = redact([wseg(f"the card number please {words}")], ["pci"])
+    assert types(found) == ["CARD_NUMBER"]
+    assert digits_left(out) == "" and "-I" not in all_text(out)
+
+
+def test_a_card_heard_in_pieces_near_its_cue_is_redacted_piece_by_piece() -> None:
+    segments = [
+        seg("what's the long number on your card", 0, 3, speaker="agent", channel=0),
+        seg("4 I'm free to 4 4 2 3 2 3 2 2 um 1 8 3 1", 4, 12, speaker="caller", channel=1),
+        seg("and the next bit please", 12.5, 14, speaker="agent", channel=0),
+        seg("6 6 1 8", 15, 17, speaker="caller", channel=1),
+    ]
+    out, found = redact(segments, ["pci"])
+    assert set(types(found)) == {"CARD_NUMBER"}
+    assert digits_left(out) == ""
+
+
+def test_a_long_run_without_cue_or_luhn_is_still_a_card_unless_it_is_an_order() -> None:
+    _, found = redact([seg("it's $3.003 $27.004 $26.004 $5.003 $5.003 no that's all")], ["pci"])
+    assert types(found) == ["CARD_NUMBER"]
+    _, found = redact([seg("your tracking is 1234 5678 9012 3456 7")], ["pci"])
+    assert found == []
+
+
+def test_the_next_answer_is_another_value() -> None:
+    """The other speaker's question ends a run: the CVV is not glued to the expiry."""
+    segments = [
+        seg("and the expiry date", 0, 2, speaker="agent", channel=0),
+        seg("eleven twenty five", 3, 5, speaker="caller", channel=1),
+        seg("lovely and the security code", 6, 8, speaker="agent", channel=0),
+        seg("it's six one", 9, 10, speaker="caller", channel=1),  # a digit lost: 2 of 3
+    ]
+    _, found = redact(segments, ["pci"])
+    assert types(found) == ["EXPIRY", "CVV"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the security code is on the back. That is one hundred and twenty pounds fifty for "
+        "three items",
+        "thanks for the security code. Renewal is forty nine ninety nine a year",
+        "the expiry is fine. I'll email a receipt for 12.50",
+        "the expiry date is on the card. Delivery is on the first of May",
+    ],
+)
+def test_prices_quantities_and_days_near_cues_are_kept(text: str) -> None:
+    (segment,) = [seg(text, 0, 10)]
+    out, found = redact([segment], ["pci"])
+    assert found == [], found
+    assert out[0].text == text
+
+
+def test_a_time_after_at_is_not_an_email_and_dotted_domains_are() -> None:
+    _, found = redact([seg("see you Tuesday at 10 .30 then")], ["pii"])
+    assert found == []
+    out, found = redact([seg("it's mary underscore jones eighty four at mail .co .uk")], ["pii"])
+    assert types(found) == ["EMAIL"]
+    assert out[0].text == "it's [EMAIL]"

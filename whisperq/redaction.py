@@ -27,8 +27,9 @@ Rules favour over-redacting near cue words over leaking (see :func:`detect`).
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypedDict
 
@@ -45,6 +46,7 @@ DATE_OF_BIRTH: Final = "DATE_OF_BIRTH"
 IBAN: Final = "IBAN"
 BANK_ACCOUNT: Final = "BANK_ACCOUNT"
 SORT_CODE: Final = "SORT_CODE"
+REFERENCE: Final = "REFERENCE"  # a cue only: order and ticket numbers are kept
 
 PCI_TYPES: Final = frozenset({CARD_NUMBER, CVV, EXPIRY})
 PII_TYPES: Final = PCI_TYPES | {
@@ -75,8 +77,16 @@ PRIORITY: Final = (
 )
 
 MAX_BRIDGE: Final = 6  # filler/restart tokens a digit run may span ("sorry let me start again")
-MAX_GAP_S: Final = 15.0  # silence between two numeric tokens that ends a run
+MAX_GAP_S: Final = 8.0  # silence between two numeric tokens that ends a run
 CUE_BEFORE_S: Final = 30.0  # a cue this long before a run still applies (agent asks, caller digs)
+# Short values (3-4 digits) are common in speech: their cues reach less far back, so a price
+# read half a minute after "security code" stays.
+SHORT_CUE_BEFORE_S: Final[Mapping[str, float]] = {"CVV": 12.0, "EXPIRY": 15.0}
+CARD_FRAGMENT_DIGITS: Final = 4  # near a card cue, a run this long is part of a card
+QUANTITY_DIGITS: Final = 6  # prices, times and counts are shorter than this
+LONG_RUN_DIGITS: Final = 15  # a run this long is a card even without cue or Luhn
+NEIGHBOUR_WORDS: Final = 3  # misheard words ("I'm free to") between two parts of a value
+NEIGHBOUR_GAP_S: Final = 3.0
 CUE_AFTER_S: Final = 10.0  # ... or this long after it ("... that's my visa")
 
 AFTER_WEIGHT: Final = 3.0  # a cue after a run is this many times farther than one before
@@ -217,7 +227,7 @@ FILLERS: Final = _words(
     "right yes yeah yep sure"
 )
 RESTART_WORDS: Final = _words(
-    "let me start again over from the top beginning try i mean no wait actually hang hold "
+    "let me start again over from top beginning try i mean no wait actually hang hold "
     "on i'll repeat that it's is"
 )
 SEPARATORS: Final = _words("slash dash hyphen space stroke")
@@ -233,7 +243,20 @@ ORDINAL_WORDS: Final = _words(
     "thirtieth"
 )
 
+# Words after a number that make it a quantity, not an identifier: never redacted by a
+# cue (a Luhn-valid card still is).
+CURRENCY_WORDS: Final = _words("pounds pound quid dollars dollar bucks euros euro")
+QUANTITY_WORDS: Final = CURRENCY_WORDS | _words(
+    "pence p cents percent per each items boxes times o'clock am pm a.m. p.m. minutes minute "
+    "hours hour days day weeks week months month years year gigs gb mb megabits mbps pieces "
+    "units"
+)
+
 _NUMERIC = re.compile(r"\+?[$£€]?\d(?:[\d\-./:,]*\d)?")
+_CURRENCY = re.compile(r"[$£€]")
+_DECIMAL = re.compile(r"\d\.\d{2}\b(?!\.\d)")  # 12.50, not 12.05.27 (a date)
+_DECIMAL_PART = re.compile(r"\.\d{2}\W*")
+_DIGIT = re.compile(r"\d")
 _ORDINAL_DIGITS = re.compile(r"\d{1,2}(?:st|nd|rd|th)")
 
 
@@ -246,12 +269,15 @@ class _Atom:
 
 def _atoms(position: int, token: Token) -> list[_Atom] | None:
     """A token's number atoms, or None when it is not numeric."""
-    word = core(token.text)
+    # faster-whisper writes "4-5-3-2" as the words "4", "-5", "-3", "-2" ("-nine" too)
+    word = core(token.text).lstrip("-.")
     if _NUMERIC.fullmatch(word):
         return [_Atom("digits", re.sub(r"\D", "", word), position)]
-    parts = word.lower().split("-")
-    if all(part in NUMBER_WORDS_ALL for part in parts):
+    parts = [part for part in word.lower().split("-") if part]
+    if parts and all(part in NUMBER_WORDS_ALL for part in parts):
         return [_Atom("word", part, position) for part in parts]
+    if len(_DIGIT.findall(word)) >= 4:  # "R6402493362" : a misheard run is still digits
+        return [_Atom("digits", re.sub(r"\D", "", word), position)]
     return None
 
 
@@ -382,9 +408,26 @@ def _numeric_atoms(stream: Sequence[Token]) -> list[list[_Atom] | None]:
     return atoms
 
 
-def digit_runs(stream: Sequence[Token]) -> list[DigitRun]:
-    """Digit runs of one stream, fillers/restarts/separators bridged."""
+def _hyphen_joined(token: Token) -> bool:
+    """A piece of a hyphenated group ("4-5-I-2": the model's "five" misheard as "I"), inside
+    a run it is a digit that did not come out as one."""
+    return token.text.lstrip().startswith("-")
+
+
+def digit_runs(
+    stream: Sequence[Token], stops: Collection[int] = (), turns: Sequence[float] = ()
+) -> list[DigitRun]:
+    """Digit runs of one stream, fillers/restarts/separators bridged. A run ends at a cue
+    word (``stops``: stream positions, "the *three* digits") and where another speaker
+    spoke in between (``turns``, from :func:`turns_besides`): the next answer is another
+    value."""
     atoms = _numeric_atoms(stream)
+    for position in stops:
+        atoms[position] = None
+
+    def turn_between(a: float, b: float) -> bool:
+        return bisect.bisect_left(turns, b) - bisect.bisect_right(turns, a) >= TURN_WORDS
+
     runs: list[DigitRun] = []
     p = 0
     while p < len(stream):
@@ -398,16 +441,24 @@ def digit_runs(stream: Sequence[Token]) -> list[DigitRun]:
         q = p + 1
         bridged = 0
         while q < len(stream) and bridged <= MAX_BRIDGE:
+            if q in stops:
+                break
             if atoms[q] is not None:
-                if stream[q].start - stream[last].end > MAX_GAP_S:
+                gap = (stream[last].end, stream[q].start)
+                if gap[1] - gap[0] > MAX_GAP_S or turn_between(*gap):
                     break
                 if bridged:
                     part += 1
                 members.append(q)
                 part_of[q] = part
                 last, bridged = q, 0
-            elif core(stream[q].text).lower() in BRIDGES or (
-                core(stream[q].text).lower() == "and" and core(stream[last].text).lower() in SCALES
+            elif (
+                core(stream[q].text).lower() in BRIDGES
+                or _hyphen_joined(stream[q])
+                or (
+                    core(stream[q].text).lower() == "and"
+                    and core(stream[last].text).lower() in SCALES
+                )
             ):
                 bridged += 1
             else:
@@ -566,20 +617,36 @@ CUES: Final[Mapping[str, tuple[tuple[str, ...], ...]]] = {
         "account number", "account", "acct", "bank account", "routing number", "routing", "aba"
     ),
     SORT_CODE: _phrases("sort code", "sortcode"),
+    # not redacted: numbers that identify an order, not a person (against the long-run rule)
+    REFERENCE: _phrases(
+        "order number",
+        "order",
+        "reference",
+        "ref",
+        "tracking",
+        "invoice",
+        "booking",
+        "ticket",
+        "case number",
+        "confirmation number",
+        "serial number",
+    ),
 }
 
 # digit-run lengths each cue-driven type accepts (CARD_NUMBER: 12+ near a card cue)
 LENGTHS: Final[Mapping[str, range]] = {
     CARD_NUMBER: range(12, 1000),
-    CVV: range(3, 5),
+    # Generous below: near its cue, a value Whisper heard short (a digit lost, "nine" heard
+    # as "I'm") is still that value.
+    CVV: range(2, 5),
     EXPIRY: range(2, 7),
     SSN: range(4, 10),  # "the last four of your social" too
     NATIONAL_ID: range(6, 13),
-    PHONE: range(7, 16),
+    PHONE: range(4, 16),
     DATE_OF_BIRTH: range(4, 9),
     IBAN: range(10, 35),
-    BANK_ACCOUNT: range(6, 18),
-    SORT_CODE: range(6, 7),
+    BANK_ACCOUNT: range(4, 18),
+    SORT_CODE: range(4, 7),
 }
 
 
@@ -588,27 +655,30 @@ class Cue:
     type: str
     start: float
     end: float
+    tokens: tuple[int, ...] = ()  # global token indices of the phrase
 
 
 def find_cues(tokens: Sequence[Token]) -> list[Cue]:
     """Cue phrases anywhere in the transcript (every stream), with their times."""
     cues: list[Cue] = []
-    by_stream: dict[tuple[str | None, int | None], list[Token]] = {}
-    for token in tokens:
-        by_stream.setdefault(token.stream, []).append(token)
-    for stream in by_stream.values():
-        words = [_cue_form(t.text) for t in stream]
+    by_stream: dict[tuple[str | None, int | None], list[int]] = {}
+    for index, token in enumerate(tokens):
+        by_stream.setdefault(token.stream, []).append(index)
+    for ids in by_stream.values():
+        words = [_cue_form(tokens[i].text) for i in ids]
         for i in range(len(words)):
             for kind, phrases in CUES.items():
                 for phrase in phrases:
                     if tuple(words[i : i + len(phrase)]) == phrase:
-                        cues.append(Cue(kind, stream[i].start, stream[i + len(phrase) - 1].end))
+                        span = tuple(ids[i : i + len(phrase)])
+                        cues.append(Cue(kind, tokens[span[0]].start, tokens[span[-1]].end, span))
     return cues
 
 
 def _cue_distance(cue: Cue, start: float, end: float) -> float | None:
     """Seconds between a cue and a span, None when out of reach."""
-    if cue.end < start - CUE_BEFORE_S or cue.start > end + CUE_AFTER_S:
+    before = SHORT_CUE_BEFORE_S.get(cue.type, CUE_BEFORE_S)
+    if cue.end < start - before or cue.start > end + CUE_AFTER_S:
         return None
     if cue.end <= start:
         return start - cue.end
@@ -627,7 +697,8 @@ def nearest_cue(cues: Sequence[Cue], types: Iterable[str], start: float, end: fl
         distance = _cue_distance(cue, start, end)
         if distance is None:
             continue
-        key = (distance, PRIORITY.index(cue.type), cue.type)
+        rank = PRIORITY.index(cue.type) if cue.type in PRIORITY else len(PRIORITY)
+        key = (distance, rank, cue.type)
         if best is None or key < best:
             best = key
     return best[2] if best else None
@@ -646,18 +717,80 @@ class Entity:
 
 
 def _classify_run(
-    run: DigitRun, start: float, end: float, cues: Sequence[Cue], types: set[str]
+    run: DigitRun, start: float, end: float, cues: Sequence[Cue], types: set[str], quantity: bool
 ) -> str | None:
+    """The run's type: a Luhn card anywhere; else, unless it is a quantity ("49.99 pounds"),
+    the nearest cue whose lengths fit; else part of a card near a card cue; else a phone
+    by its shape."""
     length = len(run.digits)
     if CARD_NUMBER in types and looks_like_card(run):
         return CARD_NUMBER
+    if quantity:
+        return None
     fitting = [t for t in types if t in LENGTHS and length in LENGTHS[t]]
     found = nearest_cue(cues, fitting, start, end)
     if found:
         return found
+    if (
+        CARD_NUMBER in types
+        and length >= CARD_FRAGMENT_DIGITS
+        and nearest_cue(cues, [CARD_NUMBER], start, end)
+    ):
+        return CARD_NUMBER  # a card Whisper heard in pieces, or with a digit misheard
     if PHONE in types and looks_like_phone(run):
         return PHONE
+    if (
+        CARD_NUMBER in types
+        and length >= LONG_RUN_DIGITS
+        and not nearest_cue(cues, [REFERENCE], start, end)
+    ):
+        return CARD_NUMBER  # no cue, no Luhn: a card misheard ("$3.003, $27.004, ...")
     return None
+
+
+def _is_quantity(stream: Sequence[Token], run: DigitRun) -> bool:
+    """A price, time or count: at most :data:`QUANTITY_DIGITS` digits with a currency
+    sign, a decimal part ("12.50"; "12", ".50"), or a unit word after it. Longer runs are
+    never quantities: Whisper writes a card read in pairs as "49 .29 .662 .45 ..."."""
+    if len(run.digits) > QUANTITY_DIGITS:
+        return False
+    if _CURRENCY.search(stream[run.first].text):
+        return True
+    members = [stream[p].text.strip() for p in range(run.first, run.last + 1)]
+    if any(_DECIMAL.search(text) or _DECIMAL_PART.fullmatch(text) for text in members):
+        return True
+
+    def word(p: int) -> str:
+        return core(stream[p].text).lower() if 0 <= p < len(stream) else ""
+
+    after = run.last + 1
+    if word(after) in QUANTITY_WORDS or word(run.first - 1) in CURRENCY_WORDS:
+        return True  # "20 pounds", "pounds fifty"
+    return word(after) in ("a", "an", "per") and word(after + 1) in QUANTITY_WORDS  # "a year"
+
+
+def _absorb_neighbours(
+    stream: Sequence[Token],
+    runs: Sequence[DigitRun],
+    kinds: list[str | None],
+    quantities: Sequence[bool],
+) -> None:
+    """A run left unclassified next to a classified one -- at most NEIGHBOUR_WORDS words
+    and NEIGHBOUR_GAP_S apart, "Three one, I'm two six eight one" -- takes its type
+    (quantities excepted)."""
+    for _ in range(2):  # forwards, then backwards
+        for i in range(len(runs) - 1):
+            a, b = runs[i], runs[i + 1]
+            close = (
+                b.first - a.last - 1 <= NEIGHBOUR_WORDS
+                and stream[b.first].start - stream[a.last].end <= NEIGHBOUR_GAP_S
+            )
+            if not close or quantities[i] or quantities[i + 1]:
+                continue
+            if kinds[i] and not kinds[i + 1]:
+                kinds[i + 1] = kinds[i]
+            elif kinds[i + 1] and not kinds[i]:
+                kinds[i] = kinds[i + 1]
 
 
 _EMAIL_WRITTEN = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
@@ -686,28 +819,34 @@ def _email_spans(stream: Sequence[Token]) -> list[tuple[int, int]]:
         j = i + 1
         if j >= len(words) or not (_WORDISH.fullmatch(words[j]) or _DOMAIN.fullmatch(words[j])):
             continue
-        if _DOMAIN.fullmatch(words[j]):
-            end = j
-        else:
-            end = j
-            while (
+        end = j
+        while True:  # "gmail dot com", "gmail.com", and faster-whisper's "mail", ".co", ".uk"
+            if (
                 end + 2 < len(words)
                 and lower[end + 1] in ("dot", ".")
                 and _WORDISH.fullmatch(words[end + 2])
             ):
                 end += 2
-            if end == j:
-                continue
+            elif end + 1 < len(words) and stream[end + 1].text.lstrip().startswith("."):
+                end += 1
+            else:
+                break
+        if end == j and not _DOMAIN.fullmatch(words[j]):
+            continue
+        if not re.search(r"[A-Za-z]", words[end]) or words[j].isdigit():
+            continue  # "at 10 .30" is a time
         # the local part: one word, joined parts ("john dot smith"), spelled letters, and up
-        # to two more plain words before it ("john smith at ...")
+        # to three more plain words before it ("mary jane smith at ...")
         b = i - 1
         if not _WORDISH.fullmatch(words[b].replace(".", "")) or lower[b] in _EMAIL_STOP:
             continue
-        while b >= 2 and lower[b - 1] in _EMAIL_JOINERS and lower[b - 2] not in _EMAIL_STOP:
-            b -= 2
         extra = 0
-        while b >= 1 and extra < 2 and lower[b - 1] not in _EMAIL_STOP and words[b - 1]:
-            if not _WORDISH.fullmatch(words[b - 1].replace(".", "")):
+        while b >= 1:
+            if b >= 2 and lower[b - 1] in _EMAIL_JOINERS and lower[b - 2] not in _EMAIL_STOP:
+                b -= 2  # "... dot smith", "mary underscore ..."
+                continue
+            plain = lower[b - 1] not in _EMAIL_STOP and words[b - 1]
+            if extra >= 3 or not plain or not _WORDISH.fullmatch(words[b - 1].replace(".", "")):
                 break
             b -= 1
             if len(words[b]) > 1:
@@ -766,6 +905,42 @@ def _spelled_spans(
 _NI_NUMBER = re.compile(r"[A-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]")
 
 
+def _date_kind(stream: Sequence[Token], atoms: list[list[_Atom] | None], p: int) -> str | None:
+    word = core(stream[p].text).lower()
+    if word in MONTHS:
+        return "month"
+    if word in ORDINAL_WORDS or _ORDINAL_DIGITS.fullmatch(word):
+        return "ordinal"
+    if word.split("-")[-1] in ORDINAL_WORDS:
+        return "ordinal"
+    if atoms[p] is not None:
+        return "number"
+    if word in ("of", "the", "slash") or word in FILLERS:
+        return "bridge"
+    return None
+
+
+BACKCHANNELS: Final = FILLERS | _words(
+    "go on got it and thanks thank you continue alright great perfect fine next carry"
+)
+TURN_WORDS: Final = 3  # words of another speaker between two numbers that end a value
+
+
+def turns_besides(
+    tokens: Sequence[Token], stream: tuple[str | None, int | None], cues: Sequence[Cue] = ()
+) -> list[float]:
+    """Start times of the words other speakers said, sorted, for :func:`digit_runs`: a run
+    ends where :data:`TURN_WORDS` of them fall between two of its numbers. Back-channels
+    ("mm-hm, go on") are left out; a cue word counts as a whole turn ("expiry?")."""
+    cue_words = {t for cue in cues for t in cue.tokens}
+    times: list[float] = []
+    for index, token in enumerate(tokens):
+        if token.stream == stream or core(token.text).lower() in BACKCHANNELS:
+            continue
+        times += [token.start] * (TURN_WORDS if index in cue_words else 1)
+    return sorted(times)
+
+
 def _date_spans(stream: Sequence[Token], atoms: list[list[_Atom] | None]) -> list[tuple[int, int]]:
     """Dates with words: a month or ordinal next to numbers ("the third of March
     nineteen eighty five", "March 2027", "12th of June"), bridged by "of"/"the"/","."""
@@ -773,18 +948,7 @@ def _date_spans(stream: Sequence[Token], atoms: list[list[_Atom] | None]) -> lis
     i = 0
 
     def kind(p: int) -> str | None:
-        word = core(stream[p].text).lower()
-        if word in MONTHS:
-            return "month"
-        if word in ORDINAL_WORDS or _ORDINAL_DIGITS.fullmatch(word):
-            return "ordinal"
-        if word.split("-")[-1] in ORDINAL_WORDS:
-            return "ordinal"
-        if atoms[p] is not None:
-            return "number"
-        if word in ("of", "the", "slash") or word in FILLERS:
-            return "bridge"
-        return None
+        return _date_kind(stream, atoms, p)
 
     while i < len(stream):
         if kind(i) in (None, "bridge"):
@@ -811,11 +975,18 @@ def detect(
     """Entities in the transcript, by these rules (over-redacting near cues):
 
     - CARD_NUMBER: a digit run of 13-19 digits passing Luhn (whole, or consecutive parts of
-      a run cut by fillers/restarts), anywhere; any run of 12+ digits near a card cue.
-    - CVV 3-4, EXPIRY 2-6 (MMYY, "twelve twenty seven"), SSN 4-9, NATIONAL_ID 6-12,
-      PHONE 7-15, DATE_OF_BIRTH 4-8, IBAN 10+, BANK_ACCOUNT 6-17, SORT_CODE 6 digits near
-      their cue words (nearest cue wins). A cue is "near" from 30 s before the run to 10 s
-      after it, in any stream.
+      a run cut by fillers/restarts), anywhere; any run of 12+ digits near a card cue, and
+      of 4+ (a card heard in pieces); any run of 15+ digits unless an order/reference/
+      ticket number cue is near.
+    - Runs end at cue words, at 8 s of silence and where the other speaker said 3+ words
+      (not back-channels); unclassified runs within 3 words of a classified one join it.
+    - Quantities (6 digits or fewer with a currency sign, a decimal part or a unit word:
+      "12.50", "twenty pounds", "three items", "49.99 a year") are never cue-redacted.
+    - EXPIRY is a month and year: a date with a day ("the first of May") is not one.
+    - CVV 2-4, EXPIRY 2-6 (MMYY, "twelve twenty seven"), SSN 4-9, NATIONAL_ID 6-12,
+      PHONE 4-15, DATE_OF_BIRTH 4-8, IBAN 10+, BANK_ACCOUNT 4-17, SORT_CODE 4-6 digits near
+      their cue words (nearest cue wins; generous: Whisper loses digits). A cue is "near"
+      from 30 s (CVV 12 s, EXPIRY 15 s) before the run to 10 s after it, in any stream.
     - PHONE without a cue: 10-11 digits of phone shape (0..., 1+NANP, NANP, +...).
     - EXPIRY / DATE_OF_BIRTH: also month/ordinal dates near their cues.
     - EMAIL: written ``x@y.z``; spoken "x at y dot z" / "x at y.z".
@@ -846,14 +1017,28 @@ def detect(
         ) -> str | None:
             return nearest_cue(cues, kinds, stream[first].start, stream[last].end)
 
-        for run in digit_runs(stream):
-            kind = _classify_run(run, stream[run.first].start, stream[run.last].end, cues, wanted)
-            if kind:
-                found.append(entity(kind, run.first, run.last))
+        position = {token_id: p for p, token_id in enumerate(ids)}
+        stops = {position[t] for cue in cues for t in cue.tokens if t in position}
+        runs = digit_runs(stream, stops, turns_besides(tokens, stream[0].stream, cues))
+        quantities = [_is_quantity(stream, run) for run in runs]
+        kinds = [
+            _classify_run(
+                run, stream[run.first].start, stream[run.last].end, cues, wanted, quantity
+            )
+            for run, quantity in zip(runs, quantities, strict=True)
+        ]
+        _absorb_neighbours(stream, runs, kinds, quantities)
+        found += [
+            entity(kind, run.first, run.last) for run, kind in zip(runs, kinds, strict=True) if kind
+        ]
         date_types = wanted & {EXPIRY, DATE_OF_BIRTH}
         if date_types:
             for first, last in _date_spans(stream, atoms):
-                kind = near(date_types, first, last)
+                # an expiry is a month and a year; a day ("the first of May") is not one
+                ordinal = any(
+                    _date_kind(stream, atoms, p) == "ordinal" for p in range(first, last + 1)
+                )
+                kind = near(date_types - {EXPIRY} if ordinal else date_types, first, last)
                 if kind:
                     found.append(entity(kind, first, last))
         if EMAIL in wanted:
