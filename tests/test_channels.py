@@ -191,6 +191,20 @@ def test_the_worker_writes_the_formats_asked_and_echoes_the_options(aws, dialogu
     text = s3.get_object(Bucket=aws.bucket, Key="results/cc/call.wav.txt")["Body"].read()
     assert text.decode().startswith("agent: ")
 
+    # conversation metrics, from the segments (no word timings asked): plausible, consistent
+    metrics = result.metrics
+    assert metrics is not None and metrics.basis == "segments"
+    assert metrics.duration == pytest.approx(result.duration)
+    by_speaker = {entry.speaker: entry for entry in metrics.speakers}
+    assert set(by_speaker) == {"agent", "customer"}
+    assert all(0 < entry.talk_time < metrics.duration for entry in by_speaker.values())
+    talk = sum(entry.talk_time for entry in by_speaker.values()) - metrics.overlap_time
+    assert talk == pytest.approx(metrics.talk_time, abs=0.01)
+    assert metrics.talk_time + metrics.non_talk_time == pytest.approx(metrics.duration, abs=0.01)
+    assert metrics.turns == 3  # agent, customer, agent
+    assert all(entry.interruptions == 0 for entry in by_speaker.values())  # turns in order
+    assert all(60 < (entry.words_per_minute or 0) < 400 for entry in by_speaker.values())
+
 
 def test_a_model_the_workers_do_not_serve_fails_the_file_with_the_reason(
     aws, make_speech, tmp_path

@@ -101,6 +101,14 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
         assert result["path"] == path and result["language"] == "en"
         assert " ".join(txt.split()) == result["text"]
         assert (out / f"{path}.srt").read_text(encoding="utf-8").startswith("1\n00:00:")
+        metrics = result["metrics"]  # mono: one unlabelled speaker, no turns to count
+        assert 1 < metrics["talk_time"] < metrics["duration"] and metrics["turns"] is None
+        assert [entry["speaker"] for entry in metrics["speakers"]] == [None]
+
+    report = run_cli("report", "e2e", "--csv")
+    assert report.returncode == 0, report.stderr
+    rows = report.stdout.strip().splitlines()
+    assert rows[0].startswith("path,duration_s,basis,talk_time_s") and len(rows) == 4
 
     # one model load in the pool process, for all three jobs
     log = (settings.state_dir / "logs" / "worker-1.log").read_text()

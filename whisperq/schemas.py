@@ -12,6 +12,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from whisperq import keys
+from whisperq.conversation import ConversationMetrics
 
 JOB_SCHEMA_VERSION: Final = 1
 BATCH_SCHEMA_VERSION: Final = 2  # batch.json and file entries (1: the old manifest.json)
@@ -246,6 +247,9 @@ class TranscriptResult(_Strict):
     segments: list[Segment]
     redactions: list[RedactedSpan] | None = Field(
         None, description="With redaction on: what was redacted, where (never the values)."
+    )
+    metrics: ConversationMetrics | None = Field(
+        None, description="Talk time, silences, interruptions, talk speed (whisperq report)."
     )
     redacted_audio: str | None = Field(
         None, description="Key of the audio with the redacted spans silenced (redact_audio)."

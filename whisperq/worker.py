@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from whisperq import engine, failures, keys, redacted_audio, redaction, render, storage
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperq.conversation import conversation_metrics
 from whisperq.errors import WorkerUnfit
 from whisperq.heartbeat import MessageHandle, VisibilityHeartbeat, hand_back, message_handle
 from whisperq.instance import (
@@ -389,6 +390,11 @@ class JobRunner:
             options=transcript.options,
             text=transcript.text,
             segments=transcript.segments,
+            metrics=conversation_metrics(
+                transcript.segments,
+                transcript.duration,
+                speakers=[channel.speaker for channel in transcript.channels or []],
+            ),
             timings=timings,
             worker_id=worker_id(),
             instance_type=self.instance_type,

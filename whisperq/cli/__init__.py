@@ -3,6 +3,7 @@
 - ``app``: the Typer app, consoles, and the one place errors become exit codes;
 - ``batches``: submit, status, wait, results, retry, dlq;
 - ``estimates``: cost, simulate;
+- ``report``: conversation metrics of a batch;
 - ``worker``: the Celery worker;
 - ``local``: the embedded local stack;
 - ``config``: the CLI's configuration file.
@@ -14,7 +15,7 @@ invalid setting, or (``wait``) the timeout passed first.
 from __future__ import annotations
 
 # Importing the command modules registers their commands on ``app``.
-from whisperq.cli import batches, config, estimates, ingest, local, worker  # noqa: F401
+from whisperq.cli import batches, config, estimates, ingest, local, report, worker  # noqa: F401
 from whisperq.cli.app import app
 
 __all__ = ["app", "main"]

@@ -1,0 +1,212 @@
+"""`whisperq report BATCH`: a batch's conversation metrics (totals, the calls to listen to
+first, a CSV with one row per call)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from whisperq import conversation, storage, tracking
+from whisperq.cli.app import (
+    JsonFlag,
+    app,
+    duration_text,
+    err,
+    out,
+    print_json,
+    settings_for_storage,
+)
+from whisperq.conversation import BatchConversation, CallMetrics, ConversationMetrics
+from whisperq.errors import UsageError, WhisperqError
+from whisperq.settings import Settings
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Word(_Lenient):
+    start: float
+    end: float
+    word: str
+    speaker: str | None = None
+
+
+class _Segment(_Lenient):
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+    words: list[_Word] | None = None
+
+
+class _Channel(_Lenient):
+    speaker: str
+
+
+class _ResultView(_Lenient):
+    """What the report needs from a result JSON (other fields ignored, so results of any
+    worker version with these are read)."""
+
+    path: str
+    duration: float
+    segments: list[_Segment]
+    channels: list[_Channel] | None = None
+    metrics: dict[str, Any] | None = None  # absent in results written before metrics
+
+    def conversation(self) -> ConversationMetrics:
+        """The stored metrics; computed from the segments when absent (or of a shape this
+        version does not know)."""
+        if self.metrics is not None:
+            try:
+                return ConversationMetrics.model_validate(self.metrics)
+            except ValidationError:
+                pass
+        labels = [channel.speaker for channel in self.channels or ()]
+        return conversation.conversation_metrics(self.segments, self.duration, speakers=labels)
+
+
+def _read_call(settings: Settings, s3: Any, key: str) -> CallMetrics | None:
+    data = storage.get_json(s3, settings.bucket, key)
+    if data is None:
+        return None
+    try:
+        view = _ResultView.model_validate(data)
+    except ValidationError:
+        return None
+    return view.path, view.conversation()
+
+
+def read_calls(
+    settings: Settings, s3: Any, batch: str, threads: int = 16
+) -> tuple[list[CallMetrics], int]:
+    """Every finished result of the batch as (path, metrics), sorted by path: one listing,
+    then GETs ``threads`` at a time; and how many could not be read."""
+    wanted = tracking.result_keys(settings, s3, batch)
+    if not wanted:
+        return [], 0
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(wanted)))) as pool:
+        found = list(pool.map(lambda key: _read_call(settings, s3, key), wanted))
+    calls = sorted((call for call in found if call is not None), key=lambda call: call[0])
+    return calls, len(found) - len(calls)
+
+
+@app.command()
+def report(
+    batch: Annotated[str, typer.Argument(help="The batch to report on.")],
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="One row per call as CSV on stdout, header first.")
+    ] = False,
+    as_json: JsonFlag = False,
+    top: Annotated[int, typer.Option("--top", min=0, help="Calls in each of the top lists.")] = 10,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, max=64, help="Result JSONs read at once.")
+    ] = 16,
+) -> None:
+    """Conversation metrics of a batch: talk and non-talk time, talk time and speed per
+    speaker, interruptions, the longest silences. Totals and the calls with the longest
+    silences and the most interruptions, or one row per call with --csv.
+
+    Reads every result JSON of the batch (--threads at a time); results written before
+    whisperq stored metrics get them computed from their segments.
+    """
+    if as_csv and as_json:
+        raise UsageError("--csv and --json do not go together: choose one.")
+    settings = settings_for_storage()
+    s3 = storage.client(settings, "s3")
+    view = tracking.load_batch(settings, s3, batch)
+    if view is None:
+        raise WhisperqError(f"No batch named {batch!r} on {settings.target}.")
+    with err.status(f"Reading the results of {batch}..."):
+        calls, unreadable = read_calls(settings, s3, batch, threads)
+    if not calls:
+        raise WhisperqError(
+            f"Batch {batch!r} has no finished results yet ({len(view.files)} file(s) "
+            f"submitted): `whisperq wait {batch}`, then ask again."
+        )
+    if unreadable:
+        err.print(f"[yellow]{unreadable} result JSON(s) could not be read; not counted.")
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerows(conversation.csv_rows(calls))
+        return
+    summary = conversation.batch_conversation(calls, top)
+    if as_json:
+        print_json(
+            {"batch": batch, "unreadable_results": unreadable, **summary.model_dump(mode="json")}
+        )
+        return
+    _print_report(batch, summary, len(view.files))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.0%}" if whole else "-"
+
+
+def _print_report(batch: str, summary: BatchConversation, submitted: int) -> None:
+    audio = summary.audio_seconds
+    totals = Table(title=f"conversation metrics of {batch} ({summary.calls} call(s))")
+    for column in ("", "time", "share of audio", "words/min", "interruptions"):
+        totals.add_column(column, justify="left" if not column else "right")
+    totals.add_row("audio", duration_text(audio), "", "", "")
+    totals.add_row(
+        "talk (anyone)", duration_text(summary.talk_time), _share(summary.talk_time, audio), "", ""
+    )
+    totals.add_row(
+        "non-talk (silence)",
+        duration_text(summary.non_talk_time),
+        _share(summary.non_talk_time, audio),
+        "",
+        "",
+    )
+    totals.add_row(
+        "overlap", duration_text(summary.overlap_time), _share(summary.overlap_time, audio), "", ""
+    )
+    for speaker in summary.speakers:
+        name = "speech, no speaker labels" if speaker.speaker is None else speaker.speaker
+        totals.add_row(
+            f"talk: {escape(name)} ({speaker.calls} call(s))",
+            duration_text(speaker.talk_time),
+            _share(speaker.talk_time, audio),
+            "-" if speaker.words_per_minute is None else f"{speaker.words_per_minute:.0f}",
+            "-" if speaker.interruptions is None else str(speaker.interruptions),
+        )
+    out.print(totals)
+    if summary.longest_silences:
+        silences = Table(title="longest silences")
+        for column in ("file", "silence", "starts at"):
+            silences.add_column(column, justify="left" if column == "file" else "right")
+        for item in summary.longest_silences:
+            silences.add_row(escape(item.path), _seconds(item.seconds), _clock(item.start))
+        out.print(silences)
+    if summary.most_interruptions:
+        cut_in = Table(title="most interruptions")
+        for column in ("file", "interruptions", "by speaker"):
+            cut_in.add_column(column, justify="right" if column == "interruptions" else "left")
+        for call in summary.most_interruptions:
+            by_speaker = ", ".join(f"{who} {n}" for who, n in call.by_speaker.items() if n)
+            cut_in.add_row(escape(call.path), str(call.interruptions), escape(by_speaker))
+        out.print(cut_in)
+    elif any(speaker.speaker is not None for speaker in summary.speakers):
+        out.print("No interruptions.", highlight=False)
+    out.print(
+        f"{summary.calls} of {submitted} file(s) finished. Interruptions: a speaker starting "
+        f"while another still speaks for more than {conversation.TOLERANCE_S} s.",
+        highlight=False,
+    )
