@@ -15,13 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed  # noqa: F401 (re-exported)
+from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed
 from whisperq.models import (  # noqa: F401 (re-exported)
     MODEL_CACHE,
     assemble_base_model,
     resolve_model,
 )
-from whisperq.schemas import ChannelInfo, ModelInfo, Segment, TranscriptionOptions, Word
+from whisperq.schemas import (
+    ChannelInfo,
+    LanguageShare,
+    ModelInfo,
+    Segment,
+    TranscriptionOptions,
+    Word,
+)
 
 SAMPLE_RATE = 16_000
 
@@ -43,6 +50,25 @@ LOOP_COMPRESSION_RATIO = 2.4
 # heard "Thank you." in a 0.09 s fragment (no_speech 0.80, avg_logprob -0.91).
 MIN_WORD_SECONDS = 0.3
 BATCHED_MIN_SILENCE_MS = 600
+# Silero VAD's settings (faster-whisper's VadOptions), measured on real speech
+# (benchmarks/real_speech.py, BENCHMARKS.md): at its default threshold (0.5) Silero misses
+# real speech on telephone audio -- it kept 5.8 s of a 25.7 s 8 kHz recording of one man
+# speaking -- and whisperq lost 15 WER points there against no VAD at all. At 0.05, with
+# a second of padding and only silences over 3 s cut, it skips what is really silent
+# (hold, the other side's turns) and keeps the speech: 8 kHz 0.348 -> 0.201 (no VAD 0.195).
+VAD_PARAMETERS: dict[str, float] = {
+    "threshold": 0.05,
+    "speech_pad_ms": 1000,
+    "min_silence_duration_ms": 3000,
+}
+# The same for the clips of a split call, on each channel (stereo 0.333 -> 0.181). Cuts
+# stay short (1 s of silence, 0.4 s pads): a clip must not run across the other side's
+# turn, or its segment spans both (padding 0.8 s and 2 s cuts: 0.172, and merged turns).
+CLIP_VAD_PARAMETERS: dict[str, float] = {
+    "threshold": 0.05,
+    "speech_pad_ms": 400,
+    "min_silence_duration_ms": 1000,
+}
 
 
 @dataclass(frozen=True)
@@ -349,8 +375,10 @@ def transcribe_file(
         for track, signal in zip(tracks, signals, strict=True):
             prompt = " ".join(p for p in (options.initial_prompt, track.prompt) if p) or None
             clips = speech_clips(signal) if mode == "split" and vad_on(options, config) else None
+            # multilingual: every window finds its own language, not the first window's
+            language = None if options.multilingual else track.language
             part = transcribe(
-                loaded, signal, options, config, language=track.language, prompt=prompt, clips=clips
+                loaded, signal, options, config, language=language, prompt=prompt, clips=clips
             )
             if track.language is None and part.language:
                 track.language = part.language
@@ -387,6 +415,94 @@ def transcribe_file(
     )
 
 
+def _in_their_own_languages(
+    loaded: LoadedModel,
+    audio: np.ndarray,
+    segments: list[Segment],
+    decoded_in: str,
+    decoding: dict[str, Any],
+) -> list[Segment]:
+    """Each segment labelled with its language; a segment in another language than the one
+    its window was decoded in is decoded again, alone, in its own (faster-whisper picks one
+    language per 30 s window: a German sentence between two English ones came back as
+    English-sounding nonsense)."""
+    done: list[Segment] = []
+    for segment in segments:
+        language = segment_language(loaded, audio, segment)
+        if language == decoded_in:
+            done.append(segment.model_copy(update={"language": language}))
+            continue
+        first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
+        again = decoding | {
+            "language": language,
+            "multilingual": False,
+            "vad_filter": False,
+            "initial_prompt": None,
+        }
+        again.pop("clip_timestamps", None)
+        again.pop("vad_parameters", None)
+        parts, _ = loaded.model.transcribe(audio[first:last], **again)
+        redone = [
+            shift(_segment_of(part), segment.start).model_copy(update={"language": language})
+            for part in parts
+            if part.text.strip()
+            and not invented(
+                part.no_speech_prob,
+                part.avg_logprob,
+                part.compression_ratio,
+                part.end - part.start,
+            )
+        ]
+        done += redone or [segment.model_copy(update={"language": language})]
+    return done
+
+
+def _segment_of(segment: Any) -> Segment:
+    """faster-whisper's segment as whisperq stores it."""
+    return Segment(
+        start=round(segment.start, 3),
+        end=round(segment.end, 3),
+        text=segment.text.strip(),
+        avg_logprob=segment.avg_logprob,
+        no_speech_prob=segment.no_speech_prob,
+        words=None
+        if segment.words is None
+        else [
+            Word(
+                start=round(word.start, 3),
+                end=round(word.end, 3),
+                word=word.word.strip(),
+                probability=round(word.probability, 4),
+            )
+            for word in segment.words
+        ],
+    )
+
+
+def segment_language(loaded: LoadedModel, audio: np.ndarray, segment: Segment) -> str:
+    """The language spoken in one segment: Whisper's language detection on its audio
+    alone (faster-whisper's ``multilingual`` switches the decoder per window but does not
+    say which language each segment is in)."""
+    first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
+    language, _, _ = loaded.model.detect_language(audio[first : max(last, first + 1)])
+    return str(language)
+
+
+def language_shares(segments: list[Segment]) -> list[LanguageShare]:
+    """Each language's share of the segments' time, largest first."""
+    seconds: dict[str, float] = {}
+    for segment in segments:
+        if segment.language:
+            seconds[segment.language] = (
+                seconds.get(segment.language, 0.0) + segment.end - segment.start
+            )
+    total = sum(seconds.values()) or 1.0
+    return [
+        LanguageShare(language=lang, seconds=round(time, 3), share=round(time / total, 4))
+        for lang, time in sorted(seconds.items(), key=lambda item: -item[1])
+    ]
+
+
 def invented(
     no_speech_prob: float, avg_logprob: float, compression_ratio: float, seconds: float
 ) -> bool:
@@ -416,7 +532,7 @@ def speech_clips(audio: np.ndarray) -> list[tuple[float, float]]:
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    vad = VadOptions(min_silence_duration_ms=1000, speech_pad_ms=200, max_speech_duration_s=30)
+    vad = VadOptions(max_speech_duration_s=30, **CLIP_VAD_PARAMETERS)
     return [
         (round(r["start"] / SAMPLE_RATE, 3), round(r["end"] / SAMPLE_RATE, 3))
         for r in get_speech_timestamps(audio, vad)
@@ -492,12 +608,21 @@ def transcribe(
         "word_timestamps": options.word_timestamps or options.redacting,
         "hotwords": options.hotwords,
         "initial_prompt": prompt if prompt is not None else options.initial_prompt,
+        "multilingual": options.multilingual,
     }
+    if options.multilingual and not loaded.model.model.is_multilingual:
+        raise OptionNotServed(
+            f"the batch asks for multilingual transcription, but the model "
+            f"{loaded.info.name!r} is English only: submit without --multilingual, or with "
+            "--model set to a multilingual one (base, small, large-v3)."
+        )
+    if vad:
+        decoding["vad_parameters"] = dict(VAD_PARAMETERS)
     if batch_size > 1:
         if vad:
             # faster-whisper's batched default cuts speech at 160 ms pauses, inside
             # sentences; 600 ms measured WER 0.122 against 0.135 (BENCHMARKS.md).
-            decoding["vad_parameters"] = {"min_silence_duration_ms": BATCHED_MIN_SILENCE_MS}
+            decoding["vad_parameters"]["min_silence_duration_ms"] = BATCHED_MIN_SILENCE_MS
         if clips:
             decoding |= {
                 "vad_filter": False,
@@ -512,24 +637,7 @@ def transcribe(
             }
         segments, info = loaded.model.transcribe(audio, **decoding)
     result = [
-        Segment(
-            start=round(segment.start, 3),
-            end=round(segment.end, 3),
-            text=segment.text.strip(),
-            avg_logprob=segment.avg_logprob,
-            no_speech_prob=segment.no_speech_prob,
-            words=None
-            if segment.words is None
-            else [
-                Word(
-                    start=round(word.start, 3),
-                    end=round(word.end, 3),
-                    word=word.word.strip(),
-                    probability=round(word.probability, 4),
-                )
-                for word in segment.words
-            ],
-        )
+        _segment_of(segment)
         for segment in segments  # a generator: decoding happens here
         if not invented(
             segment.no_speech_prob,
@@ -538,6 +646,8 @@ def transcribe(
             segment.end - segment.start,
         )
     ]
+    if options.multilingual:
+        result = _in_their_own_languages(loaded, audio, result, info.language, decoding)
     return Transcript(
         segments=result,
         language=info.language,

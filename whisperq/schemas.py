@@ -54,6 +54,11 @@ class TranscriptionOptions(_Strict):
         keys.RENDERING_FORMATS, description="Renderings besides the JSON (always written)."
     )
     model: str | None = Field(None, description="None = the worker's model.")
+    multilingual: bool = Field(
+        False,
+        description="Calls that switch language: the language found per segment, each "
+        "segment transcribed in its own (multilingual models only).",
+    )
     redact: tuple[str, ...] = Field(
         (), description="Redaction groups (pci, pii) and/or entity types; () = off."
     )
@@ -86,6 +91,16 @@ class TranscriptionOptions(_Strict):
 
         compile_user_patterns(patterns)
         return patterns
+
+    @model_validator(mode="after")
+    def _multilingual_needs_a_multilingual_model(self) -> TranscriptionOptions:
+        if self.multilingual and self.language:
+            raise ValueError("multilingual finds the language per segment: leave language unset")
+        if self.multilingual and self.model and self.model.endswith(".en"):
+            raise ValueError(
+                f"multilingual needs a multilingual model; {self.model} is English only"
+            )
+        return self
 
     @model_validator(mode="after")
     def _audio_needs_redaction(self) -> TranscriptionOptions:
@@ -191,6 +206,7 @@ class Segment(_Strict):
     no_speech_prob: float
     speaker: str | None = Field(None, description="The channel's label when split.")
     channel: int | None = Field(None, description="0 = left, 1 = right, when split.")
+    language: str | None = Field(None, description="The segment's own, with multilingual.")
     words: list[Word] | None = Field(None, description="With word_timestamps.")
 
 
@@ -202,6 +218,12 @@ class RedactedSpan(_Strict):
     end: float
     speaker: str | None = None
     channel: int | None = None
+
+
+class LanguageShare(_Strict):
+    language: str
+    seconds: float = Field(description="Speech time (segments) in this language.")
+    share: float = Field(description="Of all the segments' time.")
 
 
 class ChannelInfo(_Strict):
@@ -241,6 +263,9 @@ class TranscriptResult(_Strict):
         "mix", description="What was done with the channels (auto resolves to one)."
     )
     channels: list[ChannelInfo] | None = Field(None, description="Per channel, when split.")
+    languages: list[LanguageShare] | None = Field(
+        None, description="With multilingual: each language's share of the speech, largest first."
+    )
     model: ModelInfo
     options: dict[str, object] = Field(description="Decoding options actually used.")
     text: str

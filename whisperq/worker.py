@@ -386,6 +386,9 @@ class JobRunner:
             language_probability=transcript.language_probability,
             channel_mode=transcript.channel_mode,
             channels=transcript.channels,
+            languages=engine.language_shares(transcript.segments)
+            if job.options.multilingual
+            else None,
             model=model,
             options=transcript.options,
             text=transcript.text,

@@ -165,6 +165,15 @@ def submit(
             "--vad/--no-vad", "Skip silence with Silero VAD (default: the worker's, on)."
         ),
     ] = None,
+    multilingual: Annotated[
+        bool | None,
+        _batch_option(
+            "--multilingual",
+            "Calls that switch language: find the language of every segment and transcribe "
+            "each in its own (JSON: segments' language, the languages' shares). Needs a "
+            "multilingual model, not *.en.",
+        ),
+    ] = None,
     redact: Annotated[
         str | None,
         _batch_option(
@@ -206,6 +215,7 @@ def submit(
         "model": model,
         "beam_size": beam_size,
         "vad": vad,
+        "multilingual": multilingual,
         "redact": _split_list(redact),
         "redact_audio": redact_audio,
     }
