@@ -56,7 +56,7 @@ locals {
   image     = "whisperq-${var.compute}-${var.whisperq_version}-${local.timestamp}"
   # The stack's default model per compute kind (whisperq/defaults.py MODEL): the stack picks
   # images by their model tag, so the defaults must be the same value.
-  model = var.model != "" ? var.model : (var.compute == "gpu" ? "large-v3" : "distil-large-v3")
+  model = var.model != "" ? var.model : (var.compute == "gpu" ? "large-v3" : "small")
   build_instance = var.instance_type != "" ? var.instance_type : (
     var.compute == "gpu" ? "g4dn.xlarge" : "c6a.xlarge"
   )

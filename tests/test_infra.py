@@ -333,7 +333,7 @@ def test_a_configured_image_is_checked_by_its_model_tag():
     assert (deployment.image.id, deployment.image.source) == ("ami-mine", "configured")
     assert deployment.warnings == [
         "whisperq:amiId ami-mine has no `model` tag: cannot check that it bakes "
-        "'distil-large-v3' (images built by ami/ have one)"
+        "'small' (images built by ami/ have one)"
     ]
 
 
@@ -641,7 +641,7 @@ def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, mo
         text = user_data_of(mocks)
         assert bundle_in(text) == read_bundle()  # provision.sh, the units, ...: as in ami/
         assert (
-            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=distil-large-v3 "
+            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=small "
             "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
             "WHISPERQ_ON_FAILURE=/root/whisperq-ami/mark-unhealthy.sh "
             "bash /root/whisperq-ami/provision.sh"
@@ -651,7 +651,7 @@ def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, mo
         # item 2: loud, at preview and in the outputs
         assert deployment.image.source == "stock"
         (warning,) = deployment.warnings
-        assert "No whisperq-cpu-* image of model 'distil-large-v3' in eu-west-1" in warning
+        assert "No whisperq-cpu-* image of model 'small' in eu-west-1" in warning
         assert "packer build -var compute=cpu -var region=eu-west-1 ami/" in warning
 
     return done.apply(check)

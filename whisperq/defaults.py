@@ -22,7 +22,8 @@ from typing import Final
 COMPUTE_KINDS: Final = ("cpu", "gpu")
 COMPUTE: Final = "cpu"
 # What the workers load (whisperq:model).
-MODEL: Final[Mapping[str, str]] = {"cpu": "distil-large-v3", "gpu": "large-v3"}
+# Chosen by accuracy and $ per audio hour: README, "Which model" (whisperq.speeds).
+MODEL: Final[Mapping[str, str]] = {"cpu": "small", "gpu": "large-v3"}
 # CTranslate2 compute type the image and the stack give the workers.
 COMPUTE_TYPE: Final[Mapping[str, str]] = {"cpu": "int8", "gpu": "float16"}
 # Three to five types per kind: spot capacity comes from several pools. The first is the
