@@ -1,0 +1,502 @@
+"""Accuracy and speed on real human speech: the seed-style baseline and whisperq's engine,
+per condition, in one run.
+
+The recordings are benchmarks/data/real/ (read and spontaneous speech from public ASR
+corpora and test suites, each with the reference its source ships; where each came from
+and its licence: SOURCES.md there), or any folder of audio with a references.tsv
+(--folder). From them this builds, under benchmarks/.data/real/ (cached):
+
+  16k     the recordings as they are
+  8k      telephone copies: 8 kHz mu-law WAV
+  gsm     band-limited to 300-3400 Hz and through the GSM 06.10 codec, 8 kHz WAV
+  stereo  two-speaker "calls", 8 kHz mu-law: clips of two different speakers taking
+          turns, one speaker on the left channel and one on the right, silence on the
+          other side; a reference per channel
+
+and transcribes every condition, each system in its own process, with
+
+  baseline  as the seed deployments do: one WhisperModel (CPU, int8, all cores' threads),
+            files one after another, model.transcribe(path, beam_size=5)
+  engine    whisperq.engine as a worker runs it: choose_concurrency() processes, each
+            with its own model, transcribe_file(..., TranscriptionOptions()), with
+            channels="split" for the stereo calls
+  unguarded the engine without its invented-text guard (engine.invented): the guard's
+            effect on real speech
+
+WER is jiwer's over all files of a condition, after Whisper's English normaliser (as in
+throughput.py); for a stereo call the baseline (one mixed transcript) is scored against
+the turns in time order, the engine against each channel's own reference. Speed is audio
+seconds per wall second, model load excluded. The table is printed as markdown and the
+figures, with every hypothesis, are written to results.json in the cache folder.
+
+    python benchmarks/real_speech.py                    # base, every condition
+    python benchmarks/real_speech.py --quick            # tiny.en, 8 clips
+    python benchmarks/real_speech.py --conditions 16k,8k
+    python benchmarks/real_speech.py --folder ~/calls   # your recordings + references.tsv
+
+references.tsv: tab-separated, a header line, the columns `file` and `reference`
+required, `speaker` (stereo calls pair clips of two different speakers; without it every
+file is its own speaker) and `duration_s` optional. Needs sox (`make system-deps`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from throughput import word_error_rate  # noqa: E402
+
+CONDITIONS = ("16k", "8k", "gsm", "stereo")
+TELEPHONE_RATE = 8000
+TURNS_PER_SPEAKER = 3  # per stereo call
+GAP_SECONDS = 0.5  # silence between two turns of a stereo call
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One recording and what was said in it."""
+
+    path: Path
+    speaker: str
+    reference: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file to transcribe in one condition: a reference per channel, and the
+    references of all channels in time order (what a mixed transcript is scored on)."""
+
+    path: Path
+    seconds: float
+    references: tuple[str, ...]
+    mixed_reference: str
+
+    @property
+    def stereo(self) -> bool:
+        return len(self.references) == 2
+
+
+# --- the recordings -------------------------------------------------------------------
+
+
+def read_clips(folder: Path) -> list[Clip]:
+    """The clips listed in ``folder/references.tsv``, in its order."""
+    table = folder / "references.tsv"
+    if not table.exists():
+        raise SystemExit(f"{table} is missing: one line per file, columns file and reference")
+    with table.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows or not {"file", "reference"} <= set(rows[0]):
+        raise SystemExit(f"{table}: needs a header with the columns file and reference")
+    clips = []
+    for row in rows:
+        path = folder / row["file"]
+        if not path.exists():
+            raise SystemExit(f"{table}: {row['file']} is not in {folder}")
+        seconds = float(row.get("duration_s") or 0) or len(decode(path)) / 16000
+        clips.append(Clip(path, row.get("speaker") or row["file"], row["reference"], seconds))
+    return clips
+
+
+def pick(clips: list[Clip], count: int) -> list[Clip]:
+    """``count`` clips taking speakers in turn, so a small set still has several voices."""
+    by_speaker: dict[str, list[Clip]] = {}
+    for clip in clips:
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    picked: list[Clip] = []
+    while len(picked) < count and any(by_speaker.values()):
+        for queue in by_speaker.values():
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    return picked
+
+
+# --- building the conditions -----------------------------------------------------------
+
+
+def decode(path: Path, rate: int = 16000) -> np.ndarray:
+    """Any audio file to mono float32 samples at ``rate`` (PyAV, as faster-whisper does)."""
+    from faster_whisper import decode_audio
+
+    return decode_audio(str(path), sampling_rate=rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """16-bit PCM WAV; ``samples`` is (n,) mono or (2, n) left and right."""
+    frames = np.atleast_2d(samples).T
+    pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(pcm.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+
+
+def sox(*arguments: str | Path | int) -> None:
+    subprocess.run(["sox", "-D", *map(str, arguments)], check=True, capture_output=True)
+
+
+def fresh(target: Path, sources: list[Path]) -> bool:
+    """A cached file is reused while it is newer than everything it was made from."""
+    return target.exists() and all(target.stat().st_mtime >= s.stat().st_mtime for s in sources)
+
+
+def telephone_copy(clip: Clip, target: Path) -> None:
+    """8 kHz mono mu-law, as a telephone network carries it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wide = Path(tmp) / "16k.wav"
+        write_wav(wide, decode(clip.path), 16000)
+        sox(wide, "-r", TELEPHONE_RATE, "-c", 1, "-e", "mu-law", target)
+
+
+def gsm_copy(clip: Clip, target: Path) -> None:
+    """300-3400 Hz and through the GSM 06.10 full-rate codec (sox's libgsm), as a 2G
+    mobile leg does; stored as 8 kHz 16-bit WAV."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wide, coded = Path(tmp) / "16k.wav", Path(tmp) / "coded.gsm"
+        write_wav(wide, decode(clip.path), 16000)
+        sox(wide, "-r", TELEPHONE_RATE, "-c", 1, coded, "sinc", "300-3400")
+        sox(coded, "-e", "signed", "-b", 16, target)
+
+
+def mono_condition(
+    clips: list[Clip], folder: Path, suffix: str, make: Callable[[Clip, Path], None] | None
+) -> list[Item]:
+    """One file per clip: the clip itself (``make`` None) or a copy made by ``make``."""
+    items = []
+    for clip in clips:
+        path = clip.path
+        if make is not None:
+            path = folder / f"{clip.path.stem}{suffix}"
+            if not fresh(path, [clip.path]):
+                folder.mkdir(parents=True, exist_ok=True)
+                make(clip, path)
+        items.append(Item(path, clip.seconds, (clip.reference,), clip.reference))
+    return items
+
+
+def pair_speakers(clips: list[Clip]) -> list[tuple[list[Clip], list[Clip]]]:
+    """Calls of two different speakers: the two with the most clips left each give up to
+    TURNS_PER_SPEAKER clips (the same number), until fewer than two speakers are left."""
+    left_over: dict[str, list[Clip]] = {}
+    for clip in clips:
+        left_over.setdefault(clip.speaker, []).append(clip)
+    calls = []
+    while sum(1 for queue in left_over.values() if queue) >= 2:
+        first, second = sorted(left_over, key=lambda s: (-len(left_over[s]), s))[:2]
+        turns = min(TURNS_PER_SPEAKER, len(left_over[first]), len(left_over[second]))
+        calls.append((left_over[first][:turns], left_over[second][:turns]))
+        left_over[first] = left_over[first][turns:]
+        left_over[second] = left_over[second][turns:]
+    return calls
+
+
+def stereo_call(left: list[Clip], right: list[Clip], target: Path) -> float:
+    """Alternate turns, left first; the silent side is digital silence. Returns seconds."""
+    gap = np.zeros(int(GAP_SECONDS * TELEPHONE_RATE), dtype=np.float32)
+    channels: list[list[np.ndarray]] = [[gap], [gap]]
+    for left_clip, right_clip in zip(left, right, strict=True):
+        for speaking, clip in enumerate((left_clip, right_clip)):
+            samples = np.concatenate([decode(clip.path, TELEPHONE_RATE), gap])
+            channels[speaking].append(samples)
+            channels[1 - speaking].append(np.zeros_like(samples))
+    both = np.stack([np.concatenate(channel) for channel in channels])
+    with tempfile.TemporaryDirectory() as tmp:
+        linear = Path(tmp) / "call.wav"
+        write_wav(linear, both, TELEPHONE_RATE)
+        sox(linear, "-e", "mu-law", target)
+    return both.shape[1] / TELEPHONE_RATE
+
+
+def stereo_condition(clips: list[Clip], folder: Path) -> list[Item]:
+    items = []
+    for number, (left, right) in enumerate(pair_speakers(clips)):
+        sources = [clip.path for clip in left + right]
+        names = "-".join(re.sub(r"\W+", "", clip.speaker)[:12] for clip in (left[0], right[0]))
+        path = folder / f"call-{number:02d}-{names}-{len(left)}x2.wav"
+        if fresh(path, sources):
+            seconds = len(decode(path, TELEPHONE_RATE)) / TELEPHONE_RATE
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            seconds = stereo_call(left, right, path)
+        in_order = [clip.reference for pair in zip(left, right, strict=True) for clip in pair]
+        references = (" ".join(c.reference for c in left), " ".join(c.reference for c in right))
+        items.append(Item(path, seconds, references, " ".join(in_order)))
+    return items
+
+
+def build(clips: list[Clip], conditions: list[str], cache: Path) -> dict[str, list[Item]]:
+    if shutil.which("sox") is None and conditions != ["16k"]:
+        raise SystemExit("sox is missing: `make system-deps` installs it")
+    makers = {"8k": ("-8k-mulaw.wav", telephone_copy), "gsm": ("-gsm.wav", gsm_copy)}
+    plan = {}
+    for condition in conditions:
+        if condition == "16k":
+            plan[condition] = mono_condition(clips, cache, "", None)
+        elif condition == "stereo":
+            plan[condition] = stereo_condition(clips, cache / "stereo")
+        else:
+            suffix, make = makers[condition]
+            plan[condition] = mono_condition(clips, cache / condition, suffix, make)
+    return plan
+
+
+# --- transcribing (each system in its own process) -------------------------------------
+
+
+def run_baseline(model_name: str, plan: dict[str, list[dict]]) -> dict[str, Any]:
+    """The seed deployments' way: one model, all cores' threads, one file after another."""
+    from faster_whisper import WhisperModel
+
+    from whisperq.engine import resolve_model
+
+    model = WhisperModel(
+        resolve_model(model_name),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=os.cpu_count() or 1,
+    )
+    figures = {}
+    for condition, items in plan.items():
+        started = time.perf_counter()
+        texts = []
+        for item in items:
+            segments, _ = model.transcribe(item["path"], beam_size=5)
+            texts.append([" ".join(segment.text.strip() for segment in segments)])
+        figures[condition] = {"wall": time.perf_counter() - started, "texts": texts}
+    return figures
+
+
+def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True) -> dict[str, Any]:
+    """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks,
+    each with its own model, files handed out as they free up (as in throughput.py).
+    ``guard=False``: without the invented-text guard (``engine.invented``), to measure it."""
+    from whisperq import engine
+
+    batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
+    processes = engine.choose_concurrency(0, engine.choose_device("auto"))
+    ready = multiprocessing.Barrier(processes + 1)
+    figures: dict[str, Any] = {"processes": processes}
+    with ProcessPoolExecutor(
+        processes,
+        initializer=_load_engine,
+        initargs=(model_name, batch_size, processes, ready, guard),
+    ) as pool:
+        warm = pool.submit(time.sleep, 0)  # starts the processes; they load, then meet here
+        ready.wait(timeout=600)
+        warm.result()
+        for condition, items in plan.items():
+            started = time.perf_counter()
+            texts = list(pool.map(_engine_texts, items))
+            figures[condition] = {"wall": time.perf_counter() - started, "texts": texts}
+    return figures
+
+
+_engine: tuple = ()
+
+
+def _load_engine(
+    model_name: str, batch_size: int, processes: int, ready: Any, guard: bool = True
+) -> None:
+    global _engine
+    from whisperq import engine
+
+    if not guard:
+        engine.invented = lambda *_: False  # type: ignore[assignment]
+
+    config = engine.EngineConfig(model=model_name, batch_size=batch_size, concurrency=processes)
+    _engine = (engine.load_model(config), config)
+    ready.wait(timeout=600)
+
+
+def _engine_texts(item: dict) -> list[str]:
+    """The transcript's text, or one text per channel for a stereo call (split)."""
+    from whisperq import engine
+    from whisperq.schemas import TranscriptionOptions
+
+    loaded, config = _engine
+    options = TranscriptionOptions(channels="split") if item["stereo"] else TranscriptionOptions()
+    transcript = engine.transcribe_file(loaded, item["path"], options, config)
+    if not item["stereo"]:
+        return [transcript.text]
+    return [
+        " ".join(s.text.strip() for s in transcript.segments if s.channel == channel)
+        for channel in (0, 1)
+    ]
+
+
+SYSTEMS: dict[str, Callable[[str, dict[str, list[dict]]], dict[str, Any]]] = {
+    "baseline": run_baseline,
+    "engine": run_engine,
+    "unguarded": lambda model, plan: run_engine(model, plan, guard=False),
+}
+
+
+def run_system(system: str, model: str, plan_file: Path) -> dict[str, Any]:
+    """Run one system in a fresh process; its JSON comes back on stdout."""
+    command = [sys.executable, __file__, "--run", system, "--model", model, "--plan", plan_file]
+    done = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        raise SystemExit(f"{system} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- scoring and reporting --------------------------------------------------------------
+
+
+def score(items: list[Item], texts: list[list[str]], system: str) -> float:
+    """The engine is scored per channel; the baseline (one mixed text) on all turns."""
+    if system != "baseline":  # the engine, with or without the guard
+        references = [r for item in items for r in item.references]
+        hypotheses = [h for channels in texts for h in channels]
+    else:
+        references = [item.mixed_reference for item in items]
+        hypotheses = [channels[0] for channels in texts]
+    return word_error_rate(references, hypotheses)
+
+
+def report(plan: dict[str, list[Item]], runs: dict[str, dict], model: str) -> dict[str, Any]:
+    """Per condition and system: WER, speed; with every file's hypotheses."""
+    results: dict[str, Any] = {"model": model, "conditions": {}}
+    for condition, items in plan.items():
+        audio = sum(item.seconds for item in items)
+        row: dict[str, Any] = {
+            "files": len(items),
+            "audio_s": round(audio, 2),
+            "reference_words": sum(len(item.mixed_reference.split()) for item in items),
+        }
+        for system, figures in runs.items():
+            texts = figures[condition]["texts"]
+            row[system] = {
+                "wer": round(score(items, texts, system), 4),
+                "speed": round(audio / figures[condition]["wall"], 2),
+                "wall_s": round(figures[condition]["wall"], 2),
+            }
+        row["files_detail"] = [
+            asdict(item)
+            | {"path": str(item.path)}
+            | {system: runs[system][condition]["texts"][i] for system in runs}
+            for i, item in enumerate(items)
+        ]
+        results["conditions"][condition] = row
+    return results
+
+
+def markdown(results: dict[str, Any], systems: list[str]) -> str:
+    header = ["condition", "files", "audio s", "words"]
+    header += [f"{s} WER" for s in systems] + [f"{s} speed" for s in systems]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for condition, row in results["conditions"].items():
+        cells = [condition, str(row["files"]), f"{row['audio_s']:.0f}", str(row["reference_words"])]
+        cells += [f"{row[s]['wer']:.2%}" for s in systems]
+        cells += [f"{row[s]['speed']:.2f}x" for s in systems]
+        lines.append("| " + " | ".join(cells) + " |")
+    if {"baseline", "engine"} <= set(systems):
+        lines.append("")
+        for condition, row in results["conditions"].items():
+            ratio = row["engine"]["speed"] / row["baseline"]["speed"]
+            lines.append(f"- {condition}: engine / baseline speed {ratio:.2f}x")
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="default: base (tiny.en with --quick)")
+    parser.add_argument(
+        "--conditions", default=",".join(CONDITIONS), help=f"comma-separated: {CONDITIONS}"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny.en and 8 clips")
+    parser.add_argument("--clips", type=int, default=0, help="use this many clips (0 = all)")
+    parser.add_argument("--folder", type=Path, default=HERE / "data" / "real")
+    parser.add_argument(
+        "--systems",
+        default="baseline,engine,unguarded",
+        help="baseline, engine, unguarded (the engine without the invented-text guard)",
+    )
+    parser.add_argument("--cache", type=Path, default=None, help="default: benchmarks/.data/…")
+    parser.add_argument("--run", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
+    parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.model = args.model or ("tiny.en" if args.quick else "base")
+    args.clips = args.clips or (8 if args.quick else 0)
+    if args.cache is None:
+        default = args.folder.resolve() == (HERE / "data" / "real").resolve()
+        name = "real" if default else f"real-{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.folder.name)}"
+        args.cache = HERE / ".data" / name
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
+    if args.run:  # a child: transcribe the plan with one system, JSON on stdout
+        plan = json.loads(args.plan.read_text())
+        print(json.dumps(SYSTEMS[args.run](args.model, plan)))
+        return
+
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown:
+        raise SystemExit(f"unknown conditions {sorted(unknown)}; known: {CONDITIONS}")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    clips = read_clips(args.folder.expanduser())
+    if args.clips:
+        clips = pick(clips, args.clips)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    plan = build(clips, conditions, args.cache)
+
+    speakers = len({clip.speaker for clip in clips})
+    print(
+        f"{len(clips)} clips, {speakers} speakers, {sum(c.seconds for c in clips):.0f} s of "
+        f"audio from {args.folder}; model {args.model}; {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()})",
+        flush=True,
+    )
+    plan_file = args.cache / "plan.json"
+    plan_file.write_text(
+        json.dumps(
+            {
+                condition: [{"path": str(item.path), "stereo": item.stereo} for item in items]
+                for condition, items in plan.items()
+            }
+        )
+    )
+    runs = {}
+    for system in systems:
+        print(f"  {system} ...", flush=True)
+        runs[system] = run_system(system, args.model, plan_file)
+    results = report(plan, runs, args.model)
+    results["machine"] = f"{os.cpu_count()} cores, {platform.platform()}"
+    results["engine_processes"] = runs.get("engine", {}).get("processes")
+    (args.cache / "results.json").write_text(json.dumps(results, indent=1))
+    print()
+    print(markdown(results, systems))
+    print(f"\nfigures and every hypothesis: {args.cache / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
