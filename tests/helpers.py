@@ -116,13 +116,18 @@ def write_result(
     path: str,
     *,
     duration: float,
-    job_seconds: float,
-    finished_at: Any,
+    job_seconds: float = 4.0,
+    finished_at: Any = None,
     worker_id: str = "host-a:101",
     instance_type: str | None = None,
+    segments: list[Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """A finished job's result JSON, as a worker writes it (no model needed): its
-    timings add up to ``job_seconds`` (1 s download, 1 s upload, the rest transcribing)."""
+    timings add up to ``job_seconds`` (1 s download, 1 s upload, the rest transcribing);
+    ``extra``: fields put into the JSON as they are (e.g. stored metrics)."""
+    from datetime import UTC, datetime
+
     from whisperq import keys, storage
     from whisperq.schemas import ModelInfo, TranscriptResult
 
@@ -136,19 +141,19 @@ def write_result(
         language_probability=0.99,
         model=ModelInfo(name="tiny.en", device="cpu", compute_type="int8"),
         options={},
-        text="hello",
-        segments=[],
+        text=" ".join(segment.text for segment in segments) if segments else "hello",
+        segments=segments or [],
         timings={"download": 1.0, "transcribe": job_seconds - 2.0, "upload": 1.0},
         instance_type=instance_type,
         worker_id=worker_id,
-        finished_at=finished_at,
+        finished_at=finished_at or datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
     )
     s3 = storage.client(settings, "s3")
     storage.put_text(
         s3,
         settings.bucket,
         keys.result_key(batch, path, "json"),
-        result.model_dump_json(),
+        json.dumps(result.model_dump(mode="json") | (extra or {})),
         "application/json",
     )
 

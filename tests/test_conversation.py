@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -21,9 +20,9 @@ from whisperq.conversation import (
     conversation_metrics,
     csv_rows,
 )
-from whisperq.schemas import ModelInfo, Segment, TranscriptResult, Word
+from whisperq.schemas import Segment, Word
 
-from helpers import write_batch
+from helpers import write_batch, write_result
 
 
 def seg(start, end, text, speaker=None, words=None):
@@ -290,26 +289,7 @@ runner = CliRunner()
 
 
 def put_result(settings, batch, path, duration, segments, **extra):
-    result = TranscriptResult(
-        batch=batch,
-        path=path,
-        input_key=keys.input_key(batch, path),
-        sha256="0" * 64,
-        duration=duration,
-        language="en",
-        language_probability=0.99,
-        model=ModelInfo(name="tiny.en", device="cpu", compute_type="int8"),
-        options={},
-        text=" ".join(segment.text for segment in segments),
-        segments=segments,
-        timings={"download": 1.0, "transcribe": 2.0, "upload": 1.0},
-        worker_id="host:1",
-        finished_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
-    )
-    document = result.model_dump(mode="json") | extra
-    s3 = storage.client(settings, "s3")
-    key = keys.result_key(batch, path, "json")
-    storage.put_text(s3, settings.bucket, key, json.dumps(document), "application/json")
+    write_result(settings, batch, path, duration=duration, segments=segments, extra=extra)
 
 
 @pytest.fixture

@@ -160,6 +160,11 @@ def test_simulate_uses_configured_prices_and_explains_bad_options(isolated_setti
     result = runner.invoke(app, ["simulate", "--calls", "50", "--json"])
     assert json.loads(result.stdout)["settings"]["price_per_instance_hour"] == 0.05
     result = runner.invoke(app, ["simulate", "--calls", "50", "--instance-type", "g4dn.xlarge"])
-    assert result.exit_code == 1 and "no measured speed for GPU instance type" in result.output
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1 and "no speed figure for small on GPU type g4dn.xlarge" in message
+    assert "give --speed-x" in message
+    gpu = ["simulate", "--calls", "50", "--instance-type", "g4dn.xlarge", "--json"]
+    result = runner.invoke(app, [*gpu, "--model", "large-v3"])
+    assert json.loads(result.stdout)["settings"]["speed_basis"] == "published"
     result = runner.invoke(app, ["simulate", "--instance-type", "z9.large"])
     assert result.exit_code == 1 and "no price for instance type z9.large" in result.output
