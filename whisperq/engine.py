@@ -22,6 +22,7 @@ from whisperq.models import (  # noqa: F401 (re-exported)
     resolve_model,
 )
 from whisperq.schemas import (
+    DEFAULT_SPEAKERS,
     ChannelInfo,
     LanguageShare,
     ModelInfo,
@@ -354,6 +355,7 @@ def transcribe_file(
     segments: list[Segment] = []
     duration = 0.0
     options_used: dict[str, Any] = {}
+    voices: list[np.ndarray] = []  # the mono audio, kept for diarization (float16: 115 MB/h)
     for window in stream_audio(path, config.window_seconds, stereo=stereo):
         if mode is None:
             mode = choose_channel_mode(window.samples[0], window.samples[1])
@@ -372,6 +374,8 @@ def transcribe_file(
             signals = [window.samples.mean(axis=0)]
         else:
             signals = [window.samples]
+        if options.diarize:
+            voices.append(signals[0].astype(np.float16))
         for track, signal in zip(tracks, signals, strict=True):
             prompt = " ".join(p for p in (options.initial_prompt, track.prompt) if p) or None
             clips = speech_clips(signal) if mode == "split" and vad_on(options, config) else None
@@ -392,6 +396,8 @@ def transcribe_file(
             options_used = part.options
         duration += window.samples.shape[-1] / SAMPLE_RATE
     segments.sort(key=lambda segment: (segment.start, segment.channel or 0))
+    if options.diarize and voices:
+        segments = _with_speakers(np.concatenate(voices).astype(np.float32), segments, options)
     main = max(tracks, key=lambda track: track.words)  # the language of who spoke most
     channels = None
     if mode == "split":
@@ -413,6 +419,18 @@ def transcribe_file(
         channel_mode=mode or "mix",
         channels=channels,
     )
+
+
+def _with_speakers(
+    audio: np.ndarray, segments: list[Segment], options: TranscriptionOptions
+) -> list[Segment]:
+    """Diarized segments, named by ``options.speakers`` when the batch gave names."""
+    from whisperq import diarization
+
+    found = diarization.diarize(audio, segments, options.num_speakers)
+    if options.speakers != DEFAULT_SPEAKERS:
+        found = diarization.rename(found, options.speakers)
+    return found
 
 
 def _in_their_own_languages(
@@ -604,8 +622,9 @@ def transcribe(
         "task": options.task,
         "beam_size": beam_size,
         "vad_filter": vad,
-        # Redaction places its tags by word timings: it needs them even when not asked.
-        "word_timestamps": options.word_timestamps or options.redacting,
+        # Redaction places its tags by word timings: it needs them even when not asked,
+        # and diarization cuts segments where the speaker changes between words.
+        "word_timestamps": options.word_timestamps or options.redacting or options.diarize,
         "hotwords": options.hotwords,
         "initial_prompt": prompt if prompt is not None else options.initial_prompt,
         "multilingual": options.multilingual,

@@ -54,6 +54,14 @@ class TranscriptionOptions(_Strict):
         keys.RENDERING_FORMATS, description="Renderings besides the JSON (always written)."
     )
     model: str | None = Field(None, description="None = the worker's model.")
+    diarize: bool = Field(
+        False,
+        description="Who said what on mono (or mixed) audio: a speaker per segment and word; "
+        "named by speakers in order of first appearance when they are given.",
+    )
+    num_speakers: int | None = Field(
+        None, ge=1, le=30, description="With diarize: how many; None = estimated (1 to 6)."
+    )
     multilingual: bool = Field(
         False,
         description="Calls that switch language: the language found per segment, each "
@@ -91,6 +99,16 @@ class TranscriptionOptions(_Strict):
 
         compile_user_patterns(patterns)
         return patterns
+
+    @model_validator(mode="after")
+    def _diarize_on_one_channel(self) -> TranscriptionOptions:
+        if self.diarize and self.channels == "split":
+            raise ValueError("diarize finds speakers in one channel: use channels mix (or auto)")
+        if self.diarize and self.channels == "auto":
+            self.channels = "mix"  # the speakers come from the voices, not the channels
+        if self.num_speakers is not None and not self.diarize:
+            raise ValueError("num_speakers needs diarize")
+        return self
 
     @model_validator(mode="after")
     def _multilingual_needs_a_multilingual_model(self) -> TranscriptionOptions:

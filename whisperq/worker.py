@@ -77,13 +77,14 @@ def redact_transcript(
     """The transcript as it may be stored: redacted when the batch asks (tags in the
     text and words; the redactions list), else unchanged with no list. Runs inside the
     transcription stage, so nothing unredacted ever leaves it. The words the engine
-    produced only for redaction are dropped when the batch did not ask for them."""
-    if not options.redacting:
-        return transcript, None
-    segments, found = redaction.redact(transcript.segments, options.redact, options.redact_patterns)
-    if not options.word_timestamps:
+    produced only for redaction or diarization are dropped when the batch did not ask
+    for them."""
+    segments, spans = transcript.segments, None
+    if options.redacting:
+        segments, found = redaction.redact(segments, options.redact, options.redact_patterns)
+        spans = [RedactedSpan.model_validate(item) for item in found]
+    if not options.word_timestamps:  # words made for redaction or diarization only
         segments = [segment.model_copy(update={"words": None}) for segment in segments]
-    spans = [RedactedSpan.model_validate(item) for item in found]
     return dataclasses.replace(transcript, segments=segments), spans
 
 

@@ -165,6 +165,19 @@ def submit(
             "--vad/--no-vad", "Skip silence with Silero VAD (default: the worker's, on)."
         ),
     ] = None,
+    diarize: Annotated[
+        bool | None,
+        _batch_option(
+            "--diarize",
+            "Who said what on mono recordings (or stereo mixed, --channels mix): a speaker "
+            "per segment and word, named by --speakers in order of first appearance, else "
+            "speaker_1, speaker_2, ...",
+        ),
+    ] = None,
+    num_speakers: Annotated[
+        int | None,
+        _batch_option("--num-speakers", "With --diarize: how many speakers (default: estimated)."),
+    ] = None,
     multilingual: Annotated[
         bool | None,
         _batch_option(
@@ -215,6 +228,8 @@ def submit(
         "model": model,
         "beam_size": beam_size,
         "vad": vad,
+        "diarize": diarize,
+        "num_speakers": num_speakers,
         "multilingual": multilingual,
         "redact": _split_list(redact),
         "redact_audio": redact_audio,
