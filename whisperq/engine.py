@@ -628,6 +628,8 @@ def transcribe(
         "hotwords": options.hotwords,
         "initial_prompt": prompt if prompt is not None else options.initial_prompt,
         "multilingual": options.multilingual,
+        # a window in another language must not be prompted with the last one's text
+        "condition_on_previous_text": not options.multilingual,
     }
     if options.multilingual and not loaded.model.model.is_multilingual:
         raise OptionNotServed(
