@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -242,28 +242,39 @@ class JobRecord(BaseModel):
         return self.worker_id.rpartition(":")[0] or self.worker_id
 
 
-def _read_record(settings: Settings, s3: Any, key: str) -> JobRecord | None:
+View = TypeVar("View", bound=BaseModel)
+
+
+def _read_view(settings: Settings, s3: Any, key: str, view: type[View]) -> View | None:
     data = storage.get_json(s3, settings.bucket, key)
     if data is None:
         return None
     try:
-        return JobRecord.model_validate(data)
+        return view.model_validate(data)
     except ValidationError:
         return None
+
+
+def read_results(
+    settings: Settings, s3: Any, result_keys: Iterable[str], view: type[View], threads: int = 8
+) -> tuple[list[View], int]:
+    """GET result JSONs ``threads`` at a time (boto3 clients are thread-safe), each read
+    as ``view`` (a lenient model of the fields the caller needs); returns those read and
+    how many could not be (gone, or not a whisperq result)."""
+    wanted = list(result_keys)
+    if not wanted:
+        return [], 0
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(wanted)))) as pool:
+        found = list(pool.map(lambda key: _read_view(settings, s3, key, view), wanted))
+    read = [item for item in found if item is not None]
+    return read, len(found) - len(read)
 
 
 def read_job_records(
     settings: Settings, s3: Any, result_keys: Iterable[str], threads: int = 8
 ) -> tuple[list[JobRecord], int]:
-    """GET result JSONs ``threads`` at a time (boto3 clients are thread-safe); returns
-    the records and how many could not be read (gone, or not a whisperq result)."""
-    wanted = list(result_keys)
-    if not wanted:
-        return [], 0
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(wanted)))) as pool:
-        found = list(pool.map(lambda key: _read_record(settings, s3, key), wanted))
-    records = [record for record in found if record is not None]
-    return records, len(found) - len(records)
+    """The results' :class:`JobRecord` s (see :func:`read_results`)."""
+    return read_results(settings, s3, result_keys, JobRecord, threads)
 
 
 def failure_records(settings: Settings, s3: Any, status: BatchStatus) -> list[ErrorRecord]:

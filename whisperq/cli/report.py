@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import typer
@@ -73,29 +72,15 @@ class _ResultView(_Lenient):
         return conversation.conversation_metrics(self.segments, self.duration, speakers=labels)
 
 
-def _read_call(settings: Settings, s3: Any, key: str) -> CallMetrics | None:
-    data = storage.get_json(s3, settings.bucket, key)
-    if data is None:
-        return None
-    try:
-        view = _ResultView.model_validate(data)
-    except ValidationError:
-        return None
-    return view.path, view.conversation()
-
-
 def read_calls(
     settings: Settings, s3: Any, batch: str, threads: int = 16
 ) -> tuple[list[CallMetrics], int]:
-    """Every finished result of the batch as (path, metrics), sorted by path: one listing,
-    then GETs ``threads`` at a time; and how many could not be read."""
-    wanted = tracking.result_keys(settings, s3, batch)
-    if not wanted:
-        return [], 0
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(wanted)))) as pool:
-        found = list(pool.map(lambda key: _read_call(settings, s3, key), wanted))
-    calls = sorted((call for call in found if call is not None), key=lambda call: call[0])
-    return calls, len(found) - len(calls)
+    """Every finished result of the batch as (path, metrics), sorted by path, and how many
+    could not be read (:func:`whisperq.tracking.read_results`)."""
+    keys = tracking.result_keys(settings, s3, batch)
+    views, unreadable = tracking.read_results(settings, s3, keys, _ResultView, threads)
+    calls = sorted(((view.path, view.conversation()) for view in views), key=lambda c: c[0])
+    return calls, unreadable
 
 
 @app.command()
