@@ -463,13 +463,7 @@ def _in_their_own_languages(
         redone = [
             shift(_segment_of(part), segment.start).model_copy(update={"language": language})
             for part in parts
-            if part.text.strip()
-            and not invented(
-                part.no_speech_prob,
-                part.avg_logprob,
-                part.compression_ratio,
-                part.end - part.start,
-            )
+            if part.text.strip() and not _made_up(part)
         ]
         done += redone or [segment.model_copy(update={"language": language})]
     return done
@@ -533,6 +527,16 @@ def invented(
         or (doubts_speech and seconds < MIN_WORD_SECONDS)
         or avg_logprob < INVENTED_LOG_PROB
         or compression_ratio > LOOP_COMPRESSION_RATIO
+    )
+
+
+def _made_up(segment: Any) -> bool:
+    """:func:`invented`, for a segment as faster-whisper yields it."""
+    return invented(
+        segment.no_speech_prob,
+        segment.avg_logprob,
+        segment.compression_ratio,
+        segment.end - segment.start,
     )
 
 
@@ -660,12 +664,7 @@ def transcribe(
     result = [
         _segment_of(segment)
         for segment in segments  # a generator: decoding happens here
-        if not invented(
-            segment.no_speech_prob,
-            segment.avg_logprob,
-            segment.compression_ratio,
-            segment.end - segment.start,
-        )
+        if not _made_up(segment)
     ]
     if options.multilingual:
         result = _in_their_own_languages(loaded, audio, result, info.language, decoding)

@@ -71,7 +71,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def redact_transcript(
+def stored_transcript(
     transcript: engine.Transcript, options: TranscriptionOptions
 ) -> tuple[engine.Transcript, list[RedactedSpan] | None]:
     """The transcript as it may be stored: redacted when the batch asks (tags in the
@@ -295,7 +295,7 @@ class JobRunner:
             transcript, redactions = self._stage(
                 job,
                 "transcription",
-                lambda: redact_transcript(
+                lambda: stored_transcript(
                     engine.transcribe_file(loaded, local, job.options, config), job.options
                 ),
             )
@@ -321,10 +321,9 @@ class JobRunner:
                     transcribe=round(transcribed - downloaded, 4),
                     upload=round(time.perf_counter() - transcribed, 4),
                 )
-                result = self._result(job, transcript, loaded.info, timings)
-                result.redactions = redactions
-                if audio_copy is not None:
-                    result.redacted_audio = keys.redacted_audio_key(job.batch, job.path)
+                result = self._result(
+                    job, transcript, loaded.info, timings, redactions, audio_copy is not None
+                )
                 self._upload_result(job, result)
 
             self._stage(job, "upload", upload)
@@ -376,6 +375,8 @@ class JobRunner:
         transcript: engine.Transcript,
         model: ModelInfo,
         timings: Timings,
+        redactions: list[RedactedSpan] | None = None,
+        with_redacted_audio: bool = False,
     ) -> TranscriptResult:
         return TranscriptResult(
             batch=job.batch,
@@ -399,6 +400,10 @@ class JobRunner:
                 transcript.duration,
                 speakers=[channel.speaker for channel in transcript.channels or []],
             ),
+            redactions=redactions,
+            redacted_audio=keys.redacted_audio_key(job.batch, job.path)
+            if with_redacted_audio
+            else None,
             timings=timings,
             worker_id=worker_id(),
             instance_type=self.instance_type,
