@@ -29,7 +29,7 @@ from typing import Final
 
 import numpy as np
 
-from whisperq.schemas import Segment, Word
+from whisperq.schemas import Segment, Word, words_text
 
 SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as engine.stream_audio does
 WEIGHTS: Final = Path(__file__).parent / "data" / "speaker_encoder" / "ge2e.npz"
@@ -396,7 +396,7 @@ def _split(segment: Segment, speakers: list[int], names: list[str]) -> list[Segm
                 update={
                     "start": segment.start if whole else own[0].start,
                     "end": segment.end if whole else own[-1].end,
-                    "text": segment.text if whole else _joined(own),
+                    "text": segment.text if whole else words_text(own),
                     "speaker": names[speakers[first]],
                     "words": own,
                 }
@@ -404,13 +404,6 @@ def _split(segment: Segment, speakers: list[int], names: list[str]) -> list[Segm
         )
         first = i
     return pieces
-
-
-def _joined(words: Sequence[Word]) -> str:
-    """The words as text: faster-whisper's words carry their leading space, the engine's
-    stripped ones do not."""
-    text = "".join(w.word if w.word[:1].isspace() else f" {w.word}" for w in words)
-    return text.strip()
 
 
 def diarize(

@@ -6,6 +6,7 @@ worker validates what arrives, so a malformed payload is rejected with a reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -214,6 +215,12 @@ class Word(_Strict):
     probability: float
     speaker: str | None = None  # set when channels are split
     channel: int | None = None
+
+
+def words_text(words: Sequence[Word]) -> str:
+    """Words as text: faster-whisper's words carry their leading space, the engine's
+    stripped ones do not."""
+    return "".join(w.word if w.word[:1].isspace() else f" {w.word}" for w in words).strip()
 
 
 class Segment(_Strict):
