@@ -7,6 +7,7 @@ Nothing here knows about S3 or Celery: audio in (a path), segments out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from whisperq import packing
 from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed
 from whisperq.models import (  # noqa: F401 (re-exported)
     MODEL_CACHE,
@@ -421,6 +423,96 @@ def transcribe_file(
     )
 
 
+def packable(options: TranscriptionOptions, loaded: LoadedModel) -> bool:
+    """Whether a batch's short files may share a window (``transcribe_packed``): not when
+    a file's own audio matters (diarization, split channels), nor when each file's
+    language is to be found (one window, one language: a German voicemail packed with
+    English ones would be decoded as English)."""
+    language_known = options.language is not None or not loaded.model.model.is_multilingual
+    return (
+        language_known
+        and not options.diarize
+        and not options.multilingual
+        and options.channels != "split"
+    )
+
+
+def short_audio(
+    path: str | Path, options: TranscriptionOptions, limit: float = packing.WINDOW_SECONDS
+) -> np.ndarray | None:
+    """The file as mono 16 kHz samples when it is no longer than ``limit`` seconds and
+    can be transcribed as one voice (mono, or a stereo file that ``options.channels``
+    or ``choose_channel_mode`` mixes), else None. Stops decoding once past the limit."""
+    stereo = options.channels != "mix" and audio_channels(path) >= 2
+    chunks: list[np.ndarray] = []
+    samples = 0
+    for chunk in _decoded_chunks(path, stereo):
+        chunks.append(chunk)
+        samples += chunk.shape[-1]
+        if samples > limit * SAMPLE_RATE:
+            return None
+    if not samples:
+        raise AudioDecodeError("the file holds no audio samples")
+    audio = np.concatenate(chunks, axis=-1)
+    if not stereo:
+        return audio
+    if options.channels == "auto" and choose_channel_mode(audio[0], audio[1]) == "split":
+        return None
+    return audio.mean(axis=0)
+
+
+def transcribe_packed(
+    loaded: LoadedModel,
+    audios: list[np.ndarray],
+    options: TranscriptionOptions,
+    config: EngineConfig,
+) -> list[Transcript]:
+    """Short files (mono 16 kHz, ``short_audio``), a transcript each, decoded several to a
+    window (whisperq.packing): each file's segments and words in its own time, none of
+    one file's words in another's transcript. Only for ``packable`` options."""
+    # Words are how a window's text is split between its files.
+    with_words = options.model_copy(update={"word_timestamps": True})
+    transcripts: dict[int, Transcript] = {}
+    speech = [packing.speech_bounds(audio) for audio in audios]
+    for window in packing.plan([len(audio) for audio in audios], speech=speech):
+        if len(window) == 1:  # nothing to share with: as any file alone
+            (only,) = window
+            part = transcribe(loaded, audios[only.index], options, config)
+            used = part.options | {"channels": "mix", "packed_with": 0}
+            transcripts[only.index] = dataclasses.replace(part, options=used)
+            continue
+        packed = packing.pack(audios, window)
+        part = transcribe(loaded, packed, with_words, config, one_pass=True)
+        own = packing.split(part.segments, window, packed)
+        doubtful = packing.lost(part.segments, window) | {
+            index for index, segments in own.items() if packing.doubtful(segments)
+        }
+        used = part.options | {
+            "word_timestamps": options.word_timestamps,
+            "channels": "mix",
+            "packed_with": len(window) - 1,
+        }
+        for placement in window:
+            index = placement.index
+            transcripts[index] = Transcript(
+                segments=own[index],
+                language=part.language,
+                language_probability=part.language_probability,
+                duration=round(placement.duration, 3),
+                options=used,
+            )
+            if index in doubtful or not own[index]:
+                # Whisper can give up on a window (base judged one of four real clips'
+                # window "no speech"), lose its place in it, or loop ("ha, ha, ha" over
+                # three files from one laughing caller): each file left empty or in doubt
+                # is decoded alone, with Whisper's fallback, as if it had never shared.
+                alone = transcribe(loaded, audios[index], options, config)
+                transcripts[index] = dataclasses.replace(
+                    alone, duration=round(placement.duration, 3), options=used | {"packed_with": 0}
+                )
+    return [transcripts[index] for index in range(len(audios))]
+
+
 def _with_speakers(
     audio: np.ndarray, segments: list[Segment], options: TranscriptionOptions
 ) -> list[Segment]:
@@ -530,12 +622,12 @@ def invented(
     )
 
 
-def _made_up(segment: Any) -> bool:
+def _made_up(segment: Any, loop_check: bool = True) -> bool:
     """:func:`invented`, for a segment as faster-whisper yields it."""
     return invented(
         segment.no_speech_prob,
         segment.avg_logprob,
-        segment.compression_ratio,
+        segment.compression_ratio if loop_check else 0.0,
         segment.end - segment.start,
     )
 
@@ -602,11 +694,15 @@ def transcribe(
     language: str | None = None,
     prompt: str | None = None,
     clips: list[tuple[float, float]] | None = None,
+    one_pass: bool = False,
 ) -> Transcript:
     """Transcribe decoded mono audio; batch options override the worker's defaults.
 
     ``clips``: decode only these stretches (seconds), each on its own, instead of letting
-    faster-whisper's VAD filter find the speech.
+    faster-whisper's VAD filter find the speech. ``one_pass``: decode once, greedy
+    beam at temperature 0, with no fallback and no repetition-loop check, for a packed
+    window: its files may say the same thing (not a loop), and a window that goes wrong
+    would cost every file a fallback; the caller judges each file's share instead.
     """
     beam_size = options.beam_size or config.beam_size
     vad = vad_on(options, config)
@@ -643,6 +739,8 @@ def transcribe(
         )
     if vad:
         decoding["vad_parameters"] = dict(VAD_PARAMETERS)
+    if one_pass:
+        decoding |= {"temperature": 0.0, "compression_ratio_threshold": None}
     if batch_size > 1:
         if vad:
             # faster-whisper's batched default cuts speech at 160 ms pauses, inside
@@ -664,7 +762,7 @@ def transcribe(
     result = [
         _segment_of(segment)
         for segment in segments  # a generator: decoding happens here
-        if not _made_up(segment)
+        if not _made_up(segment, loop_check=not one_pass)
     ]
     if options.multilingual:
         result = _in_their_own_languages(loaded, audio, result, info.language, decoding)
