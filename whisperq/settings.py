@@ -152,6 +152,19 @@ class Settings(BaseSettings):
         "kept); ['*'] = any. Others fail the job with a reason.",
     )
     sqs_wait_seconds: int = Field(10, ge=0, le=20, description="SQS long-poll wait.")
+    pack_max_files: int = Field(
+        8,
+        ge=1,
+        le=32,
+        description="Short files (under 30 s) a worker takes at once to share Whisper's "
+        "windows (README: short recordings); 1 = one file at a time.",
+    )
+    pack_max_bytes: int = Field(
+        1_000_000,
+        ge=0,
+        description="Only files up to this size are taken along with a short one (30 s of "
+        "16 kHz 16-bit WAV is 960 kB); larger ones wait for their own delivery.",
+    )
 
     # --- when things go wrong (README: "What happens when things go wrong") -----------
     visibility_timeout: int | None = Field(

@@ -35,7 +35,16 @@ from celery.exceptions import Reject
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutting_down
 from pydantic import ValidationError
 
-from whisperq import engine, failures, keys, redacted_audio, redaction, render, storage
+from whisperq import (
+    engine,
+    failures,
+    keys,
+    redacted_audio,
+    redaction,
+    render,
+    short_jobs,
+    storage,
+)
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperq.conversation import conversation_metrics
 from whisperq.errors import WorkerUnfit
@@ -115,12 +124,29 @@ class _StageFailed(Exception):
         self.tries = tries
 
 
+@dataclasses.dataclass(frozen=True)
+class _PackMember:
+    """A short job ready to share windows: its file downloaded and decoded."""
+
+    job: TranscriptionJob
+    message: MessageHandle | None  # None for the job Celery delivered (Celery acks it)
+    local: Path
+    audio: Any  # mono 16 kHz float32 samples; None: the file is not short after all
+    download_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.audio is None else len(self.audio) / engine.SAMPLE_RATE
+
+
 class JobRunner:
     """Runs jobs in one pool process; holds that process's clients and model."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, may_gather: Callable[[], bool] = lambda: True) -> None:
         self.settings = settings
         self.config = engine_config(settings)
+        # False once the worker is stopping: then no job takes others from the queue.
+        self.may_gather = may_gather
         self._clients: dict[str, Any] = {}
         self._clients_pid = 0
 
@@ -208,7 +234,7 @@ class JobRunner:
     def _run_job(self, job: TranscriptionJob, message: MessageHandle | None) -> float | None:
         """Seconds of audio transcribed, or None when the job ended with an error record."""
         try:
-            return self._process(job)
+            return self._process(job, message)
         except _StageFailed as failed:
             self._write_error(job, failed.failure, failed.error, failed.tries, message)
             return None
@@ -281,10 +307,11 @@ class JobRunner:
                 f"the batch asks for model {wanted!r}, which this worker cannot load: {error}"
             ) from error
 
-    def _process(self, job: TranscriptionJob) -> float:
+    def _process(self, job: TranscriptionJob, message: MessageHandle | None = None) -> float:
         """The job's stages, each retried on its own (``_stage``): choose the model,
         download the input, transcribe (and redact) it, write the redacted audio if asked,
-        upload the results, drop a stale error record."""
+        upload the results, drop a stale error record. A short file is transcribed with
+        other short jobs taken from the queue (``_process_pack``) when it can be."""
         loaded, config = self._stage(job, "model", lambda: self._engine_for(job))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="whisperq-") as tmp:
@@ -292,48 +319,225 @@ class JobRunner:
             local = Path(tmp) / PurePosixPath(job.path).name
             self._stage(job, "download", lambda: self._download(job, local))
             downloaded = time.perf_counter()
-            transcript, redactions = self._stage(
+            if message is not None and self._packs(job, loaded):
+                audio = self._stage(
+                    job, "transcription", lambda: engine.short_audio(local, job.options)
+                )
+                if audio is not None:
+                    lead = _PackMember(job, None, local, audio, downloaded - started)
+                    return self._process_pack(lead, message, loaded, config, Path(tmp))
+            transcript = self._stage(
                 job,
                 "transcription",
-                lambda: stored_transcript(
-                    engine.transcribe_file(loaded, local, job.options, config), job.options
+                lambda: engine.transcribe_file(loaded, local, job.options, config),
+            )
+            took = time.perf_counter() - downloaded
+            return self._deliver(job, loaded, local, transcript, downloaded - started, took)
+
+    def _packs(self, job: TranscriptionJob, loaded: engine.LoadedModel) -> bool:
+        """Whether this job may take other short jobs along (whisperq.short_jobs)."""
+        return (
+            self.settings.pack_max_files > 1
+            and self.may_gather()
+            and engine.packable(job.options, loaded)
+        )
+
+    def _process_pack(
+        self,
+        lead: _PackMember,
+        message: MessageHandle,
+        loaded: engine.LoadedModel,
+        config: engine.EngineConfig,
+        tmp: Path,
+    ) -> float:
+        """The lead job's short file and up to ``pack_max_files - 1`` more short jobs
+        from the queue, transcribed sharing windows (``engine.transcribe_packed``); each
+        gets its own results, or its own error record, as if it had run alone. Gathered
+        jobs that turn out long run alone after the pack. Raises like ``_process`` for
+        the lead job only."""
+        sqs = self.client("sqs")
+        timeout = self.visibility_timeout()
+        gathered = short_jobs.gather(
+            sqs,
+            message.queue_url,
+            lead.job,
+            self.settings.pack_max_files - 1,
+            timeout,
+            self.settings.pack_max_bytes,
+        )
+        unfinished = {member.message for member in gathered}
+        try:
+            with contextlib.ExitStack() as heartbeats:
+                for member in gathered:
+                    heartbeats.enter_context(VisibilityHeartbeat(sqs, member.message, timeout))
+                members, alone = [lead], []
+                for number, member in enumerate(gathered, start=1):
+                    prepared = self._finished_or_failed(
+                        member.job,
+                        member.message,
+                        functools.partial(self._prepare, member, tmp / str(number)),
+                    )
+                    if prepared is None:  # error record written
+                        self._acknowledge(member.message, unfinished, None)
+                    elif prepared.audio is None:
+                        alone.append(member)
+                    else:
+                        members.append(prepared)
+                started = time.perf_counter()
+                transcripts = self._packed_transcripts(members, loaded, config)
+                took = time.perf_counter() - started
+                total = sum(member.seconds for member in members) or 1.0
+                own: list[engine.Transcript | None] = [None] * len(members)
+                if transcripts is not None:
+                    own = list(transcripts)
+                for packed, transcript in zip(members[1:], own[1:], strict=True):
+                    assert packed.message is not None
+                    share = took * packed.seconds / total
+                    deliver = functools.partial(
+                        self._deliver_member, packed, loaded, config, transcript, share
+                    )
+                    seconds = self._finished_or_failed(packed.job, packed.message, deliver)
+                    self._acknowledge(packed.message, unfinished, seconds)
+                for member in alone:
+                    process = functools.partial(self._process, member.job)
+                    seconds = self._finished_or_failed(member.job, member.message, process)
+                    self._acknowledge(member.message, unfinished, seconds)
+                share = took * lead.seconds / total
+                return self._deliver_member(lead, loaded, config, own[0], share)
+        finally:
+            for handle in unfinished:  # the lead failed or the worker is unfit: not lost
+                hand_back(sqs, handle)
+
+    def _prepare(self, member: short_jobs.GatheredJob, folder: Path) -> _PackMember:
+        """A gathered job downloaded and decoded (``audio`` None: not short after all)."""
+        started = time.perf_counter()
+        folder.mkdir()
+        local = folder / PurePosixPath(member.job.path).name
+        self._stage(member.job, "download", lambda: self._download(member.job, local))
+        took = time.perf_counter() - started
+        audio = self._stage(
+            member.job, "transcription", lambda: engine.short_audio(local, member.job.options)
+        )
+        return _PackMember(member.job, member.message, local, audio, took)
+
+    def _packed_transcripts(
+        self,
+        members: list[_PackMember],
+        loaded: engine.LoadedModel,
+        config: engine.EngineConfig,
+    ) -> list[engine.Transcript] | None:
+        """The members' transcripts, decoded sharing windows; None if that failed (then
+        each file is transcribed alone, and one that fails fails with its own reason)."""
+        options = members[0].job.options
+        audios = [member.audio for member in members]
+        try:
+            return self._stage(
+                members[0].job,
+                "transcription",
+                lambda: engine.transcribe_packed(loaded, audios, options, config),
+            )
+        except _StageFailed as failed:
+            log.warning("packed transcription failed (%s); each file alone", failed)
+            return None
+
+    def _deliver_member(
+        self,
+        member: _PackMember,
+        loaded: engine.LoadedModel,
+        config: engine.EngineConfig,
+        transcript: engine.Transcript | None,
+        transcribe_seconds: float,
+    ) -> float:
+        """A pack member's results: its share of the packed transcript, or (None) its
+        file transcribed alone."""
+        if transcript is None:
+            started = time.perf_counter()
+            transcript = self._stage(
+                member.job,
+                "transcription",
+                functools.partial(
+                    engine.transcribe_file, loaded, member.local, member.job.options, config
                 ),
             )
-            audio_copy: Path | None = None
-            if job.options.redact_audio and redactions is not None:
-                audio_copy = Path(tmp) / "redacted.wav"
-                spans = redacted_audio.silence_spans(redactions)
-                self._stage(
-                    job,
-                    "audio redaction",
-                    lambda: redacted_audio.write_redacted_wav(local, audio_copy, spans),
-                )
-            transcribed = time.perf_counter()
+            transcribe_seconds = time.perf_counter() - started
+        return self._deliver(
+            member.job,
+            loaded,
+            member.local,
+            transcript,
+            member.download_seconds,
+            transcribe_seconds,
+        )
 
-            written: set[str] = set()  # kept across the upload's tries: nothing is put twice
+    def _finished_or_failed(
+        self, job: TranscriptionJob, message: MessageHandle | None, action: Callable[[], T]
+    ) -> T | None:
+        """``action``'s value, or None when the job ended with an error record."""
+        try:
+            return action()
+        except _StageFailed as failed:
+            self._write_error(job, failed.failure, failed.error, failed.tries, message)
+            return None
 
-            def upload() -> None:
-                if audio_copy is not None:
-                    self._upload_redacted_audio(job, audio_copy, written)
-                self._upload_renderings(job, transcript, written)
-                timings = Timings(
-                    download=round(downloaded - started, 4),
-                    transcribe=round(transcribed - downloaded, 4),
-                    upload=round(time.perf_counter() - transcribed, 4),
-                )
-                result = self._result(
-                    job, transcript, loaded.info, timings, redactions, audio_copy is not None
-                )
-                self._upload_result(job, result)
+    def _acknowledge(
+        self, handle: MessageHandle, unfinished: set[MessageHandle], seconds: float | None
+    ) -> None:
+        """A gathered job is over (``seconds`` of audio done, or None: its error record
+        written): its message goes, and its outcome is counted as any job's."""
+        short_jobs.delete(self.client("sqs"), handle)
+        unfinished.discard(handle)
+        self._publish_metrics("failed" if seconds is None else "done", seconds or 0.0)
 
-            self._stage(job, "upload", upload)
+    def _deliver(
+        self,
+        job: TranscriptionJob,
+        loaded: engine.LoadedModel,
+        local: Path,
+        transcript: engine.Transcript,
+        download_seconds: float,
+        transcribe_seconds: float,
+    ) -> float:
+        """A transcript's way out: redacted (inside the transcription stage), the redacted
+        audio if asked, renderings and the result JSON last, a stale error record dropped.
+        Returns the seconds of audio."""
+        started = time.perf_counter()
+        transcript, redactions = self._stage(
+            job, "transcription", lambda: stored_transcript(transcript, job.options)
+        )
+        audio_copy: Path | None = None
+        if job.options.redact_audio and redactions is not None:
+            audio_copy = local.with_name(local.name + ".redacted.wav")
+            spans = redacted_audio.silence_spans(redactions)
+            self._stage(
+                job,
+                "audio redaction",
+                lambda: redacted_audio.write_redacted_wav(local, audio_copy, spans),
+            )
+        transcribed = time.perf_counter()
+        written: set[str] = set()  # kept across the upload's tries: nothing is put twice
+
+        def upload() -> None:
+            if audio_copy is not None:
+                self._upload_redacted_audio(job, audio_copy, written)
+            self._upload_renderings(job, transcript, written)
+            timings = Timings(
+                download=round(download_seconds, 4),
+                transcribe=round(transcribe_seconds + transcribed - started, 4),
+                upload=round(time.perf_counter() - transcribed, 4),
+            )
+            result = self._result(
+                job, transcript, loaded.info, timings, redactions, audio_copy is not None
+            )
+            self._upload_result(job, result)
+
+        self._stage(job, "upload", upload)
         self._drop_stale_error(job)
         log.info(
             "done %s/%s: %.1fs of audio in %.2fs",
             job.batch,
             job.path,
             transcript.duration,
-            time.perf_counter() - started,
+            download_seconds + transcribe_seconds + time.perf_counter() - started,
         )
         return transcript.duration
 
@@ -476,8 +680,8 @@ def create_worker_app(settings: Settings) -> Celery:
     """The Celery app with the transcription task and the instance guards registered."""
     app = make_celery(settings)
     app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_seconds
-    runner = JobRunner(settings)
     gate = StartGate()  # before the pool forks: its processes share it
+    runner = JobRunner(settings, may_gather=lambda: not gate.stopping)
     unstarted = UnstartedJobs(settings, gate)
 
     @app.task(name=TRANSCRIBE_TASK, bind=True, ignore_result=True)
@@ -568,6 +772,10 @@ class StartGate:
         self._stopping = multiprocessing.RawValue(ctypes.c_bool, False)
         self._next = multiprocessing.RawValue(ctypes.c_uint64, 0)
         self._started = multiprocessing.RawArray(ctypes.c_char, self.SLOTS * self.KEY_BYTES)
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._stopping.value)
 
     def start(self, key: bytes) -> bool:
         """In a pool process, as a job starts: True to run it, False when the worker is
