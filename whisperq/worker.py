@@ -129,7 +129,7 @@ class _PackMember:
     """A short job ready to share windows: its file downloaded and decoded."""
 
     job: TranscriptionJob
-    message: MessageHandle | None  # None for the job Celery delivered (Celery acks it)
+    gathered: short_jobs.GatheredJob | None  # None for the job Celery delivered (it acks)
     local: Path
     audio: Any  # mono 16 kHz float32 samples; None: the file is not short after all
     download_seconds: float
@@ -352,73 +352,100 @@ class JobRunner:
     ) -> float:
         """The lead job's short file and up to ``pack_max_files - 1`` more short jobs
         from the queue, transcribed sharing windows (``engine.transcribe_packed``); each
-        gets its own results, or its own error record, as if it had run alone. Gathered
-        jobs that turn out long run alone after the pack. Raises like ``_process`` for
-        the lead job only."""
-        sqs = self.client("sqs")
-        timeout = self.visibility_timeout()
+        gets its own results, or its own error record, as if it had run alone. A
+        gathered job whose file is not short after all is queued again as a new message
+        (or, on a redelivery, run here alone after the others). Raises like ``_process``
+        for the lead job only; every gathered job not finished then goes back."""
         gathered = short_jobs.gather(
-            sqs,
+            self.client("sqs"),
             message.queue_url,
             lead.job,
             self.settings.pack_max_files - 1,
-            timeout,
+            self.visibility_timeout(),
             self.settings.pack_max_bytes,
         )
-        unfinished = {member.message for member in gathered}
-        try:
-            with contextlib.ExitStack() as heartbeats:
-                for member in gathered:
-                    heartbeats.enter_context(VisibilityHeartbeat(sqs, member.message, timeout))
-                members, alone = [lead], []
-                for number, member in enumerate(gathered, start=1):
-                    prepared = self._finished_or_failed(
-                        member.job,
-                        member.message,
-                        functools.partial(self._prepare, member, tmp / str(number)),
-                    )
-                    if prepared is None:  # error record written
-                        self._acknowledge(member.message, unfinished, None)
-                    elif prepared.audio is None:
-                        alone.append(member)
-                    else:
-                        members.append(prepared)
-                started = time.perf_counter()
-                transcripts = self._packed_transcripts(members, loaded, config)
-                took = time.perf_counter() - started
-                total = sum(member.seconds for member in members) or 1.0
-                own: list[engine.Transcript | None] = [None] * len(members)
-                if transcripts is not None:
-                    own = list(transcripts)
-                for packed, transcript in zip(members[1:], own[1:], strict=True):
-                    assert packed.message is not None
-                    share = took * packed.seconds / total
-                    deliver = functools.partial(
-                        self._deliver_member, packed, loaded, config, transcript, share
-                    )
-                    seconds = self._finished_or_failed(packed.job, packed.message, deliver)
-                    self._acknowledge(packed.message, unfinished, seconds)
-                for member in alone:
-                    process = functools.partial(self._process, member.job)
-                    seconds = self._finished_or_failed(member.job, member.message, process)
-                    self._acknowledge(member.message, unfinished, seconds)
-                share = took * lead.seconds / total
-                return self._deliver_member(lead, loaded, config, own[0], share)
-        finally:
-            for handle in unfinished:  # the lead failed or the worker is unfit: not lost
-                hand_back(sqs, handle)
+        with short_jobs.Holding(self.client("sqs"), gathered, self.visibility_timeout()) as held:
+            members, alone = [lead], []
+            for number, job in enumerate(gathered):
+                if not self.may_gather():
+                    break  # stopping: what has not started goes back (Holding)
+                folder = Path(tempfile.mkdtemp(prefix=f"{number}-", dir=tmp))
+                prepared = self._member(job, held, functools.partial(self._prepare, job, folder))
+                if prepared is None:
+                    continue
+                if prepared.audio is not None:
+                    members.append(prepared)
+                elif job.first_delivery:
+                    held.hand_on(job)
+                else:
+                    alone.append(job)
+            started = time.perf_counter()
+            transcripts = self._packed_transcripts(members, loaded, config)
+            took = time.perf_counter() - started
+            total = sum(member.seconds for member in members) or 1.0
+            own: list[engine.Transcript | None] = [None] * len(members)
+            if transcripts is not None:
+                own = list(transcripts)
+            for packed, transcript in zip(members[1:], own[1:], strict=True):
+                share = took * packed.seconds / total
+                assert packed.gathered is not None
+                deliver = functools.partial(
+                    self._deliver_member, packed, loaded, config, transcript, share
+                )
+                done = self._member(packed.gathered, held, deliver)
+                self._finish(packed.gathered, held, done)
+            share = took * lead.seconds / total
+            seconds = self._deliver_member(lead, loaded, config, own[0], share)
+            for job in alone:
+                process = functools.partial(self._process, job.job)
+                self._finish(job, held, self._member(job, held, process))
+            return seconds
 
-    def _prepare(self, member: short_jobs.GatheredJob, folder: Path) -> _PackMember:
+    def _member(
+        self, gathered: short_jobs.GatheredJob, held: short_jobs.Holding, action: Callable[[], T]
+    ) -> T | None:
+        """``action`` for one gathered job, or None when the job is over for this pack:
+        failed for good (its error record written, its message deleted), or failed in a
+        way nobody expected (its message given back; the pack goes on). WorkerUnfit goes
+        up: then the whole pack goes back."""
+        job = gathered.job
+        try:
+            return action()
+        except WorkerUnfit:
+            raise
+        except _StageFailed as failed:
+            try:
+                self._write_error(job, failed.failure, failed.error, failed.tries, gathered.message)
+            except Exception as error:
+                log.error("%s/%s: no error record (%s); handed back", job.batch, job.path, error)
+                held.give_back(gathered.message)
+                return None
+            self._finish(gathered, held, None)
+            return None
+        except Exception as error:
+            log.exception("%s/%s failed in a pack (%s); handed back", job.batch, job.path, error)
+            held.give_back(gathered.message)
+            return None
+
+    def _finish(
+        self, gathered: short_jobs.GatheredJob, held: short_jobs.Holding, seconds: float | None
+    ) -> None:
+        """A gathered job is over (``seconds`` of audio done, or None: its error record
+        written, or given back): its message goes, its outcome is counted as any job's."""
+        if seconds is None and not held.holds(gathered.message):
+            return  # given back, or already counted as failed
+        held.done(gathered.message)
+        self._publish_metrics("failed" if seconds is None else "done", seconds or 0.0)
+
+    def _prepare(self, gathered: short_jobs.GatheredJob, folder: Path) -> _PackMember:
         """A gathered job downloaded and decoded (``audio`` None: not short after all)."""
+        job = gathered.job
         started = time.perf_counter()
-        folder.mkdir()
-        local = folder / PurePosixPath(member.job.path).name
-        self._stage(member.job, "download", lambda: self._download(member.job, local))
+        local = folder / PurePosixPath(job.path).name
+        self._stage(job, "download", lambda: self._download(job, local))
         took = time.perf_counter() - started
-        audio = self._stage(
-            member.job, "transcription", lambda: engine.short_audio(local, member.job.options)
-        )
-        return _PackMember(member.job, member.message, local, audio, took)
+        audio = self._stage(job, "transcription", lambda: engine.short_audio(local, job.options))
+        return _PackMember(job, gathered, local, audio, took)
 
     def _packed_transcripts(
         self,
@@ -469,25 +496,6 @@ class JobRunner:
             transcribe_seconds,
         )
 
-    def _finished_or_failed(
-        self, job: TranscriptionJob, message: MessageHandle | None, action: Callable[[], T]
-    ) -> T | None:
-        """``action``'s value, or None when the job ended with an error record."""
-        try:
-            return action()
-        except _StageFailed as failed:
-            self._write_error(job, failed.failure, failed.error, failed.tries, message)
-            return None
-
-    def _acknowledge(
-        self, handle: MessageHandle, unfinished: set[MessageHandle], seconds: float | None
-    ) -> None:
-        """A gathered job is over (``seconds`` of audio done, or None: its error record
-        written): its message goes, and its outcome is counted as any job's."""
-        short_jobs.delete(self.client("sqs"), handle)
-        unfinished.discard(handle)
-        self._publish_metrics("failed" if seconds is None else "done", seconds or 0.0)
-
     def _deliver(
         self,
         job: TranscriptionJob,
@@ -506,7 +514,7 @@ class JobRunner:
         )
         audio_copy: Path | None = None
         if job.options.redact_audio and redactions is not None:
-            audio_copy = local.with_name(local.name + ".redacted.wav")
+            audio_copy = Path(tempfile.mkdtemp(dir=local.parent)) / "redacted.wav"
             spans = redacted_audio.silence_spans(redactions)
             self._stage(
                 job,
