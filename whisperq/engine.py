@@ -423,14 +423,21 @@ def transcribe_file(
     )
 
 
+# faster-whisper splits these languages' words without spaces between them; a packed
+# window's text is rebuilt from words joined by spaces, so they are not packed.
+WRITTEN_WITHOUT_SPACES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+
+
 def packable(options: TranscriptionOptions, loaded: LoadedModel) -> bool:
     """Whether a batch's short files may share a window (``transcribe_packed``): not when
     a file's own audio matters (diarization, split channels), nor when each file's
     language is to be found (one window, one language: a German voicemail packed with
-    English ones would be decoded as English)."""
+    English ones would be decoded as English), nor for languages written without spaces
+    (``WRITTEN_WITHOUT_SPACES``)."""
     language_known = options.language is not None or not loaded.model.model.is_multilingual
     return (
         language_known
+        and options.language not in WRITTEN_WITHOUT_SPACES
         and not options.diarize
         and not options.multilingual
         and options.channels != "split"
@@ -479,7 +486,9 @@ def transcribe_packed(
             (only,) = window
             part = transcribe(loaded, audios[only.index], options, config)
             used = part.options | {"channels": "mix", "packed_with": 0}
-            transcripts[only.index] = dataclasses.replace(part, options=used)
+            transcripts[only.index] = dataclasses.replace(
+                part, duration=round(only.duration, 3), options=used
+            )
             continue
         packed = packing.pack(audios, window)
         part = transcribe(loaded, packed, with_words, config, one_pass=True)

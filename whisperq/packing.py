@@ -55,7 +55,10 @@ class Placement:
 
     @property
     def duration(self) -> float:
-        return self.file_seconds if self.file_seconds is not None else self.end - self.start
+        """The whole file's length."""
+        if self.file_seconds is not None:
+            return self.file_seconds
+        return self.offset + self.end - self.start
 
 
 def gap_samples(gap: float = GAP_SECONDS) -> int:
@@ -106,7 +109,10 @@ def speech_bounds(audio: np.ndarray, pad: float = SPEECH_PAD_SECONDS) -> tuple[i
     seconds wider: the part to place. Silence before and after is left out, so a window
     holds more files and a gap is real silence between two people's words (Whisper's
     alignment put a file's first word 4 s early, in the quiet end of the file before)."""
-    loud = np.flatnonzero(np.abs(audio) >= SOUND_LEVEL * max(float(np.abs(audio).max()), 1e-9))
+    level = np.abs(audio)
+    # the loudest 0.1% of samples set the scale: one click at full scale does not
+    loudest = float(np.percentile(level, 99.9)) if level.size else 0.0
+    loud = np.flatnonzero(level >= SOUND_LEVEL * max(loudest, 1e-9))
     if loud.size == 0:
         return 0, len(audio)
     margin = round(pad * SAMPLE_RATE)
@@ -227,7 +233,9 @@ def _in_file_time(segment: Segment, words: list[Word], placement: Placement) -> 
         return {"start": round(first, 3), "end": round(last, 3)}
 
     shifted = [word.model_copy(update=moved(word.start, word.end)) for word in words]
+    # Whisper's own text when the segment is all this file's ("cold-hearted": the engine's
+    # words lose the spacing between them); rebuilt from the words only when it is cut.
+    text = segment.text if len(words) == len(segment.words or []) else words_text(shifted)
     return segment.model_copy(
-        update=moved(words[0].start, words[-1].end)
-        | {"text": words_text(shifted), "words": shifted}
+        update=moved(words[0].start, words[-1].end) | {"text": text, "words": shifted}
     )
