@@ -104,6 +104,14 @@ def test_words_come_back_in_their_own_files_time_exactly():
     assert [(s.text, s.start, s.end) for s in split[2]] == [("yes", 0.5, 0.9)]
 
 
+def test_a_segment_all_in_one_file_keeps_whispers_own_text():
+    whole = segment(word("cold", 0.2, 0.5), word("-hearted", 0.5, 0.9)).model_copy(
+        update={"text": "cold-hearted"}
+    )
+    (kept,) = packing.split([whole], WINDOW, sounding((0.2, 0.9)))[0]
+    assert kept.text == "cold-hearted"
+
+
 def test_a_segment_running_across_two_files_is_cut_between_them():
     (across,) = [segment(word("my", 1.8, 2.0), word("card", 2.0, 2.4), word("no", 4.0, 4.3))]
     split = packing.split([across], WINDOW, sounding((1.8, 2.4), (4.0, 4.3)))
@@ -150,6 +158,22 @@ def test_a_word_running_over_several_files_marks_them_for_decoding_alone():
     assert packing.lost([lost], WINDOW) == {0, 1, 2}
     stretched = segment(word("them", 2.2, 4.0))  # 1.8 s: an ordinary stretch, no doubt
     assert packing.lost([stretched], WINDOW) == set()
+
+
+def test_silence_left_out_before_a_file_is_added_back_to_its_times():
+    audio = np.zeros(seconds(5), np.float32)
+    audio[seconds(1.5) : seconds(3.0)] = 0.5  # someone speaks from 1.5 s to 3.0 s
+    first, end = packing.speech_bounds(audio, pad=0.25)
+    assert (first, end) == (seconds(1.25), seconds(3.25))
+    (window,) = packing.plan([len(audio)], speech=[(first, end)])
+    (placed,) = window
+    assert (placed.start, placed.end, placed.offset, placed.duration) == (0.0, 2.0, 1.25, 5.0)
+    packed = packing.pack([audio], window)
+    assert len(packed) == seconds(2.0) and np.all(packed[seconds(0.25) : seconds(1.75)] == 0.5)
+    split = packing.split([segment(word("hello", 0.3, 0.9))], window, packed)
+    ((said,),) = [s.words for s in split[0]]
+    assert (said.start, said.end) == (1.55, 2.15)  # in the file's own time
+    assert packing.speech_bounds(np.zeros(100, np.float32)) == (0, 100)  # silence: all of it
 
 
 def test_segments_without_words_cannot_be_split():
@@ -239,6 +263,8 @@ def test_what_may_be_packed(tiny):
     for refused in (
         TranscriptionOptions(diarize=True),
         TranscriptionOptions(channels="split"),
+        TranscriptionOptions(multilingual=True),
+        TranscriptionOptions(language="ja"),  # words without spaces between them
     ):
         assert not engine.packable(refused, loaded)
 
@@ -287,22 +313,16 @@ def test_a_short_job_takes_the_queued_short_ones_along(aws, make_speech, tmp_pat
     broken.write_bytes(b"RIFF not really a wav")
     queue_job(settings, upload_job(settings, broken, "p", "broken.wav"))
     bigger = make_speech(tmp_path / "big.wav", "This one is too big to be taken along.", rate=48000)
-    big = upload_job(settings, bigger, "other", "big.wav")  # over pack_max_bytes: handed on
-    other_options = upload_job(
-        settings,
-        make_speech(tmp_path / "d.wav", "Different options here."),
-        "other",
-        "d.wav",
-        TranscriptionOptions(formats=("txt",)),
-    )
-    queue_job(settings, big)
-    queue_job(settings, other_options)
+    queue_job(settings, upload_job(settings, bigger, "p", "big.wav"))  # over pack_max_bytes
+    other_batch = make_speech(tmp_path / "d.wav", "Another customer's batch.")
+    queue_job(settings, upload_job(settings, other_batch, "other", "d.wav"))
     settings = settings.model_copy(update={"pack_max_bytes": bigger.stat().st_size - 1})
 
-    delivered = []
-    while (
-        not delivered or delivered[0][0]["batch"] != "p" or delivered[0][0]["path"] == "broken.wav"
-    ):
+    def wanted(payload: dict) -> bool:  # a lead of batch p that decodes and is short
+        return payload["batch"] == "p" and payload["path"] in SHORT_CALLS
+
+    delivered: list = []
+    while not delivered or not wanted(delivered[0][0]):
         if delivered:  # not a lead this test wants: back on the queue, as Celery would
             sqs = storage.client(settings, "sqs")
             sqs.change_message_visibility(
@@ -323,17 +343,24 @@ def test_a_short_job_takes_the_queued_short_ones_along(aws, make_speech, tmp_pat
         assert not heard & own_words(SHORT_CALLS, name), (name, result.text)
         assert result.options["packed_with"] == 2  # the three shared one window
         assert 0 < result.segments[-1].end <= result.duration
-    assert "results/p/broken.wav.error.json" in result_keys(settings, "p")  # fails alone
-    assert result_keys(settings, "other") == []  # not taken along: still queued
-    # The lead's own message is Celery's to acknowledge; everything gathered is gone or back.
-    remaining = sorted(
-        (payload["path"], count)
-        for payload, count in (
-            (p, h.receive_count) for p, h in [deliver_one(settings), deliver_one(settings)]
-        )
+    assert result_keys(settings, "p") == sorted(
+        [f"results/p/{name}.{ext}" for name in SHORT_CALLS for ext in ("json", "srt", "vtt", "txt")]
+        + ["results/p/broken.wav.error.json"]  # fails alone, with its record
     )
-    assert [path for path, _ in remaining] == ["big.wav", "d.wav"]
-    assert queue_counts(settings)[0] == 0
+    assert result_keys(settings, "other") == []
+    # Left on the queue: the two that could not share, as fresh messages, and the lead's
+    # own message (Celery's to acknowledge; still invisible). The others are deleted.
+    assert queue_counts(settings) == (2, 1)
+    sqs = storage.client(settings, "sqs")
+    left = sqs.receive_message(
+        QueueUrl=settings.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    )["Messages"]
+    from whisperq.messages import job_payload_of
+
+    assert sorted(
+        (job_payload_of(m["Body"])["path"], m["Attributes"]["ApproximateReceiveCount"])
+        for m in left
+    ) == [("big.wav", "1"), ("d.wav", "1")]
 
 
 def test_two_workers_packing_from_one_queue_do_every_job_once(aws, make_speech, tmp_path):
@@ -345,9 +372,16 @@ def test_two_workers_packing_from_one_queue_do_every_job_once(aws, make_speech, 
         queue_job(settings, upload_job(settings, make_speech(tmp_path / path, text), "c", path))
     settings = settings.model_copy(update={"pack_max_files": 3})
     results_written: list[str] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def work() -> None:
+        try:
+            run_jobs()
+        except BaseException as error:  # a thread's failure fails the test
+            errors.append(error)
+
+    def run_jobs() -> None:
         runner = JobRunner(settings)
 
         def count(params, **_):
@@ -374,6 +408,7 @@ def test_two_workers_packing_from_one_queue_do_every_job_once(aws, make_speech, 
     for thread in threads:
         thread.join(timeout=300)
     assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
 
     assert sorted(results_written) == sorted(f"results/c/{p}.json" for p in paths)  # once each
     assert queue_counts(settings) == (0, 0)
@@ -416,3 +451,40 @@ def test_jobs_that_cannot_share_are_handed_on_with_a_fresh_receive_count(
             break
     counts = dict((body == "not a job", count) for body, count in bodies)
     assert counts == {True: "2", False: "1"}  # handed back (counted) / handed on (fresh)
+
+
+def test_gathering_is_bounded_when_nothing_fits(aws, make_speech, tmp_path):
+    lead = TranscriptionJob.model_validate(
+        upload_job(aws, make_speech(tmp_path / "l.wav", "lead"), "mine", "l.wav")
+    )
+    other = upload_job(aws, make_speech(tmp_path / "o.wav", "other"), "theirs", "o.wav")
+    for number in range(12):  # more than one receive could ever hold, none can share
+        queue_job(
+            aws, other | {"path": f"o{number}.wav", "input_key": f"inputs/theirs/o{number}.wav"}
+        )
+    sqs = storage.client(aws, "sqs")
+    receives: list[int] = []
+    sqs.meta.events.register("before-call.sqs.ReceiveMessage", lambda **_: receives.append(1))
+
+    assert short_jobs.gather(sqs, aws.queue_url, lead, 7, 30, 10**9) == []
+
+    assert len(receives) == 1  # once, not until the queue runs dry
+    assert queue_counts(aws) == (12, 0)  # all handed on: visible, none lost
+
+
+def test_a_redelivered_job_is_kept_whatever_it_is(aws, make_speech, tmp_path):
+    lead = TranscriptionJob.model_validate(
+        upload_job(aws, make_speech(tmp_path / "l.wav", "lead"), "mine", "l.wav")
+    )
+    queue_job(aws, upload_job(aws, make_speech(tmp_path / "o.wav", "other"), "theirs", "o.wav"))
+    sqs = storage.client(aws, "sqs")
+    _, first = deliver_one(aws)  # a worker had it once and gave it back
+    sqs.change_message_visibility(
+        QueueUrl=aws.queue_url, ReceiptHandle=first.receipt_handle, VisibilityTimeout=0
+    )
+
+    (kept,) = short_jobs.gather(sqs, aws.queue_url, lead, 7, 30, 10**9)
+
+    # handing it on would reset the count that sends a failing job to the dead-letter queue
+    assert kept.job.batch == "theirs" and kept.message.receive_count == 2
+    assert not kept.first_delivery
