@@ -1,5 +1,5 @@
-"""Accuracy and speed on real human speech: the seed-style baseline and whisperq's engine,
-per condition, in one run.
+"""Accuracy and speed on real human speech: the seed-style baseline and whisperq's engine
+(with and without short-file packing), per condition, in one run.
 
 The recordings are benchmarks/data/real/ (read and spontaneous speech from public ASR
 corpora and test suites, each with the reference its source ships; where each came from
@@ -15,23 +15,33 @@ and its licence: SOURCES.md there), or any folder of audio with a references.tsv
 
 and transcribes every condition, each system in its own process, with
 
-  baseline  as the seed deployments do: one WhisperModel (CPU, int8, all cores' threads),
-            files one after another, model.transcribe(path, beam_size=5)
-  engine    whisperq.engine as a worker runs it: choose_concurrency() processes, each
-            with its own model, transcribe_file(..., TranscriptionOptions()), with
-            channels="split" for the stereo calls
-  unguarded the engine without its invented-text guard (engine.invented): the guard's
-            effect on real speech
+  baseline    as the seed deployments do: one WhisperModel (CPU, int8, all cores'
+              threads), files one after another, model.transcribe(path, beam_size=5)
+  baseline_en the same, told the language (language="en"): with a multilingual model
+              and no language, faster-whisper runs an encoder pass per file to detect
+              it, which the packed system (told the language) does not pay
+  engine      whisperq.engine as a worker runs it: choose_concurrency() processes, each
+              with its own model, transcribe_file(..., TranscriptionOptions()), with
+              channels="split" for the stereo calls
+  packed      the engine with short-file packing, as a worker runs a batch of short
+              files: each process takes PACK_GROUP files at a time and decodes those
+              under 29 s several to one 30 s window (engine.transcribe_packed), told
+              language="en"; the stereo calls as the engine does them (split), also
+              with language="en"
+  unguarded   the engine without its invented-text guard (engine.invented): the guard's
+              effect on real speech (not run by default)
 
 WER is jiwer's over all files of a condition, after Whisper's English normaliser (as in
-throughput.py); for a stereo call the baseline (one mixed transcript) is scored against
-the turns in time order, the engine against each channel's own reference. Speed is audio
-seconds per wall second, model load excluded. The table is printed as markdown and the
-figures, with every hypothesis, are written to results.json in the cache folder.
+throughput.py); for a stereo call the baselines (one mixed transcript) are scored against
+the turns in time order, the engine systems against each channel's own reference. Speed
+is audio seconds per wall second, model load excluded, and as a ratio to the baseline's.
+The table is printed as markdown and the figures, with every hypothesis, are written to
+results.json in the cache folder.
 
     python benchmarks/real_speech.py                    # base, every condition
     python benchmarks/real_speech.py --quick            # tiny.en, 8 clips
     python benchmarks/real_speech.py --conditions 16k,8k
+    python benchmarks/real_speech.py --systems baseline,packed,unguarded
     python benchmarks/real_speech.py --folder ~/calls   # your recordings + references.tsv
 
 references.tsv: tab-separated, a header line, the columns `file` and `reference`
@@ -47,6 +57,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import re
 import shutil
 import subprocess
@@ -71,6 +82,12 @@ CONDITIONS = ("16k", "8k", "gsm", "stereo")
 TELEPHONE_RATE = 8000
 TURNS_PER_SPEAKER = 3  # per stereo call
 GAP_SECONDS = 0.5  # silence between two turns of a stereo call
+# Short files the packed system hands a process at once: mirrors the worker's default
+# ``pack_max_files`` (how many short jobs it takes together to pack).
+PACK_GROUP = 8
+DEFAULT_SYSTEMS = ("baseline", "baseline_en", "engine", "packed")
+# Systems that give one mixed transcript per file (scored against all turns in order).
+MIXED_SYSTEMS = frozenset({"baseline", "baseline_en"})
 
 
 @dataclass(frozen=True)
@@ -266,8 +283,12 @@ def build(clips: list[Clip], conditions: list[str], cache: Path) -> dict[str, li
 # --- transcribing (each system in its own process) -------------------------------------
 
 
-def run_baseline(model_name: str, plan: dict[str, list[dict]]) -> dict[str, Any]:
-    """The seed deployments' way: one model, all cores' threads, one file after another."""
+def run_baseline(
+    model_name: str, plan: dict[str, list[dict]], language: str | None = None
+) -> dict[str, Any]:
+    """The seed deployments' way: one model, all cores' threads, one file after another.
+    ``language``: told it (baseline_en), faster-whisper skips its language detection, an
+    extra encoder pass per file with a multilingual model."""
     from faster_whisper import WhisperModel
 
     from whisperq.engine import resolve_model
@@ -283,7 +304,7 @@ def run_baseline(model_name: str, plan: dict[str, list[dict]]) -> dict[str, Any]
         started = time.perf_counter()
         texts = []
         for item in items:
-            segments, _ = model.transcribe(item["path"], beam_size=5)
+            segments, _ = model.transcribe(item["path"], beam_size=5, language=language)
             texts.append([" ".join(segment.text.strip() for segment in segments)])
         figures[condition] = {"wall": time.perf_counter() - started, "texts": texts}
     return figures
@@ -293,6 +314,55 @@ def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True)
     """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks,
     each with its own model, files handed out as they free up (as in throughput.py).
     ``guard=False``: without the invented-text guard (``engine.invented``), to measure it."""
+    return in_engine_processes(model_name, plan, _engine_group, group=1, guard=guard)
+
+
+def run_packed(model_name: str, plan: dict[str, list[dict]]) -> dict[str, Any]:
+    """The engine with short-file packing, as a worker runs a batch of short files: the
+    same processes as ``run_engine``, but each takes up to PACK_GROUP consecutive files
+    of a condition at once and decodes the short ones several to a window
+    (``engine.transcribe_packed``). Told language="en": with a multilingual model
+    packing needs a known language (``engine.packable``: one window, one language).
+    A stereo call goes alone and is split as ``run_engine`` does it, with language="en"."""
+    return in_engine_processes(model_name, plan, _packed_group, group=PACK_GROUP)
+
+
+def queue_order(count: int) -> list[int]:
+    """The order a worker meets the files in. ``PACK_ORDER=queue`` (the default): shuffled
+    with a fixed seed, as an SQS standard queue hands jobs out in no set order;
+    ``PACK_ORDER=listed``: as references.tsv lists them, which puts one speaker's near-
+    identical test clips (14 of the 40 say "Montreal Forced Aligner") side by side -- the
+    hardest case for packing."""
+    order = list(range(count))
+    if os.environ.get("PACK_ORDER", "queue") == "queue":
+        random.Random(0).shuffle(order)
+    return order
+
+
+def work_units(items: list[dict], group: int) -> list[list[dict]]:
+    """Up to ``group`` consecutive files per unit, a process's work at a time; a stereo
+    call alone (split channels are never packed, so grouping them would only take
+    parallelism away)."""
+    units: list[list[dict]] = []
+    for item in items:
+        if units and len(units[-1]) < group and not item["stereo"] and not units[-1][0]["stereo"]:
+            units[-1].append(item)
+        else:
+            units.append([item])
+    return units
+
+
+def in_engine_processes(
+    model_name: str,
+    plan: dict[str, list[dict]],
+    work: Callable[[list[dict]], list[list[str]]],
+    group: int,
+    guard: bool = True,
+) -> dict[str, Any]:
+    """``choose_concurrency()`` processes, each with its own model; the clock starts when
+    all have loaded (a worker loads once, then serves for hours). ``work`` transcribes one
+    unit of up to ``group`` files, handed out as processes free up; it returns the texts
+    per file, so every system's texts have the same shape."""
     from whisperq import engine
 
     batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
@@ -309,7 +379,10 @@ def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True)
         warm.result()
         for condition, items in plan.items():
             started = time.perf_counter()
-            texts = list(pool.map(_engine_texts, items))
+            order = queue_order(len(items)) if group > 1 else list(range(len(items)))
+            units = work_units([items[i] for i in order], group)
+            done = [text for texts in pool.map(work, units) for text in texts]
+            texts = [done[order.index(i)] for i in range(len(items))]
             figures[condition] = {"wall": time.perf_counter() - started, "texts": texts}
     return figures
 
@@ -331,14 +404,43 @@ def _load_engine(
     ready.wait(timeout=600)
 
 
-def _engine_texts(item: dict) -> list[str]:
+def _engine_group(items: list[dict]) -> list[list[str]]:
+    return [_engine_texts(item) for item in items]
+
+
+def _engine_texts(item: dict, language: str | None = None) -> list[str]:
     """The transcript's text, or one text per channel for a stereo call (split)."""
     from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
 
     loaded, config = _engine
-    options = TranscriptionOptions(channels="split") if item["stereo"] else TranscriptionOptions()
-    transcript = engine.transcribe_file(loaded, item["path"], options, config)
+    channels = "split" if item["stereo"] else "auto"
+    options = TranscriptionOptions(channels=channels, language=language)
+    return _texts(engine.transcribe_file(loaded, item["path"], options, config), item)
+
+
+def _packed_group(items: list[dict]) -> list[list[str]]:
+    """Texts per file of a unit: the short files packed (``engine.transcribe_packed``),
+    a file too long to share a window (or one that is not one voice) alone."""
+    from whisperq import engine
+    from whisperq.schemas import TranscriptionOptions
+
+    loaded, config = _engine
+    options = TranscriptionOptions(language="en")
+    if any(item["stereo"] for item in items) or not engine.packable(options, loaded):
+        return [_engine_texts(item, language="en") for item in items]
+    audios = {i: engine.short_audio(item["path"], options) for i, item in enumerate(items)}
+    short = {i: audio for i, audio in audios.items() if audio is not None}
+    packed = engine.transcribe_packed(loaded, list(short.values()), options, config)
+    transcripts = dict(zip(short, packed, strict=True))
+    for i, item in enumerate(items):
+        if i not in transcripts:
+            transcripts[i] = engine.transcribe_file(loaded, item["path"], options, config)
+    return [_texts(transcripts[i], item) for i, item in enumerate(items)]
+
+
+def _texts(transcript: Any, item: dict) -> list[str]:
+    """One text per file, or per channel for a split stereo call."""
     if not item["stereo"]:
         return [transcript.text]
     return [
@@ -349,7 +451,9 @@ def _engine_texts(item: dict) -> list[str]:
 
 SYSTEMS: dict[str, Callable[[str, dict[str, list[dict]]], dict[str, Any]]] = {
     "baseline": run_baseline,
+    "baseline_en": lambda model, plan: run_baseline(model, plan, language="en"),
     "engine": run_engine,
+    "packed": run_packed,
     "unguarded": lambda model, plan: run_engine(model, plan, guard=False),
 }
 
@@ -367,8 +471,9 @@ def run_system(system: str, model: str, plan_file: Path) -> dict[str, Any]:
 
 
 def score(items: list[Item], texts: list[list[str]], system: str) -> float:
-    """The engine is scored per channel; the baseline (one mixed text) on all turns."""
-    if system != "baseline":  # the engine, with or without the guard
+    """The engine systems are scored per channel; the baselines (one mixed text) on all
+    turns."""
+    if system not in MIXED_SYSTEMS:  # the engine: packed, with or without the guard
         references = [r for item in items for r in item.references]
         hypotheses = [h for channels in texts for h in channels]
     else:
@@ -378,7 +483,8 @@ def score(items: list[Item], texts: list[list[str]], system: str) -> float:
 
 
 def report(plan: dict[str, list[Item]], runs: dict[str, dict], model: str) -> dict[str, Any]:
-    """Per condition and system: WER, speed; with every file's hypotheses."""
+    """Per condition and system: WER, speed and speed as a ratio to the baseline's; with
+    every file's hypotheses."""
     results: dict[str, Any] = {"model": model, "conditions": {}}
     for condition, items in plan.items():
         audio = sum(item.seconds for item in items)
@@ -394,6 +500,10 @@ def report(plan: dict[str, list[Item]], runs: dict[str, dict], model: str) -> di
                 "speed": round(audio / figures[condition]["wall"], 2),
                 "wall_s": round(figures[condition]["wall"], 2),
             }
+        if "baseline" in runs:
+            baseline_wall = runs["baseline"][condition]["wall"]
+            for system, figures in runs.items():
+                row[system]["x_baseline"] = round(baseline_wall / figures[condition]["wall"], 2)
         row["files_detail"] = [
             asdict(item)
             | {"path": str(item.path)}
@@ -405,19 +515,19 @@ def report(plan: dict[str, list[Item]], runs: dict[str, dict], model: str) -> di
 
 
 def markdown(results: dict[str, Any], systems: list[str]) -> str:
+    """Per condition: each system's WER, its speed (audio s per wall s) and, when the
+    baseline ran, each other system's speed as a multiple of the baseline's."""
+    compared = [s for s in systems if s != "baseline"] if "baseline" in systems else []
     header = ["condition", "files", "audio s", "words"]
     header += [f"{s} WER" for s in systems] + [f"{s} speed" for s in systems]
+    header += [f"{s} x baseline" for s in compared]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for condition, row in results["conditions"].items():
         cells = [condition, str(row["files"]), f"{row['audio_s']:.0f}", str(row["reference_words"])]
         cells += [f"{row[s]['wer']:.2%}" for s in systems]
-        cells += [f"{row[s]['speed']:.2f}x" for s in systems]
+        cells += [f"{row[s]['speed']:.2f}" for s in systems]
+        cells += [f"{row[s]['x_baseline']:.2f}x" for s in compared]
         lines.append("| " + " | ".join(cells) + " |")
-    if {"baseline", "engine"} <= set(systems):
-        lines.append("")
-        for condition, row in results["conditions"].items():
-            ratio = row["engine"]["speed"] / row["baseline"]["speed"]
-            lines.append(f"- {condition}: engine / baseline speed {ratio:.2f}x")
     return "\n".join(lines)
 
 
@@ -435,8 +545,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--folder", type=Path, default=HERE / "data" / "real")
     parser.add_argument(
         "--systems",
-        default="baseline,engine,unguarded",
-        help="baseline, engine, unguarded (the engine without the invented-text guard)",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated, of {sorted(SYSTEMS)} (default: %(default)s; unguarded is "
+        "the engine without the invented-text guard)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="default: benchmarks/.data/…")
     parser.add_argument("--run", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
@@ -463,6 +574,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown conditions {sorted(unknown)}; known: {CONDITIONS}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise SystemExit(f"unknown systems {sorted(unknown)}; known: {sorted(SYSTEMS)}")
     clips = read_clips(args.folder.expanduser())
     if args.clips:
         clips = pick(clips, args.clips)
@@ -492,6 +606,7 @@ def main() -> None:
     results = report(plan, runs, args.model)
     results["machine"] = f"{os.cpu_count()} cores, {platform.platform()}"
     results["engine_processes"] = runs.get("engine", {}).get("processes")
+    results["processes"] = {s: run.get("processes", 1) for s, run in runs.items()}
     (args.cache / "results.json").write_text(json.dumps(results, indent=1))
     print()
     print(markdown(results, systems))
