@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,11 @@ def stream_audio(
         raise AudioDecodeError("the file holds no audio samples")
 
 
+def decoded_as_stereo(path: str | Path, options: TranscriptionOptions) -> bool:
+    """Whether the file is decoded as left and right (to split or to choose), not mono."""
+    return options.channels != "mix" and audio_channels(path) >= 2
+
+
 def audio_channels(path: str | Path) -> int:
     """How many channels the file's first audio stream has."""
     with open_audio(path) as container:
@@ -351,7 +357,7 @@ def transcribe_file(
     window, and each window is prompted with the end of that voice's text before it, as
     Whisper itself conditions each 30-second window on the previous one.
     """
-    stereo = options.channels != "mix" and audio_channels(path) >= 2
+    stereo = decoded_as_stereo(path, options)
     mode = "split" if stereo and options.channels == "split" else None if stereo else "mix"
     tracks: list[_Track] = []
     segments: list[Segment] = []
@@ -450,7 +456,7 @@ def short_audio(
     """The file as mono 16 kHz samples when it is no longer than ``limit`` seconds and
     can be transcribed as one voice (mono, or a stereo file that ``options.channels``
     or ``choose_channel_mode`` mixes), else None. Stops decoding once past the limit."""
-    stereo = options.channels != "mix" and audio_channels(path) >= 2
+    stereo = decoded_as_stereo(path, options)
     chunks: list[np.ndarray] = []
     samples = 0
     for chunk in _decoded_chunks(path, stereo):
@@ -480,21 +486,22 @@ def transcribe_packed(
     # Words are how a window's text is split between its files.
     with_words = options.model_copy(update={"word_timestamps": True})
     transcripts: dict[int, Transcript] = {}
+
+    def alone(placement: packing.Placement) -> Transcript:
+        part = transcribe(loaded, audios[placement.index], options, config)
+        used = part.options | {"channels": "mix", "packed_with": 0}
+        return dataclasses.replace(part, duration=round(placement.duration, 3), options=used)
+
     speech = [packing.speech_bounds(audio) for audio in audios]
     for window in packing.plan([len(audio) for audio in audios], speech=speech):
         if len(window) == 1:  # nothing to share with: as any file alone
-            (only,) = window
-            part = transcribe(loaded, audios[only.index], options, config)
-            used = part.options | {"channels": "mix", "packed_with": 0}
-            transcripts[only.index] = dataclasses.replace(
-                part, duration=round(only.duration, 3), options=used
-            )
+            transcripts[window[0].index] = alone(window[0])
             continue
         packed = packing.pack(audios, window)
         part = transcribe(loaded, packed, with_words, config, one_pass=True)
         own = packing.split(part.segments, window, packed)
         doubtful = packing.lost(part.segments, window) | {
-            index for index, segments in own.items() if packing.doubtful(segments)
+            index for index, segments in own.items() if share_in_doubt(segments)
         }
         used = part.options | {
             "word_timestamps": options.word_timestamps,
@@ -503,6 +510,13 @@ def transcribe_packed(
         }
         for placement in window:
             index = placement.index
+            if index in doubtful or not own[index]:
+                # Whisper can give up on a window (base judged one of four real clips'
+                # window "no speech"), lose its place in it, or loop ("ha, ha, ha" over
+                # three files from one laughing caller): each file left empty or in doubt
+                # is decoded alone, with Whisper's fallback, as if it had never shared.
+                transcripts[index] = alone(placement)
+                continue
             transcripts[index] = Transcript(
                 segments=own[index],
                 language=part.language,
@@ -510,15 +524,6 @@ def transcribe_packed(
                 duration=round(placement.duration, 3),
                 options=used,
             )
-            if index in doubtful or not own[index]:
-                # Whisper can give up on a window (base judged one of four real clips'
-                # window "no speech"), lose its place in it, or loop ("ha, ha, ha" over
-                # three files from one laughing caller): each file left empty or in doubt
-                # is decoded alone, with Whisper's fallback, as if it had never shared.
-                alone = transcribe(loaded, audios[index], options, config)
-                transcripts[index] = dataclasses.replace(
-                    alone, duration=round(placement.duration, 3), options=used | {"packed_with": 0}
-                )
     return [transcripts[index] for index in range(len(audios))]
 
 
@@ -547,11 +552,11 @@ def _in_their_own_languages(
     English-sounding nonsense)."""
     done: list[Segment] = []
     for segment in segments:
-        language = segment_language(loaded, audio, segment)
+        clip = segment_audio(audio, segment)
+        language = clip_language(loaded, clip)
         if language == decoded_in:
             done.append(segment.model_copy(update={"language": language}))
             continue
-        first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
         again = decoding | {
             "language": language,
             "multilingual": False,
@@ -560,7 +565,7 @@ def _in_their_own_languages(
         }
         again.pop("clip_timestamps", None)
         again.pop("vad_parameters", None)
-        parts, _ = loaded.model.transcribe(audio[first:last], **again)
+        parts, _ = loaded.model.transcribe(clip, **again)
         redone = [
             shift(_segment_of(part), segment.start).model_copy(update={"language": language})
             for part in parts
@@ -592,12 +597,17 @@ def _segment_of(segment: Any) -> Segment:
     )
 
 
-def segment_language(loaded: LoadedModel, audio: np.ndarray, segment: Segment) -> str:
-    """The language spoken in one segment: Whisper's language detection on its audio
+def segment_audio(audio: np.ndarray, segment: Segment) -> np.ndarray:
+    """The samples of one segment (at least one)."""
+    first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
+    return audio[first : max(last, first + 1)]
+
+
+def clip_language(loaded: LoadedModel, clip: np.ndarray) -> str:
+    """The language spoken in one segment's audio: Whisper's language detection on it
     alone (faster-whisper's ``multilingual`` switches the decoder per window but does not
     say which language each segment is in)."""
-    first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
-    language, _, _ = loaded.model.detect_language(audio[first : max(last, first + 1)])
+    language, _, _ = loaded.model.detect_language(clip)
     return str(language)
 
 
@@ -629,6 +639,20 @@ def invented(
         or avg_logprob < INVENTED_LOG_PROB
         or compression_ratio > LOOP_COMPRESSION_RATIO
     )
+
+
+def share_in_doubt(segments: list[Segment]) -> bool:
+    """Whether one file's share of a packed window (decoded once, with no fallback) fails
+    the checks Whisper applies to a window before it falls back to sampling: a repetition
+    loop (its text over its zlib-compressed length above ``LOOP_COMPRESSION_RATIO``) or an
+    unsure decode (mean log probability under ``LOG_PROB_THRESHOLD``, here of the file's
+    own words: a segment may span files). Per file: several files saying the same thing
+    are not a loop."""
+    text = " ".join(segment.text for segment in segments).encode()
+    looping = bool(text) and len(text) / len(zlib.compress(text)) > LOOP_COMPRESSION_RATIO
+    chances = [word.probability for segment in segments for word in segment.words or []]
+    mean_log = float(np.mean(np.log(np.maximum(chances, 1e-6)))) if chances else 0.0
+    return looping or mean_log < LOG_PROB_THRESHOLD
 
 
 def _made_up(segment: Any, loop_check: bool = True) -> bool:

@@ -12,7 +12,6 @@ stretched it across a gap, by where the sound is (``owner``).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,10 +30,6 @@ GAP_SECONDS = 1.0
 # over two more files, and never transcribed them. (Real words stretched across a gap
 # by the alignment measured up to 1.5 s.)
 LOST_WORD_SECONDS = 2.0
-# Whisper's own limits before it falls back to sampling (compression_ratio_threshold,
-# log_prob_threshold), checked per file of a packed window.
-LOOP_COMPRESSION_RATIO = 2.4
-LOG_PROB_THRESHOLD = -1.0
 # What counts as sound when trimming a file's silence (``speech_bounds``): a sample 1/50
 # of the file's loudest (-34 dB), kept with a little padding on either side.
 SOUND_LEVEL = 0.02
@@ -52,6 +47,9 @@ class Placement:
     end: float
     offset: float = 0.0
     file_seconds: float | None = None  # None: the whole file is placed
+
+    def overlaps(self, word: Word) -> bool:
+        return word.start < self.end and word.end > self.start
 
     @property
     def duration(self) -> float:
@@ -145,9 +143,7 @@ def owner(word: Word, window: Sequence[Placement], audio: np.ndarray) -> int:
     two files goes to the one where its stretch holds the sound; a word wholly in a gap
     to the nearest file."""
     overlapping = [
-        position
-        for position, placement in enumerate(window)
-        if word.start < placement.end and word.end > placement.start
+        position for position, placement in enumerate(window) if placement.overlaps(word)
     ]
     if not overlapping:
 
@@ -174,24 +170,10 @@ def lost(segments: Sequence[Segment], window: Sequence[Placement]) -> set[int]:
         for word in segment.words or []:
             if word.end - word.start < LOST_WORD_SECONDS:
                 continue
-            over = [p.index for p in window if word.start < p.end and word.end > p.start]
+            over = [p.index for p in window if p.overlaps(word)]
             if len(over) > 1:
                 doubtful.update(over)
     return doubtful
-
-
-def doubtful(segments: Sequence[Segment]) -> bool:
-    """Whether one file's share of a window (decoded once, with no fallback) fails the
-    checks Whisper applies to a window before it falls back to sampling: a repetition
-    loop (text over its zlib-compressed length above 2.4) or an unsure decode (mean log
-    probability under -1, here of the file's own words: a segment's spans files). Per
-    file: several files saying the same thing are not a loop."""
-    text = " ".join(segment.text for segment in segments).encode()
-    looping = bool(text) and len(text) / len(zlib.compress(text)) > LOOP_COMPRESSION_RATIO
-    chances = [word.probability for segment in segments for word in segment.words or []]
-    mean_log = float(np.mean(np.log(np.maximum(chances, 1e-6)))) if chances else 0.0
-    unsure = mean_log < LOG_PROB_THRESHOLD
-    return looping or unsure
 
 
 def split(
