@@ -65,9 +65,6 @@ class Holding:
         for handle in list(self._beats):
             self.give_back(handle)
 
-    def holds(self, handle: MessageHandle) -> bool:
-        return handle in self._beats
-
     def _let_go(self, handle: MessageHandle) -> bool:
         beat = self._beats.pop(handle, None)
         if beat is not None:

@@ -356,15 +356,16 @@ class JobRunner:
         gathered job whose file is not short after all is queued again as a new message
         (or, on a redelivery, run here alone after the others). Raises like ``_process``
         for the lead job only; every gathered job not finished then goes back."""
+        sqs, timeout = self.client("sqs"), self.visibility_timeout()
         gathered = short_jobs.gather(
-            self.client("sqs"),
+            sqs,
             message.queue_url,
             lead.job,
             self.settings.pack_max_files - 1,
-            self.visibility_timeout(),
+            timeout,
             self.settings.pack_max_bytes,
         )
-        with short_jobs.Holding(self.client("sqs"), gathered, self.visibility_timeout()) as held:
+        with short_jobs.Holding(sqs, gathered, timeout) as held:
             members, alone = [lead], []
             for number, job in enumerate(gathered):
                 if not self.may_gather():
@@ -392,19 +393,21 @@ class JobRunner:
                 deliver = functools.partial(
                     self._deliver_member, packed, loaded, config, transcript, share
                 )
-                done = self._member(packed.gathered, held, deliver)
-                self._finish(packed.gathered, held, done)
+                seconds = self._member(packed.gathered, held, deliver)
+                if seconds is not None:
+                    self._finish(packed.gathered, held, seconds)
             share = took * lead.seconds / total
-            seconds = self._deliver_member(lead, loaded, config, own[0], share)
+            lead_seconds = self._deliver_member(lead, loaded, config, own[0], share)
             for job in alone:
-                process = functools.partial(self._process, job.job)
-                self._finish(job, held, self._member(job, held, process))
-            return seconds
+                seconds = self._member(job, held, functools.partial(self._process, job.job))
+                if seconds is not None:
+                    self._finish(job, held, seconds)
+            return lead_seconds
 
     def _member(
         self, gathered: short_jobs.GatheredJob, held: short_jobs.Holding, action: Callable[[], T]
     ) -> T | None:
-        """``action`` for one gathered job, or None when the job is over for this pack:
+        """``action`` for one gathered job, or None when the job is settled already:
         failed for good (its error record written, its message deleted), or failed in a
         way nobody expected (its message given back; the pack goes on). WorkerUnfit goes
         up: then the whole pack goes back."""
@@ -431,9 +434,7 @@ class JobRunner:
         self, gathered: short_jobs.GatheredJob, held: short_jobs.Holding, seconds: float | None
     ) -> None:
         """A gathered job is over (``seconds`` of audio done, or None: its error record
-        written, or given back): its message goes, its outcome is counted as any job's."""
-        if seconds is None and not held.holds(gathered.message):
-            return  # given back, or already counted as failed
+        written): its message goes, its outcome is counted as any job's."""
         held.done(gathered.message)
         self._publish_metrics("failed" if seconds is None else "done", seconds or 0.0)
 
