@@ -144,11 +144,21 @@ def _share(part: float, whole: float) -> str:
     return f"{part / whole:.0%}" if whole else "-"
 
 
+def _table(title: str, columns: tuple[str, ...], left: set[str]) -> Table:
+    """A table with these columns: text columns (``left``) to the left, figures right."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    return table
+
+
 def _print_report(batch: str, summary: BatchConversation, submitted: int) -> None:
     audio = summary.audio_seconds
-    totals = Table(title=f"conversation metrics of {batch} ({summary.calls} call(s))")
-    for column in ("", "time", "share of audio", "words/min", "interruptions"):
-        totals.add_column(column, justify="left" if not column else "right")
+    totals = _table(
+        f"conversation metrics of {batch} ({summary.calls} call(s))",
+        ("", "time", "share of audio", "words/min", "interruptions"),
+        left={""},
+    )
     totals.add_row("audio", duration_text(audio), "", "", "")
     totals.add_row(
         "talk (anyone)", duration_text(summary.talk_time), _share(summary.talk_time, audio), "", ""
@@ -174,16 +184,16 @@ def _print_report(batch: str, summary: BatchConversation, submitted: int) -> Non
         )
     out.print(totals)
     if summary.longest_silences:
-        silences = Table(title="longest silences")
-        for column in ("file", "silence", "starts at"):
-            silences.add_column(column, justify="left" if column == "file" else "right")
+        silences = _table("longest silences", ("file", "silence", "starts at"), left={"file"})
         for item in summary.longest_silences:
             silences.add_row(escape(item.path), _seconds(item.seconds), _clock(item.start))
         out.print(silences)
     if summary.most_interruptions:
-        cut_in = Table(title="most interruptions")
-        for column in ("file", "interruptions", "by speaker"):
-            cut_in.add_column(column, justify="right" if column == "interruptions" else "left")
+        cut_in = _table(
+            "most interruptions",
+            ("file", "interruptions", "by speaker"),
+            left={"file", "by speaker"},
+        )
         for call in summary.most_interruptions:
             by_speaker = ", ".join(f"{who} {n}" for who, n in call.by_speaker.items() if n)
             cut_in.add_row(escape(call.path), str(call.interruptions), escape(by_speaker))
