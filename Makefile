@@ -30,7 +30,7 @@ test: setup system-deps  ## Run the test suite (unit, integration against moto, 
 
 .PHONY: rehearse
 rehearse: setup system-deps  ## Deploy rehearsal: the stack's IAM policies enforced on moto, user data size, argument names
-	$(BIN)/python -m pytest tests/test_rehearsal.py
+	$(BIN)/python -m pytest tests/infra/test_rehearsal.py
 
 lint: setup  ## ruff check, format check and mypy (types)
 	$(BIN)/ruff check .

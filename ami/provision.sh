@@ -176,7 +176,7 @@ install -m 0755 "$here/mark-unhealthy.sh" "$home/bin/mark-unhealthy"
 log "warming the model (downloads it once if it comes from the hub)"
 HF_HOME="$cache/huggingface" "$venv/bin/python" - "$model_setting" "$device" "$compute_type" <<'PY'
 import sys
-from whisperq.engine import EngineConfig, load_model
+from whisperq.speech.engine import EngineConfig, load_model
 model, device, compute_type = sys.argv[1:4]
 if device == "cuda":
     device = "cpu"  # a build machine may have no GPU: fetching the weights is what counts

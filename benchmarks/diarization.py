@@ -11,7 +11,7 @@ diarized. Printed as a markdown table:
 - added time: diarization seconds per audio hour, and as a share of transcription time.
 
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/diarization.py`` (the module's advice; see
-whisperq/diarization.py), ``--calls N`` for more.
+whisperq/speech/diarization.py), ``--calls N`` for more.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ sys.path.insert(0, str(HERE))
 
 from calls import LINES  # noqa: E402
 
-from whisperq import diarization, engine  # noqa: E402
 from whisperq.schemas import Segment, TranscriptionOptions  # noqa: E402
+from whisperq.speech import diarization, engine  # noqa: E402
 
 # Pairs a listener tells apart: another sex, or another accent and sex. (en-gb+m3 against
 # en-us is left out: the same male voice with another accent, close to one voice.)

@@ -20,7 +20,7 @@ and transcribes every condition, each system in its own process, with
   baseline_en the same, told the language (language="en"): with a multilingual model
               and no language, faster-whisper runs an encoder pass per file to detect
               it, which the packed system (told the language) does not pay
-  engine      whisperq.engine as a worker runs it: choose_concurrency() processes, each
+  engine      whisperq.speech.engine as a worker runs it: choose_concurrency() processes, each
               with its own model, transcribe_file(..., TranscriptionOptions()), with
               channels="split" for the stereo calls
   packed      the engine with short-file packing, as a worker runs a batch of short
@@ -291,7 +291,7 @@ def run_baseline(
     extra encoder pass per file with a multilingual model."""
     from faster_whisper import WhisperModel
 
-    from whisperq.engine import resolve_model
+    from whisperq.speech.engine import resolve_model
 
     model = WhisperModel(
         resolve_model(model_name),
@@ -363,7 +363,7 @@ def in_engine_processes(
     all have loaded (a worker loads once, then serves for hours). ``work`` transcribes one
     unit of up to ``group`` files, handed out as processes free up; it returns the texts
     per file, so every system's texts have the same shape."""
-    from whisperq import engine
+    from whisperq.speech import engine
 
     batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
     processes = engine.choose_concurrency(0, engine.choose_device("auto"))
@@ -394,7 +394,7 @@ def _load_engine(
     model_name: str, batch_size: int, processes: int, ready: Any, guard: bool = True
 ) -> None:
     global _engine
-    from whisperq import engine
+    from whisperq.speech import engine
 
     if not guard:
         engine.invented = lambda *_: False  # type: ignore[assignment]
@@ -410,8 +410,8 @@ def _engine_group(items: list[dict]) -> list[list[str]]:
 
 def _engine_texts(item: dict, language: str | None = None) -> list[str]:
     """The transcript's text, or one text per channel for a stereo call (split)."""
-    from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
+    from whisperq.speech import engine
 
     loaded, config = _engine
     channels = "split" if item["stereo"] else "auto"
@@ -422,8 +422,8 @@ def _engine_texts(item: dict, language: str | None = None) -> list[str]:
 def _packed_group(items: list[dict]) -> list[list[str]]:
     """Texts per file of a unit: the short files packed (``engine.transcribe_packed``),
     a file too long to share a window (or one that is not one voice) alone."""
-    from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
+    from whisperq.speech import engine
 
     loaded, config = _engine
     options = TranscriptionOptions(language="en")

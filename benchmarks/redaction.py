@@ -73,8 +73,8 @@ sys.path.insert(0, str(HERE))
 
 from calls import VOICES, _run  # noqa: E402
 
-from whisperq import redaction  # noqa: E402
-from whisperq.redaction import Token  # noqa: E402
+from whisperq.redaction import detection as redaction  # noqa: E402
+from whisperq.redaction.detection import Token  # noqa: E402
 from whisperq.schemas import Segment  # noqa: E402
 
 DATA = HERE / ".data" / "redaction"
@@ -490,8 +490,8 @@ def transcribe_all(
     calls: Sequence[CallTruth], model: str, out: Path, fresh: bool
 ) -> dict[str, tuple[list[Segment], float]]:
     """Each call's segments and transcription seconds, cached per model and audio."""
-    from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
+    from whisperq.speech import engine
 
     cache = out / "transcripts" / model.replace("/", "_")
     cache.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ one command, a side-by-side table of estimates (no AWS account, no model, second
     python benchmarks/simulate.py --trace day.csv       # your own day: arrival_s,audio_s
     python benchmarks/simulate.py --plot day.png --json
 
-The same as `whisperq simulate`: both run whisperq.simulation_report (assumptions in
+The same as `whisperq simulate`: both run whisperq.fleet.simulation_report (assumptions in
 --help and there).
 """
 
@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from whisperq.pricing import DEFAULT_PRICES
-from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
+from whisperq.fleet.pricing import DEFAULT_PRICES
+from whisperq.fleet.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--speed-x",
         type=float,
-        help="audio s per wall s of one instance (default: the model's figure, whisperq.speeds)",
+        help="audio s per wall s of one instance (default: the model's figure, "
+        "whisperq.fleet.speeds)",
     )
     parser.add_argument(
         "--instance-type",

@@ -30,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from whisperq import keys, storage, tracking
-from whisperq.local_stack import free_port
+from whisperq import keys, storage
+from whisperq.batches import tracking
+from whisperq.batches.submit import submit
 from whisperq.settings import Settings
-from whisperq.submit import submit
+from whisperq.stacks.local import free_port
 
 
 def make_files(folder: Path, count: int) -> None:

@@ -1,7 +1,7 @@
 """Throughput and accuracy, side by side in one run:
 
   (a) the seed-style baseline: one WhisperModel, files one after another, beam_size=5;
-  (b) the whisperq engine in-process (whisperq.engine with its defaults);
+  (b) the whisperq engine in-process (whisperq.speech.engine with its defaults);
   (c) end to end through the local stack: submit -> every result JSON in S3.
 
 Each runs in its own process (so peak RSS is its own). For each: audio seconds per wall
@@ -42,7 +42,7 @@ def peak_rss_mb() -> float:
 def run_baseline(model_name: str, calls: list[Call], threads: int) -> dict:
     from faster_whisper import WhisperModel
 
-    from whisperq.engine import resolve_model
+    from whisperq.speech.engine import resolve_model
 
     model = WhisperModel(
         resolve_model(model_name), device="cpu", compute_type="int8", cpu_threads=threads
@@ -58,7 +58,7 @@ def run_baseline(model_name: str, calls: list[Call], threads: int) -> dict:
 def run_engine(model_name: str, calls: list[Call], threads: int) -> dict:
     """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks
     for this machine, each with its own model, files handed out as they free up."""
-    from whisperq import engine
+    from whisperq.speech import engine
 
     batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
     processes = engine.choose_concurrency(0, engine.choose_device("auto"))
@@ -81,7 +81,7 @@ _engine: tuple = ()
 
 def _load_engine(model_name: str, batch_size: int, processes: int, ready: Any) -> None:
     global _engine
-    from whisperq import engine
+    from whisperq.speech import engine
 
     config = engine.EngineConfig(model=model_name, batch_size=batch_size, concurrency=processes)
     _engine = (engine.load_model(config), config)
@@ -89,8 +89,8 @@ def _load_engine(model_name: str, batch_size: int, processes: int, ready: Any) -
 
 
 def _engine_text(path: Path) -> str:
-    from whisperq import engine
     from whisperq.schemas import TranscriptionOptions
+    from whisperq.speech import engine
 
     loaded, config = _engine
     return engine.transcribe_file(loaded, path, TranscriptionOptions(), config).text
@@ -103,9 +103,11 @@ def _peak_after(seconds: float) -> float:
 
 def run_end_to_end(model_name: str, calls: list[Call], workers: int) -> dict:
     """Local stack in a throw-away state dir: submit, wait for every JSON, read texts."""
-    from whisperq import local_stack, storage, tracking
+    from whisperq import storage
+    from whisperq.batches import tracking
+    from whisperq.batches.submit import submit
     from whisperq.settings import Settings
-    from whisperq.submit import submit
+    from whisperq.stacks import local as local_stack
 
     with tempfile.TemporaryDirectory() as state:
         os.environ["WHISPERQ_STATE_DIR"] = state

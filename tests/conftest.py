@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from whisperq import local_stack, storage
+from whisperq import storage
 from whisperq.settings import Settings
+from whisperq.stacks import local as local_stack
 
 
 @pytest.fixture(autouse=True)

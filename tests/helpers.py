@@ -64,7 +64,8 @@ def create_group(autoscaling: Any, name: str, desired: int, max_size: int = 5) -
 
 def write_batch(settings: Any, batch: str, paths: list[str], duration: float = 60.0) -> None:
     """A batch's records in S3, as submit writes them (no audio uploaded)."""
-    from whisperq import batch_records, storage
+    from whisperq import storage
+    from whisperq.batches import records as batch_records
     from whisperq.schemas import TranscriptionOptions
 
     s3 = storage.client(settings, "s3")

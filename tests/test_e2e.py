@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from whisperq import keys, local_stack, storage
+from whisperq import keys, storage
 from whisperq.settings import Settings
+from whisperq.stacks import local as local_stack
 
 from helpers import run_cli, word_error_rate, words
 

@@ -2,7 +2,7 @@
 program's stack config), the CLI's settings, the local stack, the simulator and the prices.
 
 Standard library only and no whisperq imports: the Pulumi program imports it (its venv has
-whisperq installed), and anything shipped alone may copy it. ``tests/test_defaults.py``
+whisperq installed), and anything shipped alone may copy it. ``tests/contracts/test_defaults.py``
 compares the objects that use these (``DeploymentConfig()``, ``Settings()``,
 ``DayOptions()``, ``SimConfig()``) so that they cannot drift apart again.
 
@@ -22,7 +22,7 @@ from typing import Final
 COMPUTE_KINDS: Final = ("cpu", "gpu")
 COMPUTE: Final = "cpu"
 # What the workers load (whisperq:model).
-# Chosen by accuracy and $ per audio hour: README, "Which model" (whisperq.speeds).
+# Chosen by accuracy and $ per audio hour: README, "Which model" (whisperq.fleet.speeds).
 MODEL: Final[Mapping[str, str]] = {"cpu": "small", "gpu": "large-v3"}
 # CTranslate2 compute type the image and the stack give the workers.
 COMPUTE_TYPE: Final[Mapping[str, str]] = {"cpu": "int8", "gpu": "float16"}
@@ -37,7 +37,7 @@ ROOT_VOLUME_GB: Final[Mapping[str, int]] = {"cpu": 30, "gpu": 80}  # OS, venv, C
 # weighs its types by vCPUs, a GPU fleet by GPUs: the worker runs one pool process per GPU):
 # EC2's figures for the default types, the priced ones and their families' other common
 # sizes. Types not listed are weighed by their size (large = 2 vCPUs, xlarge = 4, Nxlarge =
-# 4N) and GPU types as one GPU; tests/test_deploy_consistency.py checks these against names.
+# 4N) and GPU types as one GPU; tests/infra/test_deploy_consistency.py checks these against names.
 INSTANCE_VCPUS: Final[Mapping[str, int]] = {
     "c6a.large": 2,
     "c6a.xlarge": 4,
@@ -90,6 +90,11 @@ FLEET_INSTANCE_TYPE: Final = INSTANCE_TYPES[COMPUTE][0]
 VISIBILITY_TIMEOUT_SECONDS: Final = 300  # workers extend it every third while a job runs
 MAX_RECEIVE_COUNT: Final = 5  # deliveries before the dead-letter queue
 
+# --- ingestion ---------------------------------------------------------------------------
+
+# An ingest that claimed a file and queued nothing for this long is taken to be dead.
+INGEST_CLAIM_SECONDS: Final = 120.0
+
 # --- spot interruptions and the worker's grace ---------------------------------------------
 
 SPOT_NOTICE_SECONDS: Final = 120.0  # EC2's two minutes' notice
@@ -104,7 +109,7 @@ SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR: Final = 0.05
 
 # --- the simulator ------------------------------------------------------------------------
 
-# Speeds per model and instance: whisperq.speeds (each figure marked measured, published
+# Speeds per model and instance: whisperq.fleet.speeds (each figure marked measured, published
 # or estimated).
 SIMULATED_INSTANCE_TYPE: Final = "c6a.large"
 

@@ -43,6 +43,8 @@ FILES = "files"
 UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
 REDACTED_AUDIO_SUFFIX = ".redacted.wav"
+# Where dropped recordings are ingested from by default: <prefix><batch>/<path>.
+DEFAULT_INGEST_PREFIX = f"{INCOMING}/"
 
 # What `submit` takes from a directory and the ingest step takes from incoming/ (suffixes,
 # compared lowercased).
@@ -72,6 +74,12 @@ RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "srt", "vtt", "txt")
 RENDERING_FORMATS: tuple[ResultFormat, ...] = ("srt", "vtt", "txt")  # written before json
 
 _BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def normalize_prefix(prefix: str) -> str:
+    """``incoming`` or ``/incoming/`` -> ``incoming/``; empty stays empty (the bucket's root)."""
+    prefix = prefix.strip().lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
 def validate_batch_name(batch: str) -> str:

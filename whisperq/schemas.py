@@ -13,7 +13,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from whisperq import keys
-from whisperq.conversation import ConversationMetrics
+from whisperq.vocabulary import compile_user_patterns, expand_groups
 
 JOB_SCHEMA_VERSION: Final = 1
 BATCH_SCHEMA_VERSION: Final = 2  # batch.json and file entries (1: the old manifest.json)
@@ -84,8 +84,6 @@ class TranscriptionOptions(_Strict):
     @field_validator("redact")
     @classmethod
     def _known_groups(cls, groups: tuple[str, ...]) -> tuple[str, ...]:
-        from whisperq.redaction import expand_groups  # it imports Segment from here
-
         expand_groups(groups)  # raises ValueError naming the unknown one
         names = [
             g.strip().lower() if g.strip().lower() in ("pci", "pii") else g.strip().upper()
@@ -96,8 +94,6 @@ class TranscriptionOptions(_Strict):
     @field_validator("redact_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
-        from whisperq.redaction import compile_user_patterns
-
         compile_user_patterns(patterns)
         return patterns
 
@@ -174,7 +170,7 @@ class TranscriptionJob(_Strict):
 
 class BatchInfo(_Strict):
     """``batches/<batch>/batch.json``: the batch's options, written once (see
-    :mod:`whisperq.batch_records`)."""
+    :mod:`whisperq.batches.records`)."""
 
     schema_version: Literal[2] = BATCH_SCHEMA_VERSION
     batch: str
@@ -271,6 +267,45 @@ class ModelInfo(_Strict):
     name: str
     device: str
     compute_type: str
+
+
+# --- conversation metrics (computed by whisperq.transcripts.conversation) ---------------
+
+Basis = Literal["words", "segments"]
+
+
+class Silence(_Strict):
+    """A stretch with nobody speaking."""
+
+    start: float
+    end: float
+    seconds: float
+
+
+class SpeakerMetrics(_Strict):
+    speaker: str | None = Field(description="The label; None: the transcript has none.")
+    talk_time: float = Field(description="Seconds: the union of the speaker's utterances.")
+    talk_share: float = Field(description="talk_time / duration (0 when duration is 0).")
+    words: int
+    words_per_minute: float | None = Field(description="None when talk_time is 0.")
+    interruptions: int | None = Field(
+        description="Utterances that started while another speaker still spoke for more "
+        "than TOLERANCE_S; None without speaker labels."
+    )
+    turns: int | None = Field(description="The speaker's turns; None without speaker labels.")
+
+
+class ConversationMetrics(_Strict):
+    """A result's ``metrics``: see the module's docstring for the definitions."""
+
+    basis: Basis = Field(description="words: from word timings; segments: from segments'.")
+    duration: float
+    talk_time: float = Field(description="Seconds anyone speaks.")
+    non_talk_time: float = Field(description="duration - talk_time: silence on all channels.")
+    overlap_time: float = Field(description="Seconds two or more speakers speak at once.")
+    longest_silence: Silence | None
+    turns: int | None = Field(description="Changes of speaker + 1; None without labels.")
+    speakers: list[SpeakerMetrics]
 
 
 class TranscriptResult(_Strict):

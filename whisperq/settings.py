@@ -30,9 +30,8 @@ from pydantic_settings import (
 
 from whisperq import defaults, keys
 from whisperq.errors import ConfigError, InvalidSettingError
-from whisperq.ingest import DEFAULT_CLAIM_SECONDS, DEFAULT_PREFIX, IngestConfig, normalize_prefix
-from whisperq.redaction import compile_user_patterns
 from whisperq.schemas import TranscriptionOptions
+from whisperq.vocabulary import compile_user_patterns
 
 ENV_PREFIX = "WHISPERQ_"
 LOCAL_STACK_FILE = "stack.json"
@@ -113,7 +112,7 @@ class Settings(BaseSettings):
         "", description="SQS queue the source bucket's object-created events go to."
     )
     ingest_prefix: str = Field(
-        DEFAULT_PREFIX, description="Objects under <prefix><batch>/<path> become jobs."
+        keys.DEFAULT_INGEST_PREFIX, description="Objects under <prefix><batch>/<path> become jobs."
     )
     ingest_source_bucket: str = Field(
         "", description="Bucket recordings land in; empty = bucket (its incoming/)."
@@ -127,7 +126,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="Options for other folders; {} = submit's defaults."
     )
     ingest_claim_seconds: float = Field(
-        DEFAULT_CLAIM_SECONDS,
+        defaults.INGEST_CLAIM_SECONDS,
         gt=0,
         description="An ingest that claimed a file and queued nothing for this long is "
         "taken to be dead; another delivery of the event takes over.",
@@ -315,21 +314,23 @@ class Settings(BaseSettings):
                 "to what `pulumi up` printed."
             )
 
-    def ingest_config(self) -> IngestConfig:
-        """What the ingest step needs (whisperq.ingest takes no Settings: the Lambda
-        builds the same from its environment)."""
-        return IngestConfig(
-            bucket=self.bucket,
-            queue_url=self.queue_url,
-            source_bucket=self.ingest_source_bucket or self.bucket,
-            source_prefix=normalize_prefix(self.ingest_prefix),
-            options_by_batch={
-                batch: _full_options(options, batch)
-                for batch, options in self.ingest_options.items()
-            },
-            default_options=_full_options(self.ingest_default_options, "default"),
-            claim_seconds=self.ingest_claim_seconds,
-        )
+    def ingest_environment(self) -> dict[str, str]:
+        """The ingest step's configuration as the ingest Lambda's environment carries it
+        (``whisperq.batches.ingest.IngestConfig.from_env`` reads both): one way in."""
+        options_by_batch = {
+            batch: _full_options(options, batch) for batch, options in self.ingest_options.items()
+        }
+        return {
+            "WHISPERQ_BUCKET": self.bucket,
+            "WHISPERQ_QUEUE_URL": self.queue_url,
+            "WHISPERQ_INGEST_SOURCE_BUCKET": self.ingest_source_bucket or self.bucket,
+            "WHISPERQ_INGEST_PREFIX": self.ingest_prefix,
+            "WHISPERQ_INGEST_OPTIONS": json.dumps(options_by_batch),
+            "WHISPERQ_INGEST_DEFAULT_OPTIONS": json.dumps(
+                _full_options(self.ingest_default_options, "default")
+            ),
+            "WHISPERQ_INGEST_CLAIM_SECONDS": repr(self.ingest_claim_seconds),
+        }
 
 
 def _full_options(options: Any, name: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The ingest queue carries S3 notifications for the stack's own bucket (objects created under
 ``incoming/``) and EventBridge "Object Created" events for the external bucket, if the
 stack has one. Each SQS record is one event; whisperq's own ingest step
-(``whisperq/ingest.py``, shipped beside this file in the zip with the modules it imports)
+(``whisperq/batches/ingest.py``, shipped beside this file in the zip with the modules it imports)
 makes each of its objects exactly the job ``whisperq submit`` would have queued.
 
 Partial batch responses (``ReportBatchItemFailures``): a record whose objects all came to
@@ -30,7 +30,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from whisperq import ingest, keys
+from whisperq import keys
+from whisperq.batches import ingest
 
 # Stop taking records this long before the function's timeout: the rest are reported for a
 # retry, instead of the timeout failing the whole batch with an object half copied.

@@ -1,6 +1,6 @@
 """The fleet's scaler: a Lambda run every minute by EventBridge.
 
-It applies whisperq's own scaling step (whisperq/scaling.py, shipped beside this file in
+It applies whisperq's own scaling step (whisperq/fleet/scaling.py, shipped beside this file in
 the Lambda's zip): desired = clamp(ceil((visible + in flight) / jobs per instance), 0, max),
 and zero only after the queue has been empty for the idle period. The moment the queue
 was first seen empty is kept as a tag on the group, so the function holds no state.
@@ -17,7 +17,7 @@ import boto3
 try:
     import scaling  # in the Lambda zip
 except ImportError:  # in the repository (tests)
-    from whisperq import scaling
+    from whisperq.fleet import scaling
 
 IDLE_TAG = "whisperq:idle-since"
 

@@ -4,7 +4,7 @@
 Attach it to the IAM user, group or role that runs the CLI (``pulumi stack output
 cliUserPolicy``). It grants nothing on the fleet but reading its size, no reading of the
 uploaded audio, and no receiving of jobs: only the workers take jobs off the queue.
-``tests/test_rehearsal.py`` runs each of those commands with exactly this policy on an
+``tests/infra/test_rehearsal.py`` runs each of those commands with exactly this policy on an
 IAM-enforcing moto server and checks every call they make against it.
 """
 

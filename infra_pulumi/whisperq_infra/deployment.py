@@ -232,7 +232,7 @@ class Deployment(pulumi.ComponentResource):
 
         # worker.env: where the deployment is; what the image is (model, device, compute
         # type, graces) is the image's own /etc/whisperq/image.env, which comes first in
-        # the unit: the two share no name (tests/test_deploy_consistency.py).
+        # the unit: the two share no name (tests/infra/test_deploy_consistency.py).
         user_data = pulumi.Output.all(
             self.storage.bucket.bucket,
             self.queues.queue.url,

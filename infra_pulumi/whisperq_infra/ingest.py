@@ -7,10 +7,10 @@ the external bucket's ``<externalPrefix><batch>/<path>``) becomes a job of ``<ba
                                                  > ingest queue --> ingest Lambda --> job queue
     external bucket PREFIX* --EventBridge rule--/    (redrive: ingest DLQ, alarmed)
 
-The Lambda runs whisperq's own ingest code (``whisperq/ingest.py`` and the modules it
-imports, shipped as they are in its zip, as the scaler ships ``whisperq/scaling.py``), so an
+The Lambda runs whisperq's own ingest code (``whisperq/batches/ingest.py`` and the modules it
+imports, shipped as they are in its zip, as the scaler ships ``whisperq/fleet/scaling.py``), so an
 ingested file becomes exactly what ``whisperq submit`` would have made of it. S3 and
-EventBridge deliver at least once and out of order: ``whisperq.ingest`` makes a repeated
+EventBridge deliver at least once and out of order: ``whisperq.batches.ingest`` makes a repeated
 event a duplicate, and a record that fails is retried alone (partial batch responses)
 until the redrive policy parks it in the ingest dead-letter queue.
 
@@ -82,8 +82,8 @@ def _imported_modules(path: Path, package: str | None) -> Iterator[tuple[str, li
 
 
 def module_path(module: str, root: Path = REPO) -> str | None:
-    """'whisperq.ingest' -> 'whisperq/ingest.py' (its path in the repository and in the zip;
-    a package's is its __init__.py); None when the repository has no such module."""
+    """'whisperq.batches.ingest' -> 'whisperq/batches/ingest.py' (its path in the repository
+    and in the zip; a package's is its __init__.py); None when the repository has no such module."""
     base = module.replace(".", "/")
     for path in (f"{base}.py", f"{base}/__init__.py"):
         if (root / path).is_file():
@@ -129,7 +129,9 @@ def lambda_modules(handler: Path = HANDLER, root: Path = REPO) -> list[str]:
             module_file = module_path(module, root)
             if module_file is None:
                 raise ConfigError(f"{where} imports {module!r}, which is not in the repository")
-            needed = [module]
+            # a module inside a subpackage needs each package's __init__.py above it
+            parts = module.split(".")
+            needed = [".".join(parts[:i]) for i in range(2, len(parts))] + [module]
             for name in names:
                 if module_path(f"{module}.{name}", root) is not None:
                     needed.append(f"{module}.{name}")
@@ -181,7 +183,8 @@ def ingest_policy(
     settings: IngestSettings,
     region: str,
 ) -> dict[str, Any]:
-    """What ``whisperq.ingest`` does, on exactly its own resources; read-only on the sources."""
+    """What ``whisperq.batches.ingest`` does, on exactly its own resources; read-only on the
+    sources."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "ReadIncoming",
@@ -312,7 +315,7 @@ def compact(document: Any) -> str:
 def lambda_environment(
     settings: IngestSettings, bucket: str, job_queue_url: str, ingest_queue_url: str
 ) -> dict[str, str]:
-    """The function's environment: what ``whisperq.ingest.IngestConfig.from_env`` reads
+    """The function's environment: what ``whisperq.batches.ingest.IngestConfig.from_env`` reads
     (the source is the external bucket if there is one; the handler always ingests the
     stack's own ``incoming/`` too), and the ingest queue for early retries."""
     external = settings.external_bucket

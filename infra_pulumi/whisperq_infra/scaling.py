@@ -3,7 +3,7 @@
 Why a Lambda and not CloudWatch alarms: target tracking does not act at zero capacity and
 scales in on visible messages alone; step scaling for 0 -> 1 plus metric math for 1 -> N
 plus an idle alarm for N -> 0 is three mechanisms whose thresholds must agree with the
-formula. The Lambda runs the formula itself (whisperq/scaling.py, the same file the CLI
+formula. The Lambda runs the formula itself (whisperq/fleet/scaling.py, the same file the CLI
 and the simulator use), every minute, from GetQueueAttributes.
 """
 
@@ -20,7 +20,7 @@ from whisperq_infra.iam import assume_role_policy
 from whisperq import defaults
 
 HANDLER = Path(__file__).resolve().parents[1] / "scaler" / "handler.py"
-FORMULA = Path(__file__).resolve().parents[2] / "whisperq" / "scaling.py"
+FORMULA = Path(__file__).resolve().parents[2] / "whisperq" / "fleet" / "scaling.py"
 
 
 def rate_expression(seconds: float) -> str:

@@ -135,7 +135,7 @@ def render_user_data(
         parts.append(f"install -d -m 0755 {AGENT_DIR}/etc")
         parts += _heredoc(AGENT_CONFIG, agent_config(log_group))
     if bundle is not None:
-        # gzip'd (user data is limited to 16 KB): tests/test_infra.py reads it back
+        # gzip'd (user data is limited to 16 KB): tests/infra/test_infra.py reads it back
         encoded = base64.encodebytes(bundle_archive(bundle)).decode().rstrip("\n")
         parts += [
             f"install -d -m 0700 {BUNDLE_DIR}",

@@ -20,9 +20,10 @@ from botocore.exceptions import (
 from rich.console import Console
 from typer.core import TyperGroup
 
-from whisperq import __version__, local_stack
+from whisperq import __version__
 from whisperq.errors import EXIT_ERROR, ConfigError, WhisperqError
 from whisperq.settings import Settings, load_settings
+from whisperq.stacks import local as local_stack
 
 out = Console()
 err = Console(stderr=True)

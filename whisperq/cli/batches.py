@@ -23,7 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from whisperq import fleet, keys, storage, tracking
+from whisperq import keys, storage
+from whisperq.batches import tracking
+from whisperq.batches.progress import ProgressHooks
 from whisperq.cli.app import (
     JsonFlag,
     app,
@@ -35,7 +37,7 @@ from whisperq.cli.app import (
     settings_for_storage,
 )
 from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
-from whisperq.progress import ProgressHooks
+from whisperq.fleet import group_status as fleet
 from whisperq.schemas import TranscriptionOptions
 from whisperq.settings import Settings
 
@@ -214,7 +216,7 @@ def submit(
     files without an audio extension are skipped and counted. Transcription options
     belong to the batch: adding files to it later keeps them.
     """
-    from whisperq.submit import submit as run_submit
+    from whisperq.batches.submit import submit as run_submit
 
     given: dict[str, Any] = {
         "channels": channels,
@@ -526,7 +528,7 @@ class _DeadLetterWatch:
     def changed(self) -> bool:
         if not self.settings.dlq_url:
             return False
-        from whisperq import deadletter
+        from whisperq.batches import dead_letters as deadletter
 
         count = storage.queue_counts(self.settings).dead_lettered or 0
         if count == self._count:
@@ -554,7 +556,7 @@ def results(
     ] = ",".join(keys.DOWNLOAD_KINDS),
 ) -> None:
     """Download a batch's transcripts, mirroring the submitted relative paths."""
-    from whisperq.download import download_results
+    from whisperq.batches.download import download_results
 
     chosen = [item.strip() for item in formats.split(",") if item.strip()]
     unknown = sorted(set(chosen) - set(keys.DOWNLOAD_KINDS))
@@ -581,8 +583,8 @@ def retry(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-queue a batch's failed files and its dead-lettered jobs."""
-    from whisperq import deadletter
-    from whisperq.submit import requeue_failed
+    from whisperq.batches import dead_letters as deadletter
+    from whisperq.batches.submit import requeue_failed
 
     settings = settings_for_storage()
     failed = requeue_failed(settings, batch)
@@ -607,7 +609,7 @@ def dlq(
     as_json: JsonFlag = False,
 ) -> None:
     """Show the dead-letter queue: jobs SQS gave up on after maxReceiveCount deliveries."""
-    from whisperq import deadletter
+    from whisperq.batches import dead_letters as deadletter
 
     settings = settings_for_storage()
     left = 0

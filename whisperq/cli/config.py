@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from whisperq import local_stack, stack_config
 from whisperq.cli.app import config_app, err
 from whisperq.settings import load_settings
+from whisperq.stacks import from_stack as stack_config
+from whisperq.stacks import local as local_stack
 
 
 @config_app.command("from-stack")

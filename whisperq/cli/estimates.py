@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from whisperq import batch_cost, pricing, storage, tracking
-from whisperq.batch_cost import BatchCost
+from whisperq import storage
+from whisperq.batches import tracking
 from whisperq.cli.app import (
     JsonFlag,
     app,
@@ -20,9 +20,11 @@ from whisperq.cli.app import (
     settings_for_storage,
 )
 from whisperq.errors import UsageError, WhisperqError
-from whisperq.pricing import Market
+from whisperq.fleet import batch_cost, pricing
+from whisperq.fleet.batch_cost import BatchCost
+from whisperq.fleet.pricing import Market
+from whisperq.fleet.simulation_report import ASSUMPTIONS, DayOptions, run_day
 from whisperq.settings import Settings, load_settings
-from whisperq.simulation_report import ASSUMPTIONS, DayOptions, run_day
 
 _MARKETS: dict[str, Market] = {"spot": "spot", "on_demand": "on_demand", "on-demand": "on_demand"}
 

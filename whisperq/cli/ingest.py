@@ -16,11 +16,12 @@ from typing import Annotated, Any
 
 import typer
 
-from whisperq import ingest as ingesting
-from whisperq import local_stack, storage
+from whisperq import storage
+from whisperq.batches import ingest as ingesting
 from whisperq.cli.app import app, settings_for_storage
 from whisperq.errors import ConfigError
 from whisperq.settings import ENV_PREFIX, Settings
+from whisperq.stacks import local as local_stack
 
 log = logging.getLogger("whisperq.ingest")
 
@@ -48,7 +49,7 @@ class Consumer:
         stop: threading.Event | None = None,
     ) -> None:
         self.queue_url = settings.ingest_queue_url
-        self.config = settings.ingest_config()
+        self.config = ingesting.IngestConfig.from_env(settings.ingest_environment())
         self.s3 = storage.client(settings, "s3")
         self.sqs = storage.client(settings, "sqs")
         self.probe = probe
@@ -158,7 +159,7 @@ def ingest(
             "bucket's object-created events go to (the stack's ingest_queue_url output), or "
             "use the local stack (`whisperq local up`), which has one."
         )
-    from whisperq.submit import probe_duration  # PyAV: reads more formats than WAV headers
+    from whisperq.batches.submit import probe_duration  # PyAV: reads more formats than WAV headers
 
     stop = threading.Event()
     consumer = Consumer(settings, probe_duration, threads=threads, stop=stop)

