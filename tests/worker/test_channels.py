@@ -11,6 +11,7 @@ import pytest
 from whisperq import storage
 from whisperq.schemas import Segment, TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine
+from whisperq.speech.audio import choose_channel_mode
 from whisperq.transcripts import render
 from whisperq.worker.runner import JobRunner
 
@@ -131,12 +132,12 @@ def test_auto_splits_two_speakers_and_mixes_dual_mono(dialogue, tmp_path, make_s
 def test_the_channel_choice_itself():
     rng = np.random.default_rng(1)
     left, right = rng.normal(0, 0.2, 16000), rng.normal(0, 0.2, 16000)
-    assert engine.choose_channel_mode(left, right) == "split"  # two independent voices
-    assert engine.choose_channel_mode(left, left * 0.9) == "mix"  # the same signal twice
-    assert engine.choose_channel_mode(left, right * 0.01) == "mix"  # one side silent (-40 dB)
-    assert engine.choose_channel_mode(left * 0, right * 0) == "mix"  # nothing at all
+    assert choose_channel_mode(left, right) == "split"  # two independent voices
+    assert choose_channel_mode(left, left * 0.9) == "mix"  # the same signal twice
+    assert choose_channel_mode(left, right * 0.01) == "mix"  # one side silent (-40 dB)
+    assert choose_channel_mode(left * 0, right * 0) == "mix"  # nothing at all
     echo = right + 0.3 * left  # the agent's voice leaking into the customer's line
-    assert engine.choose_channel_mode(left, echo) == "split"
+    assert choose_channel_mode(left, echo) == "split"
 
 
 def test_overlapping_speech_keeps_both_lines(tmp_path):

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from whisperq import storage
 from whisperq.schemas import TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine
+from whisperq.speech.languages import language_shares
 from whisperq.worker.runner import JobRunner
 
 from helpers import upload_job, words
@@ -72,7 +73,7 @@ def test_each_language_is_kept_once_and_in_order(switching_call):
     first_german = next(s for s in both.segments if s.language == "de")
     assert text.index("good morning") < text.index(first_german.text.lower()[:10])
     assert text.index(first_german.text.lower()[:10]) < text.index("transfer")
-    shares = engine.language_shares(both.segments)
+    shares = language_shares(both.segments)
     assert [share.language for share in shares] == ["en", "de"]
     assert sum(share.share for share in shares) == pytest.approx(1.0, abs=0.001)
 

@@ -26,15 +26,11 @@ from whisperq.celery_app import broker_url, decode_job_message, transport_option
 from whisperq.cli import app
 from whisperq.settings import Settings
 from whisperq.stacks import local as local_stack
+from whisperq.worker.app import create_worker_app
 from whisperq.worker.heartbeat import MessageHandle, VisibilityHeartbeat, hand_back, message_handle
 from whisperq.worker.instance import Imds, LifecycleWatcher, ScaleInProtection, SpotWatcher
-from whisperq.worker.runner import (
-    InstanceGuard,
-    StartGate,
-    UnstartedJobs,
-    create_worker_app,
-    start_key,
-)
+from whisperq.worker.instance_guard import InstanceGuard
+from whisperq.worker.shutdown import StartGate, UnstartedJobs, start_key
 
 from helpers import FakeImds, create_group, wait_for
 

@@ -7,9 +7,10 @@ from botocore.exceptions import ClientError
 
 from whisperq import storage
 from whisperq.celery_app import broker_url, make_celery, transport_options
+from whisperq.errors import WorkerUnfit
 from whisperq.schemas import TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine
-from whisperq.worker.runner import JobRunner, WorkerUnfit
+from whisperq.worker.runner import JobRunner
 
 from helpers import CLEAR_SENTENCE, result_keys, upload_job, word_error_rate, words
 

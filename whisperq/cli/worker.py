@@ -31,7 +31,7 @@ def worker(
     # Celery's soft shutdown (bounded wait, then hand back), and pool processes ignore it.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     try:
-        from whisperq.worker.runner import run_worker
+        from whisperq.worker.app import run_worker
     except ImportError as error:
         raise WhisperqError(f"{error}. The worker needs: pip install 'whisperq[worker]'") from None
     overrides: dict[str, Any] = {}

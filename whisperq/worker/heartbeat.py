@@ -10,7 +10,7 @@ pinned in pyproject.toml and tests/worker/test_reliability_parts.py fails if the
 
 Handing back is ChangeMessageVisibility to 0: another worker can receive the message at
 once. The worker's main process hands back, with ``hand_back``, every job it has received
-but not started when it stops (see ``UnstartedJobs`` in whisperq/worker/runner.py).
+but not started when it stops (see ``UnstartedJobs`` in whisperq/worker/shutdown.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""The Celery worker: one task, ``whisperq.transcribe``, from S3 input to S3 results, and
+the signals that wire the worker's parts to Celery.
+
+The model is loaded when each pool process starts (``worker_process_init``), so the first
+job does not pay for it and no job ever loads it again.
+
+Stopping (SIGTERM, a spot notice, the group terminating the instance through its lifecycle
+hook): a job still running gets the soft-shutdown grace, then is cancelled and goes back to
+the queue (Celery). A job received but not started -- in Celery's hands or in a pool
+process's pipe -- goes back at once (visibility 0) and never starts here
+(``shutdown``: ``UnstartedJobs``, ``StartGate``): Celery alone would run it to its end.
+Once the worker has stopped, a lifecycle hook is completed (``guard``:
+``InstanceGuard.finish``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import Reject
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutting_down
+
+from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperq.settings import Settings
+from whisperq.speech import engine
+from whisperq.worker.heartbeat import message_handle
+from whisperq.worker.instance_guard import InstanceGuard
+from whisperq.worker.runner import JobRunner
+from whisperq.worker.shutdown import StartGate, UnstartedJobs, start_key
+
+log = logging.getLogger("whisperq.worker")
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    """The Celery app with the transcription task and the instance guards registered."""
+    app = make_celery(settings)
+    app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_seconds
+    gate = StartGate()  # before the pool forks: its processes share it
+    runner = JobRunner(settings, may_gather=lambda: not gate.stopping)
+    unstarted = UnstartedJobs(settings, gate)
+
+    @app.task(name=TRANSCRIBE_TASK, bind=True, ignore_result=True)
+    def transcribe(self: Any, payload: Any) -> str:
+        message = message_handle(self.request.properties)
+        if not gate.start(start_key(self.request.id, message)):
+            # The worker is stopping and its main process hands this job back (or, if it
+            # came too late for that, Celery requeues it): it must not run here as well.
+            log.warning(
+                "the worker is stopping: %s[%s] not started", TRANSCRIBE_TASK, self.request.id
+            )
+            raise Reject("the worker is stopping", requeue=True)
+        if message is None:
+            log.warning("no SQS receipt handle on the request: visibility heartbeat is off")
+        try:
+            return runner.run(payload, message)
+        except Exception as error:
+            # Not acknowledged: SQS delivers it again after the visibility timeout (to
+            # another worker), and moves it to the dead-letter queue after maxReceiveCount.
+            log.error("handing %s back to the queue: %s", TRANSCRIBE_TASK, error)
+            raise Reject(str(error), requeue=False) from error
+
+    @worker_process_init.connect(weak=False)
+    def load_model_in_pool_process(**_: Any) -> None:
+        runner.warm_up()
+
+    guard = InstanceGuard(app, settings)
+
+    class Worker(app.Worker):  # type: ignore[name-defined]
+        def start(self) -> None:
+            # Returns when the worker has stopped: its jobs done, cancelled and handed
+            # back, the pool gone (every shutdown, warm or cold, ends inside it).
+            try:
+                super().start()
+            finally:
+                guard.finish()
+
+        def wait_for_soft_shutdown(self) -> None:
+            # Celery's cold shutdown (SIGQUIT; SIGTERM with REMAP_SIGTERM=SIGQUIT, as
+            # whisperq runs; a spot notice) calls this first, in the main process: before
+            # it waits for running jobs and stops the pool, which would run every job
+            # already in a pool process's pipe to its end. worker_shutting_down comes too
+            # late there (after the pool has stopped); it is first on a warm shutdown.
+            unstarted.hand_back()
+            super().wait_for_soft_shutdown()
+
+    app.Worker = Worker
+    worker_ready.connect(guard.start, weak=False)
+    worker_ready.connect(unstarted.prepare, weak=False)
+    worker_shutting_down.connect(unstarted.hand_back, weak=False)
+    worker_shutting_down.connect(guard.stop, weak=False)
+    task_received.connect(guard.job_received, weak=False)
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
+    """``whisperq worker``: a Celery worker in the foreground.
+
+    The model is resolved first, so a wrong name stops the worker with a message instead
+    of pool processes that fail to start over and over.
+    """
+    from billiard.common import REMAP_SIGTERM
+
+    engine.resolve_model(settings.model)
+    concurrency = engine.choose_concurrency(
+        settings.worker_concurrency, engine.choose_device(settings.device)
+    )
+    settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    if REMAP_SIGTERM != "SIGQUIT":
+        log.warning(
+            "REMAP_SIGTERM=SIGQUIT is not set: SIGTERM waits for running jobs without limit"
+        )
+    app = create_worker_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--concurrency={settings.worker_concurrency}",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=whisperq@{socket.gethostname()}-{os.getpid()}",
+        ]
+    )

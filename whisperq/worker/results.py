@@ -1,0 +1,158 @@
+"""What a job leaves in the bucket: its renderings (SRT, VTT, TXT ...), the redacted audio
+copy, the result JSON -- written last: its presence is what "done" means to everyone
+polling the bucket -- or an error record, and the removal of an error record a later
+success made stale.
+
+Each method is one write (or one delete) at the keys ``whisperq.keys`` lays out, with no
+retrying: the worker's stages (``stages``, ``delivery``) decide what is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from whisperq import keys, storage
+from whisperq.redaction import audio as redacted_audio
+from whisperq.schemas import (
+    ErrorRecord,
+    ModelInfo,
+    RedactedSpan,
+    Timings,
+    TranscriptionJob,
+    TranscriptResult,
+    utc_now,
+)
+from whisperq.settings import Settings
+from whisperq.speech import engine
+from whisperq.transcripts import render
+from whisperq.transcripts.conversation import conversation_metrics
+from whisperq.worker import failures
+from whisperq.worker.clients import ProcessClients
+from whisperq.worker.heartbeat import MessageHandle
+
+log = logging.getLogger("whisperq.worker")
+
+
+def worker_id() -> str:
+    """Host and pool-process id: which process wrote a result."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ResultStore:
+    """A job's results and error records in the bucket."""
+
+    def __init__(self, settings: Settings, clients: ProcessClients) -> None:
+        self.settings = settings
+        self.clients = clients
+
+    def upload_redacted_audio(self, job: TranscriptionJob, local: Path, written: set[str]) -> None:
+        key = keys.redacted_audio_key(job.batch, job.path)
+        if key not in written:
+            self.clients.s3.upload_file(
+                str(local),
+                self.settings.bucket,
+                key,
+                ExtraArgs={"ContentType": redacted_audio.CONTENT_TYPE},
+            )
+            written.add(key)
+
+    def upload_renderings(
+        self, job: TranscriptionJob, transcript: engine.Transcript, written: set[str]
+    ) -> None:
+        """SRT, VTT, TXT ... as the job asks; those already in ``written`` are skipped."""
+        for fmt in job.options.formats:
+            key = keys.result_key(job.batch, job.path, fmt)
+            if key in written:
+                continue
+            text = render.RENDERERS[fmt](transcript.segments)
+            s3 = self.clients.s3
+            storage.put_text(s3, self.settings.bucket, key, text, render.CONTENT_TYPES[fmt])
+            written.add(key)
+
+    def upload_result(self, job: TranscriptionJob, result: TranscriptResult) -> None:
+        # JSON last: its presence is what "done" means to everyone polling the bucket.
+        key = keys.result_key(job.batch, job.path, "json")
+        body = result.model_dump_json(indent=2)
+        s3 = self.clients.s3
+        storage.put_text(s3, self.settings.bucket, key, body, render.CONTENT_TYPES["json"])
+
+    def result(
+        self,
+        job: TranscriptionJob,
+        transcript: engine.Transcript,
+        model: ModelInfo,
+        timings: Timings,
+        redactions: list[RedactedSpan] | None = None,
+        with_redacted_audio: bool = False,
+    ) -> TranscriptResult:
+        return TranscriptResult(
+            batch=job.batch,
+            path=job.path,
+            input_key=job.input_key,
+            sha256=job.sha256,
+            duration=transcript.duration,
+            language=transcript.language,
+            language_probability=transcript.language_probability,
+            channel_mode=transcript.channel_mode,
+            channels=transcript.channels,
+            languages=engine.language_shares(transcript.segments)
+            if job.options.multilingual
+            else None,
+            model=model,
+            options=transcript.options,
+            text=transcript.text,
+            segments=transcript.segments,
+            metrics=conversation_metrics(
+                transcript.segments,
+                transcript.duration,
+                speakers=[channel.speaker for channel in transcript.channels or []],
+            ),
+            redactions=redactions,
+            redacted_audio=keys.redacted_audio_key(job.batch, job.path)
+            if with_redacted_audio
+            else None,
+            timings=timings,
+            worker_id=worker_id(),
+            instance_type=self.clients.instance_type,
+            finished_at=utc_now(),
+        )
+
+    def delete_error(self, job: TranscriptionJob) -> None:
+        """The job's error record gone (there may be none)."""
+        key = keys.error_key(job.batch, job.path)
+        self.clients.s3.delete_object(Bucket=self.settings.bucket, Key=key)
+
+    def write_error(
+        self,
+        job: TranscriptionJob,
+        failure: failures.Failure,
+        error: BaseException,
+        attempts: int,
+        message: MessageHandle | None,
+    ) -> None:
+        record = ErrorRecord(
+            batch=job.batch,
+            path=job.path,
+            input_key=job.input_key,
+            reason=failure.reason,
+            kind=failure.kind.value,
+            error_type=type(error).__name__,
+            attempts=attempts,
+            receive_count=message.receive_count if message else None,
+            worker_id=worker_id(),
+            failed_at=utc_now(),
+        )
+        key = keys.error_key(job.batch, job.path)
+        storage.put_text(
+            self.clients.s3,
+            self.settings.bucket,
+            key,
+            record.model_dump_json(indent=2),
+            "application/json",
+        )
+        log.warning(
+            "failed %s/%s after %d tries: %s", job.batch, job.path, attempts, failure.reason
+        )
