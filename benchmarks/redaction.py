@@ -17,19 +17,20 @@ transcripts too (per model, keyed by the audio's sha256), with the time they too
 
 **Transcription** is the worker's: ``engine.load_model(EngineConfig(model))`` and
 ``engine.transcribe_file(..., TranscriptionOptions(channels="split",
-speakers=("agent", "customer"), word_timestamps=True))``; then ``redaction.redact(segments,
-[group])`` for ``pci`` and ``pii``.
+speakers=("agent", "customer"), word_timestamps=True))``; then ``redact(segments, [group])``
+(``whisperq.redaction.rewriting``) for ``pci`` and ``pii``.
 
 **Matching transcript to reference.** Per channel, both the reference words and the
-transcript's words (``redaction.tokenize``) become one *character stream*: digit runs as
-their digits (``redaction.digit_runs``: "four five", "45", "forty five" and "double four"
-read the same way on both sides; each digit belongs to the words it came from), every
-other word as its lower-case letters and digits ("john.smith@example.com" and "john dot
-smith at example dot com" both give "johnsmithexamplecom": "dot", "at", "underscore" give
-nothing). The two streams are aligned with a minimal edit script (rapidfuzz Levenshtein
-opcodes). A reference word is *heard* when 3/4 of its characters are aligned to equal
-transcript characters; a sensitive digit is heard when it is aligned, a sensitive letter when
-it is aligned and its word is heard (letters of garbled text align by chance).
+transcript's words (``tokenize``, ``whisperq.redaction.tokens``) become one *character
+stream*: digit runs as their digits (``digit_runs``, ``whisperq.redaction.numbers``: "four
+five", "45", "forty five" and "double four" read the same way on both sides; each digit
+belongs to the words it came from), every other word as its lower-case letters and digits
+("john.smith@example.com" and "john dot smith at example dot com" both give
+"johnsmithexamplecom": "dot", "at", "underscore" give nothing). The two streams are aligned
+with a minimal edit script (rapidfuzz Levenshtein opcodes). A reference word is *heard*
+when 3/4 of its characters are aligned to equal transcript characters; a sensitive digit is
+heard when it is aligned, a sensitive letter when it is aligned and its word is heard
+(letters of garbled text align by chance).
 
 - **Sensitive characters** of a value: the characters of its words (fillers inside a value,
   "uh", "sorry, let me start again", are neither sensitive nor counted as non-sensitive).
@@ -73,8 +74,10 @@ sys.path.insert(0, str(HERE))
 
 from calls import VOICES, _run  # noqa: E402
 
-from whisperq.redaction import detection as redaction  # noqa: E402
-from whisperq.redaction.detection import Token  # noqa: E402
+from whisperq import vocabulary  # noqa: E402
+from whisperq.redaction.numbers import digit_runs, luhn_valid  # noqa: E402
+from whisperq.redaction.rewriting import redact  # noqa: E402
+from whisperq.redaction.tokens import Token, core, tokenize  # noqa: E402
 from whisperq.schemas import Segment  # noqa: E402
 
 DATA = HERE / ".data" / "redaction"
@@ -105,7 +108,7 @@ TENS_WORDS += ("ninety",)
 def luhn_card(rng: random.Random, prefix: str, length: int = 16) -> str:
     """A Luhn-valid test number: ``prefix``, random digits, the check digit."""
     body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
-    return next(body + c for c in "0123456789" if redaction.luhn_valid(body + c))
+    return next(body + c for c in "0123456789" if luhn_valid(body + c))
 
 
 def misheard(card: str, position: int = 7) -> str:
@@ -558,7 +561,7 @@ class Char:
 
 
 def letters(text: str) -> str:
-    word = redaction.core(text).lower()
+    word = core(text).lower()
     return "" if word in SILENT_WORDS else re.sub(r"[^a-z0-9]", "", word)
 
 
@@ -566,7 +569,7 @@ def char_stream(stream: Sequence[Token]) -> list[Char]:
     """Digit runs as digits (each on the first word it came from), other words as letters."""
     emitted: dict[int, list[Char]] = {}
     sourced: set[int] = set()
-    for run in redaction.digit_runs(stream):
+    for run in digit_runs(stream):
         for digit, sources in zip(run.digits, run.sources, strict=True):
             emitted.setdefault(min(sources), []).append(Char(digit, sources))
             sourced.update(sources)
@@ -746,7 +749,7 @@ def merge_overs(overs: list[Over]) -> list[Over]:
 
 
 def score_call(call: CallTruth, segments: list[Segment], redacted: list[Segment]) -> CallScore:
-    tokens = redaction.tokenize(segments)
+    tokens = tokenize(segments)
     values: list[ValueScore] = []
     overs: list[Over] = []
     clean = 0
@@ -777,7 +780,7 @@ def timed_redact(segments: list[Segment], group: str) -> tuple[list[Segment], fl
     times, out = [], segments
     for _ in range(3):
         started = time.perf_counter()
-        out, _ = redaction.redact(segments, [group])
+        out, _ = redact(segments, [group])
         times.append(time.perf_counter() - started)
     return out, statistics.median(times)
 
@@ -798,7 +801,7 @@ class GroupResult:
 def run_group(
     group: str, calls: Sequence[CallTruth], transcripts: dict[str, tuple[list[Segment], float]]
 ) -> GroupResult:
-    types = redaction.GROUPS[group]
+    types = vocabulary.GROUPS[group]
     result = GroupResult(group, [], [], 0, 0.0, {})
     for call in calls:
         segments = transcripts[call.name][0]
@@ -821,7 +824,7 @@ def pct(value: float | None, digits: int = 1) -> str:
 
 
 def summary(result: GroupResult, audio: float, transcribe: float) -> dict[str, Any]:
-    cards = [v for v in result.values if v.type == redaction.CARD_NUMBER]
+    cards = [v for v in result.values if v.type == vocabulary.CARD_NUMBER]
     over_words = sum(len(o.words) for o in result.overs)
     return {
         "card_digit_recall": share(sum(v.removed for v in cards), sum(v.heard for v in cards)),
@@ -847,7 +850,7 @@ def type_table(result: GroupResult) -> list[str]:
         "| type | values | chars said | heard | removed | recall | values leaking |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    kinds = sorted({v.type for v in result.values}, key=redaction.PRIORITY.index)
+    kinds = sorted({v.type for v in result.values}, key=vocabulary.PRIORITY.index)
     for kind in [*kinds, "all"]:
         rows = [v for v in result.values if kind in ("all", v.type)]
         said, heard = sum(v.said for v in rows), sum(v.heard for v in rows)

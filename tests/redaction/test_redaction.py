@@ -6,9 +6,11 @@ import re
 
 import pytest
 
-from whisperq.redaction import detection as redaction
-from whisperq.redaction.detection import digit_runs, redact, tokenize
+from whisperq.redaction.numbers import digit_runs, luhn_valid
+from whisperq.redaction.rewriting import Redaction, redact
+from whisperq.redaction.tokens import tokenize
 from whisperq.schemas import Segment, Word
+from whisperq.vocabulary import compile_user_patterns, expand_groups
 
 CARD = "4532015112830366"  # Luhn-valid test Visa
 CARD_WORDS = "four five three two zero one five one one two eight three zero three six six"
@@ -37,7 +39,7 @@ def wseg(text: str, start: float = 0.0, step: float = 0.5, **kw: object) -> Segm
     )
 
 
-def types(redactions: list[redaction.Redaction]) -> list[str]:
+def types(redactions: list[Redaction]) -> list[str]:
     return [r["type"] for r in redactions]
 
 
@@ -133,7 +135,7 @@ def test_card_split_across_segments_gets_a_tag_in_each_and_one_redaction() -> No
 
 def test_misheard_card_near_card_word_is_redacted() -> None:
     misheard = "4532 0151 1283 0367"  # one digit off: fails Luhn
-    assert not redaction.luhn_valid(misheard.replace(" ", ""))
+    assert not luhn_valid(misheard.replace(" ", ""))
     out, found = redact([seg(f"the long number on my card is {misheard}")], ["pci"])
     assert types(found) == ["CARD_NUMBER"]
     assert out[0].text == "the long number on my card is [CARD_NUMBER]"
@@ -286,17 +288,17 @@ def test_user_pattern_on_normalised_text() -> None:
 
 def test_bad_user_pattern_and_group_are_refused() -> None:
     with pytest.raises(ValueError, match="user pattern"):
-        redaction.compile_user_patterns({"x": "("})
+        compile_user_patterns({"x": "("})
     with pytest.raises(ValueError, match="letters"):
-        redaction.compile_user_patterns({"bad name": "x"})
+        compile_user_patterns({"bad name": "x"})
     with pytest.raises(ValueError, match="unknown redaction group"):
         redact([seg("hi")], ["pcii"])
 
 
 def test_groups() -> None:
-    assert redaction.expand_groups(["pci"]) == {"CARD_NUMBER", "CVV", "EXPIRY"}
-    assert redaction.expand_groups(["pii"]) >= redaction.expand_groups(["pci"]) | {"EMAIL"}
-    assert redaction.expand_groups(["email"]) == {"EMAIL"}
+    assert expand_groups(["pci"]) == {"CARD_NUMBER", "CVV", "EXPIRY"}
+    assert expand_groups(["pii"]) >= expand_groups(["pci"]) | {"EMAIL"}
+    assert expand_groups(["email"]) == {"EMAIL"}
 
 
 # --- negatives --------------------------------------------------------------------------
@@ -314,7 +316,7 @@ def test_groups() -> None:
     ],
 )
 def test_negatives_are_not_redacted(text: str) -> None:
-    assert not redaction.luhn_valid("1234567890123456")
+    assert not luhn_valid("1234567890123456")
     out, found = redact([seg(text, 100, 105)], ["pii"])
     assert found == []
     assert out[0].text == text

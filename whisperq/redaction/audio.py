@@ -20,7 +20,7 @@ import numpy as np
 
 from whisperq.errors import AudioDecodeError
 from whisperq.schemas import RedactedSpan
-from whisperq.speech.engine import open_audio, valid_frames
+from whisperq.speech.audio import open_audio, valid_frames
 
 MARGIN_S: Final = 0.25  # word timings are ~0.1 s accurate; a clipped digit must not leak
 CONTENT_TYPE: Final = "audio/wav"
