@@ -36,6 +36,7 @@ from calls import LINES  # noqa: E402
 
 from whisperq.schemas import Segment, TranscriptionOptions  # noqa: E402
 from whisperq.speech import diarization, engine  # noqa: E402
+from whisperq.speech.audio import SAMPLE_RATE, stream_audio  # noqa: E402
 
 # Pairs a listener tells apart: another sex, or another accent and sex. (en-gb+m3 against
 # en-us is left out: the same male voice with another accent, close to one voice.)
@@ -124,7 +125,7 @@ def run_call(path: Path) -> tuple[list[Segment], np.ndarray, float, float]:
         loaded, path, TranscriptionOptions(word_timestamps=True), config
     )
     transcribing = time.perf_counter() - began
-    audio = np.concatenate([w.samples for w in engine.stream_audio(path)])
+    audio = np.concatenate([w.samples for w in stream_audio(path)])
     began = time.perf_counter()
     segments = diarization.diarize(audio, transcript.segments)
     return segments, audio, transcribing, time.perf_counter() - began
@@ -150,7 +151,7 @@ def main() -> None:
             segments, audio, asr, spent = run_call(path)
             wrong, words, right, turns = score(segments, reference)
             found = len({s.speaker for s in segments})
-            seconds = len(audio) / engine.SAMPLE_RATE
+            seconds = len(audio) / SAMPLE_RATE
             rows.append(
                 f"| {' / '.join(voices)} | {seconds:.0f} | {found} | {wrong / max(words, 1):.1%}"
                 f" | {right}/{turns} | {spent / seconds * 3600:.0f} | {spent / asr:.1%} |"

@@ -6,7 +6,7 @@ Each measurement runs in its own process, so each peak RSS is its own:
 
   (a) whole file: ``faster_whisper.decode_audio`` of the whole file, nothing else (the
       least the whole-file path needs: transcribing adds the model and its features);
-  (b) stream, decode only: ``whisperq.speech.engine.stream_audio`` over the whole file;
+  (b) stream, decode only: ``whisperq.speech.audio.stream_audio`` over the whole file;
   (c) stream, transcribed: ``whisperq.speech.engine.transcribe_file``, the worker's path, with
       its model (tiny.en by default: it is the memory that is measured here, not speed).
 
@@ -68,10 +68,10 @@ def measure(mode: str, path: Path, model: str) -> dict:
         seconds = len(decode_audio(str(path), sampling_rate=16_000)) / 16_000
         windows = 1
     elif mode == "stream":
-        from whisperq.speech import engine
+        from whisperq.speech.audio import SAMPLE_RATE, stream_audio
 
-        lengths = [len(window.samples) for window in engine.stream_audio(path)]
-        seconds, windows = sum(lengths) / engine.SAMPLE_RATE, len(lengths)
+        lengths = [len(window.samples) for window in stream_audio(path)]
+        seconds, windows = sum(lengths) / SAMPLE_RATE, len(lengths)
     else:
         from whisperq.schemas import TranscriptionOptions
         from whisperq.speech import engine

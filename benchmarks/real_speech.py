@@ -28,7 +28,7 @@ and transcribes every condition, each system in its own process, with
               under 29 s several to one 30 s window (engine.transcribe_packed), told
               language="en"; the stereo calls as the engine does them (split), also
               with language="en"
-  unguarded   the engine without its invented-text guard (engine.invented): the guard's
+  unguarded   the engine without its invented-text guard (guard.invented): the guard's
               effect on real speech (not run by default)
 
 WER is jiwer's over all files of a condition, after Whisper's English normaliser (as in
@@ -313,7 +313,7 @@ def run_baseline(
 def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True) -> dict[str, Any]:
     """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks,
     each with its own model, files handed out as they free up (as in throughput.py).
-    ``guard=False``: without the invented-text guard (``engine.invented``), to measure it."""
+    ``guard=False``: without the invented-text guard (``guard.invented``), to measure it."""
     return in_engine_processes(model_name, plan, _engine_group, group=1, guard=guard)
 
 
@@ -395,9 +395,10 @@ def _load_engine(
 ) -> None:
     global _engine
     from whisperq.speech import engine
+    from whisperq.speech import guard as invented_text
 
     if not guard:
-        engine.invented = lambda *_: False  # type: ignore[assignment]
+        invented_text.invented = lambda *_: False  # type: ignore[assignment]
 
     config = engine.EngineConfig(model=model_name, batch_size=batch_size, concurrency=processes)
     _engine = (engine.load_model(config), config)
@@ -424,12 +425,13 @@ def _packed_group(items: list[dict]) -> list[list[str]]:
     a file too long to share a window (or one that is not one voice) alone."""
     from whisperq.schemas import TranscriptionOptions
     from whisperq.speech import engine
+    from whisperq.speech.audio import short_audio
 
     loaded, config = _engine
     options = TranscriptionOptions(language="en")
     if any(item["stereo"] for item in items) or not engine.packable(options, loaded):
         return [_engine_texts(item, language="en") for item in items]
-    audios = {i: engine.short_audio(item["path"], options) for i, item in enumerate(items)}
+    audios = {i: short_audio(item["path"], options) for i, item in enumerate(items)}
     short = {i: audio for i, audio in audios.items() if audio is not None}
     packed = engine.transcribe_packed(loaded, list(short.values()), options, config)
     transcripts = dict(zip(short, packed, strict=True))

@@ -10,6 +10,7 @@ import pytest
 
 from whisperq.schemas import Segment, TranscriptionOptions, Word
 from whisperq.speech import diarization, engine
+from whisperq.speech.audio import stream_audio
 
 # Two voices a listener tells apart at once (en-gb+m3 against en-us is too close to be a
 # fair two-speaker call: the same synthesiser's male voice with another accent).
@@ -52,7 +53,7 @@ def transcribe(path: Path) -> tuple[np.ndarray, list[Segment]]:
     loaded = engine.load_model(config)
     options = TranscriptionOptions(word_timestamps=True)
     transcript = engine.transcribe_file(loaded, path, options, config)
-    audio = np.concatenate([w.samples for w in engine.stream_audio(path)])
+    audio = np.concatenate([w.samples for w in stream_audio(path)])
     return audio, transcript.segments
 
 

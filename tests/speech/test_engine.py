@@ -6,24 +6,25 @@ import numpy as np
 import pytest
 from faster_whisper import decode_audio
 
+from whisperq.errors import AudioDecodeError
 from whisperq.schemas import Segment, TranscriptionOptions
-from whisperq.speech import engine
+from whisperq.speech import audio, engine, guard, segments
 
 from helpers import CLEAR_SENTENCE, word_error_rate
 
-RATE = engine.SAMPLE_RATE
+RATE = audio.SAMPLE_RATE
 
 
 def test_the_cut_falls_in_the_quiet_stretch():
     rng = np.random.default_rng(0)
     samples = rng.normal(0, 0.3, RATE * 10).astype(np.float32)
     samples[int(RATE * 6.2) : int(RATE * 6.6)] = 0.0  # 0.4 s of silence
-    cut = engine.quietest_cut(samples, RATE * 5, RATE * 8)
+    cut = audio.quietest_cut(samples, RATE * 5, RATE * 8)
     assert RATE * 6.2 <= cut <= RATE * 6.6
 
 
 def test_a_search_range_shorter_than_a_frame_cuts_at_its_end():
-    assert engine.quietest_cut(np.ones(100, dtype=np.float32), 10, 20) == 20
+    assert audio.quietest_cut(np.ones(100, dtype=np.float32), 10, 20) == 20
 
 
 def _beeps(path, seconds: int, rate: int = 8000, channels: int = 1):
@@ -37,7 +38,7 @@ def _beeps(path, seconds: int, rate: int = 8000, channels: int = 1):
 def test_windows_cover_the_file_exactly_and_end_in_silence(tmp_path):
     path = _beeps(tmp_path / "beeps.wav", 30)
     whole = decode_audio(str(path), sampling_rate=RATE)
-    windows = list(engine.stream_audio(path, window_seconds=7, search_seconds=2))
+    windows = list(audio.stream_audio(path, window_seconds=7, search_seconds=2))
 
     assert 5 <= len(windows) <= 6  # 30 s in windows of 5 to 7 s
     joined = np.concatenate([window.samples for window in windows])
@@ -55,7 +56,7 @@ def test_windows_cover_the_file_exactly_and_end_in_silence(tmp_path):
 
 def test_stereo_and_telephone_rates_come_out_16k_mono(tmp_path):
     path = _beeps(tmp_path / "stereo.wav", 4, rate=8000, channels=2)
-    (window,) = engine.stream_audio(path)
+    (window,) = audio.stream_audio(path)
     assert window.samples.dtype == np.float32
     assert window.samples.ndim == 1
     assert len(window.samples) == pytest.approx(4 * RATE, abs=RATE // 100)
@@ -64,22 +65,22 @@ def test_stereo_and_telephone_rates_come_out_16k_mono(tmp_path):
 def test_what_is_not_audio_is_a_decode_error(tmp_path):
     garbage = tmp_path / "notes.wav"
     garbage.write_bytes(b"this is not a recording" * 100)
-    with pytest.raises(engine.AudioDecodeError, match="cannot decode audio"):
-        list(engine.stream_audio(garbage))
+    with pytest.raises(AudioDecodeError, match="cannot decode audio"):
+        list(audio.stream_audio(garbage))
     empty = tmp_path / "empty.wav"
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", str(empty), "trim", "0", "0"], check=True)
-    with pytest.raises(engine.AudioDecodeError, match="no audio samples"):
-        list(engine.stream_audio(empty))
+    with pytest.raises(AudioDecodeError, match="no audio samples"):
+        list(audio.stream_audio(empty))
 
 
 def test_segments_move_to_the_files_time_and_the_prompt_is_the_tail():
     segment = Segment(start=1.0, end=2.5, text="hello", avg_logprob=-0.1, no_speech_prob=0.0)
-    assert engine.shift(segment, 600.0).start == 601.0
-    assert engine.shift(segment, 600.0).end == 602.5
+    assert segments.shift(segment, 600.0).start == 601.0
+    assert segments.shift(segment, 600.0).end == 602.5
     many = [segment.model_copy(update={"text": f"w{i} x{i}"}) for i in range(40)]
-    prompt = engine.context_prompt(many, max_words=6)
+    prompt = segments.context_prompt(many, max_words=6)
     assert prompt == "w37 x37 w38 x38 w39 x39"
-    assert engine.context_prompt([]) is None
+    assert segments.context_prompt([]) is None
 
 
 def test_a_file_longer_than_a_window_is_transcribed_in_the_files_time(make_speech, tmp_path):
@@ -120,7 +121,7 @@ def test_a_file_longer_than_a_window_is_transcribed_in_the_files_time(make_speec
     ],
 )
 def test_invented_text_is_told_from_short_real_answers(no_speech, logprob, ratio, seconds, made_up):
-    assert engine.invented(no_speech, logprob, ratio, seconds) is made_up
+    assert guard.invented(no_speech, logprob, ratio, seconds) is made_up
 
 
 def test_a_truncated_fragment_gives_no_text_even_batched(make_speech, tmp_path):

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from whisperq import storage
+from whisperq.errors import WorkerUnfit
 from whisperq.messages import encode_job_message
 from whisperq.schemas import Segment, TranscriptionJob, TranscriptionOptions, TranscriptResult, Word
 from whisperq.speech import engine, packing
+from whisperq.speech.audio import short_audio
 from whisperq.worker import packs as short_jobs
 from whisperq.worker.heartbeat import MessageHandle
-from whisperq.worker.runner import JobRunner, WorkerUnfit
+from whisperq.worker.runner import JobRunner
 
 from helpers import result_keys, upload_job, words
 
@@ -216,7 +218,7 @@ def test_packed_files_get_their_own_words_in_their_own_time(tiny, make_speech, t
     loaded, config = tiny
     options = TranscriptionOptions(word_timestamps=True)
     paths = {name: make_speech(tmp_path / name, text) for name, (text, _) in SHORT_CALLS.items()}
-    audios = [engine.short_audio(path, options) for path in paths.values()]
+    audios = [short_audio(path, options) for path in paths.values()]
     assert all(audio is not None for audio in audios)
 
     packed = engine.transcribe_packed(loaded, audios, options, config)
@@ -244,7 +246,7 @@ def test_packed_files_get_their_own_words_in_their_own_time(tiny, make_speech, t
 def test_silence_packed_with_speech_stays_empty_and_takes_no_words(tiny, make_speech, tmp_path):
     loaded, config = tiny
     options = TranscriptionOptions()
-    speech = engine.short_audio(make_speech(tmp_path / "s.wav", SHORT_CALLS["a.wav"][0]), options)
+    speech = short_audio(make_speech(tmp_path / "s.wav", SHORT_CALLS["a.wav"][0]), options)
     silence = np.zeros(seconds(4), np.float32)
     quiet, spoken = engine.transcribe_packed(loaded, [silence, speech], options, config)
     assert quiet.text == "" and quiet.segments == []
@@ -256,9 +258,9 @@ def test_silence_packed_with_speech_stays_empty_and_takes_no_words(tiny, make_sp
 
 def test_only_files_that_can_share_a_window_are_short(make_speech, tmp_path):
     long = make_speech(tmp_path / "long.wav", "one two three four five six seven " * 12)
-    assert engine.short_audio(long, TranscriptionOptions()) is None  # over 29 s
+    assert short_audio(long, TranscriptionOptions()) is None  # over 29 s
     stereo = make_speech(tmp_path / "st.wav", "hello there", channels=2)  # the same both sides
-    audio = engine.short_audio(stereo, TranscriptionOptions())
+    audio = short_audio(stereo, TranscriptionOptions())
     assert audio is not None and audio.ndim == 1
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from whisperq.schemas import Segment, Word, words_text
 
-SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as engine.stream_audio does
+SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as audio.stream_audio does
 WEIGHTS: Final = Path(__file__).resolve().parents[1] / "data" / "speaker_encoder" / "ge2e.npz"
 
 # The encoder's own front end, as it was trained: 25 ms frames every 10 ms, 40 mel bands

@@ -1,7 +1,10 @@
 """The faster-whisper engine: load the model once per process, transcribe.
 
-Finding and verifying the model is whisperq.speech.model_files' job (resolve_model,
-re-exported here).
+Its parts sit beside it in whisperq.speech: ``audio`` decodes files to 16 kHz samples,
+``guard`` drops text Whisper made up, ``languages`` labels a multilingual file's segments,
+``segments`` turns faster-whisper's segments into whisperq's, ``packing`` lays short files
+in one window, and ``model_files`` finds and verifies the model (resolve_model, re-exported
+here).
 
 Nothing here knows about S3 or Celery: audio in (a path), segments out.
 """
@@ -10,51 +13,45 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from whisperq.errors import AudioDecodeError, ModelError, OptionNotServed
+from whisperq.errors import ModelError, OptionNotServed
 from whisperq.schemas import (
     DEFAULT_SPEAKERS,
     ChannelInfo,
-    LanguageShare,
     ModelInfo,
     Segment,
     TranscriptionOptions,
-    Word,
 )
 from whisperq.speech import packing
+
+# The worker uses SAMPLE_RATE, short_audio and language_shares through the engine
+# (engine.short_audio, ...): they live in audio and languages, and are re-exported here.
+from whisperq.speech.audio import (  # noqa: F401 (re-exported)
+    SAMPLE_RATE,
+    choose_channel_mode,
+    decoded_as_stereo,
+    short_audio,
+    stream_audio,
+)
+from whisperq.speech.guard import made_up, share_in_doubt
+from whisperq.speech.languages import (  # noqa: F401 (re-exported)
+    in_their_own_languages,
+    language_shares,
+)
 from whisperq.speech.model_files import (  # noqa: F401 (re-exported)
     MODEL_CACHE,
     assemble_base_model,
     resolve_model,
 )
+from whisperq.speech.segments import context_prompt, label, segment_of, shift
 
-SAMPLE_RATE = 16_000
+BATCHED_MIN_SILENCE_MS = 600  # batched decoding's VAD cuts (see transcribe)
 
-# The invented-text guard (``invented``). Whisper's own rule for "nothing was said" -- a
-# window it thinks holds no speech, decoded with low confidence -- which faster-whisper
-# applies only when decoding sequentially: batched decoding turned a 0.09 s fragment into
-# "you." (no_speech 0.77, avg_logprob -1.84).
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-# Text this improbable is invented whatever no_speech says: a ringing tone without VAD
-# came back as "Byzantium - louder than x9 here" (avg_logprob -4.07) and "Arrgh,
-# ac'n est!" (-2.16).
-INVENTED_LOG_PROB = -2.0
-# A repetition loop: the same tone without VAD, once the invented text above was dropped,
-# gave "N-N-N-N-..." at avg_logprob -0.08 (sure of itself) and a gzip ratio far above
-# Whisper's own 2.4 limit, which it keeps when every temperature fails.
-LOOP_COMPRESSION_RATIO = 2.4
-# A segment too short to hold a word, which the model doubts holds speech: tiny.en, batched,
-# heard "Thank you." in a 0.09 s fragment (no_speech 0.80, avg_logprob -0.91).
-MIN_WORD_SECONDS = 0.3
-BATCHED_MIN_SILENCE_MS = 600
 # Silero VAD's settings (faster-whisper's VadOptions), measured on real speech
 # (benchmarks/real_speech.py, BENCHMARKS.md): at its default threshold (0.5) Silero misses
 # real speech on telephone audio -- it kept 5.8 s of a 25.7 s 8 kHz recording of one man
@@ -201,139 +198,6 @@ def load_model(config: EngineConfig) -> LoadedModel:
     return loaded
 
 
-@dataclass(frozen=True)
-class AudioWindow:
-    offset: float  # seconds from the start of the file
-    samples: np.ndarray  # 16 kHz float32: shape (n,) mono, or (2, n) left and right
-
-
-def quietest_cut(samples: np.ndarray, low: int, high: int, frame: int = SAMPLE_RATE // 20) -> int:
-    """Where in ``samples[low:high]`` a window can end without cutting a word: the middle of
-    the quietest ``frame``-long stretch (by mean energy)."""
-    region = samples[low:high]
-    frames = len(region) // frame
-    if frames == 0:
-        return high
-    energy = np.square(region[: frames * frame].reshape(frames, frame)).mean(axis=1)
-    quietest = frames - 1 - int(np.argmin(energy[::-1]))  # the latest of equals: long windows
-    return low + quietest * frame + frame // 2
-
-
-def stream_audio(
-    path: str | Path,
-    window_seconds: float = 600.0,
-    search_seconds: float = 15.0,
-    stereo: bool = False,
-) -> Iterator[AudioWindow]:
-    """Decode any audio file to 16 kHz float32 (mono, or left and right), a window at a time.
-
-    Each window ends at the quietest point of its last ``search_seconds``, so a word is
-    rarely cut in two. Memory holds one window, not the file. No temporary WAV is written.
-    """
-    window = int(window_seconds * SAMPLE_RATE)
-    search = min(window // 2, int(search_seconds * SAMPLE_RATE))
-    pending: list[np.ndarray] = []
-    pending_samples = 0
-    offset = 0
-    for chunk in _decoded_chunks(path, stereo):
-        pending.append(chunk)
-        pending_samples += chunk.shape[-1]
-        while pending_samples >= window:
-            buffer = np.concatenate(pending, axis=-1)
-            loudness = buffer.mean(axis=0) if stereo else buffer
-            cut = quietest_cut(loudness, window - search, window)
-            yield AudioWindow(offset / SAMPLE_RATE, buffer[..., :cut])
-            offset += cut
-            pending, pending_samples = [buffer[..., cut:]], buffer.shape[-1] - cut
-    if pending_samples:
-        yield AudioWindow(offset / SAMPLE_RATE, np.concatenate(pending, axis=-1))
-    elif offset == 0:
-        raise AudioDecodeError("the file holds no audio samples")
-
-
-def decoded_as_stereo(path: str | Path, options: TranscriptionOptions) -> bool:
-    """Whether the file is decoded as left and right (to split or to choose), not mono."""
-    return options.channels != "mix" and audio_channels(path) >= 2
-
-
-def audio_channels(path: str | Path) -> int:
-    """How many channels the file's first audio stream has."""
-    with open_audio(path) as container:
-        return container.streams.audio[0].codec_context.channels
-
-
-def open_audio(path: str | Path) -> Any:
-    import av
-
-    try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
-    except Exception as error:
-        raise AudioDecodeError(f"cannot decode audio: {error}") from error
-    if not container.streams.audio:
-        container.close()
-        raise AudioDecodeError("the file has no audio stream")
-    return container
-
-
-def _decoded_chunks(path: str | Path, stereo: bool = False) -> Iterator[np.ndarray]:
-    """The file's audio as 16 kHz float32 pieces of about half a minute: shape (n,) for
-    mono (FFmpeg's downmix), (2, n) for stereo."""
-    import av
-
-    layout = "stereo" if stereo else "mono"
-    with open_audio(path) as container:
-        # 16-bit, as faster-whisper's decode_audio does: the same samples to the bit. Decoding
-        # is that sensitive: 1e-5 of noise moved one call's batched WER from 0.14 to 0.32.
-        resampler = av.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
-        # Resampling frames in groups is several times faster than one frame at a time.
-        fifo = av.AudioFifo()
-        try:
-            for frame in valid_frames(container.decode(audio=0)):
-                frame.pts = None
-                fifo.write(frame)
-                if fifo.samples >= SAMPLE_RATE * 30:
-                    yield from _resampled(resampler, fifo.read(), stereo)
-            if fifo.samples:
-                yield from _resampled(resampler, fifo.read(), stereo)
-            yield from _resampled(resampler, None, stereo)  # what the resampler still holds
-        except av.FFmpegError as error:
-            raise AudioDecodeError(f"cannot decode audio: {error}") from error
-
-
-def valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
-    """Skip frames FFmpeg reports as invalid (a damaged stretch), as faster-whisper does."""
-    import av
-
-    iterator = iter(frames)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except av.InvalidDataError:
-            continue
-
-
-def _resampled(resampler: Any, frame: Any, stereo: bool) -> Iterator[np.ndarray]:
-    for out in resampler.resample(frame):
-        planes = out.to_ndarray().astype(np.float32) / 32768.0  # planar: a row per channel
-        yield planes if stereo else planes.reshape(-1)
-
-
-def choose_channel_mode(left: np.ndarray, right: np.ndarray) -> str:
-    """ "split" when the two channels carry different speech, else "mix".
-
-    Mix when one side is silent (over 20 dB quieter: a mono call in a stereo file) or
-    when the sides are the same signal (correlation over 0.8: dual mono). Two speakers on
-    their own channels correlate near 0, even with some echo of the other side.
-    """
-    loudness = [float(np.sqrt(np.mean(np.square(side)))) for side in (left, right)]
-    if min(loudness) < 0.1 * max(loudness) or max(loudness) < 1e-4:
-        return "mix"
-    correlation = float(np.corrcoef(left, right)[0, 1])
-    return "mix" if correlation > 0.8 else "split"
-
-
 @dataclass
 class _Track:
     """One voice being transcribed: the mix, or one channel of a split file."""
@@ -451,30 +315,6 @@ def packable(options: TranscriptionOptions, loaded: LoadedModel) -> bool:
     )
 
 
-def short_audio(
-    path: str | Path, options: TranscriptionOptions, limit: float = packing.WINDOW_SECONDS
-) -> np.ndarray | None:
-    """The file as mono 16 kHz samples when it is no longer than ``limit`` seconds and
-    can be transcribed as one voice (mono, or a stereo file that ``options.channels``
-    or ``choose_channel_mode`` mixes), else None. Stops decoding once past the limit."""
-    stereo = decoded_as_stereo(path, options)
-    chunks: list[np.ndarray] = []
-    samples = 0
-    for chunk in _decoded_chunks(path, stereo):
-        chunks.append(chunk)
-        samples += chunk.shape[-1]
-        if samples > limit * SAMPLE_RATE:
-            return None
-    if not samples:
-        raise AudioDecodeError("the file holds no audio samples")
-    audio = np.concatenate(chunks, axis=-1)
-    if not stereo:
-        return audio
-    if options.channels == "auto" and choose_channel_mode(audio[0], audio[1]) == "split":
-        return None
-    return audio.mean(axis=0)
-
-
 def transcribe_packed(
     loaded: LoadedModel,
     audios: list[np.ndarray],
@@ -540,132 +380,6 @@ def _with_speakers(
     return found
 
 
-def _in_their_own_languages(
-    loaded: LoadedModel,
-    audio: np.ndarray,
-    segments: list[Segment],
-    decoded_in: str,
-    decoding: dict[str, Any],
-) -> list[Segment]:
-    """Each segment labelled with its language; a segment in another language than the one
-    its window was decoded in is decoded again, alone, in its own (faster-whisper picks one
-    language per 30 s window: a German sentence between two English ones came back as
-    English-sounding nonsense)."""
-    done: list[Segment] = []
-    for segment in segments:
-        clip = segment_audio(audio, segment)
-        language = clip_language(loaded, clip)
-        if language == decoded_in:
-            done.append(segment.model_copy(update={"language": language}))
-            continue
-        again = decoding | {
-            "language": language,
-            "multilingual": False,
-            "vad_filter": False,
-            "initial_prompt": None,
-        }
-        again.pop("clip_timestamps", None)
-        again.pop("vad_parameters", None)
-        parts, _ = loaded.model.transcribe(clip, **again)
-        redone = [
-            shift(_segment_of(part), segment.start).model_copy(update={"language": language})
-            for part in parts
-            if part.text.strip() and not _made_up(part)
-        ]
-        done += redone or [segment.model_copy(update={"language": language})]
-    return done
-
-
-def _segment_of(segment: Any) -> Segment:
-    """faster-whisper's segment as whisperq stores it."""
-    return Segment(
-        start=round(segment.start, 3),
-        end=round(segment.end, 3),
-        text=segment.text.strip(),
-        avg_logprob=segment.avg_logprob,
-        no_speech_prob=segment.no_speech_prob,
-        words=None
-        if segment.words is None
-        else [
-            Word(
-                start=round(word.start, 3),
-                end=round(word.end, 3),
-                word=word.word.strip(),
-                probability=round(word.probability, 4),
-            )
-            for word in segment.words
-        ],
-    )
-
-
-def segment_audio(audio: np.ndarray, segment: Segment) -> np.ndarray:
-    """The samples of one segment (at least one)."""
-    first, last = int(segment.start * SAMPLE_RATE), int(segment.end * SAMPLE_RATE)
-    return audio[first : max(last, first + 1)]
-
-
-def clip_language(loaded: LoadedModel, clip: np.ndarray) -> str:
-    """The language spoken in one segment's audio: Whisper's language detection on it
-    alone (faster-whisper's ``multilingual`` switches the decoder per window but does not
-    say which language each segment is in)."""
-    language, _, _ = loaded.model.detect_language(clip)
-    return str(language)
-
-
-def language_shares(segments: list[Segment]) -> list[LanguageShare]:
-    """Each language's share of the segments' time, largest first."""
-    seconds: dict[str, float] = {}
-    for segment in segments:
-        if segment.language:
-            seconds[segment.language] = (
-                seconds.get(segment.language, 0.0) + segment.end - segment.start
-            )
-    total = sum(seconds.values()) or 1.0
-    return [
-        LanguageShare(language=lang, seconds=round(time, 3), share=round(time / total, 4))
-        for lang, time in sorted(seconds.items(), key=lambda item: -item[1])
-    ]
-
-
-def invented(
-    no_speech_prob: float, avg_logprob: float, compression_ratio: float, seconds: float
-) -> bool:
-    """Whether a decoded segment (``seconds`` long) is text Whisper made up rather than
-    heard: silence, a tone, line noise, a fragment too short to hold a word. Real short
-    answers ("yes", "no", "okay": 1 s, no_speech 0.2-0.45, avg_logprob -0.3 to -0.9) pass."""
-    doubts_speech = no_speech_prob > NO_SPEECH_THRESHOLD
-    return (
-        (doubts_speech and avg_logprob < LOG_PROB_THRESHOLD)
-        or (doubts_speech and seconds < MIN_WORD_SECONDS)
-        or avg_logprob < INVENTED_LOG_PROB
-        or compression_ratio > LOOP_COMPRESSION_RATIO
-    )
-
-
-def share_in_doubt(segments: list[Segment]) -> bool:
-    """Whether one file's share of a packed window (decoded once, with no fallback) fails
-    the checks Whisper applies to a window before it falls back to sampling: a repetition
-    loop (its text over its zlib-compressed length above ``LOOP_COMPRESSION_RATIO``) or an
-    unsure decode (mean log probability under ``LOG_PROB_THRESHOLD``, here of the file's
-    own words: a segment may span files). Per file: several files saying the same thing
-    are not a loop."""
-    text = " ".join(segment.text for segment in segments).encode()
-    looping = bool(text) and len(text) / len(zlib.compress(text)) > LOOP_COMPRESSION_RATIO
-    chances = [word.probability for segment in segments for word in segment.words or []]
-    mean_log = float(np.mean(np.log(np.maximum(chances, 1e-6)))) if chances else 0.0
-    return looping or mean_log < LOG_PROB_THRESHOLD
-
-
-def _made_up(segment: Any, loop_check: bool = True) -> bool:
-    """:func:`invented`, for a segment as faster-whisper yields it."""
-    return invented(
-        segment.no_speech_prob,
-        segment.avg_logprob,
-        segment.compression_ratio if loop_check else 0.0,
-        segment.end - segment.start,
-    )
-
-
 def vad_on(options: TranscriptionOptions, config: EngineConfig) -> bool:
     """The batch's VAD choice, else the worker's."""
     return config.vad if options.vad is None else options.vad
@@ -685,38 +399,6 @@ def speech_clips(audio: np.ndarray) -> list[tuple[float, float]]:
         (round(r["start"] / SAMPLE_RATE, 3), round(r["end"] / SAMPLE_RATE, 3))
         for r in get_speech_timestamps(audio, vad)
     ]
-
-
-def shift(segment: Segment, seconds: float) -> Segment:
-    """A window's segment (and its words) in the file's time."""
-    if not seconds:
-        return segment
-
-    def moved(start: float, end: float) -> dict[str, float]:
-        return {"start": round(start + seconds, 3), "end": round(end + seconds, 3)}
-
-    words = None
-    if segment.words is not None:
-        words = [word.model_copy(update=moved(word.start, word.end)) for word in segment.words]
-    return segment.model_copy(update=moved(segment.start, segment.end) | {"words": words})
-
-
-def label(segment: Segment, speaker: str | None, channel: int | None) -> Segment:
-    """Who said it: on the segment and on each of its words."""
-    if speaker is None:
-        return segment
-    who = {"speaker": speaker, "channel": channel}
-    words = None
-    if segment.words is not None:
-        words = [word.model_copy(update=who) for word in segment.words]
-    return segment.model_copy(update=who | {"words": words})
-
-
-def context_prompt(segments: list[Segment], max_words: int = 50) -> str | None:
-    """The last words of a window, to prompt the next one with (Whisper's prompt holds
-    at most 223 tokens; 50 words stay well inside it)."""
-    words = " ".join(segment.text for segment in segments).split()
-    return " ".join(words[-max_words:]) or None
 
 
 def transcribe(
@@ -794,12 +476,12 @@ def transcribe(
             }
         segments, info = loaded.model.transcribe(audio, **decoding)
     result = [
-        _segment_of(segment)
+        segment_of(segment)
         for segment in segments  # a generator: decoding happens here
-        if not _made_up(segment, loop_check=not one_pass)
+        if not made_up(segment, loop_check=not one_pass)
     ]
     if options.multilingual:
-        result = _in_their_own_languages(loaded, audio, result, info.language, decoding)
+        result = in_their_own_languages(loaded.model, audio, result, info.language, decoding)
     return Transcript(
         segments=result,
         language=info.language,
