@@ -9,7 +9,6 @@ us-east-1 for a stack in eu-west-1, the image's model against the stack's GPU de
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shlex
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from test_infra import Mocks
+from pulumi_mocks import AwsMocks
 from whisperq_infra import userdata
 from whisperq_infra.config import capacity_weights, instance_capacity, parse_config
 from whisperq_infra.deployment import STOCK_IMAGES, build_image_command
@@ -141,13 +140,13 @@ def worker_env(text: str) -> dict[str, str]:
     }
 
 
-def run_program(compute: str, image: str, tmp_path: Path, monkeypatch) -> Mocks:
+def run_program(compute: str, image: str, tmp_path: Path, monkeypatch) -> AwsMocks:
     import whisperq_infra.deployment as deployment_module
     from whisperq_infra.deployment import Deployment
 
     (tmp_path / wheel_name()).write_bytes(b"wheel")
     monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
-    mocks = Mocks(images_built=image == "baked")
+    mocks = AwsMocks(images_built=image == "baked")
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack="consistency", preview=False)
 
     @pulumi.runtime.test
@@ -158,11 +157,6 @@ def run_program(compute: str, image: str, tmp_path: Path, monkeypatch) -> Mocks:
     return mocks
 
 
-def user_data(mocks: Mocks) -> str:
-    template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
-    return base64.b64decode(template["userData"]).decode()
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[tuple[str, str], str]:
     """The user data of every (compute, image) pair, as the program renders it."""
@@ -171,7 +165,7 @@ def rendered(tmp_path_factory) -> dict[tuple[str, str], str]:
         for compute in defaults.COMPUTE_KINDS:
             for image in ("baked", "stock"):
                 mocks = run_program(compute, image, tmp_path_factory.mktemp("dist"), patch)
-                found[compute, image] = user_data(mocks)
+                found[compute, image] = mocks.user_data()
     return found
 
 

@@ -3,8 +3,6 @@ what `pulumi up` would create, for compute=cpu and compute=gpu."""
 
 from __future__ import annotations
 
-import base64
-import fnmatch
 import json
 import re
 import subprocess
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
+from pulumi_mocks import ACCOUNT, REGION, ZONES, AwsMocks, auto_name, built_image
 from whisperq_infra.config import ConfigError, parse_config
 from whisperq_infra.iam import worker_policy
 from whisperq_infra.scaling import scaler_policy
@@ -20,107 +19,16 @@ from whisperq_infra.userdata import render_user_data
 
 from whisperq import defaults
 
-ACCOUNT, REGION = "123456789012", "eu-west-1"
-ZONES = {"subnet-a": "eu-west-1a", "subnet-b": "eu-west-1b", "subnet-c": "eu-west-1c"}
-
-
-def built_image(compute: str, model: str | None = None, image_id: str = "ami-whisperq-baked"):
-    """An image ami/ built in this account (name and tags as whisperq.pkr.hcl sets them)."""
-    tags = {"compute": compute, "model": model or defaults.MODEL[compute], "version": "0.1.0"}
-    return {"id": image_id, "name": f"whisperq-{compute}-0.1.0-20260101", "tags": tags}
-
-
-def _matches(image: dict, filters: list[dict]) -> bool:
-    for item in filters:
-        name, values = item["name"], item["values"]
-        if name == "name":
-            value = image["name"]
-        elif name == "image-id":
-            value = image["id"]
-        elif name.startswith("tag:"):
-            value = image["tags"].get(name[4:])
-        else:
-            raise AssertionError(f"the mock does not know filter {name}")
-        if value is None or not any(fnmatch.fnmatchcase(value, pattern) for pattern in values):
-            return False
-    return True
-
-
-class Mocks(pulumi.runtime.Mocks):
-    """Records every resource; answers the lookups the program makes: the images this
-    account owns (``images``; by default one per compute kind, of the default model), the
-    instance types the zones offer (``offered``; None = every type asked for)."""
-
-    def __init__(
-        self,
-        images_built: bool = True,
-        images: list[dict] | None = None,
-        offered: set[str] | None = None,
-    ) -> None:
-        if images is None:
-            images = [built_image(kind) for kind in defaults.COMPUTE_KINDS] if images_built else []
-        self.images = images
-        self.offered = offered
-        self.resources: dict[str, list[tuple[str, dict]]] = defaultdict(list)
-        self.ami_lookups: list[dict] = []
-        self.offering_lookups: list[dict] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        outputs = dict(args.inputs)
-        kind = args.typ.split(":")[1].split("/")[0]
-        outputs.setdefault("name", args.name)
-        outputs.setdefault("arn", f"arn:aws:{kind}:{REGION}:{ACCOUNT}:{args.name}")
-        if args.typ == "aws:s3/bucket:Bucket":
-            outputs.update(bucket=f"{args.name}-bucket", arn=f"arn:aws:s3:::{args.name}-bucket")
-        if args.typ == "aws:sqs/queue:Queue":
-            outputs["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{args.name}"
-        self.resources[args.typ].append((args.name, outputs))
-        return [f"{args.name}-id", outputs]
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        token, inputs = args.token, dict(args.args)
-        if token == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION}
-        if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root", "id": ACCOUNT}
-        if token == "aws:ec2/getVpc:getVpc":
-            return {"id": "vpc-default"}
-        if token == "aws:ec2/getSubnets:getSubnets":
-            return {"id": "subnets", "ids": list(ZONES)}
-        if token == "aws:ec2/getSubnet:getSubnet":
-            return {"id": inputs["id"], "availabilityZone": ZONES.get(inputs["id"], "eu-west-1a")}
-        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
-            self.offering_lookups.append(inputs)
-            filters = {item["name"]: item["values"] for item in inputs["filters"]}
-            asked = filters["instance-type"]
-            found = [name for name in asked if self.offered is None or name in self.offered]
-            return {
-                "id": REGION,
-                "instanceTypes": found,
-                "locations": [filters["location"][0]] * len(found),
-                "locationTypes": ["availability-zone"] * len(found),
-            }
-        if token == "aws:ec2/getAmi:getAmi":
-            self.ami_lookups.append(inputs)
-            filters = list(inputs.get("filters", []))
-            if inputs.get("owners") in (["self"], None):
-                own = [image for image in self.images if _matches(image, filters)]
-                if not own:  # as the provider answers a lookup that finds none
-                    return {}, [("", "Your query returned no results. Please change your search")]
-                return {"id": own[0]["id"], "name": own[0]["name"], "tags": own[0]["tags"]}
-            return {"id": "ami-stock"}
-        return {}
-
-    def one(self, typ: str, name: str | None = None) -> dict:
-        found = [out for n, out in self.resources[typ] if name is None or n == name]
-        assert len(found) == 1, (typ, name, [n for n, _ in self.resources[typ]])
-        return found[0]
+# the bucket's and queues' names, as AWS auto-names them
+BUCKET = auto_name("whisperq-data")
+JOBS, DEAD_LETTERS = auto_name("whisperq-jobs"), auto_name("whisperq-jobs-dlq")
+INGEST, INGEST_DEAD_LETTERS = auto_name("whisperq-ingest"), auto_name("whisperq-ingest-dlq")
 
 
 def deploy(raw: dict, images_built: bool = True, **mock_options):
     from whisperq_infra.deployment import Deployment
 
-    mocks = Mocks(images_built, **mock_options)
+    mocks = AwsMocks(images_built, **mock_options)
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack="test", preview=False)
     deployment = Deployment("whisperq", parse_config(raw))
     # resolved once the last resource of each component is registered
@@ -135,11 +43,6 @@ def deploy(raw: dict, images_built: bool = True, **mock_options):
         deployment.identity.profile.arn,
     )
     return mocks, deployment, done
-
-
-def user_data_of(mocks: Mocks) -> str:
-    template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
-    return base64.b64decode(template["userData"]).decode()
 
 
 @pulumi.runtime.test
@@ -250,7 +153,7 @@ def test_types_the_zones_do_not_offer_are_left_out_with_a_warning():
 def test_preview_stops_when_the_zones_offer_none_of_the_types():
     from whisperq_infra.deployment import Deployment
 
-    pulumi.runtime.set_mocks(Mocks(offered=set()), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(offered=set()), project="whisperq", stack="t", preview=True)
     with pytest.raises(ConfigError, match=r"None of the instance types .* is offered"):
         Deployment("whisperq", parse_config({}))
 
@@ -272,7 +175,7 @@ def test_gpu_tier_types_disk_and_the_image_of_its_model():
         template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
         assert template["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 80
         # the model, device and compute type are the image's (image.env), not worker.env's
-        text = user_data_of(mocks)
+        text = mocks.user_data()
         assert "WHISPERQ_MODEL" not in text and "WHISPERQ_DEVICE" not in text
         lookup = mocks.ami_lookups[0]
         assert lookup["owners"] == ["self"]
@@ -289,14 +192,14 @@ def test_an_image_of_another_model_stops_preview():
     from whisperq_infra.deployment import Deployment
 
     images = [built_image("gpu", "distil-large-v3", "ami-distil")]
-    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(images=images), project="whisperq", stack="t", preview=True)
     with pytest.raises(ConfigError) as error:
         Deployment("whisperq", parse_config({"compute": "gpu"}))
     message = str(error.value)
     assert "ami-distil: 'distil-large-v3'" in message and "whisperq:model 'large-v3'" in message
     assert "packer build -var compute=gpu -var region=eu-west-1 ami/" in message
     # the stack's model named explicitly when it is not the default
-    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(images=images), project="whisperq", stack="t", preview=True)
     with pytest.raises(
         ConfigError, match=re.escape("-var region=eu-west-1 -var model=tiny.en ami/")
     ):
@@ -315,20 +218,37 @@ def test_the_image_of_the_configured_model_is_picked():
     return done.apply(check)
 
 
+@pulumi.runtime.test
+def test_of_two_builds_of_the_model_the_newest_image_is_picked():
+    """A rebuilt image does not replace the old one: the lookup must ask for the most recent
+    (without it, the provider fails on a query with more than one result)."""
+    images = [
+        built_image("cpu", image_id="ami-older", created="2026-01-01T00:00:00.000Z"),
+        built_image("cpu", image_id="ami-newer", created="2026-03-01T00:00:00.000Z"),
+    ]
+    mocks, deployment, done = deploy({}, images=images)
+
+    def check(_):
+        assert mocks.one("aws:ec2/launchTemplate:LaunchTemplate")["imageId"] == "ami-newer"
+        assert (deployment.image.id, deployment.image.source) == ("ami-newer", "baked")
+
+    return done.apply(check)
+
+
 def test_a_configured_image_is_checked_by_its_model_tag():
     from whisperq_infra.deployment import Deployment
 
     images = [built_image("cpu", "tiny.en", "ami-0123")]
-    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(images=images), project="whisperq", stack="t", preview=True)
     with pytest.raises(
         ConfigError, match=re.escape("whisperq:amiId ami-0123 bakes model 'tiny.en'")
     ):
         Deployment("whisperq", parse_config({"amiId": "ami-0123"}))
-    pulumi.runtime.set_mocks(Mocks(images=images), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(images=images), project="whisperq", stack="t", preview=True)
     with pytest.raises(ConfigError, match=r"is a cpu image .* but whisperq:compute is gpu"):
         Deployment("whisperq", parse_config({"amiId": "ami-0123", "compute": "gpu"}))
     untagged = [{"id": "ami-mine", "name": "my-image", "tags": {}}]
-    pulumi.runtime.set_mocks(Mocks(images=untagged), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(AwsMocks(images=untagged), project="whisperq", stack="t", preview=True)
     deployment = Deployment("whisperq", parse_config({"amiId": "ami-mine"}))
     assert (deployment.image.id, deployment.image.source) == ("ami-mine", "configured")
     assert deployment.warnings == [
@@ -414,7 +334,7 @@ def test_queue_has_sse_long_polling_and_a_redrive_policy():
             "deadLetterTargetArn": dead["arn"],
             "maxReceiveCount": 8,
         }
-        assert "WHISPERQ_VISIBILITY_TIMEOUT=240" in user_data_of(mocks)
+        assert "WHISPERQ_VISIBILITY_TIMEOUT=240" in mocks.user_data()
         # item 13: SQS keeps a dead letter's first enqueue time, so the dead-letter queue
         # must keep messages longer than the job queue (14 days is SQS's maximum)
         assert (queue["messageRetentionSeconds"], dead["messageRetentionSeconds"]) == (
@@ -425,17 +345,14 @@ def test_queue_has_sse_long_polling_and_a_redrive_policy():
     return done.apply(check)
 
 
-def worker_statements(mocks: Mocks) -> dict[str, dict]:
-    policies = {
-        n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
-    }
-    return {s["Sid"]: s for s in policies["whisperq-worker"]["Statement"]}
+def worker_statements(mocks: AwsMocks) -> dict[str, dict]:
+    return {s["Sid"]: s for s in mocks.policy("whisperq-worker")["Statement"]}
 
 
 @pulumi.runtime.test
 def test_worker_role_allows_only_what_a_worker_does():
     mocks, _, done = deploy({})
-    bucket = "arn:aws:s3:::whisperq-data-bucket"
+    bucket = f"arn:aws:s3:::{BUCKET}"
     group = (
         f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:"
         "autoScalingGroupName/whisperq-test-workers"
@@ -453,9 +370,7 @@ def test_worker_role_allows_only_what_a_worker_does():
         }
         assert by_sid["ReadInputs"]["Resource"] == [f"{bucket}/inputs/*"]
         assert by_sid["WriteResults"]["Resource"] == [f"{bucket}/results/*"]
-        assert by_sid["WorkTheQueue"]["Resource"] == [
-            f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
-        ]
+        assert by_sid["WorkTheQueue"]["Resource"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{JOBS}"]
         assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [group]
         log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/test/workers"
         assert by_sid["ShipOwnLog"]["Resource"] == [log_group, f"{log_group}:*"]
@@ -493,7 +408,7 @@ def test_worker_role_allows_only_what_a_worker_does():
         ]
         granted = {a for s in by_sid.values() for a in s["Action"]}
         assert not any(a.startswith("ssm:Get") for a in granted)
-        assert not mocks.resources["aws:iam/rolePolicyAttachment:RolePolicyAttachment"]
+        assert not mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
         assert mocks.one("aws:iam/instanceProfile:InstanceProfile")
 
     return done.apply(check)
@@ -535,7 +450,7 @@ def test_termination_hook_waits_for_the_worker_to_hand_back():
         # time for the running job's grace after a notice, within a spot notice's two minutes
         assert hook["heartbeatTimeout"] > defaults.SPOT_GRACE_SECONDS
         assert hook["heartbeatTimeout"] <= defaults.SPOT_NOTICE_SECONDS
-        assert f"WHISPERQ_LIFECYCLE_HOOK={hook['name']}" in user_data_of(mocks).splitlines()
+        assert f"WHISPERQ_LIFECYCLE_HOOK={hook['name']}" in mocks.user_data().splitlines()
 
     return done.apply(check)
 
@@ -552,7 +467,7 @@ def test_scaler_lambda_runs_the_formula_every_minute():
         assert variables["MAX_INSTANCES"] == "20"
         assert variables["IDLE_MINUTES"] == "15"
         assert variables["GROUP_NAME"] == "whisperq-test-workers"
-        assert variables["QUEUE_URL"].endswith("/whisperq-jobs")
+        assert variables["QUEUE_URL"].endswith(f"/{JOBS}")
         rule = mocks.one("aws:cloudwatch/eventRule:EventRule")
         assert rule["scheduleExpression"] == "rate(1 minute)"
         assert mocks.one("aws:lambda/permission:Permission")["principal"] == "events.amazonaws.com"
@@ -565,14 +480,14 @@ def test_alarms_and_dashboard():
     mocks, _, done = deploy({})
 
     def check(_):
-        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarms = mocks.by_name("aws:cloudwatch/metricAlarm:MetricAlarm")
         dead = alarms["whisperq-monitoring-dead-letters"]
         assert (dead["metricName"], dead["threshold"], dead["comparisonOperator"]) == (
             "ApproximateNumberOfMessagesVisible",
             0,
             "GreaterThanThreshold",
         )
-        assert dead["dimensions"] == {"QueueName": "whisperq-jobs-dlq"}
+        assert dead["dimensions"] == {"QueueName": DEAD_LETTERS}
         stale = alarms["whisperq-monitoring-stale-backlog"]
         assert stale["metricName"] == "ApproximateAgeOfOldestMessage"
         body = json.loads(mocks.one("aws:cloudwatch/dashboard:Dashboard")["dashboardBody"])
@@ -596,21 +511,21 @@ def test_the_workers_log_group_is_the_stacks_and_instances_that_cannot_work_alar
     mocks, _, done = deploy({})
 
     def check(_):
-        logs = {n: o for n, o in mocks.resources["aws:cloudwatch/logGroup:LogGroup"]}
+        logs = mocks.by_name("aws:cloudwatch/logGroup:LogGroup")
         workers = logs["whisperq-monitoring-workers"]
         assert (workers["name"], workers["retentionInDays"]) == ("/whisperq/test/workers", 14)
         log_filter = mocks.one("aws:cloudwatch/logMetricFilter:LogMetricFilter")
         assert log_filter["logGroupName"] == "/whisperq/test/workers"
         assert log_filter["pattern"] == f'"{UNHEALTHY_LOG_MARK}"'
         metric = log_filter["metricTransformation"]
-        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarms = mocks.by_name("aws:cloudwatch/metricAlarm:MetricAlarm")
         alarm = alarms["whisperq-monitoring-marked-unhealthy"]
         assert (alarm["namespace"], alarm["metricName"]) == (metric["namespace"], metric["name"])
         assert (alarm["statistic"], alarm["threshold"]) == ("Sum", 0)
         assert alarm["comparisonOperator"] == "GreaterThanThreshold"
         assert alarm["alarmActions"] == alarms["whisperq-monitoring-dead-letters"]["alarmActions"]
         # the agent ships to the same group (its configuration is in the user data)
-        text = user_data_of(mocks)
+        text = mocks.user_data()
         agent = json.loads(text.split("whisperq.json <<'WHISPERQ_FILE_EOF'\n")[1].split("\n")[0])
         entries = agent["logs"]["logs_collected"]["files"]["collect_list"]
         assert {entry["log_group_name"] for entry in entries} == {"/whisperq/test/workers"}
@@ -638,11 +553,11 @@ def test_without_a_baked_image_a_stock_image_is_provisioned_at_boot(tmp_path, mo
         ]
         artifact = mocks.one("aws:s3/bucketObject:BucketObject")
         assert artifact["key"] == "artifacts/whisperq-0.1.0-py3-none-any.whl"
-        text = user_data_of(mocks)
+        text = mocks.user_data()
         assert bundle_in(text) == read_bundle()  # provision.sh, the units, ...: as in ami/
         assert (
             "env WHISPERQ_COMPUTE=cpu WHISPERQ_MODEL=small "
-            "WHISPERQ_WHEEL=s3://whisperq-data-bucket/artifacts/whisperq-0.1.0-py3-none-any.whl "
+            f"WHISPERQ_WHEEL=s3://{BUCKET}/artifacts/whisperq-0.1.0-py3-none-any.whl "
             "WHISPERQ_ON_FAILURE=/root/whisperq-ami/mark-unhealthy.sh "
             "bash /root/whisperq-ami/provision.sh"
         ) in text
@@ -676,7 +591,9 @@ def test_without_an_image_the_program_builds_the_wheel_itself(monkeypatch, tmp_p
         "ensure_wheel",
         lambda dist: wheel_module.ensure_wheel(dist, build=fake_build),
     )
-    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(
+        AwsMocks(images_built=False), project="whisperq", stack="t", preview=True
+    )
     deployment = deployment_module.Deployment("whisperq", parse_config({}))
     assert built == [(tmp_path, wheel_module.REPO)]
     assert (
@@ -740,7 +657,9 @@ def test_without_image_and_no_buildable_wheel_preview_says_what_to_do(monkeypatc
     monkeypatch.setattr(
         deployment_module, "ensure_wheel", lambda dist: ensure_wheel(dist, build=failing_build)
     )
-    pulumi.runtime.set_mocks(Mocks(images_built=False), project="whisperq", stack="t", preview=True)
+    pulumi.runtime.set_mocks(
+        AwsMocks(images_built=False), project="whisperq", stack="t", preview=True
+    )
     with pytest.raises(ConfigError, match=r"pip: no network\): run `make wheel`"):
         deployment_module.Deployment("whisperq", parse_config({}))
 
@@ -809,7 +728,7 @@ def test_policies_have_no_wildcard_actions():
 def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
     import runpy
 
-    mocks = Mocks()
+    mocks = AwsMocks()
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack="dev", preview=False)
     pulumi.runtime.set_all_config({"whisperq:compute": "gpu", "whisperq:maxInstances": "2"})
     try:
@@ -825,7 +744,7 @@ def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
 
     def check(values):
         queue_url, dlq_url, group, ingest_prefix = values
-        assert queue_url.endswith("/whisperq-jobs") and dlq_url.endswith("/whisperq-jobs-dlq")
+        assert queue_url.endswith(f"/{JOBS}") and dlq_url.endswith(f"/{DEAD_LETTERS}")
         assert group == "whisperq-dev-workers"
         assert ingest_prefix.startswith("s3://") and ingest_prefix.endswith("/incoming/")
 
@@ -859,18 +778,15 @@ def deploy_ingest(raw: dict):
     return mocks, deployment, pulumi.Output.all(*parts)
 
 
-def ingest_statements(mocks: Mocks) -> list[dict]:
-    policies = {
-        n: json.loads(o["policy"]) for n, o in mocks.resources["aws:iam/rolePolicy:RolePolicy"]
-    }
-    return policies["whisperq-ingest"]["Statement"]
+def ingest_statements(mocks: AwsMocks) -> list[dict]:
+    return mocks.policy("whisperq-ingest")["Statement"]
 
 
 @pytest.mark.parametrize("raw", [{}, EXTERNAL])
 @pulumi.runtime.test
 def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
     mocks, _, done = deploy_ingest(raw)
-    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{INGEST}"
 
     def check(_):
         notification = mocks.one("aws:s3/bucketNotification:BucketNotification")
@@ -896,7 +812,7 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
         assert own["Principal"] == {"Service": "s3.amazonaws.com"}
         assert (own["Action"], own["Resource"]) == ("sqs:SendMessage", queue_arn)
         assert own["Condition"] == {
-            "ArnEquals": {"aws:SourceArn": "arn:aws:s3:::whisperq-data-bucket"},
+            "ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{BUCKET}"},
             "StringEquals": {"aws:SourceAccount": ACCOUNT},
         }
         assert len(external) == (1 if raw else 0)
@@ -907,14 +823,14 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
         assert function["ephemeralStorage"] == {"size": 2048}
         assert 0 < function["reservedConcurrentExecutions"] <= 10
         variables = function["environment"]["variables"]
-        assert variables["WHISPERQ_BUCKET"] == "whisperq-data-bucket"
-        assert variables["WHISPERQ_QUEUE_URL"].endswith("/whisperq-jobs")
-        assert variables["WHISPERQ_INGEST_QUEUE_URL"].endswith("/whisperq-ingest")
+        assert variables["WHISPERQ_BUCKET"] == BUCKET
+        assert variables["WHISPERQ_QUEUE_URL"].endswith(f"/{JOBS}")
+        assert variables["WHISPERQ_INGEST_QUEUE_URL"].endswith(f"/{INGEST}")
         source = (raw["externalBucket"], raw["externalPrefix"]) if raw else None
         assert (
             variables["WHISPERQ_INGEST_SOURCE_BUCKET"],
             variables["WHISPERQ_INGEST_PREFIX"],
-        ) == (source or ("whisperq-data-bucket", "incoming/"))
+        ) == (source or (BUCKET, "incoming/"))
 
         mapping = mocks.one("aws:lambda/eventSourceMapping:EventSourceMapping")
         assert mapping["eventSourceArn"] == queue_arn
@@ -926,12 +842,12 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
             <= function["reservedConcurrentExecutions"]
         )
 
-        logs = {n: o for n, o in mocks.resources["aws:cloudwatch/logGroup:LogGroup"]}
+        logs = mocks.by_name("aws:cloudwatch/logGroup:LogGroup")
         assert logs["whisperq-ingest"]["name"] == "/aws/lambda/whisperq-test-ingest"
         assert logs["whisperq-ingest"]["retentionInDays"] == 14
-        alarms = {n: o for n, o in mocks.resources["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+        alarms = mocks.by_name("aws:cloudwatch/metricAlarm:MetricAlarm")
         alarm = alarms["whisperq-ingest-dead-letters"]
-        assert alarm["dimensions"] == {"QueueName": "whisperq-ingest-dlq"}
+        assert alarm["dimensions"] == {"QueueName": INGEST_DEAD_LETTERS}
         assert alarm["alarmActions"] == [
             alarms["whisperq-monitoring-dead-letters"]["alarmActions"][0]
         ]
@@ -942,11 +858,11 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
 @pulumi.runtime.test
 def test_external_bucket_events_arrive_by_an_eventbridge_rule_and_are_only_read():
     mocks, deployment, done = deploy_ingest({**EXTERNAL, "externalKmsKey": KMS_KEY})
-    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{INGEST}"
     assert deployment.ingest.external_source == "s3://telephony-recordings/calls/"
 
     def check(_):
-        rules = {n: o for n, o in mocks.resources["aws:cloudwatch/eventRule:EventRule"]}
+        rules = mocks.by_name("aws:cloudwatch/eventRule:EventRule")
         rule = rules["whisperq-ingest-external"]
         assert json.loads(rule["eventPattern"]) == {
             "source": ["aws.s3"],
@@ -956,7 +872,7 @@ def test_external_bucket_events_arrive_by_an_eventbridge_rule_and_are_only_read(
                 "object": {"key": [{"prefix": "calls/"}]},
             },
         }
-        targets = {n: o for n, o in mocks.resources["aws:cloudwatch/eventTarget:EventTarget"]}
+        targets = mocks.by_name("aws:cloudwatch/eventTarget:EventTarget")
         target = targets["whisperq-ingest-external"]
         assert (target["rule"], target["arn"]) == (rule["name"], queue_arn)
         statements = json.loads(mocks.one("aws:sqs/queuePolicy:QueuePolicy")["policy"])["Statement"]
@@ -991,11 +907,11 @@ def test_external_bucket_events_arrive_by_an_eventbridge_rule_and_are_only_read(
 @pulumi.runtime.test
 def test_ingest_role_is_its_own_and_least_privilege():
     mocks, _, done = deploy_ingest({})
-    bucket = "arn:aws:s3:::whisperq-data-bucket"
+    bucket = f"arn:aws:s3:::{BUCKET}"
 
     def check(_):
         statements = ingest_statements(mocks)
-        roles = [n for n, _ in mocks.resources["aws:iam/role:Role"]]
+        roles = [n for n, _ in mocks.of_type("aws:iam/role:Role")]
         assert "whisperq-ingest" in roles and "whisperq-worker" in roles
         granted: dict[str, set[str]] = defaultdict(set)
         for statement in statements:
@@ -1016,10 +932,10 @@ def test_ingest_role_is_its_own_and_least_privilege():
         }
         assert granted["s3:DeleteObject"] == {f"{bucket}/batches/*/files/*"}
         assert granted["s3:ListBucket"] == {bucket}
-        jobs = f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-jobs"
+        jobs = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{JOBS}"
         assert [a for a, resources in granted.items() if jobs in resources] == ["sqs:SendMessage"]
-        assert granted["sqs:ReceiveMessage"] == {f"arn:aws:sqs:{REGION}:{ACCOUNT}:whisperq-ingest"}
-        log_group = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:whisperq-ingest"
+        assert granted["sqs:ReceiveMessage"] == {f"arn:aws:sqs:{REGION}:{ACCOUNT}:{INGEST}"}
+        log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/whisperq-test-ingest"
         assert granted["logs:PutLogEvents"] == {f"{log_group}:*"}
         assert set(granted) == {
             "s3:GetObject",
@@ -1076,10 +992,8 @@ def test_ingest_can_be_turned_off():
     def check(_):
         notification = mocks.one("aws:s3/bucketNotification:BucketNotification")
         assert notification["eventbridge"] is True and not notification.get("queues")
-        assert [n for n, _ in mocks.resources["aws:lambda/function:Function"]] == [
-            "whisperq-scaler"
-        ]
-        assert "whisperq-ingest" not in [n for n, _ in mocks.resources["aws:sqs/queue:Queue"]]
+        assert [n for n, _ in mocks.of_type("aws:lambda/function:Function")] == ["whisperq-scaler"]
+        assert "whisperq-ingest" not in [n for n, _ in mocks.of_type("aws:sqs/queue:Queue")]
 
     return done.apply(check)
 

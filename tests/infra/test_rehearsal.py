@@ -1,12 +1,13 @@
 """The deploy rehearsal, without AWS: the IAM policies the Pulumi program declares, enforced.
 
 Pulumi's mocks accept any permission set, so a role that lacks one action passes every
-other test and fails on its first real job. Here the program runs under mocks as in
-``test_infra.py``, and its policy documents (worker, scaler, ingest Lambda) and the CLI
-user's (``whisperq_infra.cli_policy``) are given, ARNs substituted, to IAM users on a moto
-server of our own that enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``). The real code paths
-then run with those users' keys: a worker job end to end, the scaler's decision, the
-ingest step, and the CLI user's submit / status / results / retry / dlq.
+other test and fails on its first real job. Here the program runs under the mocks
+``test_infra.py`` uses (``pulumi_mocks.py``), and its policy documents (worker, scaler,
+ingest Lambda) and the CLI user's (``whisperq_infra.cli_policy``) are given, ARNs
+substituted, to IAM users on a moto server of our own that enforces IAM
+(``INITIAL_NO_AUTH_ACTION_COUNT``). The real code paths then run with those users' keys: a
+worker job end to end, the scaler's decision, the ingest step, and the CLI user's submit /
+status / results / retry / dlq.
 
 What moto 5.2 enforces, and how this file makes up for the rest (read from
 moto/core/authorization.py and moto/iam/access_control.py):
@@ -79,6 +80,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
+from pulumi_mocks import AwsMocks
 from typer.testing import CliRunner
 from whisperq_infra.cli_policy import cli_user_policy
 from whisperq_infra.config import parse_config
@@ -95,7 +97,6 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = DEFAULT_ACCOUNT_ID  # the mocks answer as moto's account, so derived ARNs line up
 STACK = "rehearsal"
-ZONE = f"{REGION}a"
 SUBNETS = {"subnet-0a1b2c3d4e5f60718": f"{REGION}a", "subnet-1a1b2c3d4e5f60718": f"{REGION}b"}
 GROUP = f"whisperq-{STACK}-workers"  # as deployment.py names it: the moto group is made so
 INGEST_READY = all(
@@ -450,93 +451,16 @@ class CallRecorder:
 # --- the program under Pulumi's mocks ---------------------------------------------------------
 
 
-class RehearsalMocks(pulumi.runtime.Mocks):
-    """Records every resource's inputs; answers as AWS would name things (auto-named
-    buckets and queues with a 7-character suffix, ARNs in AWS's formats), in moto's
-    region and account."""
-
-    def __init__(self, images_built: bool = True) -> None:
-        self.images_built = images_built
-        self.resources: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        inputs = dict(args.inputs)
-        outputs = dict(inputs)
-        suffix = hashlib.sha256(args.name.encode()).hexdigest()[:7]
-        service = args.typ.split(":")[1].split("/")[0]
-        resource_id = f"{args.name}-id"
-        if args.typ == "aws:s3/bucket:Bucket":
-            bucket = f"{args.name}-{suffix}"
-            outputs.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
-            resource_id = bucket
-        elif args.typ == "aws:sqs/queue:Queue":
-            queue = inputs.get("name") or f"{args.name}-{suffix}"
-            url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{queue}"
-            outputs.update(name=queue, url=url, arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}")
-            resource_id = url
-        elif args.typ == "aws:cloudwatch/logGroup:LogGroup":
-            outputs["arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{inputs['name']}"
-        elif args.typ == "aws:iam/role:Role":
-            role = f"{args.name}-{suffix}"
-            outputs.update(name=role, arn=f"arn:aws:iam::{ACCOUNT}:role/{role}")
-            resource_id = role
-        outputs.setdefault("name", args.name)
-        outputs.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{args.name}")
-        self.resources.append((args.typ, args.name, inputs, outputs))
-        return [resource_id, outputs]
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        token, inputs = args.token, dict(args.args)
-        if token == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION}
-        if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root", "id": ACCOUNT}
-        if token == "aws:ec2/getVpc:getVpc":
-            return {"id": "vpc-0a1b2c3d4e5f60718"}
-        if token == "aws:ec2/getSubnets:getSubnets":
-            return {"id": "subnets", "ids": list(SUBNETS)}
-        if token == "aws:ec2/getSubnet:getSubnet":
-            return {"id": inputs["id"], "availabilityZone": SUBNETS.get(inputs["id"], ZONE)}
-        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
-            filters = {item["name"]: item["values"] for item in inputs["filters"]}
-            asked = filters["instance-type"]  # every zone offers every type asked for
-            return {
-                "id": REGION,
-                "instanceTypes": asked,
-                "locations": [filters["location"][0]] * len(asked),
-                "locationTypes": ["availability-zone"] * len(asked),
-            }
-        if token == "aws:ec2/getAmi:getAmi":
-            filters = {item["name"]: item["values"] for item in inputs.get("filters", [])}
-            if inputs.get("owners") in (["self"], None):
-                if not self.images_built:  # as the provider answers a lookup that finds none
-                    return {}, [("", "Your query returned no results. Please change your search")]
-                tags = {"compute": filters.get("tag:compute", ["cpu"])[0]}
-                tags["model"] = filters.get("tag:model", ["?"])[0]
-                return {"id": "ami-0a1b2c3d4e5f60718", "name": "whisperq-image", "tags": tags}
-            return {"id": "ami-0f1e2d3c4b5a69788"}
-        return {}
-
-    def one(self, typ: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        found = [(i, o) for t, n, i, o in self.resources if t == typ and n == name]
-        assert len(found) == 1, (typ, name, [n for t, n, _, _ in self.resources if t == typ])
-        return found[0]
-
-    def policy(self, name: str) -> dict[str, Any]:
-        return json.loads(self.one("aws:iam/rolePolicy:RolePolicy", name)[0]["policy"])
-
-    def user_data(self) -> str:
-        (template,) = [
-            i for t, _, i, _ in self.resources if t == "aws:ec2/launchTemplate:LaunchTemplate"
-        ]
-        return base64.b64decode(template["userData"]).decode()
+def rehearsal_mocks(images_built: bool = True) -> AwsMocks:
+    """The shared mocks, answering in moto's region and account (so derived ARNs line up)."""
+    return AwsMocks(images_built, region=REGION, account=ACCOUNT, zones=SUBNETS)
 
 
-def run_program(raw: Mapping[str, str], images_built: bool = True) -> RehearsalMocks:
+def run_program(raw: Mapping[str, str], images_built: bool = True) -> AwsMocks:
     """The Deployment component under mocks, run to the end (every resource registered)."""
     from whisperq_infra.deployment import Deployment
 
-    mocks = RehearsalMocks(images_built)
+    mocks = rehearsal_mocks(images_built)
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack=STACK, preview=False)
 
     @pulumi.runtime.test
@@ -554,7 +478,7 @@ def rehearsal_config(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], RehearsalMocks]:
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], AwsMocks]:
     """The program for every (compute, image) pair: baked (a whisperq image exists) or
     stock (none: the wheel and provisioning script ride in the user data)."""
     import whisperq_infra.deployment as deployment_module
@@ -590,7 +514,7 @@ class Stage:
     principal, whose inline policy is ``moto_view`` of the declared one."""
 
     endpoint: str
-    program: RehearsalMocks
+    program: AwsMocks
     recorder: CallRecorder
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # principal -> key, secret
     declared: dict[str, dict[str, Any]] = field(default_factory=dict)  # principal -> policy
@@ -819,8 +743,7 @@ def stage(moto_iam: str, programs: dict) -> Iterator[Stage]:
     recorder.principals[created["AccessKeyId"]] = "admin"
 
     s3, sqs = stage.client("admin", "s3"), stage.client("admin", "sqs")
-    (bucket_inputs, bucket_outputs) = program.one("aws:s3/bucket:Bucket", "whisperq-data")
-    del bucket_inputs
+    bucket_outputs = program.one("aws:s3/bucket:Bucket", "whisperq-data")
     stage.replacements[bucket_outputs["arn"]] = f"arn:aws:s3:::{stage.bucket}"
     stage.replacements[bucket_outputs["bucket"]] = stage.bucket
     for name in (stage.bucket, stage.other_bucket):
@@ -854,10 +777,8 @@ def stage(moto_iam: str, programs: dict) -> Iterator[Stage]:
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
     stage.arns.groups[GROUP] = group["AutoScalingGroups"][0]["AutoScalingGroupARN"]
 
-    stage.bucket_policy = substitute(
-        json.loads(program.one("aws:s3/bucketPolicy:BucketPolicy", "whisperq-data")[0]["policy"]),
-        stage.replacements,
-    )
+    (declared, _) = program.one_with_inputs("aws:s3/bucketPolicy:BucketPolicy", "whisperq-data")
+    stage.bucket_policy = substitute(json.loads(declared["policy"]), stage.replacements)
     for principal, resource in ROLE_POLICIES.items():
         if any(
             t.endswith("rolePolicy:RolePolicy") and n == resource
@@ -1242,7 +1163,7 @@ def test_every_resource_argument_name_exists_in_the_installed_pulumi_aws(program
 def test_the_argument_check_catches_a_misspelt_nested_name_the_sdk_lets_through():
     import pulumi_aws as aws
 
-    mocks = RehearsalMocks()
+    mocks = rehearsal_mocks()
     pulumi.runtime.set_mocks(mocks, project="whisperq", stack=STACK, preview=False)
 
     @pulumi.runtime.test
@@ -1253,14 +1174,14 @@ def test_the_argument_check_catches_a_misspelt_nested_name_the_sdk_lets_through(
         return function.id
 
     program()
-    (inputs, _) = mocks.one("aws:lambda/function:Function", "typo")
+    (inputs, _) = mocks.one_with_inputs("aws:lambda/function:Function", "typo")
     assert inputs["environment"] == {"variabls": {"A": "b"}}  # passed on as written
     assert unknown_arguments(inputs, pulumi_args_class("aws:lambda/function:Function"), "f") == [
         "f.environment.variabls (not in FunctionEnvironmentArgs)"
     ]
 
 
-# The families README.md's config table names for each compute kind.
+# The families docs/deploy.md's config table names for each compute kind.
 FAMILIES = {"cpu": {"c6a", "c6i", "c7a", "m6a"}, "gpu": {"g4dn", "g5", "g6"}}
 
 
@@ -1271,7 +1192,9 @@ def test_instance_types_exist_in_their_families_in_botocores_ec2_model(programs)
         for kind in types:
             assert kind in known, f"{kind} ({compute}) is not an EC2 instance type"
             assert kind.split(".")[0] in FAMILIES[compute], (compute, kind)
-        group = programs[compute, "baked"].one("aws:autoscaling/group:Group", "whisperq-fleet")[0]
+        (group, _) = programs[compute, "baked"].one_with_inputs(
+            "aws:autoscaling/group:Group", "whisperq-fleet"
+        )
         overrides = group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
         assert [o["instanceType"] for o in overrides] == list(types)
     priced = set(defaults.INSTANCE_PRICES) | {defaults.SIMULATED_INSTANCE_TYPE}
@@ -1357,8 +1280,8 @@ def _defines(files: Mapping[str, str], module: str, name: str) -> bool:
     return re.search(pattern, source, re.M) is not None
 
 
-def lambda_zip(mocks: RehearsalMocks, name: str) -> dict[str, str]:
-    (inputs, _) = mocks.one("aws:lambda/function:Function", name)
+def lambda_zip(mocks: AwsMocks, name: str) -> dict[str, str]:
+    (inputs, _) = mocks.one_with_inputs("aws:lambda/function:Function", name)
     archive = inputs["code"]
     return {path: Path(asset.path).read_text() for path, asset in archive.assets.items()}
 
@@ -1422,7 +1345,8 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
 
     from whisperq.celery_app import make_celery
     from whisperq.worker.heartbeat import message_handle
-    from whisperq.worker.runner import InstanceGuard, JobRunner
+    from whisperq.worker.instance_guard import InstanceGuard
+    from whisperq.worker.runner import JobRunner
 
     admin = stage.settings("admin")
     audio = make_speech(tmp_path / "call.wav", f"{CLEAR_SENTENCE} {CLEAR_SENTENCE}")
@@ -1649,7 +1573,7 @@ def test_the_scaler_decides_with_the_scaler_roles_policy(rehearsal):
     import handler
 
     stage = rehearsal
-    (function, _) = stage.program.one("aws:lambda/function:Function", "whisperq-scaler")
+    (function, _) = stage.program.one_with_inputs("aws:lambda/function:Function", "whisperq-scaler")
     env = substitute(dict(function["environment"]["variables"]), stage.replacements)
     assert env["QUEUE_URL"] == stage.urls["jobs"] and env["GROUP_NAME"] == GROUP
     sqs, autoscaling = stage.client("scaler", "sqs"), stage.client("scaler", "autoscaling")
@@ -1855,7 +1779,7 @@ def test_the_ingest_lambda_with_the_ingest_roles_policy(rehearsal, make_speech, 
 
     stage = rehearsal
     ingest_handler = _load_ingest_handler()
-    (function, _) = stage.program.one("aws:lambda/function:Function", "whisperq-ingest")
+    (function, _) = stage.program.one_with_inputs("aws:lambda/function:Function", "whisperq-ingest")
     env = substitute(dict(function["environment"]["variables"]), stage.replacements)
     config = ingest.IngestConfig.from_env(env)
     s3, sqs = stage.client("ingest", "s3"), stage.client("ingest", "sqs")
