@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-# constraints.txt: the exact versions CI tests and the worker image installs (README.md,
+# constraints.txt: the exact versions CI tests and the worker image installs (docs/development.md,
 # "Pinned versions"); editing it reinstalls.
 $(BIN)/whisperq: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ bench: setup system-deps  ## Speed and accuracy: synthetic calls end to end, rea
 wheel: setup  ## Build dist/whisperq-*.whl (what the worker image installs)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
 
-# `make deploy STACK=prod`: the wheel a stock image installs, then `pulumi up` (README,
+# `make deploy STACK=prod`: the wheel a stock image installs, then `pulumi up` (docs/deploy.md,
 # "Deploy to AWS"; the stack must exist: `pulumi stack init`).
 STACK ?= dev
 .PHONY: deploy

@@ -38,7 +38,8 @@ if deployment.ingest is not None:
     pulumi.export("ingestQueueUrl", deployment.ingest.queue.url)
     if deployment.ingest.external_source:
         pulumi.export("externalSource", deployment.ingest.external_source)
-# The least a CLI user (submit, status, wait, results, retry, dlq) needs: README, "Permissions".
+# The least a CLI user (submit, status, wait, results, retry, dlq) needs: docs/deploy.md,
+# "Permissions".
 pulumi.export(
     "cliUserPolicy",
     pulumi.Output.all(

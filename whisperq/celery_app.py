@@ -1,6 +1,6 @@
 """The Celery app on SQS: one place for broker and delivery settings.
 
-Decisions (README, "How the worker behaves"): kombu's SQS transport with a predefined
+Decisions (docs/operations.md, "How the worker behaves"): kombu's SQS transport with a predefined
 queue (workers need no CreateQueue/ListQueues rights), JSON only (nobody who can write to
 the queue can make a worker unpickle code), late acks with reject-on-worker-lost and
 prefetch 1 (a job whose worker dies is redelivered, and no worker hoards jobs another

@@ -9,7 +9,7 @@ compares the objects that use these (``DeploymentConfig()``, ``Settings()``,
 Copies this module cannot reach (keep them in step by hand): ``ami/whisperq.pkr.hcl`` (the
 CPU model, the build instance per kind, the root volume per kind), ``ami/provision.sh``
 (compute type per kind), ``infra_pulumi/Pulumi.dev.yaml`` (a commented example) and the
-README's tables.
+tables in docs/.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Final
 COMPUTE_KINDS: Final = ("cpu", "gpu")
 COMPUTE: Final = "cpu"
 # What the workers load (whisperq:model).
-# Chosen by accuracy and $ per audio hour: README, "Which model" (whisperq.fleet.speeds).
+# Chosen by accuracy and $ per audio hour: docs/costs.md, "Which model" (whisperq.fleet.speeds).
 MODEL: Final[Mapping[str, str]] = {"cpu": "small", "gpu": "large-v3"}
 # CTranslate2 compute type the image and the stack give the workers.
 COMPUTE_TYPE: Final[Mapping[str, str]] = {"cpu": "int8", "gpu": "float16"}

@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         ge=1,
         le=32,
         description="Short files (under 30 s) a worker takes at once to share Whisper's "
-        "windows (README: short recordings); 1 = one file at a time.",
+        "windows (docs/operations.md: short recordings); 1 = one file at a time.",
     )
     pack_max_bytes: int = Field(
         1_000_000,
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         "16 kHz 16-bit WAV is 960 kB); larger ones wait for their own delivery.",
     )
 
-    # --- when things go wrong (README: "What happens when things go wrong") -----------
+    # --- when things go wrong (docs/operations.md: "What happens when things go wrong") -----------
     visibility_timeout: int | None = Field(
         None, ge=1, le=43200, description="Seconds; None = the queue's own attribute."
     )

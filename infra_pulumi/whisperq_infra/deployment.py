@@ -59,7 +59,7 @@ def _newest_image(owners: list[str], filters: list[dict]) -> aws.ec2.AwaitableGe
 
 
 def build_image_command(config: DeploymentConfig, region: str) -> str:
-    """The commands that build the image this stack looks for (README, "Build the worker
+    """The commands that build the image this stack looks for (docs/deploy.md, "Build the worker
     image"); Packer's model defaults to the stack's per compute kind."""
     default = config.model == defaults.MODEL[config.compute]
     model = "" if default else f" -var model={config.model}"

@@ -43,7 +43,7 @@ class Storage(pulumi.ComponentResource):
         self._child_name = name
         child = pulumi.ResourceOptions(parent=self)
         # whisperq:forceDestroy (default false): `pulumi destroy` refuses while the bucket
-        # holds objects, since results are data; README "Deploy to AWS" has the way out.
+        # holds objects, since results are data; docs/deploy.md ("Taking it down") has the way out.
         self.bucket = aws.s3.Bucket(name, force_destroy=force_destroy, opts=child)
         aws.s3.BucketPublicAccessBlock(
             name,

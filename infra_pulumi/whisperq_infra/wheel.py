@@ -1,7 +1,7 @@
 """The whisperq wheel a stock image installs at boot: dist/whisperq-<version>-*.whl, built
 by the program itself (``make wheel``'s command) when it is missing or older than the code.
 
-Building at preview keeps README's deploy steps literal: `pulumi up` on a new checkout works
+Building at preview keeps docs/deploy.md's steps literal: `pulumi up` on a new checkout works
 without a separate `make wheel`, and an edited checkout never ships yesterday's wheel.
 """
 

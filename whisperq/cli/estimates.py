@@ -174,7 +174,7 @@ def simulate(
     model: Annotated[
         str,
         typer.Option(
-            "--model", help="The workers' model; its speed comes from the README's table."
+            "--model", help="The workers' model; its speed comes from docs/costs.md's table."
         ),
     ] = _DAY.model,
     speed_x: Annotated[

@@ -66,7 +66,7 @@ Assumptions (all overridable; every figure printed is an estimate):
   08:00-20:00 with a lunchtime peak of three times the base rate at 13:00;
 - speed: the figure for --model (default: the stack's CPU model, {cpu_model}) on the
   instance type, from whisperq.fleet.speeds, where each figure says whether it was
-  measured here, published elsewhere or estimated (the README's "Speed per model" table);
+  measured here, published elsewhere or estimated (docs/costs.md, "Which model");
   CPU figures are scaled linearly with vCPUs (optimistic for big types); --speed-x overrides;
 - the scaler: whisperq.fleet.scaling.decide every {period:g} s, as the Lambda runs it;
   instances take work {up:g} s after launch ({boot:g} s boot + {ml:g} s model load); the

@@ -1,5 +1,5 @@
-"""How fast each model runs on each kind of instance: the figures the simulator and the
-README use, each marked measured (with the command), published (with the source) or
+"""How fast each model runs on each kind of instance: the figures the simulator and
+docs/costs.md use, each marked measured (with the command), published (with the source) or
 estimated (with the reasoning). Standard library only.
 
 A CPU figure is for an instance of ``vcpus`` vCPUs and is scaled linearly to other CPU
