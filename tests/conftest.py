@@ -20,6 +20,15 @@ from whisperq.settings import Settings
 from whisperq.stacks import local as local_stack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks tests by what they need, so that `pytest -m "not moto and not e2e"` runs the
+    unit tests alone: ``moto`` for those that talk to a moto server (``e2e`` tests start
+    the whole stack and are marked by hand)."""
+    for item in items:
+        if "moto_endpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.moto)
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """No test reads the user's config, .env or running local stack."""

@@ -292,13 +292,14 @@ def drain_jobs(settings: Any, queue_url: str | None = None) -> list[dict]:
     sqs = storage.client(settings, "sqs")
     url = queue_url or settings.queue_url
     payloads = []
-    while True:
+    for _ in range(1000):  # bounded: 10,000 messages at most
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
         if not messages:
             return payloads
         for message in messages:
             payloads.append(job_payload_of(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    raise AssertionError("more than 10,000 job messages on the queue")
 
 
 def silent_wav(seconds: float, rate: int = 8000) -> bytes:
@@ -313,3 +314,22 @@ def silent_wav(seconds: float, rate: int = 8000) -> bytes:
         out.setframerate(rate)
         out.writeframes(b"\0\0" * round(seconds * rate))
     return buffer.getvalue()
+
+
+def queued_jobs(settings: Any, limit: int = 50) -> list[Any]:
+    """Read (and delete) the Celery messages on the queue, decoded as kombu sends them."""
+    from whisperq.celery_app import decode_job_message
+
+    sqs = storage.client(settings, "sqs")
+    jobs = []
+    for _ in range(max(10, limit // 5)):  # bounded
+        reply = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=10)
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            jobs.append(decode_job_message(message["Body"]))
+            sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if len(jobs) >= limit:
+            break
+    return jobs

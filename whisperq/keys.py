@@ -73,6 +73,11 @@ ResultFormat = Literal["json", "srt", "vtt", "txt"]
 RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "srt", "vtt", "txt")
 RENDERING_FORMATS: tuple[ResultFormat, ...] = ("srt", "vtt", "txt")  # written before json
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An S3 key is at most 1,024 bytes: the longest prefix whisperq puts before a path
+# (batches/<128-char batch>/files/ ... /<ms>.json) leaves this much for the path itself.
+MAX_RELATIVE_PATH_BYTES = 850
+
 _BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -101,7 +106,20 @@ def normalize_relative_path(path: str) -> str:
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if not parts or ".." in parts:
         raise InvalidKeyError(f"Not a usable relative path: {path!r}")
-    return "/".join(parts)
+    if _CONTROL.search(text):
+        # S3 stores such keys, but its XML listings cannot return them as they are: the
+        # file would have an entry no listing shows, so no status, no result, no retry.
+        raise InvalidKeyError(
+            f"{path!r} has a control character (a newline or tab) in its name, which S3 "
+            "listings cannot return: rename the file"
+        )
+    joined = "/".join(parts)
+    if len(joined.encode("utf-8")) > MAX_RELATIVE_PATH_BYTES:
+        raise InvalidKeyError(
+            f"{path[:60]!r}... is {len(joined.encode('utf-8'))} bytes long; S3 keys hold "
+            f"1,024, and whisperq's prefixes leave {MAX_RELATIVE_PATH_BYTES}: shorten it"
+        )
+    return joined
 
 
 def input_key(batch: str, relative_path: str) -> str:

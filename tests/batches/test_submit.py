@@ -8,7 +8,8 @@ import pytest
 from whisperq import keys, storage
 from whisperq.batches import tracking
 from whisperq.batches.submit import SubmitError, discover, new_batch_id, probe_duration, submit
-from whisperq.celery_app import decode_job_message
+
+from helpers import queued_jobs
 
 
 def touch(path, data=b"RIFF"):
@@ -33,6 +34,26 @@ def test_directories_recurse_keep_relative_paths_and_count_non_audio(tmp_path):
         "calls/b/x.wav",
     ]
     assert sorted(p.name for p in found.skipped_non_audio) == [".DS_Store", "notes.txt"]
+
+
+def test_unusable_names_and_dangling_links_are_set_aside_with_reasons(tmp_path):
+    touch(tmp_path / "calls/fine.wav")
+    touch(tmp_path / "calls/two\nlines.wav")
+    (tmp_path / "calls/loop.wav").symlink_to(tmp_path / "calls/loop.wav")
+    (tmp_path / "calls/gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    found = discover(["calls"], cwd=tmp_path)
+    assert [f.relative_path for f in found.files] == ["calls/fine.wav"]
+    reasons = {item.path.name: item.reason for item in found.unusable}
+    assert set(reasons) == {"two\nlines.wav", "loop.wav", "gone.wav"}
+    assert "control character" in reasons["two\nlines.wav"]
+    assert "loops back on itself" in reasons["loop.wav"]
+    assert "does not exist" in reasons["gone.wav"] and "nowhere.wav" in reasons["gone.wav"]
+
+
+def test_when_no_file_is_usable_nothing_is_submitted(tmp_path):
+    touch(tmp_path / "calls/bad\n.wav")
+    with pytest.raises(SubmitError, match=r"No file whisperq can take.*control character"):
+        discover(["calls"], cwd=tmp_path)
 
 
 def test_named_files_are_taken_whatever_their_extension(tmp_path):
@@ -93,23 +114,6 @@ def test_duration_comes_from_the_header(tmp_path, make_speech):
 
 
 # --- against moto ---------------------------------------------------------------------------
-
-
-def queued_jobs(settings, limit=50):
-    """Read (and delete) the Celery messages on the queue, decoded as kombu sends them."""
-    sqs = storage.client(settings, "sqs")
-    jobs = []
-    for _ in range(max(10, limit // 5)):  # bounded
-        reply = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=10)
-        messages = reply.get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            jobs.append(decode_job_message(message["Body"]))
-            sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        if len(jobs) >= limit:
-            break
-    return jobs
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from whisperq import keys, storage
 from whisperq.celery_app import decode_job_message
 from whisperq.cli import app
 
+from helpers import queued_jobs
+
 runner = CliRunner()
 
 
@@ -49,6 +51,29 @@ def test_submit_of_a_missing_path_fails_before_uploading(cli_env, tmp_path):
     assert result.exit_code == 1
     assert "No such file or directory" in result.output and "nope.wav" in result.output
     assert list(storage.list_objects(storage.client(cli_env, "s3"), cli_env.bucket, "")) == []
+
+
+def test_a_file_name_s3_cannot_list_fails_alone_and_the_rest_is_queued(cli_env, tmp_path):
+    for name in ["a.wav", "b\nc.wav", "d.wav"]:
+        (tmp_path / "calls").mkdir(exist_ok=True)
+        (tmp_path / "calls" / name).write_bytes(name.encode())
+    result = runner.invoke(app, ["submit", str(tmp_path / "calls"), "-b", "nl", "--json"])
+    assert result.exit_code == 1  # not everything was submitted
+    report = json.loads(result.stdout)
+    assert report["queued"] == 2
+    (unusable,) = report["unusable"]
+    assert unusable["path"].endswith("b\nc.wav") and "control character" in unusable["reason"]
+    inputs = storage.list_objects(storage.client(cli_env, "s3"), cli_env.bucket, "inputs/nl/")
+    assert sorted(obj.key for obj in inputs) == [
+        "inputs/nl/calls/a.wav",
+        "inputs/nl/calls/d.wav",
+    ]
+    assert sorted(job.path for job in queued_jobs(cli_env)) == ["calls/a.wav", "calls/d.wav"]
+
+    plain = runner.invoke(app, ["submit", str(tmp_path / "calls"), "-b", "nl2"])
+    assert plain.exit_code == 1
+    said = " ".join(plain.output.split())
+    assert "not submitted" in said and "b\\nc.wav" in said and "rename the file" in said
 
 
 def test_submit_rejects_a_bad_batch_name(cli_env, tmp_path):
@@ -191,7 +216,9 @@ def test_a_stale_local_stack_is_reported_not_retried(isolated_settings):
     (state_dir / "stack.json").write_text(json.dumps({"settings": connection, "processes": [dead]}))
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 1
-    assert "no longer running" in result.output and "whisperq local up" in result.output
+    said = " ".join(result.output.split())
+    assert "no longer running" in said and "whisperq local reset" in said
+    assert (state_dir / "stack.json").exists()  # nothing wiped: the user chooses
 
 
 def test_a_submit_only_install_needs_no_worker_packages(cli_env, tmp_path):
@@ -261,8 +288,6 @@ def test_status_failed_lists_reasons(batch_of_three, cli_env):
 
 
 def test_retry_requeues_failed_files_and_clears_their_records(batch_of_three, cli_env):
-    from test_submit import queued_jobs
-
     _, b, c = batch_of_three
     queued_jobs(cli_env)  # drain what submit queued
     s3 = storage.client(cli_env, "s3")
@@ -278,8 +303,6 @@ def test_retry_requeues_failed_files_and_clears_their_records(batch_of_three, cl
 
 
 def test_dlq_redrive_moves_jobs_back_and_leaves_strangers(batch_of_three, cli_env):
-    from test_submit import queued_jobs
-
     sqs = storage.client(cli_env, "sqs")
     # what SQS does after maxReceiveCount: the job's message, body unchanged, on the DLQ
     reply = sqs.receive_message(QueueUrl=cli_env.queue_url, MaxNumberOfMessages=1)

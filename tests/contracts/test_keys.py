@@ -62,6 +62,28 @@ def test_relative_paths_are_posix_nfc_and_clean():
             keys.normalize_relative_path(bad)
 
 
+@pytest.mark.parametrize("name", ["call\n1.wav", "a/b\tc.wav", "x\x00.wav", "bell\x07.wav"])
+def test_a_name_with_a_control_character_is_refused_with_the_reason(name):
+    with pytest.raises(keys.InvalidKeyError, match=r"control character.*rename the file"):
+        keys.normalize_relative_path(name)
+
+
+def test_a_path_too_long_for_an_s3_key_is_refused_and_the_limit_holds_for_every_key():
+    fits = "d/" * 200 + "x" * (keys.MAX_RELATIVE_PATH_BYTES - 404) + ".wav"
+    assert len(fits.encode()) == keys.MAX_RELATIVE_PATH_BYTES
+    path = keys.normalize_relative_path(fits)
+    batch = "b" * 128  # the longest batch name
+    for key in (
+        keys.entry_key(batch, path, 10**9),
+        keys.result_key(batch, path, "json"),
+        keys.error_key(batch, path),
+        keys.input_key(batch, path),
+    ):
+        assert len(key.encode()) <= 1024, key[-40:]
+    with pytest.raises(keys.InvalidKeyError, match="shorten it"):
+        keys.normalize_relative_path("é" + fits)  # one more byte (two, in UTF-8)
+
+
 def test_batch_from_listing_prefix():
     assert keys.batch_from_prefix("batches/weekly/") == "weekly"
 

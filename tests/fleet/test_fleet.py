@@ -255,8 +255,9 @@ def test_config_from_stack_fills_the_fleet_settings(isolated_settings, tmp_path)
 def test_local_up_creates_the_group_of_its_workers(isolated_settings):
     settings = Settings()
     try:
-        state, started = local_stack.up(settings, workers=1)
-        assert started
+        result = local_stack.up(settings, workers=1)
+        state = result.state
+        assert result.started
         stack = Settings()  # the local stack's state now provides the connection
         assert stack.autoscaling_group == local_stack.GROUP
         found = fleet.describe_group(stack, local_stack.GROUP)

@@ -9,6 +9,7 @@ Several submits (and the ingest step) may add to one batch at once: nothing is l
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
@@ -28,7 +29,7 @@ from whisperq import keys, storage
 from whisperq.batches import records as batch_records
 from whisperq.batches import tracking
 from whisperq.batches.progress import ProgressHooks
-from whisperq.errors import SubmitError
+from whisperq.errors import InvalidKeyError, SubmitError
 from whisperq.keys import AUDIO_EXTENSIONS
 from whisperq.messages import send_jobs
 from whisperq.schemas import FileEntry, TranscriptionOptions
@@ -43,17 +44,28 @@ class SourceFile:
     relative_path: str  # as it appears in keys
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """A file found but not taken, and why (a person can act on the reason)."""
+
+    path: Path
+    reason: str
+
+
 @dataclass
 class Discovery:
     files: list[SourceFile]
     skipped_non_audio: list[Path] = field(default_factory=list)
+    unusable: list[Unusable] = field(default_factory=list)
 
 
 def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
     """Expand files, directories (recursively) and globs into the files to submit.
 
     Files named directly are always taken; inside directories only audio extensions are,
-    the rest are counted as skipped. A path that does not exist is an error.
+    the rest are counted as skipped. A path that does not exist is an error. A file whose
+    name S3 cannot hold, or a link that leads nowhere (broken, or a loop), is set aside
+    in ``unusable`` with the reason, before anything is uploaded; the others go ahead.
 
     Relative paths (the keys) are taken from the current directory when every file lies
     under it; otherwise from the deepest directory holding all the named paths, so
@@ -65,6 +77,7 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
     anchors: list[Path] = []  # the directory each named path sits in
     skipped: list[Path] = []
     missing: list[str] = []
+    unusable: list[Unusable] = []
 
     def add_directory(directory: Path) -> None:
         for candidate in sorted(directory.rglob("*")):
@@ -73,6 +86,8 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
                     found[candidate.resolve()] = None
                 else:
                     skipped.append(candidate)
+            elif candidate.is_symlink() and not candidate.exists():
+                unusable.append(Unusable(candidate, _dangling(candidate)))
 
     for argument in arguments:
         path = cwd / Path(argument).expanduser()  # an absolute argument replaces cwd
@@ -97,19 +112,38 @@ def discover(arguments: Sequence[str], cwd: Path | None = None) -> Discovery:
             missing.append(argument)
     if missing:
         raise SubmitError("No such file or directory: " + ", ".join(map(repr, missing)))
-    if not found:
+    if not found and not unusable:
         raise SubmitError("No audio files found in " + ", ".join(map(repr, arguments)))
 
     paths = list(found)
     if all(path.is_relative_to(cwd) for path in paths):
         base = cwd
     else:
-        base = Path(os.path.commonpath(anchors))
-    files = [
-        SourceFile(path, keys.normalize_relative_path(path.relative_to(base).as_posix()))
-        for path in paths
-    ]
-    return Discovery(files=files, skipped_non_audio=skipped)
+        base = Path(os.path.commonpath(anchors or [cwd]))
+    files = []
+    for path in paths:
+        try:
+            relative = keys.normalize_relative_path(path.relative_to(base).as_posix())
+        except InvalidKeyError as error:
+            unusable.append(Unusable(path, str(error)))
+            continue
+        files.append(SourceFile(path, relative))
+    if not files:
+        reasons = "; ".join(f"{str(item.path)!r}: {item.reason}" for item in unusable)
+        raise SubmitError(f"No file whisperq can take: {reasons}")
+    return Discovery(files=files, skipped_non_audio=skipped, unusable=unusable)
+
+
+def _dangling(link: Path) -> str:
+    """Why a symbolic link gives no file: a loop, or a target that does not exist."""
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link that loops back on itself: nothing to read"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link that loops back on itself: nothing to read"
+    return f"a symbolic link to {os.readlink(link)!r}, which does not exist"
 
 
 def sha256_of(path: Path) -> str:
@@ -156,6 +190,7 @@ class SubmitReport:
     duplicates: list[str] = field(default_factory=list)  # same path, same content, queued
     shared_content: list[list[str]] = field(default_factory=list)  # paths with equal bytes
     skipped_non_audio: int = 0
+    unusable: list[Unusable] = field(default_factory=list)  # not taken, with the reason
     bytes_uploaded: int = 0
     audio_seconds: float = 0.0
     sqs_requests: int = 0
@@ -167,6 +202,7 @@ class SubmitReport:
             "duplicates": self.duplicates,
             "shared_content": self.shared_content,
             "skipped_non_audio": self.skipped_non_audio,
+            "unusable": [{"path": str(u.path), "reason": u.reason} for u in self.unusable],
             "bytes_uploaded": self.bytes_uploaded,
             "audio_seconds": round(self.audio_seconds, 3),
             "sqs_requests": self.sqs_requests,
@@ -278,6 +314,7 @@ def submit(
         duplicates=duplicates,
         shared_content=shared_content(prepared),
         skipped_non_audio=len(discovery.skipped_non_audio),
+        unusable=discovery.unusable,
     )
     if not chosen:
         return report

@@ -83,11 +83,7 @@ def settings_for_storage() -> Settings:
     settings = load_settings()
     settings.require_storage()
     if local_stack.is_stale(settings):
-        raise ConfigError(
-            "The local stack was started but is no longer running (a reboot?). "
-            "Run `whisperq local up` to start it afresh, or `whisperq local down` to go back "
-            "to the configured AWS target."
-        )
+        raise ConfigError(local_stack.MOTO_GONE)
     return settings
 
 

@@ -33,6 +33,7 @@ from whisperq.cli.app import (
     err,
     explain_aws_error,
     out,
+    print_error,
     print_json,
     settings_for_storage,
 )
@@ -40,6 +41,7 @@ from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
 from whisperq.fleet import group_status as fleet
 from whisperq.schemas import TranscriptionOptions
 from whisperq.settings import Settings
+from whisperq.stacks import local as local_stack
 
 EXIT_FAILED = EXIT_ERROR  # wait: some jobs failed
 EXIT_TIMEOUT = EXIT_USAGE  # wait: --timeout passed first
@@ -246,6 +248,8 @@ def submit(
         )
     if as_json:
         print_json(report.as_dict())
+        if report.unusable:
+            raise typer.Exit(EXIT_ERROR)
         return
     err.print(
         f"Queued {len(report.queued)} file(s), {report.bytes_uploaded / 1e6:.1f} MB, "
@@ -255,7 +259,11 @@ def submit(
         err.print(f"Skipped {len(report.duplicates)} already in the batch (--force to redo).")
     if report.skipped_non_audio:
         err.print(f"Skipped {report.skipped_non_audio} non-audio file(s) found in directories.")
+    for item in report.unusable:
+        print_error(escape(f"not submitted: {str(item.path)!r}: {item.reason}"))
     out.print(report.batch)
+    if report.unusable:  # the others are queued; the exit code says not all were
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -398,6 +406,14 @@ def _fleet_lines(now: fleet.FleetStatus, settings: Settings, at: float | None = 
         ]
         if now.launch_problem is not None:
             lines.append(_launch_problem_line(group, now.launch_problem, at or time.time()))
+    state = local_stack.read_state(settings)
+    dead = [p.name for p in local_stack.dead_processes(state)] if state else []
+    if dead:
+        lines.append(
+            f"[yellow]local stack: {', '.join(dead)} not running[/] (a dead worker's instance "
+            "still counts as in service): `whisperq local up` starts it again, keeping the "
+            "batches"
+        )
     speed = now.throughput
     window = duration_text(now.window_seconds)
     if now.results_read:

@@ -66,6 +66,9 @@ class Managed:
     started: int | None
     log: str
     instance: str | None = None  # a worker's instance in the local group
+    # Where this process's lines begin in its log: a restarted process appends to the log
+    # of the one it replaces, and its ready mark must be its own.
+    log_offset: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +77,18 @@ class Managed:
             "started": self.started,
             "log": self.log,
             "instance": self.instance,
+            "log_offset": self.log_offset,
         }
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `up` did: started a stack, found it running, or restarted processes that had
+    died (their names), keeping the data and the logs."""
+
+    state: dict[str, Any]
+    started: bool
+    restarted: tuple[str, ...] = ()
 
 
 def default_worker_count(cores: int | None = None) -> int:
@@ -147,6 +161,7 @@ def _spawn(
     name: str, command: list[str], log: Path, env: dict[str, str], instance: str | None = None
 ) -> Managed:
     log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as handle:
         process = subprocess.Popen(
             command,
@@ -156,7 +171,8 @@ def _spawn(
             env=env,
             start_new_session=True,  # its own process group: down stops its children too
         )
-    return Managed(name, process.pid, _process_start_time(process.pid), str(log), instance)
+    started = _process_start_time(process.pid)
+    return Managed(name, process.pid, started, str(log), instance, log_offset=offset)
 
 
 def _wait_for_moto(settings: Settings, process: Managed, timeout: float) -> None:
@@ -293,12 +309,63 @@ def _wait_for_workers(workers: list[Managed], timeout: float, mark: str = READY_
             if not is_alive(worker):
                 last_lines = tail(Path(worker.log), 15)
                 raise LocalStackError(f"{worker.name} exited at start; {worker.log}:\n{last_lines}")
-            if mark in Path(worker.log).read_text(encoding="utf-8", errors="replace"):
+            if mark in _log_since(worker):
                 waiting.remove(worker)
         time.sleep(0.3)
     if waiting:
         names = ", ".join(worker.name for worker in waiting)
         raise LocalStackError(f"{names} not ready within {timeout:.0f}s; see `whisperq local logs`")
+
+
+def _log_since(process: Managed) -> str:
+    """What ``process`` itself wrote to its log (not the process it replaced)."""
+    try:
+        with Path(process.log).open("rb") as handle:
+            handle.seek(process.log_offset)
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def dead_processes(state: dict[str, Any]) -> list[Managed]:
+    """The stack's processes that are no longer running."""
+    return [process for process in managed_processes(state) if not is_alive(process)]
+
+
+def _moto_alive(state: dict[str, Any]) -> bool:
+    servers = [p for p in managed_processes(state) if p.name == "moto"]
+    return bool(servers) and is_alive(servers[0])
+
+
+def restart_dead(settings: Settings, ready_timeout: float = 180.0) -> list[str]:
+    """Start again the workers and the ingest process that died, on the same moto server
+    (the batches, queues and logs stay); returns their names. The moto server itself
+    cannot be restarted this way: its data was in its memory."""
+    state = read_state(settings)
+    if state is None:
+        raise LocalStackError("The local stack is not running: `whisperq local up` first.")
+    if not _moto_alive(state):
+        raise LocalStackError(MOTO_GONE)
+    dead = [p for p in dead_processes(state) if p.name != "moto"]
+    if not dead:
+        return []
+    for process in dead:
+        _reap(process.pid)
+    state["processes"] = [p.as_dict() for p in managed_processes(state) if p not in dead]
+    _write_state(settings, state)
+    workers = [start_worker(settings) for p in dead if p.name.startswith("worker")]
+    _wait_for_workers(workers, ready_timeout)
+    if any(p.name == "ingest" for p in dead):
+        _wait_for_workers([start_ingest(settings)], ready_timeout, INGEST_READY_MARK)
+    return sorted(p.name for p in dead)
+
+
+MOTO_GONE = (
+    "The local stack's moto server is no longer running (a reboot, or it was killed), and "
+    "the batches and queues it held in memory went with it. `whisperq local reset` starts "
+    "a fresh, empty stack (the old logs are kept in logs/previous/); `whisperq local down` "
+    "goes back to the configured AWS target."
+)
 
 
 def up(
@@ -308,19 +375,20 @@ def up(
     visibility_timeout: int = VISIBILITY_TIMEOUT_S,
     max_receive_count: int = MAX_RECEIVE_COUNT,
     ready_timeout: float = 180.0,
-) -> tuple[dict[str, Any], bool]:
-    """Start the stack; returns (state, started). Harmless when it is already up."""
+) -> UpResult:
+    """Start the stack. Harmless when it is already up; a worker or the ingest process
+    that died is started again, keeping the data and logs. A stack whose moto server died
+    has lost its data: that is an error naming `local reset` (nothing is wiped here)."""
     state = read_state(settings)
     if state is not None:
-        processes = managed_processes(state)
-        if processes and all(is_alive(process) for process in processes):
-            return state, False
-        down(settings)  # half dead: clear what is left, then start afresh
+        if not _moto_alive(state):
+            raise LocalStackError(MOTO_GONE)
+        restarted = restart_dead(settings, ready_timeout)
+        return UpResult(read_state(settings) or state, started=False, restarted=tuple(restarted))
 
     workers = workers or default_worker_count()
     logs = settings.state_dir / "logs"
-    for old_log in logs.glob("*.log"):
-        old_log.unlink()
+    _keep_previous_logs(logs)
     port = free_port()
     moto = _spawn(
         "moto",
@@ -360,7 +428,27 @@ def up(
     except BaseException:
         down(settings)
         raise
-    return read_state(settings) or state, True  # as start_worker left it: with the workers
+    return UpResult(read_state(settings) or state, started=True)  # with the workers
+
+
+def reset(settings: Settings, **options: Any) -> UpResult:
+    """`local reset`: stop whatever is left of the stack and start a fresh, empty one."""
+    down(settings)
+    return up(settings, **options)
+
+
+def _keep_previous_logs(logs: Path) -> None:
+    """A fresh stack's logs start empty; the last stack's move to logs/previous/ (one
+    generation), so a crash that led to the reset can still be read."""
+    old = sorted(logs.glob("*.log"))
+    if not old:
+        return
+    previous = logs / "previous"
+    previous.mkdir(parents=True, exist_ok=True)
+    for stale in previous.glob("*.log"):
+        stale.unlink()
+    for log in old:
+        log.replace(previous / log.name)
 
 
 def start_worker(settings: Settings) -> Managed:
