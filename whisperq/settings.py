@@ -13,7 +13,10 @@ Sources, highest priority first:
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -33,6 +36,7 @@ from whisperq.errors import ConfigError, InvalidSettingError
 from whisperq.schemas import TranscriptionOptions
 from whisperq.vocabulary import compile_user_patterns
 
+log = logging.getLogger("whisperq.settings")
 ENV_PREFIX = "WHISPERQ_"
 LOCAL_STACK_FILE = "stack.json"
 DEFAULT_STATE_DIR = Path.home() / ".whisperq"
@@ -347,7 +351,12 @@ def _full_options(options: Any, name: str) -> dict[str, Any]:
 
 def load_settings(**overrides: Any) -> Settings:
     """The settings from every source; a value that is not allowed raises
-    :class:`InvalidSettingError` naming the variable and config key, and what is allowed."""
+    :class:`InvalidSettingError` naming where it was set, and what is allowed. A key of the
+    config file that is no setting is logged (once) with the closest setting's name."""
+    for warning in unknown_config_keys(_Locations().config_file):
+        if warning not in _warned:
+            _warned.add(warning)
+            log.warning("warning: %s", warning)
     try:
         return Settings(**overrides)
     except ValidationError as error:
@@ -377,6 +386,54 @@ def describe_invalid(error: ValidationError) -> str:
     return "Invalid setting: " + "; ".join(problems) + "."
 
 
+_warned: set[str] = set()
+
+
+def unknown_config_keys(config_file: Path) -> list[str]:
+    """A message for each top-level key of ``config_file`` that is no setting (a typo is
+    otherwise silently ignored), naming the closest setting."""
+    try:
+        with config_file.open("rb") as handle:
+            table = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []  # a broken file is reported when the settings are read
+    known = list(Settings.model_fields)
+    messages = []
+    for key in table:
+        if key in Settings.model_fields:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        messages.append(f"{config_file}: {key!r} is not a whisperq setting, ignored{hint}")
+    return messages
+
+
 def _where(name: str) -> str:
-    """Where a field can be set, in words."""
-    return f"{ENV_PREFIX}{name.upper()} (or {name} in {_Locations().config_file})"
+    """Where a field was set, in words: the environment, the .env file or the config file
+    (the first that has it, as the sources' priority goes), else where it can be set."""
+    variable = f"{ENV_PREFIX}{name.upper()}"
+    config_file = _Locations().config_file
+    if variable in os.environ:
+        return f"{variable} (environment)"
+    if _dotenv_names(Path(".env")) & {variable}:
+        return f"{variable} in {Path('.env').resolve()}"
+    if name in _config_keys(config_file):
+        return f"{name} in {config_file}"
+    return f"{variable} (or {name} in {config_file})"
+
+
+def _dotenv_names(path: Path) -> set[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return set()
+    names = (line.split("=", 1)[0].strip() for line in lines if "=" in line)
+    return {name.removeprefix("export ").strip() for name in names}
+
+
+def _config_keys(path: Path) -> set[str]:
+    try:
+        with path.open("rb") as handle:
+            return set(tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()

@@ -7,10 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from whisperq import keys, storage
+from whisperq.batches.download import MARKER
 from whisperq.celery_app import decode_job_message
 from whisperq.cli import app
 
-from helpers import queued_jobs
+from helpers import queued_jobs, write_batch
 
 runner = CliRunner()
 
@@ -79,7 +80,8 @@ def test_a_file_name_s3_cannot_list_fails_alone_and_the_rest_is_queued(cli_env, 
 def test_submit_rejects_a_bad_batch_name(cli_env, tmp_path):
     (tmp_path / "x.wav").write_bytes(b"x")
     result = runner.invoke(app, ["submit", str(tmp_path / "x.wav"), "--batch", "no/slashes"])
-    assert result.exit_code == 1 and "Invalid batch name" in result.output
+    assert result.exit_code == 2 and "Invalid batch name" in result.output  # bad usage
+    assert list(storage.list_objects(storage.client(cli_env, "s3"), cli_env.bucket, "")) == []
 
 
 def test_without_configuration_commands_say_what_to_do():
@@ -154,6 +156,23 @@ def test_wait_exits_2_on_timeout(batch_of_three, cli_env):
     assert "2 of 3 still pending" in result.output
 
 
+def test_wait_never_sleeps_past_its_timeout(batch_of_three, cli_env, monkeypatch):
+    import whisperq.cli.batches as batches_cli
+
+    now = [1000.0]  # a clock that moves only when wait sleeps
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(batches_cli, "_clock", lambda: now[0])
+    monkeypatch.setattr(batches_cli, "_sleep", sleep)
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "3", "--interval", "30"])
+    assert result.exit_code == 2 and "Timed out after 3s" in result.output
+    assert slept == [3.0]  # one poll, then the rest of the timeout: not a 30 s interval
+
+
 def test_results_mirror_paths_and_filter_formats(batch_of_three, cli_env, tmp_path):
     for fmt in keys.RESULT_FORMATS:
         put(cli_env, keys.result_key("wk", "sub dir/a.wav", fmt))
@@ -161,11 +180,11 @@ def test_results_mirror_paths_and_filter_formats(batch_of_three, cli_env, tmp_pa
     out = tmp_path / "out"
     only_srt = runner.invoke(app, ["results", "wk", "--out", str(out), "--format", "srt"])
     assert only_srt.exit_code == 0, only_srt.output
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["sub dir/a.wav.srt"]
+    assert _written(out) == ["sub dir/a.wav.srt"]
 
     everything = runner.invoke(app, ["results", "wk", "--out", str(out)])
     assert everything.exit_code == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+    assert _written(out) == [
         "b.wav.error.json",
         "sub dir/a.wav.json",
         "sub dir/a.wav.srt",
@@ -173,6 +192,59 @@ def test_results_mirror_paths_and_filter_formats(batch_of_three, cli_env, tmp_pa
         "sub dir/a.wav.vtt",
     ]
     assert "1 failure record" in everything.output
+
+
+def _written(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*") if p.name != MARKER)
+
+
+def test_results_of_another_batch_never_silently_replace_files(batch_of_three, cli_env, tmp_path):
+    write_batch(cli_env, "other", ["a.wav"])
+    for batch in ("wk", "other"):
+        put(cli_env, keys.result_key(batch, "a.wav", "json"))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["results", "wk", "--out", str(out)]).exit_code == 0
+    assert json.loads((out / MARKER).read_text()) == {"batch": "wk"}
+    again = runner.invoke(app, ["results", "wk", "--out", str(out)])  # a refresh: fine
+    assert again.exit_code == 0
+
+    mixed = runner.invoke(app, ["results", "other", "--out", str(out)])
+    said = " ".join(mixed.output.split())
+    assert mixed.exit_code == 2
+    assert "holds the results of batch 'wk'" in said and "--overwrite" in said
+
+    forced = runner.invoke(app, ["results", "other", "--out", str(out), "--overwrite"])
+    assert forced.exit_code == 0
+    assert json.loads((out / MARKER).read_text()) == {"batch": "other"}
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.wav.json").write_text("my own notes")
+    unmarked = runner.invoke(app, ["results", "wk", "--out", str(tmp_path / "mine")])
+    assert unmarked.exit_code == 2 and "would be replaced" in " ".join(unmarked.output.split())
+    assert (tmp_path / "mine" / "a.wav.json").read_text() == "my own notes"
+
+
+def test_results_say_when_there_is_nothing_to_download(batch_of_three, cli_env, tmp_path):
+    out = tmp_path / "out"
+    none_yet = runner.invoke(app, ["results", "wk", "--out", str(out)])
+    assert none_yet.exit_code == 0 and "no results yet" in none_yet.output
+    put(cli_env, keys.result_key("wk", "a.wav", "json"))
+    put(cli_env, keys.result_key("wk", "a.wav", "srt"))
+    vtt = runner.invoke(app, ["results", "wk", "--out", str(out), "--formats", "vtt"])
+    said = " ".join(vtt.output.split())
+    assert vtt.exit_code == 1
+    assert "has no vtt results; it has: json, srt" in said
+    assert not out.exists()
+
+
+def test_submit_and_results_take_format_and_formats_alike(cli_env, tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"x")
+    for flag in ("--format", "--formats"):
+        submitted = runner.invoke(app, ["submit", str(tmp_path / "x.wav"), "-b", "f", flag, "srt"])
+        assert submitted.exit_code == 0, submitted.output
+        put(cli_env, keys.result_key("f", "x.wav", "srt"))
+        fetched = runner.invoke(app, ["results", "f", "--out", str(tmp_path / flag), flag, "srt"])
+        assert fetched.exit_code == 0, fetched.output
 
 
 def test_results_rejects_unknown_formats(cli_env):

@@ -157,3 +157,37 @@ def test_a_config_file_that_is_not_toml_is_named(isolated_settings):
     (isolated_settings / "config.toml").write_text("bucket = \n")
     with pytest.raises(InvalidSettingError, match=r"config\.toml is not valid TOML"):
         load_settings()
+
+
+@pytest.mark.parametrize("where", ["environment", ".env", "config"])
+def test_an_invalid_value_names_the_source_it_came_from(isolated_settings, monkeypatch, where):
+    from whisperq.errors import InvalidSettingError
+    from whisperq.settings import load_settings
+
+    if where == "environment":
+        monkeypatch.setenv("WHISPERQ_BEAM_SIZE", "abc")
+        says = "WHISPERQ_BEAM_SIZE (environment)"
+    elif where == ".env":
+        (isolated_settings / ".env").write_text("WHISPERQ_BEAM_SIZE=abc\n")
+        says = f"WHISPERQ_BEAM_SIZE in {(isolated_settings / '.env').resolve()}"
+    else:
+        (isolated_settings / "config.toml").write_text('beam_size = "abc"\n')
+        says = f"beam_size in {isolated_settings / 'config.toml'}"
+    with pytest.raises(InvalidSettingError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert says in message
+    wrong = {"environment": ["config.toml", ".env"], ".env": ["config.toml", "(environment)"]}
+    for other in wrong.get(where, [".env", "(environment)"]):
+        assert other not in message
+
+
+def test_a_misspelled_config_key_is_named_with_the_closest_setting(isolated_settings, caplog):
+    from whisperq.settings import load_settings
+
+    (isolated_settings / "config.toml").write_text('bukcet = "calls"\nmodel = "tiny.en"\n')
+    with caplog.at_level("WARNING", logger="whisperq.settings"):
+        settings = load_settings()
+    assert settings.bucket == ""  # ignored, as before: but now said
+    (message,) = [r.getMessage() for r in caplog.records if "bukcet" in r.getMessage()]
+    assert "'bukcet' is not a whisperq setting" in message and "did you mean 'bucket'" in message

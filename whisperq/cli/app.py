@@ -18,7 +18,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from whisperq import __version__
 from whisperq.errors import EXIT_ERROR, ConfigError, WhisperqError
@@ -46,6 +46,18 @@ class WhisperqGroup(TyperGroup):
         except (BotoCoreError, ClientError) as error:
             print_error(explain_aws_error(error, _target_settings()))
             raise typer.Exit(EXIT_ERROR) from None
+
+
+# typer 0.29 prints a flag's type as "<bool>" in help, which reads as if the flag took a
+# value (`--force <bool>`): a flag shows no type, as before 0.29.
+_typed = TyperOption.display_type_rich
+
+
+def _flag_shows_no_type(self: TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag else _typed(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign]
 
 
 # markdown: help paragraphs are re-flowed to the terminal's width (docstrings' own line

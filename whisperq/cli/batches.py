@@ -37,7 +37,7 @@ from whisperq.cli.app import (
     print_json,
     settings_for_storage,
 )
-from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
+from whisperq.errors import EXIT_ERROR, EXIT_USAGE, InvalidKeyError, UsageError, WhisperqError
 from whisperq.fleet import group_status as fleet
 from whisperq.schemas import TranscriptionOptions
 from whisperq.settings import Settings
@@ -147,9 +147,11 @@ def submit(
     ] = None,
     formats: Annotated[
         str | None,
-        _batch_option(
+        typer.Option(
             "--formats",
-            "Renderings to write: any of srt,vtt,txt (default all); the JSON always is.",
+            "--format",
+            help="Renderings to write: any of srt,vtt,txt (default all); the JSON always is.",
+            rich_help_panel=_BATCH_OPTIONS_PANEL,
         ),
     ] = None,
     model: Annotated[
@@ -217,6 +219,8 @@ def submit(
     content is already in the batch are skipped unless --force. Inside directories,
     files without an audio extension are skipped and counted. Transcription options
     belong to the batch: adding files to it later keeps them.
+
+    Example: `whisperq submit examples/calls/ --batch weekly --speakers agent,customer`
     """
     from whisperq.batches.submit import submit as run_submit
 
@@ -238,6 +242,8 @@ def submit(
         "redact": _split_list(redact),
         "redact_audio": redact_audio,
     }
+    if batch is not None:
+        _usable_batch_name(batch)
     settings = settings_for_storage()
     if redact is not None and settings.redact_patterns:
         given["redact_patterns"] = settings.redact_patterns
@@ -264,6 +270,14 @@ def submit(
     out.print(report.batch)
     if report.unusable:  # the others are queued; the exit code says not all were
         raise typer.Exit(EXIT_ERROR)
+
+
+def _usable_batch_name(batch: str) -> None:
+    """A batch name given on the command line that breaks the rules is bad usage (2)."""
+    try:
+        keys.validate_batch_name(batch)
+    except InvalidKeyError as error:
+        raise UsageError(str(error)) from None
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -303,6 +317,8 @@ def status(
     from-stack` and the local stack set it): the fleet's instances, recent throughput
     from the newest 50 results of the batches shown, and when the backlog should be done
     (an estimate, by the scaler's own formula).
+
+    Example: `whisperq status weekly`
     """
     settings = settings_for_storage()
     s3 = storage.client(settings, "s3")
@@ -467,6 +483,11 @@ def _launch_problem_line(group: fleet.GroupState, problem: fleet.LaunchProblem, 
 # --- wait / results -------------------------------------------------------------------
 
 
+# wait's clock, apart so a test can drive it
+_clock = time.monotonic
+_sleep = time.sleep
+
+
 @app.command()
 def wait(
     batch: Annotated[str, typer.Argument(help="The batch to wait for.")],
@@ -481,10 +502,12 @@ def wait(
 
     Exits 0 when every job succeeded; 1 when any failed or was dead-lettered (naming
     them: `whisperq retry BATCH` runs them again); 2 on timeout.
+
+    Example: `whisperq wait weekly --timeout 3600 && whisperq results weekly --out transcripts/`
     """
     settings = settings_for_storage()
     s3 = storage.client(settings, "s3")
-    deadline = time.monotonic() + timeout if timeout > 0 else None
+    deadline = _clock() + timeout if timeout > 0 else None
     dead = _DeadLetterWatch(settings, batch)
     progress = Progress(
         TextColumn(f"[bold]{batch}"),
@@ -511,14 +534,16 @@ def wait(
             )
             if current.finished:
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and _clock() >= deadline:
                 progress.stop()
                 err.print(
                     f"Timed out after {timeout:g}s: {current.pending} of {current.submitted} "
                     "still pending."
                 )
                 raise typer.Exit(EXIT_TIMEOUT)
-            time.sleep(interval)
+            # never past the deadline: --timeout 3 with polls every 5 s ends after 3 s
+            left = interval if deadline is None else deadline - _clock()
+            _sleep(max(0.0, min(interval, left)))
     if current.failed or current.dead_lettered_paths:
         bad = current.failed + len(current.dead_lettered_paths)
         err.print(f"[red]{bad} of {current.submitted} failed:[/]")
@@ -564,15 +589,27 @@ def results(
     formats: Annotated[
         str,
         typer.Option(
+            "--formats",
             "--format",
             "-f",
             help="Comma-separated: json,srt,vtt,txt,audio (audio: the redacted audio "
             "copies of a batch submitted with --redact-audio).",
         ),
     ] = ",".join(keys.DOWNLOAD_KINDS),
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Write into a folder holding another batch's results (or files whisperq "
+            "did not write), replacing files with the same paths.",
+        ),
+    ] = False,
 ) -> None:
-    """Download a batch's transcripts, mirroring the submitted relative paths."""
-    from whisperq.batches.download import download_results
+    """Download a batch's transcripts, mirroring the submitted relative paths.
+
+    Example: `whisperq results weekly --out transcripts/ --format txt`
+    """
+    from whisperq.batches.download import check_target, download_results, plan_download
 
     chosen = [item.strip() for item in formats.split(",") if item.strip()]
     unknown = sorted(set(chosen) - set(keys.DOWNLOAD_KINDS))
@@ -583,8 +620,19 @@ def results(
     settings = settings_for_storage()
     if tracking.load_batch(settings, storage.client(settings, "s3"), batch) is None:
         raise _no_batch(batch, settings)
+    download = plan_download(settings, batch, out_dir, chosen)
+    if not download.items:
+        if not download.kinds_present:
+            err.print(f"Batch {batch!r} has no results yet: `whisperq status {batch}`.")
+            return
+        has = ", ".join(sorted(download.kinds_present))
+        raise WhisperqError(
+            f"Batch {batch!r} has no {','.join(chosen)} results; it has: {has} "
+            "(a batch writes the formats it was submitted with, --formats)."
+        )
+    check_target(download, overwrite)
     with _progress() as progress:
-        report = download_results(settings, batch, out_dir, chosen, _RichHooks(progress))
+        report = download_results(settings, download, _RichHooks(progress))
     err.print(f"{len(report.files)} file(s) written under {out_dir}/", highlight=False)
     if report.errors:
         err.print(f"[red]{report.errors} failure record(s) among them (*.error.json).[/]")
@@ -598,7 +646,10 @@ def retry(
     batch: Annotated[str, typer.Argument(help="The batch whose failed jobs to run again.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-queue a batch's failed files and its dead-lettered jobs."""
+    """Re-queue a batch's failed files and its dead-lettered jobs.
+
+    Example: `whisperq retry weekly`
+    """
     from whisperq.batches import dead_letters as deadletter
     from whisperq.batches.submit import requeue_failed
 
@@ -624,7 +675,10 @@ def dlq(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show the dead-letter queue: jobs SQS gave up on after maxReceiveCount deliveries."""
+    """Show the dead-letter queue: jobs SQS gave up on after maxReceiveCount deliveries.
+
+    Example: `whisperq dlq --redrive`
+    """
     from whisperq.batches import dead_letters as deadletter
 
     settings = settings_for_storage()

@@ -27,7 +27,10 @@ def config_from_stack(
     ] = None,
 ) -> None:
     """Write bucket, queues and region from `pulumi up`'s outputs into the config file,
-    so `whisperq submit` needs nothing else."""
+    so `whisperq submit` needs nothing else.
+
+    Example: `whisperq config from-stack dev` (or `--outputs outputs.json`)
+    """
     settings = load_settings()
     if outputs_file is not None:
         outputs = stack_config.read_outputs_file(outputs_file)

@@ -50,6 +50,8 @@ failed jobs are not in it; `whisperq simulate` estimates a whole day's bill.
 Prices: built-in us-east-1 estimates per instance type, overridable with
 instance_prices in the config file or WHISPERQ_INSTANCE_PRICES; results without an
 instance type (the local stack) are priced as WHISPERQ_FLEET_INSTANCE_TYPE.
+
+Example: `whisperq cost weekly --market on-demand`
 """
 
 
@@ -163,11 +165,23 @@ def simulate(
         Path | None,
         typer.Option("--trace", help="Your day: a CSV with a header and arrival_s,audio_s."),
     ] = None,
-    max_instances: Annotated[int, typer.Option("--max-instances", min=1)] = _DAY.max_instances,
+    max_instances: Annotated[
+        int, typer.Option("--max-instances", min=1, help="The fleet's cap (whisperq:maxInstances).")
+    ] = _DAY.max_instances,
     jobs_per_instance: Annotated[
-        int, typer.Option("--jobs-per-instance", min=1)
+        int,
+        typer.Option(
+            "--jobs-per-instance",
+            min=1,
+            help="Backlog per instance the scaler aims at (whisperq:jobsPerInstance).",
+        ),
     ] = _DAY.jobs_per_instance,
-    idle_minutes: Annotated[float, typer.Option("--idle-minutes", min=0)] = _DAY.idle_minutes,
+    idle_minutes: Annotated[
+        float,
+        typer.Option(
+            "--idle-minutes", min=0, help="An empty queue for this long scales the fleet to zero."
+        ),
+    ] = _DAY.idle_minutes,
     slots: Annotated[
         int, typer.Option("--slots", min=1, help="Jobs an instance runs at once.")
     ] = _DAY.slots,
@@ -185,7 +199,9 @@ def simulate(
             "instance type, measured, published or estimated).",
         ),
     ] = None,
-    instance_type: Annotated[str, typer.Option("--instance-type")] = _DAY.instance_type,
+    instance_type: Annotated[
+        str, typer.Option("--instance-type", help="The fleet's instance type (speed and price).")
+    ] = _DAY.instance_type,
     market: MarketOption = _DAY.market,
     price: Annotated[
         float | None,
@@ -207,6 +223,8 @@ def simulate(
 
     The same as benchmarks/simulate.py. Prices: the built-in table with instance_prices
     from the configuration applied.
+
+    Example: `whisperq simulate --calls 50000 --max-instances 20 --model small`
     """
     options = DayOptions(
         scale=scale,

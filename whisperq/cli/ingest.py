@@ -136,7 +136,9 @@ def ingest(
     threads: Annotated[
         int, typer.Option("--threads", min=1, max=RECEIVE_LIMIT, help="Events at once.")
     ] = 4,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
 ) -> None:
     """Turn S3 object events into jobs: an object created under `incoming/<batch>/<path>`
     becomes a job of `<batch>`, as if `whisperq submit` had sent it.
@@ -146,6 +148,8 @@ def ingest(
     fails alone with a reason, a repeated event is a duplicate. `whisperq local up`
     runs this for the local stack; on AWS the ingest Lambda does the same work.
     SIGTERM or Ctrl-C stops it after the events in hand.
+
+    Example: `whisperq ingest --loglevel INFO`
     """
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

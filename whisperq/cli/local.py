@@ -40,7 +40,10 @@ def local_up(
     ingest process (files copied into `s3://whisperq-local/incoming/<batch>/` become jobs).
 
     On a running stack it starts again any worker or ingest process that died, keeping the
-    batches and logs; new options need `whisperq local reset` (which discards the data)."""
+    batches and logs; new options need `whisperq local reset` (which discards the data).
+
+    Example: `whisperq local up --workers 2`
+    """
     settings = load_settings()
     with err.status("Starting the local stack (moto server, workers, model)..."):
         result = local_stack.up(
@@ -61,7 +64,10 @@ def local_reset(
     max_receive_count: ReceiveOption = local_stack.MAX_RECEIVE_COUNT,
 ) -> None:
     """Stop the local stack and start a fresh, empty one (with these options): every batch
-    on it is discarded; the old logs move to logs/previous/."""
+    on it is discarded; the old logs move to logs/previous/.
+
+    Example: `whisperq local reset --model base`
+    """
     settings = load_settings()
     with err.status("Starting a fresh local stack (moto server, workers, model)..."):
         result = local_stack.reset(
@@ -134,7 +140,10 @@ def _report(result: local_stack.UpResult, workers: int | None, model: str | None
 
 @local_app.command("down")
 def local_down() -> None:
-    """Stop every process the local stack started (by PID); its data is discarded."""
+    """Stop every process the local stack started (by PID); its data is discarded.
+
+    Example: `whisperq local down`
+    """
     stopped = local_stack.down(load_settings())
     if not stopped:
         err.print("The local stack is not running.")
@@ -146,7 +155,10 @@ def local_down() -> None:
 def local_logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per log file.")] = 40,
 ) -> None:
-    """Show the end of each local stack log (moto server, workers, ingest)."""
+    """Show the end of each local stack log (moto server, workers, ingest).
+
+    Example: `whisperq local logs --lines 20`
+    """
     files = local_stack.log_files(load_settings())
     if not files:
         raise LocalStackError("No logs: the local stack has not been started.")

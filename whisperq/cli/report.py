@@ -103,6 +103,8 @@ def report(
 
     Reads every result JSON of the batch (--threads at a time); results written before
     whisperq stored metrics get them computed from their segments.
+
+    Example: `whisperq report weekly --csv > calls.csv`
     """
     if as_csv and as_json:
         raise UsageError("--csv and --json do not go together: choose one.")

@@ -20,12 +20,16 @@ def worker(
         int | None, typer.Option("--concurrency", "-c", help="Pool processes.")
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name or directory.")] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
 ) -> None:
     """Run a Celery worker in the foreground (what a server's service runs).
 
     SIGTERM stops it gracefully: no new jobs; the running job may finish within
     WHISPERQ_SHUTDOWN_GRACE_SECONDS, else it goes back to the queue for another worker.
+
+    Example: `whisperq worker --loglevel INFO`
     """
     # billiard reads this when celery is first imported (below): SIGTERM then means
     # Celery's soft shutdown (bounded wait, then hand back), and pool processes ignore it.

@@ -42,8 +42,8 @@ class DayOptions:
     calls: int = 10_000
     seed: int = 1
     trace: Path | None = None
-    # not the stack's default (defaults.MAX_INSTANCES): the built-in day peaks near 30
-    # c6a.large instances, the 10x day near 300
+    # not the stack's default (defaults.MAX_INSTANCES): the simulated day's peak should not
+    # be capped unless asked; the report prints the peak it reached
     max_instances: int = 500
     jobs_per_instance: int = defaults.JOBS_PER_INSTANCE
     idle_minutes: float = float(defaults.IDLE_MINUTES)
@@ -78,8 +78,9 @@ Assumptions (all overridable; every figure printed is an estimate):
   (whisperq.defaults.INSTANCE_PRICES), per second from launch to termination;
 - the always-on fleet: as many instances as keep pace with the day's busiest hour,
   already up, billed 24 hours (or until the last job, if later);
-- --max-instances defaults to {day_max} here (the stack's default is {stack_max}): the built-in day
-  peaks near 30 c6a.large instances, the 10x day near 300;
+- --max-instances defaults to {day_max} here (the stack's default is {stack_max}), so the
+  day's peak is not capped unless you ask: the report's "instances (peak / fixed)" row
+  says how many it reached;
 - the managed comparison: AWS Transcribe batch at its list price, ${managed} per minute.
 """.format(
     cpu_model=defaults.MODEL["cpu"],
