@@ -228,6 +228,43 @@ def test_email_written_and_spoken() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [seg("my email is john .smith .example .com thanks")],  # faster-whisper's dots
+        [seg("it's john dot smith dot example dot com")],
+        [seg("john period smith period example period co period uk")],
+        [seg("write to john.smith.example.com")],  # one token, as Whisper may write it
+        [wseg("john .smith .example .com")],  # words, as the engine stores them
+    ],
+    ids=["leading-dots", "dot-words", "period-words", "one-token", "words"],
+)
+def test_a_spoken_email_whose_at_was_lost_is_still_redacted(segments: list[Segment]) -> None:
+    """Whisper drops "at" now and then: "john dot smith at example dot com" becomes
+    "john .smith .example .com". A name, dots and a known top-level domain -- three parts
+    or more -- is an address."""
+    out, found = redact(segments, ["pii"])
+    assert types(found) == ["EMAIL"]
+    assert "smith" not in all_text(out) and "example" not in all_text(out)
+    assert "[EMAIL]" in out[0].text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "go to example.com and log in",  # a website: a domain and its TLD
+        "go to example dot com and log in",
+        "visit www dot example dot co dot uk",  # www: a website's host
+        "see support.example.com for help",  # a service's host, not a person
+        "version 2.1.3 is out",  # dots, but no domain
+        "that's it. Smith. Example. Com.",  # sentences, not dots inside a name
+    ],
+)
+def test_websites_and_dotted_words_are_not_emails(text: str) -> None:
+    out, found = redact([seg(text)], ["pii"])
+    assert found == [] and out[0].text == text
+
+
 def test_email_not_in_pci() -> None:
     out, found = redact([seg("john@example.com")], ["pci"])
     assert found == [] and out[0].text == "john@example.com"

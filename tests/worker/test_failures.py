@@ -184,3 +184,44 @@ def test_should_retry_until_the_tries_are_used():
     assert [should_retry(gave_up, n, max_attempts=3) for n in (1, 2)] == [True, False]
     permanent = classify(AudioDecodeError("bad header"))
     assert not should_retry(permanent, 1, max_attempts=3)
+
+
+# --- reasons name the batch's path, in words -------------------------------------------------
+
+
+def test_a_decode_failure_names_the_batch_path_not_the_workers_copy():
+    """PyAV's message names the worker's temporary file and FFmpeg's raw error code
+    (AVERROR_INVALIDDATA): neither means anything to the person reading the record."""
+    import tempfile
+
+    local = f"{tempfile.gettempdir()}/whisperq-ab12cd/calls/x.wav"
+    error = AudioDecodeError(
+        f"cannot decode audio: [Errno 1094995529] Invalid data found when processing input: "
+        f"'{local}'"
+    )
+    reason = classify(error, "calls/x.wav").reason
+    assert reason.startswith(
+        "calls/x.wav could not be read as audio (cannot decode audio: Invalid data found "
+        "when processing input)"
+    )
+    assert tempfile.gettempdir() not in reason and "/tmp" not in reason
+    assert "Errno" not in reason and "1094995529" not in reason
+    assert "--force" in reason  # what to do
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ("[Errno 2] No such file or directory: '{tmp}/whisperq-1/0-ab/in.wav'", "calls/in.wav"),
+        ("cannot open {tmp}/whisperq-1/other.wav for writing", "the worker's copy of"),
+        ("[Errno 28]", "No space left on device"),
+        ("[Errno 1094995529]", "an error the decoder did not name"),
+    ],
+)
+def test_any_reason_names_the_batch_path_and_words_for_error_numbers(message, says):
+    import tempfile
+
+    error = RuntimeError(message.format(tmp=tempfile.gettempdir()))
+    reason = classify(error, "calls/in.wav").reason
+    assert says in reason
+    assert tempfile.gettempdir() not in reason and "Errno" not in reason

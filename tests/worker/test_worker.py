@@ -1,6 +1,8 @@
 """The job runner with the real tiny.en model against moto; engine and Celery choices."""
 
+import hashlib
 import json
+import tempfile
 
 import pytest
 from botocore.exceptions import ClientError
@@ -79,6 +81,10 @@ def test_an_undecodable_file_gets_an_error_record_and_no_result(aws, runner, tmp
     )
     assert "broken.wav could not be read as audio" in record["reason"]
     assert "--force" in record["reason"]
+    # the batch's path, in words: not the worker's temporary copy, not FFmpeg's numbers
+    assert record["reason"].startswith("broken.wav could not be read as audio (")
+    assert "/tmp" not in record["reason"] and tempfile.gettempdir() not in record["reason"]
+    assert "Errno" not in record["reason"]
     assert record["error_type"] == "AudioDecodeError"
     assert record["input_key"] == "inputs/b2/broken.wav"
     assert (record["kind"], record["attempts"]) == ("permanent", 1)  # never retried
@@ -89,7 +95,8 @@ def test_a_success_after_a_failure_removes_the_stale_error_record(
 ):
     bogus = tmp_path / "x.wav"
     bogus.write_bytes(b"garbage")
-    runner.run(upload_job(aws, bogus, "b3", "x.wav"))
+    assert runner.run(upload_job(aws, bogus, "b3", "x.wav")) == "failed"
+    assert result_keys(aws, "b3") == ["results/b3/x.wav.error.json"]  # the first run failed
     fixed = make_speech(tmp_path / "fixed.wav", "Good morning.")
     assert runner.run(upload_job(aws, fixed, "b3", "x.wav")) == "done"
     assert result_keys(aws, "b3") == [
@@ -524,3 +531,168 @@ def test_sequential_and_batched_decoding_both_transcribe(aws, make_speech, tmp_p
         transcript = engine.transcribe_file(loaded, audio, TranscriptionOptions(), config)
         assert transcript.options["batch_size"] == batch_size
         assert word_error_rate(CLEAR_SENTENCE, transcript.text) <= 0.4
+
+
+def test_a_non_audio_file_in_a_folder_is_named_by_its_batch_path(aws, runner, tmp_path):
+    bogus = tmp_path / "notes.wav"
+    bogus.write_bytes(b"these are meeting notes, not a recording\n" * 20)
+    assert runner.run(upload_job(aws, bogus, "b2b", "calls/May 2/notes.wav")) == "failed"
+    reason = error_record(aws, "b2b", "calls/May 2/notes.wav")["reason"]
+    assert reason.startswith("calls/May 2/notes.wav could not be read as audio (")
+    assert "/tmp" not in reason and tempfile.gettempdir() not in reason
+    assert "whisperq-" not in reason and "Errno" not in reason
+    assert "submit it again with --force" in reason
+
+
+# --- the model a batch asks for ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("allowed", [["base"], ["*"]])
+def test_an_allowed_model_is_loaded_and_used(aws, make_speech, tmp_path, allowed):
+    runner = JobRunner(aws.model_copy(update={"allowed_models": allowed}))
+    audio = make_speech(tmp_path / "in.wav", CLEAR_SENTENCE)
+    payload = upload_job(aws, audio, "mb", "x.wav", TranscriptionOptions(model="base"))
+
+    assert runner.run(payload) == "done"
+
+    result = TranscriptResult.model_validate(
+        storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/mb/x.wav.json")
+    )
+    assert result.model.name == "base"  # not the worker's own tiny.en
+    assert result.options["model"] == "base"
+    assert word_error_rate(CLEAR_SENTENCE, result.text) <= 0.4
+    assert engine.load_model(runner.config).info.name == "tiny.en"  # its own stays loaded
+
+
+# --- a job for content the input no longer holds (same path submitted again) -------------------
+
+
+def upload_version(settings, local, batch, path):
+    """``upload_job``, with the sha256 metadata submit and ingest write on an input."""
+    payload = upload_job(settings, local, batch, path)
+    s3 = storage.client(settings, "s3")
+    s3.upload_file(
+        str(local),
+        settings.bucket,
+        payload["input_key"],
+        ExtraArgs={"Metadata": {"sha256": payload["sha256"]}},
+    )
+    return payload
+
+
+def stored(settings, batch, path):
+    return TranscriptResult.model_validate(
+        storage.get_json(
+            storage.client(settings, "s3"), settings.bucket, f"results/{batch}/{path}.json"
+        )
+    )
+
+
+def test_a_job_for_an_older_version_of_the_input_writes_nothing(
+    aws, runner, make_speech, tmp_path, caplog
+):
+    """Two submits of one path with different content: the older job finds the newer
+    bytes (they differ from its sha256). It writes neither a result nor an error record:
+    the newer job writes the result, whichever runs first."""
+    older = upload_version(aws, make_speech(tmp_path / "v1.wav", "Good morning."), "st", "x.wav")
+    newer_audio = make_speech(tmp_path / "v2.wav", CLEAR_SENTENCE)
+    newer = upload_version(aws, newer_audio, "st", "x.wav")
+    assert older["sha256"] != newer["sha256"]
+
+    assert runner.run(older) == "stale"  # before the newer job
+    assert result_keys(aws, "st") == []
+    assert f"stale job st/x.wav: its input now holds {newer['sha256'][:12]}" in caplog.text
+
+    assert runner.run(newer) == "done"
+    assert runner.run(older) == "stale"  # after it: the newer result stays
+
+    assert result_keys(aws, "st") == [
+        f"results/st/x.wav.{ext}" for ext in ("json", "srt", "txt", "vtt")
+    ]
+    result = stored(aws, "st", "x.wav")
+    assert result.sha256 == newer["sha256"] == hashlib.sha256(newer_audio.read_bytes()).hexdigest()
+    assert {"internet", "connection"} <= words(result.text)
+
+
+def test_a_newer_version_submitted_while_a_job_runs_makes_it_stale(
+    aws, runner, make_speech, tmp_path, monkeypatch
+):
+    """The input is replaced while the older job transcribes: its result would overwrite
+    the newer job's (or come after it), so it is not written."""
+    older = upload_version(aws, make_speech(tmp_path / "v1.wav", "Good morning."), "sr", "x.wav")
+    newer_audio = make_speech(tmp_path / "v2.wav", CLEAR_SENTENCE)
+    real = engine.transcribe_file
+    replaced = []
+
+    def transcribe_then_replace(*args, **kwargs):
+        transcript = real(*args, **kwargs)
+        if not replaced:  # the second submit lands meanwhile
+            replaced.append(upload_version(aws, newer_audio, "sr", "x.wav"))
+        return transcript
+
+    monkeypatch.setattr(engine, "transcribe_file", transcribe_then_replace)
+
+    assert runner.run(older) == "stale"
+    assert replaced and result_keys(aws, "sr") == []  # no result, no error record
+
+    assert runner.run(replaced[0]) == "done"
+    assert stored(aws, "sr", "x.wav").sha256 == replaced[0]["sha256"]
+
+
+def test_a_stale_job_taken_along_in_a_pack_is_settled_without_a_record(
+    aws, make_speech, tmp_path, caplog
+):
+    from whisperq.messages import encode_job_message, job_payload_of
+    from whisperq.worker.heartbeat import MessageHandle
+
+    settings = aws.model_copy(update={"visibility_timeout": 60})
+    sqs = storage.client(settings, "sqs")
+
+    def queue(payload):
+        body = encode_job_message(payload, settings.queue_name)
+        sqs.send_message(QueueUrl=settings.queue_url, MessageBody=body)
+
+    queue(upload_job(settings, make_speech(tmp_path / "a.wav", "Good morning."), "ps", "a.wav"))
+    (message,) = sqs.receive_message(QueueUrl=settings.queue_url)["Messages"]
+    lead = job_payload_of(message["Body"])
+    handle = MessageHandle(settings.queue_url, message["ReceiptHandle"], 1)
+    older = upload_job(settings, make_speech(tmp_path / "b1.wav", "Hello there."), "ps", "b.wav")
+    upload_job(settings, make_speech(tmp_path / "b2.wav", "Thank you."), "ps", "b.wav")  # newer
+    queue(older)  # taken along by the lead; its input holds the newer bytes now
+
+    assert JobRunner(settings).run(lead, handle) == "done"
+
+    assert result_keys(settings, "ps") == [
+        f"results/ps/a.wav.{ext}" for ext in ("json", "srt", "txt", "vtt")
+    ]  # nothing for b.wav: its newer job writes that
+    assert "stale job ps/b.wav" in caplog.text
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=settings.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    # the stale job's message is gone (not handed back to come round again); the lead's
+    # own is Celery's to acknowledge
+    assert attributes == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "1",
+    }
+
+
+def test_a_download_that_differs_from_the_inputs_own_sha256_is_tried_again(
+    aws, quick_retry_runner, tmp_path
+):
+    """The input's metadata says it is the job's content, but other bytes came: damaged
+    on the way, not a newer version -- tried again, then recorded, never skipped."""
+    bogus = tmp_path / "x.wav"
+    bogus.write_bytes(b"what the job was queued for")
+    payload = upload_job(aws, bogus, "dm", "x.wav")
+    storage.client(aws, "s3").put_object(
+        Bucket=aws.bucket,
+        Key=payload["input_key"],
+        Body=b"other bytes",
+        Metadata={"sha256": payload["sha256"]},
+    )
+    assert quick_retry_runner.run(payload) == "failed"
+    record = error_record(aws, "dm", "x.wav")
+    assert "the download of x.wav does not match its sha256" in record["reason"]
+    assert (record["kind"], record["attempts"]) == ("transient", 2)

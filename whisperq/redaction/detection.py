@@ -154,7 +154,74 @@ _EMAIL_STOP = word_set(
 )
 
 
+# Top-level domains an address without its "at" must end in (see _dotted_address_spans).
+_TLDS = word_set(
+    "com org net edu gov mil int info biz io co me us uk ie ca au nz de fr es it nl be ch at "
+    "se no dk fi pl pt in jp cn br mx za sg hk ae eu"
+)
+# First parts of a website's host name, not of a person's address: "www dot example dot
+# com", "support.example.com" are kept.
+_HOST_WORDS = word_set(
+    "www web http https ftp mail email support help shop store my app apps portal login "
+    "account accounts secure online pay billing docs blog news m"
+)
+_ADDRESS_PART = re.compile(r"[A-Za-z0-9_+-]+", re.ASCII)
+
+
+def _dotted_parts(word: str) -> list[str] | None:
+    """A word's dot-separated parts ("john.smith" -> ["john", "smith"]), or None when a
+    part is not address-like."""
+    parts = word.split(".")
+    return parts if all(_ADDRESS_PART.fullmatch(part) for part in parts) else None
+
+
+def _dotted_address_spans(stream: Sequence[Token], taken: set[int]) -> list[tuple[int, int]]:
+    """Spoken addresses whose "at" Whisper lost: "john .smith .example .com", "john dot
+    smith dot example dot com", "john.smith.example.com" -- three dotted parts or more,
+    ending in a known top-level domain, not starting with a website's host word (www,
+    support, ...). Two parts ("example.com") are a website and are kept."""
+    words = [core(t.text) for t in stream]
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(stream):
+        parts = _dotted_parts(words[i]) if i not in taken and words[i] else None
+        if parts is None or stream[i].text.lstrip().startswith("."):
+            i += 1
+            continue
+        end = i
+        while end + 1 < len(stream) and end + 1 not in taken:
+            following = stream[end + 1].text.strip()
+            if following.startswith(".") and (more := _dotted_parts(words[end + 1])):
+                parts, end = parts + more, end + 1  # faster-whisper's ".smith"
+                continue
+            joined = following.lower() in ("dot", "period", ".")
+            if joined and end + 2 < len(stream) and end + 2 not in taken:
+                more = _dotted_parts(words[end + 2]) if words[end + 2] else None
+                if more and not stream[end + 2].text.lstrip().startswith("."):
+                    parts, end = parts + more, end + 2  # "smith dot example"
+                    continue
+            break
+        if (
+            len(parts) >= 3
+            and parts[-1].lower() in _TLDS
+            and parts[0].lower() not in _HOST_WORDS
+            and parts[0].lower() not in _EMAIL_STOP
+            and any(c.isalpha() for c in parts[0])
+        ):
+            spans.append((i, end))
+        i = end + 1
+    return spans
+
+
 def _email_spans(stream: Sequence[Token]) -> list[tuple[int, int]]:
+    """ "x@y.z" tokens, spoken "x (dot x) at y dot z" / "x at y.z", and spoken addresses
+    whose "at" was lost (:func:`_dotted_address_spans`)."""
+    spans = _spoken_email_spans(stream)
+    taken = {p for first, last in spans for p in range(first, last + 1)}
+    return spans + _dotted_address_spans(stream, taken)
+
+
+def _spoken_email_spans(stream: Sequence[Token]) -> list[tuple[int, int]]:
     """ "x@y.z" tokens, and spoken "x (dot x) at y dot z" / "x at y.z"."""
     words = [core(t.text) for t in stream]
     lower = [w.lower() for w in words]
@@ -338,7 +405,9 @@ def detect(
       from 30 s (CVV 12 s, EXPIRY 15 s) before the run to 10 s after it, in any stream.
     - PHONE without a cue: 10-11 digits of phone shape (0..., 1+NANP, NANP, +...).
     - EXPIRY / DATE_OF_BIRTH: also month/ordinal dates near their cues.
-    - EMAIL: written ``x@y.z``; spoken "x at y dot z" / "x at y.z".
+    - EMAIL: written ``x@y.z``; spoken "x at y dot z" / "x at y.z"; and, "at" lost,
+      three dotted parts or more ending in a known TLD ("john .smith .example .com"), not
+      a website ("example.com", "www dot example dot com", "support.example.com").
     - IBAN: written shape (``GB29 NWBK ...``) anywhere; spelled letters+digits near the cue.
     - NATIONAL_ID: the UK NI number shape (``QQ 12 34 56 C``) anywhere.
     - user patterns: ``name -> regex`` over each stream's normalised text (see

@@ -6,11 +6,20 @@ record dropped (cleanup).
 
 Each stage is retried on its own (``stages``); what is written where is the
 ``ResultStore``'s. Single jobs and packed ones (``pack_runner``) deliver alike.
+
+A job is for one content of its path: the sha256 it was queued with. The same path
+submitted again with other content overwrites the input and queues a newer job; the older
+job then finds bytes that are not its own (checked after the download), or an input whose
+sha256 changed while it ran (checked before the upload). It is stale (``StaleJob``): it
+writes neither results nor an error record -- the newer job writes those -- and its
+message is acknowledged. So a result's ``sha256`` is always that of the content it
+transcribed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import tempfile
 import time
@@ -46,6 +55,32 @@ def stored_transcript(
     return dataclasses.replace(transcript, segments=segments), spans
 
 
+class StaleJob(Exception):
+    """The job's input holds other content than the job was queued for (the path was
+    submitted again): nothing of it may be written. Control flow inside the worker."""
+
+    def __init__(self, job: TranscriptionJob, found: str) -> None:
+        super().__init__(
+            f"stale job {job.batch}/{job.path}: its input now holds {found[:12]}..., not "
+            f"{job.sha256[:12]}... it was queued for (the path was submitted again); "
+            "skipped, writing nothing: the newer job writes its results"
+        )
+        self.job = job
+        self.found = found
+
+
+class DownloadMismatch(Exception):
+    """The bytes downloaded differ from the input's own sha256: damaged on the way."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class Delivery:
     """Downloads a job's input and delivers its transcript, each step a retried stage."""
 
@@ -58,11 +93,40 @@ class Delivery:
         self.results = results
 
     def download(self, job: TranscriptionJob, local: Path) -> None:
-        """The job's input file to ``local`` (the download stage)."""
-        self.stages.run(job, "download", lambda: self._download(job, local))
+        """The job's input file to ``local`` (the download stage). Raises StaleJob when
+        the input holds other content than the job's (the path was submitted again)."""
+        found = self.stages.run(job, "download", lambda: self._download(job, local))
+        if found != job.sha256:
+            raise StaleJob(job, found)
 
-    def _download(self, job: TranscriptionJob, local: Path) -> None:
+    def _download(self, job: TranscriptionJob, local: Path) -> str:
+        """Downloads; the sha256 of what came. Bytes that differ from the job's and from
+        the input's own sha256 (metadata) were damaged on the way: tried again."""
         self.clients.s3.download_file(self.settings.bucket, job.input_key, str(local))
+        found = sha256_of(local)
+        if found != job.sha256 and self.input_sha256(job) == job.sha256:
+            raise DownloadMismatch(
+                f"the download of {job.path} does not match its sha256 ({found[:12]}..., "
+                f"not {job.sha256[:12]}...)"
+            )
+        return found
+
+    def input_sha256(self, job: TranscriptionJob) -> str | None:
+        """The sha256 submit and ingest record on the input (its metadata), or None."""
+        head = self.clients.s3.head_object(Bucket=self.settings.bucket, Key=job.input_key)
+        return head.get("Metadata", {}).get("sha256")
+
+    def check_current(self, job: TranscriptionJob) -> None:
+        """Before the results go out: raises StaleJob when the input was replaced with
+        other content since the download (a newer job writes the results then). A check
+        that cannot be made lets the job go on: its download matched."""
+        try:
+            found = self.input_sha256(job)
+        except Exception as error:
+            log.info("%s/%s: could not re-check its input (%s)", job.batch, job.path, error)
+            return
+        if found is not None and found != job.sha256:
+            raise StaleJob(job, found)
 
     def deliver(
         self,
@@ -90,6 +154,7 @@ class Delivery:
                 lambda: redacted_audio.write_redacted_wav(local, audio_copy, spans),
             )
         transcribed = time.perf_counter()
+        self.check_current(job)
         written: set[str] = set()  # kept across the upload's tries: nothing is put twice
 
         def upload() -> None:

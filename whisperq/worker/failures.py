@@ -37,7 +37,10 @@ the failure's own ``max_retries`` where one more try is unlikely to help:
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -114,9 +117,10 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
     """Sort an exception raised while processing ``path`` into permanent, transient (and
     how many retries it deserves) or the worker's own fault."""
     if isinstance(error, AudioDecodeError):
+        detail = _one_line(error, path).removesuffix(f": '{path}'")  # named already
         return Failure(
             Kind.PERMANENT,
-            f"{path} could not be read as audio ({error}). Check that it is a complete "
+            f"{path} could not be read as audio ({detail}). Check that it is a complete "
             "recording in a common format (wav, mp3, m4a, flac, ogg, opus), then submit it "
             "again with --force.",
         )
@@ -127,9 +131,9 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
             f"{'.'.join(map(str, item['loc'])) or 'payload'}: {item['msg']}"
             for item in error.errors()
         )
-        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(problems)})")
+        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(problems, path)})")
     if isinstance(error, InvalidKeyError):
-        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(error)})")
+        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(error, path)})")
     if isinstance(error, ClientError):
         return _classify_client_error(error, path)
     if isinstance(
@@ -143,7 +147,7 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
             TimeoutError,
         ),
     ):
-        return Failure(Kind.TRANSIENT, f"network error: {_one_line(error)}")
+        return Failure(Kind.TRANSIENT, f"network error: {_one_line(error, path)}")
     if isinstance(error, ModelError):
         return Failure(Kind.WORKER, f"the worker could not load its model: {error}")
     if isinstance(error, MemoryError):
@@ -155,7 +159,7 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
     # Unknown: one retry; the record then carries the exception for a bug report.
     return Failure(
         Kind.TRANSIENT,
-        f"unexpected error {type(error).__name__}: {_one_line(error)}",
+        f"unexpected error {type(error).__name__}: {_one_line(error, path)}",
         max_retries=UNKNOWN_MAX_RETRIES,
     )
 
@@ -200,7 +204,7 @@ def _classify_client_error(error: ClientError, path: str) -> Failure:
             f"access denied ({operation}: {code}): the worker's IAM role lacks a "
             "permission; fix the deployment, then `whisperq retry BATCH`.",
         )
-    return Failure(Kind.PERMANENT, f"{operation} failed: {code}: {_one_line(error)}")
+    return Failure(Kind.PERMANENT, f"{operation} failed: {code}: {_one_line(error, path)}")
 
 
 def botocore_retries(error: ClientError) -> int:
@@ -221,6 +225,42 @@ def backoff_delay(
     return ceiling / 2 + rng() * ceiling / 2
 
 
-def _one_line(error: BaseException | str) -> str:
-    text = " ".join(str(error).split())
+def _one_line(error: BaseException | str, path: str | None = None) -> str:
+    text = " ".join(plain(str(error), path).split())
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+# "[Errno 1094995529] Invalid data ...": Python's and PyAV's errors start with their code.
+_ERRNO = re.compile(r"\[Errno (-?\d+)\]\s*(?=(\S?))")
+
+
+def _local_path(path: str | None) -> re.Pattern[str]:
+    """A path inside the worker's temporary folder, quoted (may hold spaces) or not."""
+    root = re.escape(tempfile.gettempdir().rstrip("/"))
+    return re.compile(rf"'{root}/[^']*'|\"{root}/[^\"]*\"|{root}/\S*")
+
+
+def _errno_words(match: re.Match[str]) -> str:
+    if match.group(2):  # words follow the number: they say it
+        return ""
+    number = abs(int(match.group(1)))
+    if 0 < number < 4096:
+        return os.strerror(number)
+    return "an error the decoder did not name"  # FFmpeg's codes are four-letter tags
+
+
+def plain(text: str, path: str | None = None) -> str:
+    """``text`` for a person: a path inside the worker's temporary folder becomes the
+    batch's ``path`` (or "the worker's copy of PATH" when it is another file), and raw
+    error numbers ("[Errno 1094995529]", PyAV's AVERROR) become words."""
+    named = path or "the file"
+
+    def batch_path(match: re.Match[str]) -> str:
+        local = match.group().strip("'\"")
+        quote = "'" if match.group().startswith("'") else ""
+        if path and os.path.basename(local) == os.path.basename(path):
+            return f"{quote}{path}{quote}"
+        return f"{quote}the worker's copy of {named}{quote}"
+
+    text = _local_path(path).sub(batch_path, text)
+    return _ERRNO.sub(_errno_words, text)

@@ -26,7 +26,7 @@ from whisperq.settings import Settings
 from whisperq.speech import engine
 from whisperq.worker import packs as short_jobs
 from whisperq.worker.clients import ProcessClients
-from whisperq.worker.delivery import Delivery
+from whisperq.worker.delivery import Delivery, StaleJob
 from whisperq.worker.heartbeat import MessageHandle
 from whisperq.worker.metrics import JobMetrics
 from whisperq.worker.results import ResultStore
@@ -65,6 +65,7 @@ class PackRunner:
         metrics: JobMetrics,
         may_gather: Callable[[], bool],
         run_alone: Callable[[TranscriptionJob], float],
+        ledger: short_jobs.PackLedger | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -76,6 +77,8 @@ class PackRunner:
         self.may_gather = may_gather
         # A job run on its own, as ``JobRunner`` runs one (its stages; raises StageFailed).
         self.run_alone = run_alone
+        # Where the gathered jobs are noted for the worker's main process (``packs``).
+        self.ledger = ledger
 
     def packs(self, job: TranscriptionJob, loaded: engine.LoadedModel) -> bool:
         """Whether this job may take other short jobs along (whisperq.worker.packs)."""
@@ -108,7 +111,7 @@ class PackRunner:
             timeout,
             self.settings.pack_max_bytes,
         )
-        with short_jobs.Holding(sqs, gathered, timeout) as held:
+        with short_jobs.Holding(sqs, gathered, timeout, self.ledger, message) as held:
             members, alone = [lead], []
             for number, job in enumerate(gathered):
                 if not self.may_gather():
@@ -140,25 +143,36 @@ class PackRunner:
                 if seconds is not None:
                     self._finish(packed.gathered, held, seconds)
             share = took * lead.seconds / total
-            lead_seconds = self._deliver_member(lead, loaded, config, own[0], share)
+            stale: StaleJob | None = None
+            try:
+                lead_seconds = self._deliver_member(lead, loaded, config, own[0], share)
+            except StaleJob as error:  # the lead's results are not written; the rest go on
+                stale, lead_seconds = error, 0.0
             for job in alone:
                 seconds = self._member(job, held, functools.partial(self.run_alone, job.job))
                 if seconds is not None:
                     self._finish(job, held, seconds)
+            if stale is not None:
+                raise stale
             return lead_seconds
 
     def _member(
         self, gathered: short_jobs.GatheredJob, held: short_jobs.Holding, action: Callable[[], T]
     ) -> T | None:
         """``action`` for one gathered job, or None when the job is settled already:
-        failed for good (its error record written, its message deleted), or failed in a
-        way nobody expected (its message given back; the pack goes on). WorkerUnfit goes
+        failed for good (its error record written, its message deleted), stale (nothing
+        written, its message deleted: ``delivery.StaleJob``), or failed in a way nobody
+        expected (its message given back; the pack goes on). WorkerUnfit goes
         up: then the whole pack goes back."""
         job = gathered.job
         try:
             return action()
         except WorkerUnfit:
             raise
+        except StaleJob as stale:  # the newer job writes the results: this one is over
+            log.warning("%s", stale)
+            held.done(gathered.message)
+            return None
         except StageFailed as failed:
             try:
                 self.results.write_error(

@@ -137,7 +137,7 @@ class ResultStore:
             batch=job.batch,
             path=job.path,
             input_key=job.input_key,
-            reason=failure.reason,
+            reason=failures.plain(failure.reason, job.path),  # no local paths, no errnos
             kind=failure.kind.value,
             error_type=type(error).__name__,
             attempts=attempts,

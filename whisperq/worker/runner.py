@@ -13,6 +13,7 @@ record -- each retried on its own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,20 +26,28 @@ from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.speech import engine
 from whisperq.worker.clients import ProcessClients
-from whisperq.worker.delivery import Delivery
+from whisperq.worker.delivery import Delivery, StaleJob
 from whisperq.worker.heartbeat import MessageHandle, VisibilityHeartbeat
 from whisperq.worker.metrics import JobMetrics
 from whisperq.worker.models import WorkerModels
 from whisperq.worker.pack_runner import PackMember, PackRunner
+from whisperq.worker.packs import PackLedger
 from whisperq.worker.refusal import refuse
 from whisperq.worker.results import ResultStore
 from whisperq.worker.stages import StageFailed, Stages
+
+log = logging.getLogger("whisperq.worker")
 
 
 class JobRunner:
     """Runs jobs in one pool process; holds that process's clients and model."""
 
-    def __init__(self, settings: Settings, may_gather: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        may_gather: Callable[[], bool] = lambda: True,
+        ledger: PackLedger | None = None,
+    ) -> None:
         self.settings = settings
         self.models = WorkerModels(settings)
         self.config = self.models.config
@@ -58,6 +67,7 @@ class JobRunner:
             self.metrics,
             may_gather,
             self._process,
+            ledger,  # the worker's main process hands back what a killed pack held
         )
 
     def client(self, service: str) -> Any:
@@ -78,7 +88,8 @@ class JobRunner:
         self.models.warm_up()
 
     def run(self, payload: Any, message: MessageHandle | None = None) -> str:
-        """Process one payload: "done", "failed" (error record written) or "refused".
+        """Process one payload: "done", "failed" (error record written), "refused", or
+        "stale" (the input holds newer content: nothing written, ``delivery``).
 
         Raises WorkerUnfit when the job should go back to the queue for another worker.
         """
@@ -90,7 +101,11 @@ class JobRunner:
         if message is not None:
             heartbeat = VisibilityHeartbeat(self.client("sqs"), message, self.visibility_timeout())
         with heartbeat:
-            audio_seconds = self._run_job(job, message)
+            try:
+                audio_seconds = self._run_job(job, message)
+            except StaleJob as stale:
+                log.warning("%s", stale)
+                return "stale"
         outcome = "failed" if audio_seconds is None else "done"
         self.metrics.publish(outcome, audio_seconds or 0.0)
         return outcome
