@@ -157,7 +157,7 @@ def test_wait_exits_2_on_timeout(batch_of_three, cli_env):
 
 
 def test_wait_never_sleeps_past_its_timeout(batch_of_three, cli_env, monkeypatch):
-    import whisperq.cli.batches as batches_cli
+    import whisperq.cli.results as batches_cli
 
     now = [1000.0]  # a clock that moves only when wait sleeps
     slept: list[float] = []

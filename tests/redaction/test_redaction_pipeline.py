@@ -284,8 +284,12 @@ def test_results_downloads_the_redacted_audio_copies(cli_env, tmp_path):
     everything = cli.invoke(app, ["results", "dl", "-o", str(tmp_path / "b")])
 
     assert only_audio.exit_code == 0 and everything.exit_code == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["a.wav.redacted.wav"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        ".whisperq-batch",  # the folder's batch (whisperq.batches.download)
+        "a.wav.redacted.wav",
+    ]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        ".whisperq-batch",
         "a.wav.json",
         "a.wav.redacted.wav",
     ]

@@ -1,7 +1,8 @@
 """The ``whisperq`` command line: one module per group of commands.
 
 - ``app``: the Typer app, consoles, and the one place errors become exit codes;
-- ``batches``: submit, status, wait, results, retry, dlq;
+- ``batches``: submit, status;
+- ``results``: wait, results, retry, dlq;
 - ``estimates``: cost, simulate;
 - ``report``: conversation metrics of a batch;
 - ``worker``: the Celery worker;
@@ -15,7 +16,16 @@ invalid setting, or (``wait``) the timeout passed first.
 from __future__ import annotations
 
 # Importing the command modules registers their commands on ``app``.
-from whisperq.cli import batches, config, estimates, ingest, local, report, worker  # noqa: F401
+from whisperq.cli import (  # noqa: F401
+    batches,
+    config,
+    estimates,
+    ingest,
+    local,
+    report,
+    results,
+    worker,
+)
 from whisperq.cli.app import app
 
 __all__ = ["app", "main"]
