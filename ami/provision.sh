@@ -12,9 +12,14 @@
 #   WHISPERQ_CONSTRAINTS  pip constraints: the exact versions CI tests (default: the
 #                      constraints.txt beside this script, as Packer and the stock-image
 #                      user data put it there, else the repository's ../constraints.txt).
-#                      Everything pip installs here is held to it.
+#                      Everything pip installs here is held to it; on GPU, cuBLAS also to
+#                      gpu-constraints.txt beside this script (CTranslate2 loads no cuDNN).
 #   WHISPERQ_PREFIX    install under this root instead of /      (tests)
 #   WHISPERQ_USER      the service user                           (default whisperq)
+#   WHISPERQ_BAKE=1    baking an image (Packer): OS updates are applied now, after
+#                      cloud-init, with a GPU image's driver, CUDA and kernel held
+#                      (system-packages.sh); unset at a stock image's boot, which upgrades
+#                      nothing and installs only what is missing
 #   WHISPERQ_SKIP_CLOUD=1  skip what needs a cloud machine: apt, GPU libraries, the
 #                      CloudWatch agent, systemctl, image cleanup (tests)
 #   WHISPERQ_ON_FAILURE  a command run with the reason when this script fails: the boot of
@@ -70,15 +75,27 @@ if [ -z "$constraints" ] || [ ! -f "$constraints" ]; then
   log "installed with exactly the versions CI tests; set WHISPERQ_CONSTRAINTS to the repository's constraints.txt"
   exit 2
 fi
+# GPU: the cuBLAS version, beside this script as constraints.txt is (Packer and the stock
+# image's user data put it there)
+gpu_constraints="$here/gpu-constraints.txt"
+if [ "$compute" = gpu ]; then
+  if [ ! -f "$gpu_constraints" ]; then
+    log "no $gpu_constraints: the cuBLAS version a GPU worker installs"
+    exit 2
+  fi
+  # whisperq-gpu-devices.service runs these before the worker starts
+  for tool in /usr/bin/nvidia-smi /usr/bin/nvidia-modprobe; do
+    if [ "$skip_cloud" != 1 ] && [ ! -x "$tool" ]; then
+      log "$tool is missing: a GPU worker needs the NVIDIA driver and its tools"
+      exit 2
+    fi
+  done
+fi
 
 if [ "$skip_cloud" != 1 ]; then
-  log "system packages (security updates applied now, at build time)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get -y -q upgrade
-  apt-get install -y -q --no-install-recommends python3 python3-venv rsyslog
-  # No automatic updates or reboots while jobs run: the next image carries them.
-  systemctl disable --now apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service 2>/dev/null || true
+  # apt (upgrades only when baking; a bounded wait for the package lock) and the
+  # CloudWatch agent
+  WHISPERQ_COMPUTE="$compute" bash "$here/system-packages.sh"
 fi
 
 # Logging first, so that a boot that fails later still ships its log: rsyslog copies the
@@ -87,12 +104,6 @@ fi
 install -d -m 0755 "$prefix/etc/rsyslog.d"
 install -m 0644 "$here/rsyslog-whisperq.conf" "$prefix/etc/rsyslog.d/30-whisperq.conf"
 if [ "$skip_cloud" != 1 ]; then
-  log "CloudWatch agent (started at boot with the stack's log group)"
-  if ! command -v /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl >/dev/null; then
-    curl -fsSL -o /tmp/amazon-cloudwatch-agent.deb \
-      https://amazoncloudwatch-agent.s3.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb
-    dpkg -i /tmp/amazon-cloudwatch-agent.deb
-  fi
   install -d -m 0755 -o syslog /var/log/whisperq 2>/dev/null || install -d -m 0755 /var/log/whisperq
   systemctl restart rsyslog
 fi
@@ -137,9 +148,12 @@ library_path=""
 if [ "$compute" = gpu ]; then
   device="cuda"
   compute_type="float16"
+  [ "$gpu_constraints" -ef "$home/gpu-constraints.txt" ] || install -m 0644 "$gpu_constraints" "$home/gpu-constraints.txt"
   if [ "$skip_cloud" != 1 ]; then
-    log "CUDA runtime libraries for CTranslate2 (cuBLAS 12, cuDNN 9)"
-    "$venv/bin/python" -m pip install --quiet -c "$constraints" "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
+    # CTranslate2 links the CUDA runtime statically and loads cuBLAS 12 at run time; it
+    # never loads cuDNN (ami/gpu-constraints.txt).
+    log "cuBLAS 12 for CTranslate2 (the version in gpu-constraints.txt)"
+    "$venv/bin/python" -m pip install --quiet -c "$constraints" -c "$home/gpu-constraints.txt" nvidia-cublas-cu12
     library_path="$("$venv/bin/python" - <<'PY'
 import glob, os, site
 roots = site.getsitepackages()
@@ -156,8 +170,6 @@ cat > "$etc/image.env" <<ENV
 WHISPERQ_MODEL=$model_setting
 WHISPERQ_DEVICE=$device
 WHISPERQ_COMPUTE_TYPE=$compute_type
-WHISPERQ_SHUTDOWN_GRACE_SECONDS=90
-WHISPERQ_SPOT_GRACE_SECONDS=90
 HF_HOME=$cache/huggingface
 LD_LIBRARY_PATH=$library_path
 ENV
@@ -187,12 +199,20 @@ PY
 chown -R "$user" "$cache"
 
 install -d -m 0755 "$prefix/etc/systemd/system"
-for unit in whisperq-worker.service whisperq-mark-unhealthy.service; do
+units=(whisperq-worker.service whisperq-mark-unhealthy.service)
+if [ "$compute" = gpu ]; then
+  # the NVIDIA device nodes, made as root before the worker (which may not) starts
+  units+=(whisperq-gpu-devices.service)
+fi
+for unit in "${units[@]}"; do
   install -m 0644 "$here/$unit" "$prefix/etc/systemd/system/$unit"
 done
 
 if [ "$skip_cloud" != 1 ]; then
   systemctl daemon-reload
+  if [ "$compute" = gpu ]; then
+    systemctl enable whisperq-gpu-devices.service
+  fi
   systemctl enable whisperq-worker.service
 fi
 log "done"

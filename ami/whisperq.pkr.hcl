@@ -122,13 +122,15 @@ build {
     sources = [
       var.whisperq_wheel,
       "${path.root}/provision.sh",
+      "${path.root}/system-packages.sh",
       # the exact versions CI tests: provision.sh installs with them (pip -c)
       "${path.root}/../constraints.txt",
+      "${path.root}/gpu-constraints.txt",
       "${path.root}/whisperq-worker.service",
       "${path.root}/whisperq-mark-unhealthy.service",
+      "${path.root}/whisperq-gpu-devices.service",
       "${path.root}/mark-unhealthy.sh",
       "${path.root}/rsyslog-whisperq.conf",
-      "${path.root}/cleanup.sh",
     ]
     destination = "/tmp/whisperq-ami/"
   }
@@ -139,10 +141,44 @@ build {
       "WHISPERQ_COMPUTE=${var.compute}",
       "WHISPERQ_MODEL=${local.model}",
       "WHISPERQ_WHEEL=/tmp/whisperq-ami/${basename(var.whisperq_wheel)}",
+      # baking: OS updates now (never at a worker's boot), once cloud-init is done; a GPU
+      # image's kernel, driver and CUDA packages held
+      "WHISPERQ_BAKE=1",
     ]
-    inline = [
-      "bash /tmp/whisperq-ami/provision.sh",
-      "bash /tmp/whisperq-ami/cleanup.sh",
+    inline = ["bash /tmp/whisperq-ami/provision.sh"]
+  }
+
+  # The proof, as a worker boots the image: a reboot (the updated kernel, the driver
+  # loaded afresh, no device node left over from the build), then check-image.sh runs the
+  # worker's Python as the unit runs the worker (its user, NoNewPrivileges): on GPU,
+  # nvidia-smi and CTranslate2 see the GPU, and one float16 transcription of a packaged
+  # clip (examples/) must hold its word. A failure fails the build: no image.
+  provisioner "shell" {
+    execute_command   = "sudo -E bash '{{ .Path }}'"
+    inline            = ["systemctl reboot"]
+    expect_disconnect = true
+  }
+
+  provisioner "shell" {
+    pause_before = "30s"
+    inline       = ["mkdir -p /tmp/whisperq-check"]
+  }
+
+  provisioner "file" {
+    sources = [
+      "${path.root}/check-image.sh",
+      "${path.root}/../examples/calls/support/call-0001.wav",
     ]
+    destination = "/tmp/whisperq-check/"
+  }
+
+  provisioner "shell" {
+    execute_command = "sudo -E bash '{{ .Path }}'"
+    inline          = ["bash /tmp/whisperq-check/check-image.sh /tmp/whisperq-check/call-0001.wav internet"]
+  }
+
+  provisioner "shell" {
+    execute_command = "sudo -E bash '{{ .Path }}'"
+    script          = "${path.root}/cleanup.sh"
   }
 }

@@ -15,6 +15,8 @@ pulumi.export("dlqUrl", deployment.queues.dead_letter.url)
 pulumi.export("groupName", deployment.fleet.group.name)
 pulumi.export("region", deployment.region)
 pulumi.export("dashboardUrl", deployment.monitoring.dashboard_url)
+# The alarms' SNS topic: whisperq:alertEmail subscribes an address; subscribe others here.
+pulumi.export("alarmTopicArn", deployment.monitoring.topic.arn)
 # For `whisperq status` (fleet lines, ETA) and `whisperq cost`, via `config from-stack`.
 pulumi.export("jobsPerInstance", deployment.config.jobs_per_instance)
 pulumi.export("maxInstances", deployment.config.max_instances)

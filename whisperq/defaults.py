@@ -98,7 +98,10 @@ INGEST_CLAIM_SECONDS: Final = 120.0
 # --- spot interruptions and the worker's grace ---------------------------------------------
 
 SPOT_NOTICE_SECONDS: Final = 120.0  # EC2's two minutes' notice
-SHUTDOWN_GRACE_SECONDS: Final = 60.0  # on SIGTERM, for the running job
+# On SIGTERM, for the running job. The deployed workers' too: the image and the user data
+# set no grace of their own (ami/whisperq-worker.service's TimeoutStopSec outlasts it;
+# tests/infra/test_deploy_consistency.py checks they agree).
+SHUTDOWN_GRACE_SECONDS: Final = 60.0
 SPOT_GRACE_SECONDS: Final = 90.0  # after a spot notice, for the running job
 # The group's termination lifecycle hook (scale-in, capacity rebalancing) holds an instance
 # this long for its worker to hand back or finish the running job and complete the action;

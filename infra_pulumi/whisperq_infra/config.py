@@ -19,6 +19,10 @@ from whisperq.schemas import TranscriptionOptions
 # (whisperq/defaults.py), shared with the CLI, the local stack and the simulator.
 
 _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
+_ROUTE_TABLE = re.compile(r"rtb-[0-9a-f]{8,17}")
+# An address SNS can mail (a local part, an @, a domain with a dot): typos fail at preview,
+# not in a subscription that never confirms.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 
 
 class ConfigError(ValueError):
@@ -54,6 +58,15 @@ class DeploymentConfig:
     instance_types: tuple[str, ...] = defaults.INSTANCE_TYPES[defaults.COMPUTE]
     vpc_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
+    # False: workers get no public IPv4 address (AWS bills each one by the hour); their
+    # subnets (subnetIds) then reach S3, SQS, ... through a NAT gateway or VPC endpoints.
+    # True: as the subnets decide (the default VPC's give every worker one).
+    associate_public_ip: bool = True
+    # Route tables of the workers' subnets to give an S3 gateway endpoint (free; S3 traffic
+    # then stays off the internet and the NAT gateway): none = no endpoint.
+    s3_endpoint_route_tables: tuple[str, ...] = ()
+    # Where the alarms go: an SNS e-mail subscription (confirmed from the mail SNS sends).
+    alert_email: str | None = None
     ami_id: str | None = None
     retain_inputs_days: int = 14
     visibility_timeout: int = defaults.VISIBILITY_TIMEOUT_SECONDS
@@ -130,6 +143,31 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
     vpc_id = raw.get("vpcId") or None
     if subnets and not vpc_id:
         raise ConfigError("whisperq:subnetIds needs whisperq:vpcId (the VPC they belong to)")
+    associate_public_ip = _bool(raw, "associatePublicIp", True)
+    if not associate_public_ip and not subnets:
+        raise ConfigError(
+            "whisperq:associatePublicIp false needs whisperq:vpcId and whisperq:subnetIds: "
+            "private subnets that reach S3, SQS, CloudWatch and Auto Scaling through a NAT "
+            'gateway or VPC endpoints (docs/deploy.md, "Network"); in the default VPC\'s '
+            "subnets a worker without a public address reaches nothing"
+        )
+    route_tables = _list(raw, "s3EndpointRouteTableIds")
+    bad_tables = [name for name in route_tables if not _ROUTE_TABLE.fullmatch(name)]
+    if bad_tables:
+        raise ConfigError(
+            "whisperq:s3EndpointRouteTableIds must list route table ids like "
+            f"rtb-0123456789abcdef0 (got {bad_tables})"
+        )
+    if route_tables and not vpc_id:
+        raise ConfigError(
+            "whisperq:s3EndpointRouteTableIds needs whisperq:vpcId (the VPC of the route tables)"
+        )
+    alert_email = raw.get("alertEmail") or None
+    if alert_email is not None and not _EMAIL.fullmatch(str(alert_email)):
+        raise ConfigError(
+            "whisperq:alertEmail must be one e-mail address, e.g. ops@example.com "
+            f"(got {alert_email!r})"
+        )
     model = raw.get("model") or defaults.MODEL[compute]
     if model.startswith("s3://"):
         raise ConfigError(
@@ -146,6 +184,9 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
         instance_types=instance_types,
         vpc_id=vpc_id,
         subnet_ids=subnets,
+        associate_public_ip=associate_public_ip,
+        s3_endpoint_route_tables=route_tables,
+        alert_email=alert_email,
         ami_id=raw.get("amiId") or None,
         retain_inputs_days=_int(raw, "retainInputsDays", _DEFAULT.retain_inputs_days, 1, 3650),
         visibility_timeout=_int(raw, "visibilityTimeout", _DEFAULT.visibility_timeout, 30, 43200),
@@ -316,6 +357,9 @@ KEYS = (
     "instanceTypes",
     "vpcId",
     "subnetIds",
+    "associatePublicIp",
+    "s3EndpointRouteTableIds",
+    "alertEmail",
     "amiId",
     "retainInputsDays",
     "visibilityTimeout",

@@ -198,6 +198,18 @@ class Deployment(pulumi.ComponentResource):
         )
         if not subnet_ids:
             raise ConfigError(f"VPC {vpc_id} has no subnets: set whisperq:subnetIds")
+        # Private subnets (whisperq:associatePublicIp false): S3 through a gateway endpoint
+        # on their route tables, free and off the NAT gateway (docs/deploy.md, "Network").
+        self.s3_endpoint: aws.ec2.VpcEndpoint | None = None
+        if config.s3_endpoint_route_tables:
+            self.s3_endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=vpc_id,
+                service_name=f"com.amazonaws.{self.region}.s3",
+                vpc_endpoint_type="Gateway",
+                route_table_ids=list(config.s3_endpoint_route_tables),
+                opts=child,
+            )
         self.instance_types = offered_instance_types(
             config.instance_types, subnet_ids, self.warnings
         )
@@ -216,6 +228,13 @@ class Deployment(pulumi.ComponentResource):
                 ) from None
             if built:
                 self.warnings.append(f"Built {wheel.name} for the stock image's boot")
+            if not config.associate_public_ip:
+                self.warnings.append(
+                    "whisperq:associatePublicIp is false and workers boot a stock image: "
+                    "every boot downloads packages (apt, PyPI, the Hugging Face hub), which "
+                    "private subnets reach only through a NAT gateway. Build an image "
+                    f"instead: {build_image_command(config, self.region)}"
+                )
             self.wheel = aws.s3.BucketObject(
                 f"{name}-wheel",
                 bucket=self.storage.bucket.id,
@@ -284,6 +303,7 @@ class Deployment(pulumi.ComponentResource):
             dead_letter_name=self.queues.dead_letter.name,
             group_name=group_name,
             worker_log_group=self.log_group_name,
+            alert_email=config.alert_email,
             opts=child,
         )
         # S3 events -> ingest queue -> ingest Lambda -> jobs (whisperq:ingest, default on).
@@ -301,6 +321,8 @@ class Deployment(pulumi.ComponentResource):
                 opts=child,
             )
             self.storage.notify(self.ingest.queue.arn, depends_on=[self.ingest.queue_policy])
+            self.monitoring.add_dashboard((self.ingest.queue.name, self.ingest.dead_letter.name))
         else:
             self.storage.notify()
+            self.monitoring.add_dashboard()
         self.register_outputs({})

@@ -60,11 +60,27 @@ class Fleet(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # Where the workers' address comes from: the subnets' own setting (the default VPC
+        # gives each a public IPv4 address, billed by the hour), or none
+        # (whisperq:associatePublicIp false: private subnets with a NAT gateway or VPC
+        # endpoints). The security group then rides on the interface, as EC2 requires.
+        network: dict[str, object] = {"vpc_security_group_ids": [self.security_group.id]}
+        if not config.associate_public_ip:
+            network = {
+                "network_interfaces": [
+                    {
+                        "device_index": 0,
+                        "associate_public_ip_address": "false",
+                        "security_groups": [self.security_group.id],
+                        "delete_on_termination": "true",
+                    }
+                ]
+            }
         self.launch_template = aws.ec2.LaunchTemplate(
             name,
             image_id=image_id,
             iam_instance_profile={"arn": instance_profile_arn},
-            vpc_security_group_ids=[self.security_group.id],
+            **network,  # type: ignore[arg-type]
             # IMDSv2 only; hop limit 1: the worker runs on the host, not in a container.
             metadata_options={
                 "http_endpoint": "enabled",

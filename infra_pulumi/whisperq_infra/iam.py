@@ -41,9 +41,10 @@ def worker_policy(
     region: str = "*",
     account: str = "*",
 ) -> dict[str, Any]:
-    """Read inputs, write (and clear stale error records among) results, work the queue,
-    protect its own instance from scale-in, mark it unhealthy, complete its termination
-    lifecycle action, publish its own metrics and log, Session Manager. Nothing else."""
+    """Read inputs, write (and clear stale error records among) results, work the queue
+    (and hand on jobs it cannot pack), protect its own instance from scale-in, mark it
+    unhealthy, complete its termination lifecycle action, publish its own metrics and log,
+    Session Manager. Nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -92,6 +93,17 @@ def worker_policy(
                     "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
                 ],
+                "Resource": [queue_arn],
+            },
+            {
+                # Packing short jobs (whisperq/worker/packs.py): a job received along that
+                # cannot share the windows is queued again as a new message and the received
+                # copy deleted. Handing it back instead counts a receive each time, and a
+                # long job met by a few packing workers would reach the dead-letter queue
+                # without ever running. On its own queue only.
+                "Sid": "HandOnJobsItCannotPack",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
                 "Resource": [queue_arn],
             },
             {

@@ -49,7 +49,11 @@ INGEST_VISIBILITY_S = 6 * FUNCTION_TIMEOUT_S
 INGEST_MAX_RECEIVE_COUNT = 5
 MEMORY_MB = 1024  # also buys network and CPU for the copy and the checksum
 EPHEMERAL_MB = 2048  # /tmp: room for a long recording on its way to inputs/
-CONCURRENCY = 10  # reserved, and the event source's maximum: bursts queue, they do not throttle
+# At most this many invocations at once: the SQS event source's maximum concurrency (AWS:
+# 2 to 1000). Bursts wait on the ingest queue; they are not throttled back onto it. No
+# reserved concurrency: a new account's limit is often 10, and Lambda refuses a reservation
+# that leaves fewer than 10 unreserved, so `pulumi up` would fail there.
+CONCURRENCY = 10
 BATCH_SIZE = 10
 LOG_RETENTION_DAYS = 14
 
@@ -413,7 +417,6 @@ class IngestRoute(pulumi.ComponentResource):
             timeout=FUNCTION_TIMEOUT_S,
             memory_size=MEMORY_MB,
             ephemeral_storage={"size": EPHEMERAL_MB},
-            reserved_concurrent_executions=CONCURRENCY,
             code=archive,
             environment={
                 "variables": pulumi.Output.all(bucket.bucket, job_queue.url, self.queue.url).apply(
@@ -429,7 +432,9 @@ class IngestRoute(pulumi.ComponentResource):
             function_name=self.function.arn,
             batch_size=BATCH_SIZE,
             function_response_types=["ReportBatchItemFailures"],
-            scaling_config={"maximum_concurrency": CONCURRENCY},
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
+                maximum_concurrency=CONCURRENCY
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role_policy]),
         )
         self.dead_letter_alarm = aws.cloudwatch.MetricAlarm(

@@ -1,5 +1,6 @@
 """The workers' log group, alarms (dead letters, stale backlog, instances that could not
-work) to an SNS topic, and a dashboard."""
+work) to an SNS topic (mailed to whisperq:alertEmail), and a dashboard (the job queue, the
+fleet, the jobs, and the ingest queue with its dead letters)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ UNHEALTHY_LOG_MARK = "marked-unhealthy"
 UNHEALTHY_METRIC = "InstancesMarkedUnhealthy"
 
 
-def dashboard_body(region: str, queue_name: str, dead_letter_name: str, group_name: str) -> str:
+def dashboard_body(
+    region: str,
+    queue_name: str,
+    dead_letter_name: str,
+    group_name: str,
+    ingest_names: tuple[str, str] | None = None,
+) -> str:
+    """The dashboard: the job queue and its dead letters, the fleet, the jobs and the audio
+    done; with ``ingest_names`` (the ingest queue and its dead-letter queue) the S3 events
+    waiting to become jobs and those that could not."""
+
     def widget(title: str, metrics: list[Any], stat: str = "Sum", period: int = 60) -> dict:
         return {
             "type": "metric",
@@ -60,6 +71,19 @@ def dashboard_body(region: str, queue_name: str, dead_letter_name: str, group_na
             ],
         ),
     ]
+    if ingest_names is not None:
+        ingest_queue, ingest_dead_letters = ingest_names
+        widgets.append(
+            widget(
+                "Ingest: S3 events waiting, in flight and dead-lettered",
+                [
+                    [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", ingest_queue],
+                    [sqs, "ApproximateNumberOfMessagesNotVisible", "QueueName", ingest_queue],
+                    [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", ingest_dead_letters],
+                ],
+                stat="Maximum",
+            )
+        )
     return json.dumps({"widgets": widgets})
 
 
@@ -72,11 +96,26 @@ class Monitoring(pulumi.ComponentResource):
         dead_letter_name: pulumi.Input[str],
         group_name: str,
         worker_log_group: str,
+        alert_email: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.name, self.region, self.group_name = name, region, group_name
+        self.queue_name, self.dead_letter_name = queue_name, dead_letter_name
         self.topic = aws.sns.Topic(f"{name}-alarms", opts=child)
+        # Without a subscriber the alarms go nowhere: a worker that keeps failing is replaced,
+        # and paid for, again and again unnoticed. SNS mails a confirmation link first; the
+        # subscription is pending (and delivers nothing) until it is followed.
+        self.alert_subscription: aws.sns.TopicSubscription | None = None
+        if alert_email:
+            self.alert_subscription = aws.sns.TopicSubscription(
+                f"{name}-alert-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=alert_email,
+                opts=child,
+            )
         # The workers' log (the CloudWatch agent ships it; the role may write, not create):
         # one per stack, with retention, and `pulumi destroy` removes it.
         self.worker_logs = aws.cloudwatch.LogGroup(
@@ -151,13 +190,23 @@ class Monitoring(pulumi.ComponentResource):
             alarm_actions=[self.topic.arn],
             opts=child,
         )
+
+    def add_dashboard(
+        self, ingest_names: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    ) -> None:
+        """The dashboard, once the ingest route (made after this component: its alarm
+        needs the topic) can name its queues: ``ingest_names`` (queue, dead-letter queue)."""
+        region, group_name = self.region, self.group_name
+        names = [self.queue_name, self.dead_letter_name, *(ingest_names or ())]
         self.dashboard = aws.cloudwatch.Dashboard(
-            name,
+            self.name,
             dashboard_name=group_name,
-            dashboard_body=pulumi.Output.all(queue_name, dead_letter_name).apply(
-                lambda names: dashboard_body(region, names[0], names[1], group_name)
+            dashboard_body=pulumi.Output.all(*names).apply(
+                lambda got: dashboard_body(
+                    region, got[0], got[1], group_name, (got[2], got[3]) if got[2:] else None
+                )
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.dashboard_url = self.dashboard.dashboard_name.apply(
             lambda dashboard: (

@@ -25,15 +25,21 @@ AMI_DIR = Path(__file__).resolve().parents[2] / "ami"
 # rule from its folder).
 BUNDLE_FILES = (
     "provision.sh",
+    "system-packages.sh",
     "whisperq-worker.service",
     "whisperq-mark-unhealthy.service",
+    "whisperq-gpu-devices.service",
     "mark-unhealthy.sh",
     "rsyslog-whisperq.conf",
 )
-# The exact versions CI tests (pip constraints): provision.sh installs with the copy beside it.
+# The exact versions CI tests (pip constraints): provision.sh installs with the copy beside
+# it; and the cuBLAS a GPU worker adds (ami/gpu-constraints.txt).
 CONSTRAINTS = AMI_DIR.parent / "constraints.txt"
+GPU_CONSTRAINTS = AMI_DIR / "gpu-constraints.txt"
 BUNDLE_DIR = "/root/whisperq-ami"
-USER_DATA_LIMIT = 16 * 1024  # EC2's limit, before base64
+# EC2 takes 16 KB of user data, base64-encoded, and counts the encoding: the base64 of
+# 16,384 bytes is over it, so 16,383 bytes are the most the launch template can carry.
+USER_DATA_LIMIT = 16 * 1024 - 1
 # Where the image has the mark script (ami/provision.sh installs it); a stock image's boot
 # uses the bundle's copy, which exists before provisioning does.
 BAKED_MARK = "/opt/whisperq/bin/mark-unhealthy"
@@ -156,14 +162,22 @@ def render_user_data(
     parts += [f"systemctl enable --now {SERVICE}", ""]
     text = "\n".join(parts)
     if len(text.encode()) > USER_DATA_LIMIT:
-        raise ValueError(f"user data is {len(text.encode())} bytes; EC2 takes {USER_DATA_LIMIT}")
+        raise ValueError(
+            f"user data is {len(text.encode())} bytes; EC2 takes {USER_DATA_LIMIT} (16 KB "
+            "once base64-encoded)"
+        )
     return text
 
 
+def _pins(path: Path) -> str:
+    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
+    return "\n".join(lines) + "\n"
+
+
 def read_bundle() -> dict[str, str]:
-    """provision.sh and its files, and constraints.txt without its comments (user data is
-    limited to 16 KB; the pins are what counts)."""
+    """provision.sh and its files, and the constraints files without their comments (user
+    data is limited to 16 KB; the pins are what counts)."""
     bundle = {name: (AMI_DIR / name).read_text() for name in BUNDLE_FILES}
-    pins = [line for line in CONSTRAINTS.read_text().splitlines() if line and line[0] != "#"]
-    bundle["constraints.txt"] = "\n".join(pins) + "\n"
+    bundle["constraints.txt"] = _pins(CONSTRAINTS)
+    bundle[GPU_CONSTRAINTS.name] = _pins(GPU_CONSTRAINTS)
     return bundle

@@ -70,14 +70,14 @@ def test_s3_notification_keys_are_decoded():
     ]
 
 
-def test_eventbridge_keys_are_taken_as_they_are():
+def test_eventbridge_keys_are_decoded_once_as_s3_notifications_are():
     event = {
         "version": "0",
         "detail-type": "Object Created",
         "source": "aws.s3",
         "detail": {
             "bucket": {"name": "telephony"},
-            "object": {"key": "calls/support/a b+c Zoë.wav", "size": 1234, "etag": "e1"},
+            "object": {"key": "calls/support/a+b%2Bc+Zo%C3%AB.wav", "size": 1234, "etag": "e1"},
             "reason": "PutObject",
         },
     }

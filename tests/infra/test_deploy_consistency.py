@@ -116,11 +116,18 @@ def test_packer_knows_the_stacks_compute_kinds_and_version():
 
 
 def test_packer_uploads_what_the_stock_image_boot_brings():
-    """Both paths install the same files: Packer's uploads and the user data's bundle."""
+    """Both paths install the same files: Packer's uploads beside provision.sh and the user
+    data's bundle; Packer also brings the image's check (and its clip) and the cleanup."""
     text = TEMPLATE.read_text()
     uploads = set(re.findall(r'"\$\{path\.root\}/([\w./-]+)"', text))
-    assert uploads == {*userdata.BUNDLE_FILES, "../constraints.txt", "cleanup.sh"}
+    beside = {*userdata.BUNDLE_FILES, "../constraints.txt", "gpu-constraints.txt"}
+    checks = {"check-image.sh", "../examples/calls/support/call-0001.wav", "cleanup.sh"}
+    assert uploads == beside | checks
+    first = text.split('provisioner "file" {', 1)[1].split("destination", 1)[0]
+    assert set(re.findall(r'"\$\{path\.root\}/([\w./-]+)"', first)) == beside
+    assert set(userdata.read_bundle()) == {Path(name).name for name in beside}
     assert "cloudwatch-agent.json" not in uploads  # rendered at boot with the stack's group
+    assert (ROOT / "examples/calls/support/call-0001.wav").is_file()
 
 
 # --- worker.env against image.env and the units ----------------------------------------------
@@ -219,11 +226,44 @@ def test_the_image_tells_the_engine_the_stacks_compute_type(compute):
     assert found["device"] == ("cuda" if compute == "gpu" else "cpu")
 
 
-def test_the_termination_hook_outlasts_the_images_grace():
-    body = PROVISION.read_text().split('cat > "$etc/image.env" <<ENV\n', 1)[1].split("\nENV\n")[0]
-    image_env = dict(line.split("=", 1) for line in body.splitlines())
-    grace = float(image_env["WHISPERQ_SPOT_GRACE_SECONDS"])
-    assert grace < defaults.TERMINATION_HOOK_SECONDS <= defaults.SPOT_NOTICE_SECONDS
+@pytest.mark.parametrize(("compute", "image"), PATHS)
+def test_one_grace_the_image_the_deployment_and_the_simulator_agree_on(rendered, compute, image):
+    """Issue 26, item 9: the image once granted 90 s of shutdown grace (image.env) while the
+    settings and the simulator assumed 60. Neither env file sets a grace now: the worker
+    takes whisperq/defaults.py's, as the simulator does, and the termination hook outlasts
+    it within a spot notice."""
+    names = image_env_names() | set(worker_env(rendered[compute, image]))
+    assert not [name for name in names if "GRACE" in name], names
+    env = {
+        name.removeprefix("WHISPERQ_").lower(): value
+        for name, value in worker_env(rendered[compute, image]).items()
+    }
+    settings = Settings(**env)
+    assert settings.shutdown_grace_seconds == defaults.SHUTDOWN_GRACE_SECONDS
+    assert settings.spot_grace_seconds == defaults.SPOT_GRACE_SECONDS
+    from whisperq.fleet.simulation import SimConfig
+
+    # a spot notice or the hook stops the worker with the smaller of the two graces
+    grace = min(settings.shutdown_grace_seconds, settings.spot_grace_seconds)
+    assert SimConfig().spot_grace_s == grace
+    assert settings.spot_grace_seconds < defaults.TERMINATION_HOOK_SECONDS
+    assert defaults.TERMINATION_HOOK_SECONDS <= defaults.SPOT_NOTICE_SECONDS
+    # the unit gives SIGTERM's grace its time, within a spot notice
+    stop = int(re.findall(r"^TimeoutStopSec=(\d+)$", UNIT.read_text(), re.M)[0])
+    assert settings.shutdown_grace_seconds < stop < defaults.SPOT_NOTICE_SECONDS
+
+
+def test_only_the_image_build_upgrades_the_os():
+    """Issue 26, item 5: WHISPERQ_BAKE=1 (system-packages.sh: upgrade, hold the GPU stack)
+    comes from Packer only; a stock image's boot does not set it."""
+    assert '"WHISPERQ_BAKE=1",' in TEMPLATE.read_text()
+    text = userdata.render_user_data(
+        {"autoscaling_group": "g"},
+        userdata.read_bundle(),
+        {"compute": "gpu", "model": "large-v3", "wheel": "s3://b/w.whl"},
+    )
+    assert "WHISPERQ_BAKE" not in text  # (the bundle itself is gzip'd)
+    assert "env WHISPERQ_COMPUTE=gpu WHISPERQ_MODEL=large-v3" in text
 
 
 def test_the_paths_the_boot_and_the_image_share():
@@ -235,7 +275,10 @@ def test_the_paths_the_boot_and_the_image_share():
         f"ExecStart={userdata.BAKED_MARK} --if-failed"
         in (AMI / "whisperq-mark-unhealthy.service").read_text()
     )
-    assert userdata.AGENT_CTL in provision  # the agent provision.sh installs
+    packages = (AMI / "system-packages.sh").read_text()
+    # the agent provision.sh installs (through system-packages.sh)
+    assert userdata.AGENT_CTL.removeprefix("/") in packages
+    assert 'bash "$here/system-packages.sh"' in provision
     mark = MARK_SCRIPT.read_text()
     assert 'agent="$prefix/opt/aws/amazon-cloudwatch-agent"' in mark
     assert userdata.AGENT_CONFIG == "/opt/aws/amazon-cloudwatch-agent/etc/whisperq.json"
@@ -397,3 +440,59 @@ def test_the_makefile_deploys_with_a_fresh_wheel():
     assert rule[1] == "cd infra_pulumi && pulumi up --stack $(STACK)"
     assert "virtualenv: ../.venv" in (ROOT / "infra_pulumi" / "Pulumi.yaml").read_text()
     assert os.path.isfile(ROOT / "infra_pulumi" / "__main__.py")
+
+
+# --- the deploy docs against the program ---------------------------------------------------
+
+DEPLOY_DOCS = (ROOT / "docs" / "deploy.md").read_text()
+# EC2 quota codes by what they cover (Service Quotas' names): spot and on-demand, per family
+QUOTAS = {
+    ("spot", "standard"): "L-34B43A08",  # All Standard (A, C, D, H, I, M, R, T, Z) Spot ...
+    ("spot", "gpu"): "L-3819A6DF",  # All G and VT Spot Instance Requests
+    ("on-demand", "standard"): "L-1216C47A",  # Running On-Demand Standard (...) instances
+    ("on-demand", "gpu"): "L-DB2E81BA",  # Running On-Demand G and VT instances
+}
+LAMBDA_CONCURRENCY = "L-B99A9384"
+
+
+def quota_family(instance_type: str) -> str:
+    return "gpu" if instance_type.startswith(("g", "vt")) else "standard"
+
+
+@pytest.mark.parametrize("compute", defaults.COMPUTE_KINDS)
+def test_the_deploy_path_names_every_quota_it_needs(compute):
+    """Issue 26, item 2: the fleet runs spot, Packer's build instance on-demand (a g4dn for
+    the GPU image: 0 vCPUs on a new account); each quota is named and checked in step 1."""
+    steps = DEPLOY_DOCS.split("```bash\n", 1)[1].split("```", 1)[0]  # the deploy path
+    quotas = DEPLOY_DOCS.split("### Quotas", 1)[1].split("\n### ", 1)[0]
+    fleet = {quota_family(name) for name in defaults.INSTANCE_TYPES[compute]}
+    build = quota_family(packer_inspect(compute)["local.build_instance"])
+    needed = {QUOTAS["spot", family] for family in fleet} | {QUOTAS["on-demand", build]}
+    for code in needed | {LAMBDA_CONCURRENCY}:
+        assert code in steps and code in quotas, code
+    # the GPU build's quota is the one new accounts lack: said in the image's section too
+    image = DEPLOY_DOCS.split("## Build the worker image", 1)[1]
+    assert QUOTAS["on-demand", "gpu"] in image and "on-demand" in image
+
+
+def test_the_cli_permission_list_names_every_action_of_the_cli_policy():
+    """Issue 26, item 9: the docs' list omitted DescribeScalingActivities."""
+    from whisperq_infra.cli_policy import cli_user_policy
+
+    paragraph = DEPLOY_DOCS.split("**A CLI user**", 1)[1].split("**Whoever runs", 1)[0]
+    policy = cli_user_policy("arn:aws:s3:::b", "q", "d", "g")
+    actions = {a.split(":", 1)[1] for st in policy["Statement"] for a in st["Action"]}
+    assert "DescribeScalingActivities" in actions
+    assert sorted(a for a in actions if a not in paragraph) == []
+
+
+def test_every_config_key_is_documented_and_in_the_example_stack():
+    from whisperq_infra.config import KEYS
+
+    table = DEPLOY_DOCS.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`(\w+)`", table))
+    assert sorted(set(KEYS) - documented) == []
+    example = (ROOT / "infra_pulumi" / "Pulumi.dev.yaml").read_text()
+    named = set(re.findall(r"whisperq:(\w+):", example))
+    new_in_issue_26 = {"associatePublicIp", "s3EndpointRouteTableIds", "alertEmail"}
+    assert new_in_issue_26 <= named

@@ -371,6 +371,14 @@ def test_worker_role_allows_only_what_a_worker_does():
         assert by_sid["ReadInputs"]["Resource"] == [f"{bucket}/inputs/*"]
         assert by_sid["WriteResults"]["Resource"] == [f"{bucket}/results/*"]
         assert by_sid["WorkTheQueue"]["Resource"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{JOBS}"]
+        # issue 26, item 4: packing hands a job it cannot pack on as a new message (a
+        # hand-back would count a receive towards the dead-letter queue): its queue only
+        assert by_sid["HandOnJobsItCannotPack"] == {
+            "Sid": "HandOnJobsItCannotPack",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{JOBS}"],
+        }
         assert by_sid["ProtectOwnInstanceWhileBusy"]["Resource"] == [group]
         log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/whisperq/test/workers"
         assert by_sid["ShipOwnLog"]["Resource"] == [log_group, f"{log_group}:*"]
@@ -497,9 +505,110 @@ def test_alarms_and_dashboard():
             "Instances",
             "Jobs per minute",
             "Audio seconds per second",
+            "Ingest: S3 events waiting, in flight and dead-lettered",
         ]
+        # issue 26, item 9: the ingest queue and its dead-letter queue are on it
+        ingest = body["widgets"][-1]["properties"]["metrics"]
+        assert [metric[1:] for metric in ingest] == [
+            ["ApproximateNumberOfMessagesVisible", "QueueName", INGEST],
+            ["ApproximateNumberOfMessagesNotVisible", "QueueName", INGEST],
+            ["ApproximateNumberOfMessagesVisible", "QueueName", INGEST_DEAD_LETTERS],
+        ]
+        # no alertEmail: the topic has no subscriber (docs/deploy.md says to set one)
+        assert not mocks.of_type("aws:sns/topicSubscription:TopicSubscription")
 
     return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_without_the_ingest_route_the_dashboard_has_no_ingest_widget():
+    mocks, _, done = deploy({"ingest": "false"})
+
+    def check(_):
+        body = json.loads(mocks.one("aws:cloudwatch/dashboard:Dashboard")["dashboardBody"])
+        assert not [w for w in body["widgets"] if "Ingest" in w["properties"]["title"]]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_the_alert_email_subscribes_to_the_alarm_topic():
+    """Issue 26, item 8: without a subscriber a replacement loop goes unnoticed."""
+    mocks, _, done = deploy({"alertEmail": "ops@example.com"})
+
+    def check(_):
+        subscription = mocks.one("aws:sns/topicSubscription:TopicSubscription")
+        topic = mocks.one("aws:sns/topic:Topic")
+        assert (subscription["protocol"], subscription["endpoint"]) == ("email", "ops@example.com")
+        assert subscription["topic"] == topic["arn"]
+        alarms = mocks.by_name("aws:cloudwatch/metricAlarm:MetricAlarm")
+        assert {alarm["alarmActions"][0] for alarm in alarms.values()} == {topic["arn"]}
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_workers_in_private_subnets_get_no_public_address_and_s3_a_gateway_endpoint():
+    """Issue 26, item 8: a public IPv4 address is billed by the hour; in private subnets
+    the workers reach S3 through a gateway endpoint on the route tables given."""
+    subnets = {"subnet-p1": "eu-west-1a", "subnet-p2": "eu-west-1b"}
+    mocks, deployment, done = deploy(
+        {
+            "vpcId": "vpc-private",
+            "subnetIds": '["subnet-p1", "subnet-p2"]',
+            "associatePublicIp": "false",
+            "s3EndpointRouteTableIds": '["rtb-0123456789abcdef0"]',
+        },
+        zones=subnets,
+    )
+
+    def check(_):
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        (security_group,) = mocks.by_name("aws:ec2/securityGroup:SecurityGroup")
+        (interface,) = template["networkInterfaces"]
+        assert interface["associatePublicIpAddress"] == "false"
+        assert interface["deviceIndex"] == 0
+        assert interface["securityGroups"] == [f"{security_group}-id"]  # the mocks' ids
+        # EC2 takes the security groups on the interface or the template, not both
+        assert not template.get("vpcSecurityGroupIds")
+        group = mocks.one("aws:autoscaling/group:Group")
+        assert group["vpcZoneIdentifiers"] == ["subnet-p1", "subnet-p2"]
+        endpoint = mocks.one("aws:ec2/vpcEndpoint:VpcEndpoint")
+        assert endpoint["vpcId"] == "vpc-private"
+        assert endpoint["serviceName"] == f"com.amazonaws.{REGION}.s3"
+        assert endpoint["vpcEndpointType"] == "Gateway"
+        assert endpoint["routeTableIds"] == ["rtb-0123456789abcdef0"]
+        assert deployment.warnings == []
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_by_default_the_subnets_decide_the_address_and_no_endpoint_is_made():
+    mocks, _, done = deploy({})
+
+    def check(_):
+        template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate")
+        assert template["vpcSecurityGroupIds"] and not template.get("networkInterfaces")
+        assert not mocks.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+
+    return done.apply(check)
+
+
+def test_private_subnets_on_a_stock_image_warn_that_boots_need_a_nat_gateway(tmp_path, monkeypatch):
+    import whisperq_infra.deployment as deployment_module
+
+    (tmp_path / "whisperq-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    monkeypatch.setattr(deployment_module, "DIST_DIR", tmp_path)
+    pulumi.runtime.set_mocks(
+        AwsMocks(images_built=False), project="whisperq", stack="t", preview=True
+    )
+    deployment = deployment_module.Deployment(
+        "whisperq",
+        parse_config({"vpcId": "vpc-1", "subnetIds": '["subnet-a"]', "associatePublicIp": "false"}),
+    )
+    (warning,) = [w for w in deployment.warnings if "associatePublicIp" in w]
+    assert "NAT gateway" in warning and "packer build -var compute=cpu" in warning
 
 
 @pulumi.runtime.test
@@ -680,6 +789,22 @@ def test_without_image_and_no_buildable_wheel_preview_says_what_to_do(monkeypatc
         ({"visibilityTimeout": "5"}, "whisperq:visibilityTimeout must be between 30"),
         ({"model": "s3://models/large-v3/"}, "whisperq:model: s3:// model prefixes are not"),
         ({"forceDestroy": "yes"}, "whisperq:forceDestroy must be true or false"),
+        # issue 26, item 8
+        ({"associatePublicIp": "no"}, "whisperq:associatePublicIp must be true or false"),
+        (
+            {"associatePublicIp": "false"},
+            "whisperq:associatePublicIp false needs whisperq:vpcId and whisperq:subnetIds",
+        ),
+        (
+            {"vpcId": "vpc-1", "s3EndpointRouteTableIds": '["rtb-1"]'},
+            "whisperq:s3EndpointRouteTableIds must list route table ids",
+        ),
+        (
+            {"s3EndpointRouteTableIds": '["rtb-0123456789abcdef0"]'},
+            "whisperq:s3EndpointRouteTableIds needs whisperq:vpcId",
+        ),
+        ({"alertEmail": "ops"}, "whisperq:alertEmail must be one e-mail address"),
+        ({"alertEmail": "a@b.com, c@d.com"}, "whisperq:alertEmail must be one e-mail address"),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(raw, message):
@@ -692,6 +817,26 @@ def test_config_defaults_and_overrides():
     assert config.instance_types == ("c7a.xlarge", "c6a.xlarge")
     assert (config.max_instances, config.jobs_per_instance, config.max_receive_count) == (10, 4, 5)
     assert parse_config({}).compute == "cpu"
+    config = parse_config({})
+    assert (config.associate_public_ip, config.s3_endpoint_route_tables) == (True, ())
+    assert config.alert_email is None
+    assert parse_config({"alertEmail": "ops+whisperq@example.co.uk"}).alert_email == (
+        "ops+whisperq@example.co.uk"
+    )
+
+
+def test_every_config_key_is_read_from_the_stack():
+    """A key parse_config knows but load_config does not ask Pulumi for would be ignored."""
+    import inspect
+
+    from whisperq_infra import config as config_module
+
+    source = inspect.getsource(config_module.parse_config) + inspect.getsource(
+        config_module.parse_ingest
+    )
+    used = set(re.findall(r'\(raw, "(\w+)"', source))
+    used |= set(re.findall(r'raw\.get\("(\w+)"\)', source))
+    assert used == set(config_module.KEYS)
 
 
 def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
@@ -711,6 +856,23 @@ def test_user_data_is_valid_bash_and_quotes_values(tmp_path):
     assert env_lines == ["WHISPERQ_BUCKET=b", "WHISPERQ_AUTOSCALING_GROUP='it'\"'\"'s; rm -rf /'"]
     assert text.rstrip().endswith("systemctl enable --now whisperq-worker.service")
     assert len(text.encode()) < 16 * 1024  # EC2's user data limit
+
+
+def test_the_user_data_limit_is_16383_bytes_raw():
+    """Issue 26, item 9: EC2 takes 16 KB of base64-encoded user data: base64 of 16,384 bytes
+    is 21,848 characters, over the API's limit; 16,383 bytes (21,844) fit."""
+    import base64
+
+    from whisperq_infra.userdata import USER_DATA_LIMIT
+
+    assert USER_DATA_LIMIT == 16_383
+    assert len(base64.b64encode(b"x" * USER_DATA_LIMIT)) <= 21_847
+    assert len(base64.b64encode(b"x" * (USER_DATA_LIMIT + 1))) > 21_847
+    base = len(render_user_data({"bucket": "b"}).encode()) - 1  # all but the value
+    fits = render_user_data({"bucket": "b" * (USER_DATA_LIMIT - base)})
+    assert len(fits.encode()) == USER_DATA_LIMIT
+    with pytest.raises(ValueError, match=r"user data is 16384 bytes; EC2 takes 16383"):
+        render_user_data({"bucket": "b" * (USER_DATA_LIMIT - base + 1)})
 
 
 def test_policies_have_no_wildcard_actions():
@@ -821,7 +983,9 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
         assert function["name"] == "whisperq-test-ingest"
         assert function["timeout"] == 120 and 512 <= function["memorySize"] <= 1024
         assert function["ephemeralStorage"] == {"size": 2048}
-        assert 0 < function["reservedConcurrentExecutions"] <= 10
+        # Issue 26, item 1: no reservation (a new account's limit is often 10, and Lambda
+        # refuses one that leaves fewer than 10 unreserved: `pulumi up` would fail)
+        assert "reservedConcurrentExecutions" not in function
         variables = function["environment"]["variables"]
         assert variables["WHISPERQ_BUCKET"] == BUCKET
         assert variables["WHISPERQ_QUEUE_URL"].endswith(f"/{JOBS}")
@@ -837,10 +1001,8 @@ def test_ingest_route_own_bucket_notification_queue_lambda_and_alarm(raw):
         assert mapping["functionName"] == function["arn"]
         assert mapping["batchSize"] == 10
         assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert (
-            mapping["scalingConfig"]["maximumConcurrency"]
-            <= function["reservedConcurrentExecutions"]
-        )
+        # the event source limits concurrency instead (SQS: 2 to 1000)
+        assert 2 <= mapping["scalingConfig"]["maximumConcurrency"] <= 10
 
         logs = mocks.by_name("aws:cloudwatch/logGroup:LogGroup")
         assert logs["whisperq-ingest"]["name"] == "/aws/lambda/whisperq-test-ingest"

@@ -64,6 +64,8 @@ def s3_notification(bucket: str, key: str, size: int) -> dict:
 
 
 def eventbridge_event(bucket: str, key: str, size: int) -> dict:
+    """EventBridge's "Object Created" event (the key URL-encoded, as S3 does in its
+    notifications: AWS's own parsers, Powertools' and Data Prepper's, decode it)."""
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -76,7 +78,12 @@ def eventbridge_event(bucket: str, key: str, size: int) -> dict:
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": size, "etag": "0", "sequencer": "0"},
+            "object": {
+                "key": quote_plus(key, safe="/"),
+                "size": size,
+                "etag": "0",
+                "sequencer": "0",
+            },
             "request-id": "0",
             "requester": ACCOUNT,
             "reason": "PutObject",
@@ -375,3 +382,59 @@ def test_the_entry_point_reads_the_environment_the_stack_gives_it(route, monkeyp
     assert handler.handler(event, Context()) == {"batchItemFailures": []}
     (job,) = route.jobs()
     assert (job["batch"], job["path"], job["options"]["channels"]) == ("support", "a.wav", "split")
+
+
+# Issue 26, item 7: object keys arrive URL-encoded in both kinds of event ('+' for a space,
+# %XX for the rest, a literal '+' as %2B): decoded once, a key with a space or a '+' is the
+# object's own; decoded twice, or not at all, it reads as missing and dead-letters.
+AWKWARD_PATHS = [
+    "Q1 2025/call 1.wav",  # spaces: '+' on the wire
+    "c++ line+1.wav",  # literal '+': %2B on the wire, never a space
+    "100% done/50%25.wav",  # '%', and a name that looks encoded: decoded once only
+    "Café — Zoë/Ünïcödé 通话.wav",  # non-ASCII: UTF-8 %XX
+]
+
+
+@pytest.mark.parametrize("source", ["s3-notification", "eventbridge"])
+def test_keys_with_spaces_plus_percent_and_non_ascii_are_the_objects_own(aws, source):
+    from whisperq.batches import ingest
+
+    external = f"{aws.bucket}-telephony"
+    route = Route(aws, {"externalBucket": external, "externalPrefix": "calls/"})
+    route.s3.create_bucket(Bucket=external)
+    bodies, refs = [], []
+    for path in AWKWARD_PATHS:
+        if source == "eventbridge":
+            key, bucket = f"calls/support/{path}", external
+            event = eventbridge_event(bucket, key, route.put(key, silent_wav(1.0), bucket))
+        else:
+            key, bucket = f"incoming/support/{path}", aws.bucket
+            event = s3_notification(bucket, key, route.put(key, silent_wav(1.0)))
+        assert path not in json.dumps(event, ensure_ascii=False)  # encoded on the wire
+        refs += ingest.objects_in_event(event)
+        bodies.append(json.dumps(event))
+    # the parser gives the keys the objects were stored under, each decoded exactly once
+    prefix = "calls/support/" if source == "eventbridge" else "incoming/support/"
+    assert [ref.key for ref in refs] == [prefix + path for path in AWKWARD_PATHS]
+
+    assert route.handle(route.sqs_event(*bodies)) == []
+    assert route.statuses() == ["queued"] * len(AWKWARD_PATHS)
+    jobs = {job["path"]: job for job in route.jobs()}
+    assert set(jobs) == set(AWKWARD_PATHS)
+    for path, job in jobs.items():
+        assert job["batch"] == "support" and job["input_key"] == f"inputs/support/{path}"
+        stored = route.s3.get_object(Bucket=aws.bucket, Key=job["input_key"])["Body"].read()
+        assert stored == silent_wav(1.0)
+
+
+def test_a_key_is_decoded_once_not_twice():
+    """'%2520' on the wire is a key holding '%20' (not a space); '%2B' a '+' (not a space)."""
+    from whisperq.batches import ingest
+
+    notification = s3_notification("b", "incoming/x/a%20b+c.wav", 1)
+    assert notification["Records"][0]["s3"]["object"]["key"] == "incoming/x/a%2520b%2Bc.wav"
+    bridged = eventbridge_event("b", "incoming/x/a%20b+c.wav", 1)
+    assert bridged["detail"]["object"]["key"] == "incoming/x/a%2520b%2Bc.wav"
+    for event in (notification, bridged):
+        (ref,) = ingest.objects_in_event(event)
+        assert ref.key == "incoming/x/a%20b+c.wav"

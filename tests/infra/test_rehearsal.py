@@ -84,6 +84,7 @@ from pulumi_mocks import AwsMocks
 from typer.testing import CliRunner
 from whisperq_infra.cli_policy import cli_user_policy
 from whisperq_infra.config import parse_config
+from whisperq_infra.userdata import USER_DATA_LIMIT
 
 from whisperq import defaults, keys
 from whisperq.messages import send_jobs
@@ -1052,7 +1053,7 @@ def test_substitute_replaces_whole_values_and_their_sub_paths_only():
 
 # EC2: "User data is limited to 16 KB, in raw form, before it is base64-encoded"; the API's
 # own constraint is on the base64 text: at most 21,847 characters (so 16,383 raw bytes).
-USER_DATA_RAW_LIMIT = 16 * 1024
+USER_DATA_RAW_LIMIT = USER_DATA_LIMIT  # 16,383: the base64 of 16,384 bytes is over the next
 USER_DATA_BASE64_LIMIT = 21847
 
 
@@ -1348,6 +1349,38 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
     from whisperq.worker.instance_guard import InstanceGuard
     from whisperq.worker.runner import JobRunner
 
+    imds = FakeImds(instance_id=stage.instance_id)
+    imds.lifecycle_state = "InService"
+    stack.enter_context(imds)
+    # The worker as the user data configures it, with the rehearsal's endpoint and keys.
+    # What the rehearsal changes: the test model on CPU, IMDS, and (below) the timings.
+    written = user_data_env(stage.program.user_data())
+    assert written["metrics_namespace"] and written["autoscaling_group"] == GROUP
+
+    def worker_settings(**rehearsal: Any) -> Settings:
+        return stage.settings(
+            "worker",
+            **substitute(written, stage.replacements)
+            | {
+                "model": "tiny.en",
+                "device": "cpu",
+                "compute_type": "int8",
+                "sqs_wait_seconds": 1,
+                "imds_endpoint": imds.endpoint,  # the instance id and lifecycle state
+                "spot_watch": "off",
+            }
+            | rehearsal,
+        )
+
+    # First a batch of short and long files through packing (issue 26, item 4).
+    packing = _packing_under_the_worker_policy(
+        stage,
+        # one more job per pack; "short" is at most 30 s of the rehearsal's 8 kHz speech
+        worker_settings(visibility_timeout=30, pack_max_files=2, pack_max_bytes=480_000),
+        make_speech,
+        tmp_path / "pack",
+    )
+
     admin = stage.settings("admin")
     audio = make_speech(tmp_path / "call.wav", f"{CLEAR_SENTENCE} {CLEAR_SENTENCE}")
     payload = upload_job(admin, audio, "reh-worker", "calls/call.wav")
@@ -1361,28 +1394,10 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
         Bucket=stage.bucket, Key="artifacts/whisperq-0.1.0-py3-none-any.whl", Body=b"wheel"
     )
     stage.recorder.take()
-    imds = FakeImds(instance_id=stage.instance_id)
-    imds.lifecycle_state = "InService"
-    stack.enter_context(imds)
 
-    # The worker as the user data configures it, with the rehearsal's endpoint and keys.
-    # What the rehearsal changes: the test model on CPU, and a visibility timeout of 1 s
-    # (the heartbeat beats every third of it, so it beats during this short job).
-    written = user_data_env(stage.program.user_data())
-    assert written["metrics_namespace"] and written["autoscaling_group"] == GROUP
-    settings = stage.settings(
-        "worker",
-        **substitute(written, stage.replacements)
-        | {
-            "model": "tiny.en",
-            "device": "cpu",
-            "compute_type": "int8",
-            "visibility_timeout": 1,
-            "sqs_wait_seconds": 1,
-            "imds_endpoint": imds.endpoint,  # the instance id and lifecycle state
-            "spot_watch": "off",
-        },
-    )
+    # A visibility timeout of 1 s: the heartbeat beats every third of it, so it beats
+    # during this short job.
+    settings = worker_settings(visibility_timeout=1)
     assert settings.lifecycle_hook and settings.instance_id is None
     assert (settings.bucket, settings.queue_url) == (stage.bucket, stage.urls["jobs"])
 
@@ -1469,7 +1484,7 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
     marked = CliRunner().invoke(cli_app, ["mark-unhealthy", "--reason", "rehearsal"], env=env)
     assert marked.exit_code == 0, marked.output
 
-    calls = stage.recorder.take()
+    calls = packing + stage.recorder.take()
     done = [c for c in calls if c.principal == "worker"]
     operations = {(c.service, c.operation) for c in done}
     for expected in [
@@ -1478,6 +1493,7 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
         ("s3", "PutObject"),  # renderings, then the JSON
         ("s3", "DeleteObject"),  # a stale error record, if any
         ("sqs", "ReceiveMessage"),
+        ("sqs", "SendMessage"),  # packing hands on a job it cannot pack
         ("sqs", "ChangeMessageVisibility"),  # the heartbeat; kombu's restore
         ("sqs", "DeleteMessage"),  # the ack
         ("sqs", "GetQueueAttributes"),  # kombu, on reject: the redrive policy
@@ -1519,6 +1535,94 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
     }
 
 
+def _packing_under_the_worker_policy(
+    stage: Stage, settings: Settings, make_speech: Any, folder: Path
+) -> list[Call]:
+    """Issue 26, item 4: a batch of short and long files through packing, the worker's
+    policy enforced; the calls made. A worker with a short job takes the next message
+    along (``pack_max_files`` 2): the long job, which cannot share its window, is handed
+    on -- sent again as a new message, the received copy deleted -- by one packing worker
+    after another, more of them than the deliveries that dead-letter a job (the queue's
+    maxReceiveCount). Handed back instead, each would have counted a receive, and the job
+    would have reached the dead-letter queue without running. It then runs on its first
+    delivery, two short jobs share a window, and nothing is dead-lettered."""
+    from whisperq.messages import job_payload_of
+    from whisperq.worker.heartbeat import MessageHandle
+    from whisperq.worker.runner import JobRunner
+
+    admin, batch = stage.settings("admin"), "reh-pack"
+    admin_sqs, worker_sqs = stage.client("admin", "sqs"), stage.client("worker", "sqs")
+    jobs, dead = stage.urls["jobs"], stage.urls["dead-letters"]
+    short = make_speech(folder / "short.wav", CLEAR_SENTENCE)
+    long = make_speech(folder / "long.wav", " ".join([CLEAR_SENTENCE] * 10))
+    assert short.stat().st_size < settings.pack_max_bytes < long.stat().st_size
+    redrive = admin_sqs.get_queue_attributes(QueueUrl=jobs, AttributeNames=["RedrivePolicy"])
+    max_receives = json.loads(redrive["Attributes"]["RedrivePolicy"])["maxReceiveCount"]
+    leads = [f"short-{n}.wav" for n in range(max_receives + 2)]
+    names = [*leads, "pair-a.wav", "pair-b.wav"]
+    payloads = {name: upload_job(admin, short, batch, name) for name in names}
+    payloads["long.wav"] = upload_job(admin, long, batch, "long.wav")
+    runner = JobRunner(settings)
+    stage.recorder.take()
+
+    def receive() -> tuple[dict[str, Any], MessageHandle]:
+        """The next job as Celery hands one to a pool process (prefetch 1)."""
+        (message,) = worker_sqs.receive_message(
+            QueueUrl=jobs,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=settings.visibility_timeout,
+            AttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+        )["Messages"]
+        count = int(message["Attributes"]["ApproximateReceiveCount"])
+        return job_payload_of(message["Body"]), MessageHandle(jobs, message["ReceiptHandle"], count)
+
+    def run(payload: dict[str, Any], handle: MessageHandle) -> None:
+        """The task, then Celery's ack (DeleteMessage)."""
+        assert runner.run(payload, handle) == "done", payload["path"]
+        worker_sqs.delete_message(QueueUrl=jobs, ReceiptHandle=handle.receipt_handle)
+
+    # SQS (and moto) deliver in order here: each short lead finds the long job first.
+    send_jobs(admin_sqs, jobs, [payloads[leads[0]]])
+    lead = receive()
+    send_jobs(admin_sqs, jobs, [payloads["long.wav"], payloads[leads[1]]])
+    for number in range(1, len(leads)):
+        run(*lead)  # takes the long job along, and hands it on behind the next lead
+        lead = receive()
+        assert lead[0]["path"] == leads[number], (
+            "the long job came back first: handed back (a receive counted), not handed on"
+        )
+        if number + 1 < len(leads):
+            send_jobs(admin_sqs, jobs, [payloads[leads[number + 1]]])
+    run(*lead)  # the last lead hands it on once more
+    long_job, long_handle = receive()
+    # met by max_receives + 2 packing workers, and still on its first delivery
+    assert (long_job["path"], long_handle.receive_count) == ("long.wav", 1)
+    run(long_job, long_handle)
+    send_jobs(admin_sqs, jobs, [payloads["pair-a.wav"], payloads["pair-b.wav"]])
+    run(*receive())  # pair-a takes pair-b along: one window, two results
+
+    calls = stage.recorder.take()
+    handed_on = [
+        c
+        for c in calls
+        if (c.principal, c.operation, c.params.get("QueueUrl")) == ("worker", "SendMessage", jobs)
+    ]
+    assert len(handed_on) == max_receives + 2 and not [c for c in handed_on if c.error]
+    counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    for url in (jobs, dead):
+        left = admin_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=counts)["Attributes"]
+        assert left == {name: "0" for name in counts}, (url, left)  # nothing dead-lettered
+    results = stage.client("admin", "s3").list_objects_v2(
+        Bucket=stage.bucket, Prefix=f"results/{batch}/"
+    )
+    done = {o["Key"].removeprefix(f"results/{batch}/") for o in results["Contents"]}
+    assert {name for name in payloads if f"{name}.json" in done} == set(payloads)
+    assert not [key for key in done if key.endswith(".error.json")]
+    return calls
+
+
 def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
     stage = rehearsal
     admin_s3 = stage.client("admin", "s3")
@@ -1538,8 +1642,9 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
         ("read another bucket", "s3:GetObject", {"Bucket": other, "Key": audio}),
         ("write batch records", "s3:PutObject", {"Bucket": bucket, "Key": record, "Body": b"{}"}),
         ("list another bucket", "s3:ListObjectsV2", {"Bucket": other, "Prefix": "inputs/"}),
+        # its own queue it may send to: packing hands jobs on (issue 26, item 4); nothing else
         ("send to another queue", "sqs:SendMessage", {"QueueUrl": elsewhere, "MessageBody": "x"}),
-        ("queue jobs", "sqs:SendMessage", {"QueueUrl": jobs, "MessageBody": "x"}),
+        ("send to the dead letters", "sqs:SendMessage", {"QueueUrl": dead, "MessageBody": "x"}),
         ("take dead letters", "sqs:ReceiveMessage", {"QueueUrl": dead, "WaitTimeSeconds": 0}),
         ("purge the queue", "sqs:PurgeQueue", {"QueueUrl": jobs}),
         ("resize the fleet", "autoscaling:SetDesiredCapacity", {**group, "DesiredCapacity": 5}),
@@ -1564,6 +1669,10 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
     )
     assert_none(check_denied(stage, samples))
     assert admin_s3.get_object(Bucket=bucket, Key="inputs/reh-deny/a.wav")["Body"].read() == b"a"
+    # ... and what it may: hand a job it cannot pack on to its own queue (issue 26, item 4;
+    # the end-to-end rehearsal makes these calls)
+    hand_on = Request("sqs:SendMessage", stage.arns.queue(jobs))
+    assert evaluate(stage.policies("worker"), with_tls(hand_on)) == "allow"
 
 
 SCALER_EXEMPT = {"logs:": "the Lambda runtime writes the function's log"}

@@ -157,10 +157,12 @@ class ObjectRef:
 def objects_in_event(event: Mapping[str, Any]) -> list[ObjectRef]:
     """The created objects an event names, in order.
 
-    - S3 notifications (``{"Records": [...]}``, keys URL-encoded with ``+`` for spaces):
-      the ``ObjectCreated:*`` records; other records (removals, ...) are skipped;
-    - EventBridge (``"detail-type": "Object Created"``, keys as they are); other S3
-      detail types give none;
+    - S3 notifications (``{"Records": [...]}``): the ``ObjectCreated:*`` records; other
+      records (removals, ...) are skipped;
+    - EventBridge (``"detail-type": "Object Created"``); other S3 detail types give none;
+    - in both, the key arrives URL-encoded (``+`` for a space, ``%XX`` for the rest, a
+      literal ``+`` as ``%2B``) and is decoded here, once, as AWS's own event parsers do
+      (``unquote_plus``): the object's real key;
     - S3's ``s3:TestEvent`` (sent when a notification is configured) gives none;
     - an SNS envelope around any of these is opened.
 
@@ -184,7 +186,7 @@ def objects_in_event(event: Mapping[str, Any]) -> list[ObjectRef]:
         return [
             ObjectRef(
                 bucket=str(detail["bucket"]["name"]),
-                key=str(item["key"]),
+                key=unquote_plus(str(item["key"])),
                 size=_int_or_none(item.get("size")),
                 etag=item.get("etag"),
             )
