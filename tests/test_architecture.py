@@ -170,3 +170,10 @@ def test_the_rules_catch_a_wrong_import():
     found = list(_imports_in(source, "whisperq.speech.engine", is_package=False))
     assert found == [("whisperq.worker.runner", 2), ("whisperq.batches.submit", 3)]
     assert not {_part(target) for target, _ in found} & MAY_IMPORT["speech"]
+
+
+def test_every_folder_of_code_is_a_package():
+    """A folder of modules without __init__.py imports (as a namespace package) but is
+    left out of the wheel the worker image installs."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").is_file()) == []
