@@ -3,11 +3,18 @@
 ::
 
     inputs/<batch>/<relative path>                 the audio as submitted (or ingested)
-    incoming/<batch>/<relative path>               drop audio here: it is ingested as a job
+    inputs/<batch>/<relative path>.metadata.json   the call's metadata from a sidecar that
+                                                   landed after its audio (read by the worker)
+    incoming/<folder>/<relative path>              drop audio here: it is ingested as a job of
+                                                   a batch named from <folder> (and its day);
+                                                   <relative path>.json beside it: its metadata
     batches/<batch>/batch.json                     the batch's options (written once)
     batches/<batch>/files/<relative path>/<ms>.json  one entry per file; <ms> = its duration
                                                    in milliseconds, or "unknown"
     batches/<batch>/manifest.json                  batches written before entries (read only)
+    batches/<batch>/done.json                      written once the batch is finished:
+                                                   counts, failed paths, finished_at
+    batches/<batch>/requeued/<path>/<day>.json     `retry --stale`'s claim: one requeue a day
     results/<batch>/<relative path>.{srt,vtt,txt}  renderings, written first
     results/<batch>/<relative path>.json           the transcript; written last = done
     results/<batch>/<relative path>.error.json     permanent failure, with the reason
@@ -27,7 +34,9 @@ listing, with no GET per file. Standard library only: the ingest Lambda ships th
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
+from datetime import date
 from typing import Literal
 
 from whisperq.errors import InvalidKeyError
@@ -40,11 +49,21 @@ ARTIFACTS = "artifacts"
 MANIFEST = "manifest.json"
 BATCH_INFO = "batch.json"
 FILES = "files"
+DONE = "done.json"
+REQUEUED = "requeued"
 UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
 REDACTED_AUDIO_SUFFIX = ".redacted.wav"
-# Where dropped recordings are ingested from by default: <prefix><batch>/<path>.
+METADATA_SUFFIX = ".metadata.json"
+# Where dropped recordings are ingested from by default: <prefix><folder>/<path>.
 DEFAULT_INGEST_PREFIX = f"{INCOMING}/"
+# The batch an ingested object joins: {folder} (the first folder under the prefix) and
+# {date} (the UTC day the object was created, YYYY-MM-DD). "{folder}-{date}": one per day.
+DEFAULT_INGEST_BATCH = "{folder}"
+INGEST_BATCH_FIELDS = ("folder", "date")
+# A call's metadata (result JSON "metadata"; job payloads carry it): flat values, at most
+# this many bytes as compact JSON (UTF-8), so a job message stays far below SQS's 256 KB.
+METADATA_MAX_BYTES = 2048
 
 # What `submit` takes from a directory and the ingest step takes from incoming/ (suffixes,
 # compared lowercased).
@@ -114,6 +133,11 @@ def normalize_relative_path(path: str) -> str:
             "listings cannot return: rename the file"
         )
     joined = "/".join(parts)
+    if joined.endswith(METADATA_SUFFIX):
+        raise InvalidKeyError(
+            f"{path!r} ends in {METADATA_SUFFIX!r}, the name whisperq gives a call's metadata "
+            "beside its input: rename the file"
+        )
     if len(joined.encode("utf-8")) > MAX_RELATIVE_PATH_BYTES:
         raise InvalidKeyError(
             f"{path[:60]!r}... is {len(joined.encode('utf-8'))} bytes long; S3 keys hold "
@@ -124,6 +148,12 @@ def normalize_relative_path(path: str) -> str:
 
 def input_key(batch: str, relative_path: str) -> str:
     return f"{INPUTS}/{batch}/{relative_path}"
+
+
+def metadata_key(batch: str, relative_path: str) -> str:
+    """A call's metadata from a sidecar that landed after its audio: beside its input (the
+    worker may read inputs/; it expires with the input)."""
+    return f"{INPUTS}/{batch}/{relative_path}{METADATA_SUFFIX}"
 
 
 def inputs_prefix(batch: str) -> str:
@@ -137,6 +167,16 @@ def manifest_key(batch: str) -> str:
 
 def batch_info_key(batch: str) -> str:
     return f"{BATCHES}/{batch}/{BATCH_INFO}"
+
+
+def done_key(batch: str) -> str:
+    """Written once, when every file of the batch has a result or an error record."""
+    return f"{BATCHES}/{batch}/{DONE}"
+
+
+def requeue_claim_key(batch: str, relative_path: str, day: str) -> str:
+    """`retry --stale`'s claim on one path for one day: the run that writes it queues."""
+    return f"{BATCHES}/{batch}/{REQUEUED}/{relative_path}/{day}.json"
 
 
 def entries_prefix(batch: str) -> str:
@@ -174,8 +214,9 @@ def incoming_prefix(batch: str | None = None) -> str:
 
 
 def parse_incoming_key(key: str, prefix: str = f"{INCOMING}/") -> tuple[str, str]:
-    """``<prefix><batch>/<relative path>`` -> (batch, normalised path); raises
-    InvalidKeyError when the key does not name a batch and a file under ``prefix``."""
+    """``<prefix><folder>/<relative path>`` -> (folder, normalised path); the folder is a
+    valid batch name (the batch itself with the default ``{folder}`` template). Raises
+    InvalidKeyError when the key does not name a folder and a file under ``prefix``."""
     if not key.startswith(prefix):
         raise InvalidKeyError(f"{key!r} is not under {prefix!r}")
     batch, slash, path = key[len(prefix) :].partition("/")
@@ -184,6 +225,33 @@ def parse_incoming_key(key: str, prefix: str = f"{INCOMING}/") -> tuple[str, str
             f"{key!r} has no batch folder: put files under {prefix}<batch>/<path>"
         )
     return validate_batch_name(batch), normalize_relative_path(path)
+
+
+def check_batch_template(template: str) -> str:
+    """Return ``template`` if it makes valid batch names from {folder} and {date}, else
+    raise InvalidKeyError saying why."""
+    try:
+        fields = [item for item in string.Formatter().parse(template) if item[1] is not None]
+    except ValueError as error:
+        raise InvalidKeyError(f"Invalid batch template {template!r}: {error}") from None
+    for _literal, name, spec, conversion in fields:
+        if name not in INGEST_BATCH_FIELDS or spec or conversion:
+            raise InvalidKeyError(
+                f"Invalid batch template {template!r}: {{{name}}} is not a field; use "
+                "{folder} and {date}, e.g. '{folder}-{date}'"
+            )
+    try:
+        ingest_batch_name(template, "support", date(2026, 12, 4))
+    except InvalidKeyError as error:
+        raise InvalidKeyError(
+            f"Invalid batch template {template!r}: it does not make a batch name ({error})"
+        ) from None
+    return template
+
+
+def ingest_batch_name(template: str, folder: str, day: date) -> str:
+    """The batch of an object under ``<prefix><folder>/``, created on ``day`` (UTC)."""
+    return validate_batch_name(template.format(folder=folder, date=day.isoformat()))
 
 
 def artifact_key(name: str) -> str:

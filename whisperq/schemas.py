@@ -6,11 +6,21 @@ worker validates what arrives, so a malformed payload is rejected with a reason.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from whisperq import keys
 from whisperq.vocabulary import compile_user_patterns, expand_groups
@@ -142,7 +152,77 @@ class TranscriptionOptions(_Strict):
         return tuple(fmt for fmt in keys.RENDERING_FORMATS if fmt in wanted)
 
 
-class TranscriptionJob(_Strict):
+# A call's metadata: flat JSON values by name (whisperq.batches.records cleans what comes
+# from sidecars, S3 user metadata and CSV files), at most keys.METADATA_MAX_BYTES.
+MetadataValue = str | int | float | bool | None
+CallMetadata = dict[str, MetadataValue]
+MAX_METADATA_PROBLEMS = 20
+
+
+def check_metadata(metadata: CallMetadata | None) -> CallMetadata | None:
+    """``metadata`` if it is within the limit (compact JSON, UTF-8), else ValueError."""
+    if metadata is None:
+        return None
+    if any(isinstance(v, float) and not math.isfinite(v) for v in metadata.values()):
+        raise ValueError("metadata values must be JSON numbers (no NaN or infinity)")
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > keys.METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is {size} bytes, over {keys.METADATA_MAX_BYTES}")
+    return metadata
+
+
+class _WithMetadata(_Strict):
+    """The call's metadata and what was wrong with it (``metadata_problems``: one line per
+    problem, naming its source; the call was transcribed all the same)."""
+
+    metadata: CallMetadata | None = Field(
+        None,
+        description="The call's own fields (a sidecar, S3 user metadata, a CSV row): flat "
+        f"values, at most {keys.METADATA_MAX_BYTES} bytes as JSON.",
+    )
+    metadata_problems: list[str] | None = Field(
+        None, max_length=MAX_METADATA_PROBLEMS, description="Metadata left out, and why."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_enough(cls, metadata: CallMetadata | None) -> CallMetadata | None:
+        return check_metadata(metadata)
+
+    @model_serializer(mode="wrap")
+    def _only_with_metadata(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The two fields last, and left out without metadata: payloads, entries and
+        results stay as they were (a worker of an older version accepts the payload)."""
+        data: dict[str, Any] = handler(self)
+        for name in ("metadata", "metadata_problems"):
+            value = data.pop(name, None)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+class CallMetadataRecord(_Strict):
+    """``inputs/<batch>/<path>.metadata.json``: the metadata of a call whose sidecar landed
+    after its audio (written by the ingest step, read by the worker when it writes the
+    result). It applies to the input ingested from the audio last modified at
+    ``source_modified`` (a newer recording under the same key is another call)."""
+
+    schema_version: Literal[1] = 1
+    batch: str
+    path: str
+    source: str = Field(description="s3://bucket/key of the sidecar.")
+    source_modified: datetime = Field(description="The audio's Last-Modified.")
+    metadata: CallMetadata
+    metadata_problems: list[str] = Field(default_factory=list)
+    written_at: datetime
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_enough(cls, metadata: CallMetadata) -> CallMetadata:
+        return check_metadata(metadata) or {}
+
+
+class TranscriptionJob(_WithMetadata):
     """One Celery task's payload: one file of one batch.
 
     Validated on both sides. Keys are derived, never trusted: a payload whose path would
@@ -157,6 +237,7 @@ class TranscriptionJob(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
     options: TranscriptionOptions = TranscriptionOptions()
+    # and the call's metadata (_WithMetadata), sent only when there is some
 
     @model_validator(mode="after")
     def _keys_stay_inside_the_batch(self) -> TranscriptionJob:
@@ -179,7 +260,7 @@ class BatchInfo(_Strict):
     options: TranscriptionOptions = TranscriptionOptions()
 
 
-class FileEntry(_Strict):
+class FileEntry(_WithMetadata):
     """``batches/<batch>/files/<path>/<ms>.json``: one file of a batch, with a job queued."""
 
     schema_version: Literal[2] = BATCH_SCHEMA_VERSION
@@ -191,6 +272,7 @@ class FileEntry(_Strict):
     submitted_at: datetime
     source: Literal["submit", "ingest"] = "submit"
     origin: str | None = Field(None, description="s3://bucket/key the file was ingested from.")
+    # and the call's metadata (_WithMetadata): its job carries it again on a retry
 
     def job(self, batch: str, options: TranscriptionOptions) -> TranscriptionJob:
         """The task payload for this file (submit, ingest and retry send the same)."""
@@ -201,6 +283,8 @@ class FileEntry(_Strict):
             sha256=self.sha256,
             size=self.size,
             options=options,
+            metadata=self.metadata,
+            metadata_problems=self.metadata_problems,
         )
 
 
@@ -308,8 +392,9 @@ class ConversationMetrics(_Strict):
     speakers: list[SpeakerMetrics]
 
 
-class TranscriptResult(_Strict):
-    """``results/<batch>/<path>.json``: written last, so its presence means done."""
+class TranscriptResult(_WithMetadata):
+    """``results/<batch>/<path>.json``: written last, so its presence means done. With
+    ``metadata`` and ``metadata_problems`` (_WithMetadata) when the call has some."""
 
     schema_version: Literal[1] = RESULT_SCHEMA_VERSION
     batch: str

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         "added to every batch submitted with --redact and tagged [POLICY].",
     )
 
+    event_bus: str = Field(
+        "",
+        description="EventBridge bus that gets a 'whisperq batch finished' event when a "
+        "batch's done.json is written ('' = none; a deployed stack sets 'default').",
+    )
+
     # --- S3-event ingestion (`whisperq ingest`; the ingest Lambda reads the same names) --
     ingest_queue_url: str = Field(
         "", description="SQS queue the source bucket's object-created events go to."
@@ -128,6 +134,12 @@ class Settings(BaseSettings):
     )
     ingest_default_options: dict[str, Any] = Field(
         default_factory=dict, description="Options for other folders; {} = submit's defaults."
+    )
+    ingest_batch: str = Field(
+        keys.DEFAULT_INGEST_BATCH,
+        description="The batch an object under <prefix><folder>/ joins: {folder}, and {date} "
+        "(the UTC day it was created); '{folder}-{date}' = one batch per folder per day, "
+        "with the folder's options.",
     )
     ingest_claim_seconds: float = Field(
         defaults.INGEST_CLAIM_SECONDS,
@@ -266,6 +278,11 @@ class Settings(BaseSettings):
             _full_options(options, batch)
         return value
 
+    @field_validator("ingest_batch")
+    @classmethod
+    def _valid_batch_template(cls, value: str) -> str:
+        return keys.check_batch_template(value)  # InvalidKeyError is a ValueError
+
     @field_validator("ingest_default_options")
     @classmethod
     def _valid_default_options(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +351,7 @@ class Settings(BaseSettings):
                 _full_options(self.ingest_default_options, "default")
             ),
             "WHISPERQ_INGEST_CLAIM_SECONDS": repr(self.ingest_claim_seconds),
+            "WHISPERQ_INGEST_BATCH": self.ingest_batch,
         }
 
 

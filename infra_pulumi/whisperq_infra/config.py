@@ -46,6 +46,7 @@ class IngestSettings:
     external_bucket: str | None = None
     external_prefix: str = ""  # "" = the whole bucket; else ends in "/"
     external_kms_key: str | None = None  # the external bucket's CMK, if it uses one
+    batch_template: str = keys.DEFAULT_INGEST_BATCH  # ingestBatch: {folder}, {date}
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,11 @@ def parse_ingest(raw: Mapping[str, Any]) -> IngestSettings:
             f"bytes, over the {INGEST_OPTIONS_BYTES} the ingest Lambda's environment (4 KB in "
             "all) has room for: fewer prefixes, or shorter hotwords / initial prompts"
         )
+    batch_template = raw.get("ingestBatch") or keys.DEFAULT_INGEST_BATCH
+    try:
+        keys.check_batch_template(batch_template)
+    except InvalidKeyError as error:
+        raise ConfigError(f"whisperq:ingestBatch: {error}") from None
     bucket = raw.get("externalBucket") or None
     prefix = raw.get("externalPrefix") or ""
     kms_key = raw.get("externalKmsKey") or None
@@ -345,6 +351,7 @@ def parse_ingest(raw: Mapping[str, Any]) -> IngestSettings:
         external_bucket=bucket,
         external_prefix=prefix,
         external_kms_key=kms_key,
+        batch_template=batch_template,
     )
 
 
@@ -368,6 +375,7 @@ KEYS = (
     "ingest",
     "ingestPrefixes",
     "ingestDefaults",
+    "ingestBatch",
     "externalBucket",
     "externalPrefix",
     "externalKmsKey",

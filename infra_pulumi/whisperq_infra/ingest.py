@@ -330,6 +330,7 @@ def lambda_environment(
         "WHISPERQ_INGEST_PREFIX": settings.external_prefix if external else keys.incoming_prefix(),
         "WHISPERQ_INGEST_OPTIONS": compact(settings.options_by_batch),
         "WHISPERQ_INGEST_DEFAULT_OPTIONS": compact(settings.default_options),
+        "WHISPERQ_INGEST_BATCH": settings.batch_template,
         "WHISPERQ_INGEST_QUEUE_URL": ingest_queue_url,
     }
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from whisperq import keys, storage
 from whisperq.batches import ingest, tracking
 from whisperq.batches import records as batch_records
 from whisperq.cli import app
-from whisperq.errors import ConfigError
+from whisperq.errors import ConfigError, InvalidKeyError
 from whisperq.schemas import BatchInfo, ErrorRecord, FileEntry, TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.stacks import local as local_stack
@@ -197,6 +198,91 @@ def test_settings_give_full_options_validated_as_submit_validates_them(monkeypat
     assert result.exit_code == 2 and "not a batch name" in result.output
 
 
+# --- the batch's name: WHISPERQ_INGEST_BATCH ------------------------------------------
+
+
+@pytest.mark.parametrize("template", ["{folder}", "{folder}-{date}", "daily-{date}", "calls"])
+def test_batch_templates_that_make_batch_names(template):
+    assert keys.check_batch_template(template) == template
+    day = datetime(2026, 12, 4, tzinfo=UTC).date()
+    name = keys.ingest_batch_name(template, "support", day)
+    assert keys.validate_batch_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{folder}-{day}", "{day} is not a field"),
+        ("{}", "{} is not a field"),
+        ("{0}-{date}", "{0} is not a field"),
+        ("{folder!r}", "is not a field"),
+        ("{date:%Y}", "is not a field"),
+        ("{folder", "Invalid batch template"),
+        ("{folder}/{date}", "does not make a batch name"),
+        ("{folder} {date}", "does not make a batch name"),
+        ("-{folder}", "does not make a batch name"),
+        ("", "does not make a batch name"),
+    ],
+)
+def test_batch_templates_that_do_not(template, why):
+    with pytest.raises(InvalidKeyError, match=re.escape(why)):
+        keys.check_batch_template(template)
+
+
+def test_the_batch_template_is_checked_where_settings_load(monkeypatch):
+    env = {"WHISPERQ_BUCKET": "own", "WHISPERQ_QUEUE_URL": "http://q/jobs"}
+    assert ingest.IngestConfig.from_env(env).batch_template == "{folder}"  # the default
+    daily = ingest.IngestConfig.from_env({**env, "WHISPERQ_INGEST_BATCH": "{folder}-{date}"})
+    day = datetime(2026, 12, 4, 23, 59, tzinfo=UTC)
+    assert daily.batch_for("support", day) == "support-2026-12-04"
+    # the UTC day: 01:30 in UTC+2 is the day before in UTC
+    plus_two = timezone(timedelta(hours=2))
+    assert daily.batch_for("support", datetime(2026, 12, 5, 1, 30, tzinfo=plus_two)) == (
+        "support-2026-12-04"
+    )
+    with pytest.raises(ConfigError, match=r"WHISPERQ_INGEST_BATCH: .*\{when\} is not a field"):
+        ingest.IngestConfig.from_env({**env, "WHISPERQ_INGEST_BATCH": "{folder}-{when}"})
+
+    monkeypatch.setenv("WHISPERQ_INGEST_BATCH", "{folder}-{date}")
+    settings = Settings(bucket="own", queue_url="http://q/jobs")
+    assert settings.ingest_environment()["WHISPERQ_INGEST_BATCH"] == "{folder}-{date}"
+    config = ingest.IngestConfig.from_env(settings.ingest_environment())
+    assert config.batch_template == "{folder}-{date}"
+    monkeypatch.setenv("WHISPERQ_INGEST_BATCH", "{folder}/{date}")
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert "WHISPERQ_INGEST_BATCH" in result.output and "does not make a batch name" in (
+        " ".join(result.output.split())
+    )
+
+
+def test_the_folder_is_the_first_folder_and_the_path_the_rest_of_the_key():
+    ref = ingest.ObjectRef("own", "incoming/support/2026-12-04/call.wav")
+    assert ingest.place(CONFIG, ref) == ("support", "2026-12-04/call.wav")
+    assert ingest.locate(CONFIG, ingest.ObjectRef("own", "incoming/support/call.wav.json")) == (
+        "support",
+        "call.wav.json",
+    )
+    assert ingest.is_sidecar("a/call-0001.wav.json") and ingest.is_sidecar("x.MP3.JSON")
+    assert not ingest.is_sidecar("notes.json") and not ingest.is_sidecar("call.wav")
+
+
+def test_event_times_are_read_but_do_not_make_objects_differ():
+    body = json.loads(s3_notification("calls", ("incoming/b/x.wav", 3)))
+    body["Records"][0]["eventTime"] = "2026-12-04T23:59:58.123Z"
+    (ref,) = ingest.objects_in_event(body)
+    assert ref.event_time == datetime(2026, 12, 4, 23, 59, 58, 123000, tzinfo=UTC)
+    assert ref == ingest.ObjectRef("calls", "incoming/b/x.wav", 3)
+    bridge = {
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": "2026-12-05T00:00:01Z",
+        "detail": {"bucket": {"name": "t"}, "object": {"key": "calls/b/x.wav"}},
+    }
+    (ref,) = ingest.objects_in_event(bridge)
+    assert ref.event_time == datetime(2026, 12, 5, 0, 0, 1, tzinfo=UTC)
+
+
 # --- WAV durations ---------------------------------------------------------------------
 
 
@@ -223,26 +309,26 @@ def test_wav_duration_of_several_encodings(make_speech, tmp_path, encoding):
     encoded = tmp_path / "encoded.wav"
     subprocess.run(["sox", str(speech), "-r", "8000", *encoding, str(encoded)], check=True)
     expected = _soxi(speech)
-    assert ingest.file_duration(encoded) == pytest.approx(expected, abs=0.05)
+    assert batch_records.file_duration(encoded) == pytest.approx(expected, abs=0.05)
     # the header alone is enough; compressed formats count samples in their fact chunk
     header = encoded.read_bytes()[:4096]
-    assert ingest.wav_duration(header) == pytest.approx(expected, abs=0.05)
+    assert batch_records.wav_duration(header) == pytest.approx(expected, abs=0.05)
 
 
 def test_wav_duration_of_streamed_and_unusual_headers():
     data = silent_wav(2.5)
-    assert ingest.wav_duration(data) == 2.5
+    assert batch_records.wav_duration(data) == 2.5
     # a recorder that streamed the file left the sizes unset: the file's length tells
     streamed = data[:40] + struct.pack("<I", 0xFFFFFFFF) + data[44:]
-    assert ingest.wav_duration(streamed[:44]) is None
-    assert ingest.wav_duration(streamed[:44], total_size=len(data)) == 2.5
+    assert batch_records.wav_duration(streamed[:44]) is None
+    assert batch_records.wav_duration(streamed[:44], total_size=len(data)) == 2.5
     # a chunk before fmt (LIST/INFO) and an odd-sized one (padded) are skipped
     extra = b"LIST" + struct.pack("<I", 5) + b"INFOx\0"
-    assert ingest.wav_duration(data[:12] + extra + data[12:]) == 2.5
+    assert batch_records.wav_duration(data[:12] + extra + data[12:]) == 2.5
     # not WAV, or cut short before the data chunk
-    assert ingest.wav_duration(b"fLaC\0\0\0\x22" + b"\0" * 40) is None
-    assert ingest.wav_duration(data[:30]) is None
-    assert ingest.wav_duration(b"") is None
+    assert batch_records.wav_duration(b"fLaC\0\0\0\x22" + b"\0" * 40) is None
+    assert batch_records.wav_duration(data[:30]) is None
+    assert batch_records.wav_duration(b"") is None
 
 
 # --- against moto: helpers -------------------------------------------------------------
@@ -492,6 +578,74 @@ def test_options_per_batch_end_up_in_the_jobs(aws):
     assert jobs["support"].options.speakers == ("agent", "customer")
     assert (jobs["sales"].options.channels, jobs["sales"].options.language) == ("auto", "en")
     assert tracking.load_batch(aws, s3, "support").options.speakers == ("agent", "customer")
+
+
+def test_a_dated_folder_stays_in_its_folders_batch_by_default(aws):
+    settings = aws.model_copy(update={"ingest_options": {"support": {"channels": "split"}}})
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    config = ingest.IngestConfig.from_env(settings.ingest_environment())
+    ref = _put(aws, "incoming/support/2026-12-04/call.wav", silent_wav(1))
+    outcome = ingest.ingest_object(s3, sqs, config, ref)
+    assert (outcome.status, outcome.batch, outcome.path) == (
+        "queued",
+        "support",
+        "2026-12-04/call.wav",
+    )
+    (job,) = drain_jobs(aws)
+    assert job["options"]["channels"] == "split"
+
+
+def test_folder_and_date_give_one_batch_per_folder_per_day_with_the_folders_options(aws):
+    settings = aws.model_copy(
+        update={
+            "ingest_options": {"support": {"channels": "split", "speakers": ["agent", "customer"]}},
+            "ingest_default_options": {"language": "en"},
+            "ingest_batch": "{folder}-{date}",
+        }
+    )
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    config = ingest.IngestConfig.from_env(settings.ingest_environment())
+    today = datetime.now(UTC).date().isoformat()  # moto's Last-Modified: now
+    outcomes = [
+        ingest.ingest_object(s3, sqs, config, _put(aws, key, silent_wav(1)))
+        for key in (
+            "incoming/support/2026-12-04/call.wav",
+            "incoming/support/call-2.wav",
+            "incoming/sales/call-3.wav",
+        )
+    ]
+    assert [(o.status, o.batch, o.path) for o in outcomes] == [
+        ("queued", f"support-{today}", "2026-12-04/call.wav"),
+        ("queued", f"support-{today}", "call-2.wav"),
+        ("queued", f"sales-{today}", "call-3.wav"),
+    ]
+    jobs = {job["path"]: TranscriptionJob.model_validate(job) for job in drain_jobs(aws)}
+    assert jobs["call-2.wav"].input_key == f"inputs/support-{today}/call-2.wav"
+    assert jobs["call-2.wav"].options.speakers == ("agent", "customer")
+    assert jobs["call-3.wav"].options.language == "en"
+    support = tracking.load_batch(aws, s3, f"support-{today}")
+    assert support is not None and support.options.channels == "split"
+    assert _status(aws, f"support-{today}").submitted == 2
+    assert tracking.load_batch(aws, s3, "support") is None  # no undated batch
+
+
+def test_a_deleted_objects_day_is_its_events(aws):
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    config = _config(aws, batch_template="{folder}-{date}")
+    body = json.loads(s3_notification(aws.bucket, ("incoming/support/gone.wav", 10)))
+    body["Records"][0]["eventTime"] = "2026-12-04T23:59:59.000Z"
+    handled = ingest.handle_event(s3, sqs, config, json.dumps(body))
+    (outcome,) = handled.outcomes
+    assert (outcome.status, outcome.batch) == ("failed", "support-2026-12-04")
+    assert keys.error_key("support-2026-12-04", "gone.wav") in _keys(aws, "results/")
+
+
+def test_a_folder_too_long_for_the_template_is_ignored_with_the_reason(aws):
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    ref = _put(aws, f"incoming/{'f' * 128}/x.wav", silent_wav(1))
+    outcome = ingest.ingest_object(s3, sqs, _config(aws, batch_template="{folder}-{date}"), ref)
+    assert outcome.status == "ignored" and "Invalid batch name" in outcome.reason
+    assert drain_jobs(aws) == []
 
 
 def test_a_batch_that_exists_keeps_its_options(aws):

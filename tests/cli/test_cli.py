@@ -369,7 +369,8 @@ def test_retry_requeues_failed_files_and_clears_their_records(batch_of_three, cl
         )
     result = runner.invoke(app, ["retry", "wk", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"batch": "wk", "failed": [b, c], "dead_lettered": []}
+    expected = {"batch": "wk", "failed": [b, c], "dead_lettered": [], "stale": []}
+    assert json.loads(result.stdout) == expected
     assert sorted(job.path for job in queued_jobs(cli_env)) == [b, c]
     assert runner.invoke(app, ["status", "wk", "--json"]).stdout.count('"failed": 0') == 1
 

@@ -2,19 +2,31 @@
 
 import hashlib
 import json
+import logging
 import tempfile
+from datetime import UTC, datetime
 
 import pytest
 from botocore.exceptions import ClientError
 
-from whisperq import storage
+from whisperq import keys, storage
+from whisperq.batches import ingest
+from whisperq.batches import records as batch_records
+from whisperq.batches.submit import submit
 from whisperq.celery_app import broker_url, make_celery, transport_options
 from whisperq.errors import WorkerUnfit
 from whisperq.schemas import TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine
 from whisperq.worker.runner import JobRunner
 
-from helpers import CLEAR_SENTENCE, result_keys, upload_job, word_error_rate, words
+from helpers import (
+    CLEAR_SENTENCE,
+    drain_jobs,
+    result_keys,
+    upload_job,
+    word_error_rate,
+    words,
+)
 
 
 @pytest.fixture
@@ -696,3 +708,149 @@ def test_a_download_that_differs_from_the_inputs_own_sha256_is_tried_again(
     record = error_record(aws, "dm", "x.wav")
     assert "the download of x.wav does not match its sha256" in record["reason"]
     assert (record["kind"], record["attempts"]) == ("transient", 2)
+
+
+# --- call metadata: ingested (daily batch, sidecar) and submitted (CSV) -------------------
+
+
+def _drop(aws, key, body, **s3_metadata):
+    """What a telephony platform does: an object into the bucket, whisperq's nothing."""
+    storage.client(aws, "s3").put_object(
+        Bucket=aws.bucket, Key=key, Body=body, Metadata=s3_metadata
+    )
+
+
+def _ingest(aws, key, **settings_changes):
+    settings = aws.model_copy(update=settings_changes)
+    config = ingest.IngestConfig.from_env(settings.ingest_environment())
+    s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
+    return ingest.ingest_object(s3, sqs, config, ingest.ObjectRef(aws.bucket, key))
+
+
+def _result(aws, batch, path):
+    s3 = storage.client(aws, "s3")
+    return TranscriptResult.model_validate(
+        storage.get_json(s3, aws.bucket, keys.result_key(batch, path, "json"))
+    )
+
+
+DAILY = {
+    "ingest_batch": "{folder}-{date}",
+    "ingest_options": {"support": {"speakers": ["agent", "customer"], "formats": ["txt"]}},
+}
+
+
+def test_a_recording_and_its_sidecar_in_a_daily_batch_give_a_result_with_its_fields(
+    aws, runner, make_speech, tmp_path
+):
+    """incoming/support/ with {folder}-{date}: batch support-<today UTC>, support's options;
+    one sidecar lands before its audio, one after its audio was queued."""
+    today = datetime.now(UTC).date().isoformat()
+    batch = f"support-{today}"
+    first = make_speech(tmp_path / "1.wav", "Good morning, how can I help?").read_bytes()
+    second = make_speech(tmp_path / "2.wav", "Thank you for calling.").read_bytes()
+    _drop(aws, "incoming/support/call-0001.wav.json", b'{"call_id": "C-1", "wait_s": 12}')
+    _drop(aws, "incoming/support/call-0001.wav", first, **{"agent-id": "A7"})
+    _drop(aws, "incoming/support/call-0002.wav", second)
+    for key in ("incoming/support/call-0001.wav", "incoming/support/call-0002.wav"):
+        outcome = _ingest(aws, key, **DAILY)
+        assert (outcome.status, outcome.batch) == ("queued", batch)
+    # the second call's sidecar lands shortly after its audio was ingested
+    _drop(aws, "incoming/support/call-0002.wav.json", b'{"call_id": "C-2", "vip": true}')
+    assert _ingest(aws, "incoming/support/call-0002.wav.json", **DAILY).status == "metadata"
+
+    jobs = drain_jobs(aws)
+    assert [runner.run(job) for job in jobs] == ["done", "done"]
+    one, two = _result(aws, batch, "call-0001.wav"), _result(aws, batch, "call-0002.wav")
+    assert one.metadata == {"call_id": "C-1", "wait_s": 12, "agent-id": "A7"}
+    assert two.metadata == {"call_id": "C-2", "vip": True}
+    assert one.metadata_problems is None and two.metadata_problems is None
+    assert one.options["speakers"] == ["agent", "customer"]  # the folder's options
+    assert result_keys(aws, batch) == [
+        f"results/{batch}/call-000{n}.wav.{ext}" for n in (1, 2) for ext in ("json", "txt")
+    ]
+    assert {"morning", "help"} <= words(one.text)
+
+
+def test_submit_with_a_metadata_csv_gives_results_with_each_rows_fields(
+    aws, runner, make_speech, tmp_path
+):
+    make_speech(tmp_path / "calls/a.wav", "Good morning.")
+    make_speech(tmp_path / "calls/b.wav", "Thank you.")
+    table = tmp_path / "calls.csv"
+    table.write_text("path,call_id,agent\ncalls/a.wav,C-1,0042\n", encoding="utf-8")
+    report = submit(aws, ["calls"], batch="csv", cwd=tmp_path, metadata_csv=table)
+    assert sorted(report.queued) == ["calls/a.wav", "calls/b.wav"]
+    assert sorted(runner.run(job) for job in drain_jobs(aws)) == ["done", "done"]
+    assert _result(aws, "csv", "calls/a.wav").metadata == {"call_id": "C-1", "agent": "0042"}
+    plain = storage.get_json(
+        storage.client(aws, "s3"), aws.bucket, keys.result_key("csv", "calls/b.wav", "json")
+    )
+    assert "metadata" not in plain and "metadata_problems" not in plain  # as before
+
+
+def test_bad_metadata_is_reported_and_the_call_still_transcribed(
+    aws, runner, make_speech, tmp_path, caplog
+):
+    audio = make_speech(tmp_path / "a.wav", "Good morning.").read_bytes()
+    _drop(aws, "incoming/support/a.wav.json", b'{"call_id": "C-1", "agent": {"id": 7}}')
+    _drop(aws, "incoming/support/a.wav", audio)
+    _drop(aws, "incoming/support/b.wav.json", b"call_id=C-2")
+    _drop(aws, "incoming/support/b.wav", audio)
+    for name in ("a.wav", "b.wav"):
+        assert _ingest(aws, f"incoming/support/{name}").status == "queued"
+    with caplog.at_level(logging.WARNING, logger="whisperq.worker"):
+        assert [runner.run(job) for job in drain_jobs(aws)] == ["done", "done"]
+    a, b = _result(aws, "support", "a.wav"), _result(aws, "support", "b.wav")
+    assert a.metadata == {"call_id": "C-1"}
+    assert a.metadata_problems == [
+        "sidecar a.wav.json: field 'agent' is an object; metadata is flat (strings, numbers, "
+        "true/false, null): left out"
+    ]
+    assert b.metadata is None and b.metadata_problems[0].startswith("sidecar b.wav.json: not JSON")
+    assert "support/b.wav: metadata problems: sidecar b.wav.json: not JSON" in caplog.text
+    assert {"morning"} <= words(b.text)
+
+
+def test_a_sidecar_that_lands_while_the_result_is_written_is_taken_in(
+    aws, runner, make_speech, tmp_path
+):
+    """The worker reads the sidecar's record before it writes the result JSON and once more
+    after: one that appears in between has the result written again, with it."""
+    _drop(aws, "incoming/support/a.wav", make_speech(tmp_path / "a.wav", "Hello.").read_bytes())
+    assert _ingest(aws, "incoming/support/a.wav").status == "queued"
+    (job,) = drain_jobs(aws)
+    result_json = keys.result_key("support", "a.wav", "json")
+    puts = []
+
+    def sidecar_lands(params, **_):
+        puts.append(params["Key"])
+        if params["Key"] == result_json and puts.count(result_json) == 1:
+            _drop(aws, "incoming/support/a.wav.json", b'{"call_id": "late"}')
+            assert _ingest(aws, "incoming/support/a.wav.json").status == "metadata"
+
+    runner.s3.meta.events.register("before-parameter-build.s3.PutObject", sidecar_lands)
+    assert runner.run(job) == "done"
+    assert puts.count(result_json) == 2
+    assert _result(aws, "support", "a.wav").metadata == {"call_id": "late"}
+
+
+def test_a_sidecar_record_of_another_recording_is_not_used(aws, runner, make_speech, tmp_path):
+    """A newer recording under the same key is another call: an older sidecar's record
+    (written for the previous version of the audio) does not apply to it."""
+    s3 = storage.client(aws, "s3")
+    _drop(aws, "incoming/support/a.wav", make_speech(tmp_path / "a.wav", "Hello.").read_bytes())
+    assert _ingest(aws, "incoming/support/a.wav").status == "queued"
+    (job,) = drain_jobs(aws)
+    batch_records.write_metadata(
+        s3,
+        aws.bucket,
+        "support",
+        "a.wav",
+        "s3://elsewhere/a.wav.json",
+        datetime(2020, 1, 1, tzinfo=UTC),
+        {"call_id": "old"},
+        [],
+    )
+    assert runner.run(job) == "done"
+    assert _result(aws, "support", "a.wav").metadata is None

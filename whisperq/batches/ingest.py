@@ -1,17 +1,21 @@
-"""S3-event ingestion: an object created under ``incoming/<batch>/<path>`` becomes a job.
+"""S3-event ingestion: an object created under ``incoming/<folder>/<path>`` becomes a job.
 
 The object becomes exactly what ``whisperq submit`` would have made of the same file: its
 input at ``inputs/<batch>/<path>``, a job on the queue, the file's entry in the batch
 (so ``status`` counts it), results at ``results/<batch>/<path>.*``. The same code runs in
 the ingest Lambda on AWS (``infra_pulumi/ingest/handler.py``) and in ``whisperq ingest``
-(the local stack's ingest process, or a server's).
+(the local stack's ingest process, or a server's). Its batch is named by the template
+(``IngestConfig.batch_template``: ``{folder}``, or ``{folder}-{date}`` for one a day) and
+created with ``<folder>``'s options; the path is the rest of the key.
 
 S3 (and EventBridge) deliver events at least once and out of order, several at a time.
 For one object, :func:`ingest_object`:
 
-1. maps the key to (batch, path); a key outside the layout or a file that is not audio
-   (a ``.json`` sidecar, a ``.txt``) is **ignored** with the reason, nothing is written;
-2. downloads the object to a temporary file, hashing it (bounded memory). An object that
+1. maps the key to (folder, path); a key outside the layout or a file that is not audio
+   (a ``.txt``) is **ignored** with the reason, nothing is written; a sidecar
+   (``<audio name>.json``) is one call's metadata: :func:`ingest_sidecar`;
+2. downloads the object to a temporary file, hashing it (bounded memory), and names its
+   batch from the object's Last-Modified (its UTC day). An object that
    is gone (deleted before it was processed) **fails** with a reason: an error record at
    ``results/<batch>/<path>.error.json`` and the file's entry, no job -- unless the path
    already has a job (an earlier delivery ingested it before the delete): **duplicate**;
@@ -24,11 +28,13 @@ For one object, :func:`ingest_object`:
    write on the input's ETag, so only one taker wins). Different content -> a new
    recording under the same key: the input is replaced (conditionally, and never by
    content from an older version of the object than the one already there);
-4. sends the job (``SendMessageBatch``), then writes the entry: an entry always has a job.
+4. reads the call's metadata (its sidecar over its S3 user metadata, ``batch_records``),
+   sends the job (``SendMessageBatch``), then writes the entry: an entry always has a job.
 
 Standard library only, with boto3 clients passed in: the Lambda ships this module with
-keys, errors, messages and batch_records. Nothing of an object's content is logged or
-returned besides its key, size and sha256.
+keys, errors, messages and batch_records (which also reads WAV durations and call
+metadata). Nothing of an object's content is logged or returned besides its key, size,
+sha256 and metadata problems.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ import hashlib
 import json
 import os
 import socket
-import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +59,6 @@ from whisperq.messages import send_jobs
 
 DEFAULT_PREFIX = keys.DEFAULT_INGEST_PREFIX
 DEFAULT_CLAIM_SECONDS = defaults.INGEST_CLAIM_SECONDS
-HEADER_BYTES = 64 * 1024  # enough of a WAV file to find its fmt and data chunks
 _CHUNK = 1 << 20  # download and hash in 1 MiB pieces
 _GONE = ("NoSuchKey", "404", "NotFound")
 _LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
@@ -68,7 +72,7 @@ META_SHA256 = "sha256"
 META_SOURCE_MODIFIED = "source-modified"  # the ingested object's Last-Modified, ISO 8601
 UNKNOWN_SHA256 = "0" * 64  # the entry of an object that was gone before it was read
 
-Status = Literal["queued", "duplicate", "ignored", "failed"]
+Status = Literal["queued", "duplicate", "ignored", "failed", "metadata"]
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -81,11 +85,12 @@ class IngestConfig:
     bucket: str  # whisperq's bucket (inputs/, batches/, results/)
     queue_url: str  # the job queue
     source_bucket: str  # where recordings land (== bucket for incoming/)
-    source_prefix: str = DEFAULT_PREFIX  # <source_prefix><batch>/<path>
-    # batch name -> FULL options dict (TranscriptionOptions().model_dump(mode="json") shape)
+    source_prefix: str = DEFAULT_PREFIX  # <source_prefix><folder>/<path>
+    # folder -> FULL options dict (TranscriptionOptions().model_dump(mode="json") shape)
     options_by_batch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    default_options: Mapping[str, Any] = field(default_factory=dict)  # for other batches
+    default_options: Mapping[str, Any] = field(default_factory=dict)  # for other folders
     claim_seconds: float = DEFAULT_CLAIM_SECONDS  # see TryLater
+    batch_template: str = keys.DEFAULT_INGEST_BATCH  # the batch's name from {folder}, {date}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
@@ -93,7 +98,8 @@ class IngestConfig:
         WHISPERQ_BUCKET, WHISPERQ_QUEUE_URL (required), WHISPERQ_INGEST_SOURCE_BUCKET
         (default: the bucket), WHISPERQ_INGEST_PREFIX (default ``incoming/``),
         WHISPERQ_INGEST_OPTIONS (JSON: {"batch": {options}}), WHISPERQ_INGEST_DEFAULT_OPTIONS
-        (JSON: {options}), WHISPERQ_INGEST_CLAIM_SECONDS."""
+        (JSON: {options}), WHISPERQ_INGEST_CLAIM_SECONDS, WHISPERQ_INGEST_BATCH (the
+        batch name's template, with {folder} and {date}; default ``{folder}``)."""
         missing = [name for name in ("WHISPERQ_BUCKET", "WHISPERQ_QUEUE_URL") if not env.get(name)]
         if missing:
             raise ConfigError(f"The ingest step needs {' and '.join(missing)}.")
@@ -109,6 +115,11 @@ class IngestConfig:
             raise ConfigError(
                 "WHISPERQ_INGEST_CLAIM_SECONDS must be a number of seconds."
             ) from None
+        template = env.get("WHISPERQ_INGEST_BATCH") or keys.DEFAULT_INGEST_BATCH
+        try:
+            keys.check_batch_template(template)
+        except InvalidKeyError as error:
+            raise ConfigError(f"WHISPERQ_INGEST_BATCH: {error}") from None
         return cls(
             bucket=bucket,
             queue_url=env["WHISPERQ_QUEUE_URL"],
@@ -117,11 +128,18 @@ class IngestConfig:
             options_by_batch=by_batch,
             default_options=_json_env(env, "WHISPERQ_INGEST_DEFAULT_OPTIONS"),
             claim_seconds=claim,
+            batch_template=template,
         )
 
-    def options_for(self, batch: str) -> dict[str, Any]:
-        """The options a new batch of this name is created with."""
-        return dict(self.options_by_batch.get(batch, self.default_options))
+    def options_for(self, folder: str) -> dict[str, Any]:
+        """The options a new batch of this folder is created with."""
+        return dict(self.options_by_batch.get(folder, self.default_options))
+
+    def batch_for(self, folder: str, created: datetime | None) -> str:
+        """The batch of an object of ``folder`` created at ``created`` (None: now); raises
+        InvalidKeyError when the template makes no batch name of this folder."""
+        day = (created or datetime.now(UTC)).astimezone(UTC).date()
+        return keys.ingest_batch_name(self.batch_template, folder, day)
 
 
 def _json_env(env: Mapping[str, str], name: str) -> dict[str, Any]:
@@ -148,6 +166,7 @@ class ObjectRef:
     key: str
     size: int | None = None
     etag: str | None = None
+    event_time: datetime | None = field(default=None, compare=False)  # when S3 said
 
     @property
     def url(self) -> str:
@@ -189,6 +208,7 @@ def objects_in_event(event: Mapping[str, Any]) -> list[ObjectRef]:
                 key=unquote_plus(str(item["key"])),
                 size=_int_or_none(item.get("size")),
                 etag=item.get("etag"),
+                event_time=_time_or_none(event.get("time")),
             )
         ]
     raise ValueError("not an S3 notification or EventBridge S3 event")
@@ -204,6 +224,7 @@ def _notification_object(record: Mapping[str, Any]) -> ObjectRef | None:
         key=unquote_plus(str(item["key"])),
         size=_int_or_none(item.get("size")),
         etag=item.get("eTag"),
+        event_time=_time_or_none(record.get("eventTime")),
     )
 
 
@@ -214,12 +235,20 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _time_or_none(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
 # --- outcomes ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one object ended. ``reason`` says why for every status but queued."""
+    """How one object ended. ``reason`` says why for every status but queued (there: the
+    call's metadata problems, if any); "metadata": a sidecar stored for its call."""
 
     ref: ObjectRef
     status: Status
@@ -257,90 +286,37 @@ class TryLater(WhisperqError):
 
 
 def place(config: IngestConfig, ref: ObjectRef) -> tuple[str, str] | str:
-    """(batch, path) for an object to ingest, or the reason it is not one."""
+    """(folder, path) for an audio object to ingest, or the reason it is not one (a
+    sidecar's reason included). The folder is the batch with the default template."""
+    located = locate(config, ref)
+    if isinstance(located, tuple) and not is_audio(located[1]):
+        suffix = PurePosixPath(located[1]).suffix or "no extension"
+        return f"not audio ({suffix}); audio files end in " + " ".join(
+            sorted(keys.AUDIO_EXTENSIONS)
+        )
+    return located
+
+
+def locate(config: IngestConfig, ref: ObjectRef) -> tuple[str, str] | str:
+    """(folder, path) of any file under the source prefix, or why the object is none."""
     if ref.bucket != config.source_bucket:
         return f"not in the source bucket {config.source_bucket!r}"
     if ref.bucket == config.bucket and ref.key.startswith(_OWN_PREFIXES):
         return "one of whisperq's own objects"
     try:
-        batch, path = keys.parse_incoming_key(ref.key, config.source_prefix)
+        return keys.parse_incoming_key(ref.key, config.source_prefix)
     except InvalidKeyError as error:
         return str(error)
-    if not is_audio(path):
-        suffix = PurePosixPath(path).suffix or "no extension"
-        return f"not audio ({suffix}); audio files end in " + " ".join(
-            sorted(keys.AUDIO_EXTENSIONS)
-        )
-    return batch, path
 
 
 def is_audio(path: str) -> bool:
     return PurePosixPath(path).suffix.lower() in keys.AUDIO_EXTENSIONS
 
 
-_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
-_UNSET_SIZES = (0, 0xFFFFFFFF)  # what recorders write while they stream a WAV
-
-
-def wav_duration(header: bytes, total_size: int | None = None) -> float | None:
-    """Seconds of audio in a RIFF/WAVE file from its first bytes; None when unknown.
-
-    Walks the chunks to ``fmt `` and ``data``: PCM, float, mu-law, A-law (data bytes /
-    byte rate) and compressed formats such as GSM 6.10 or IMA ADPCM (the ``fact`` chunk's
-    sample count / sample rate, else data bytes / byte rate). A data size left unset or
-    past the end (a recording written as it streamed) is taken from ``total_size``, the
-    file's length, when given.
-    """
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-        return None
-    position = 12
-    fmt: tuple[int, int, int, int] | None = None  # tag, channels, rate, byte rate
-    samples: int | None = None  # from the fact chunk
-    while position + 8 <= len(header):
-        chunk_id = header[position : position + 4]
-        (size,) = struct.unpack_from("<I", header, position + 4)
-        body = position + 8
-        if chunk_id == b"fmt ":
-            if size < 16 or body + 16 > len(header):
-                return None
-            tag, channels, rate, byte_rate = struct.unpack_from("<HHII", header, body)
-            fmt = (tag, channels, rate, byte_rate)
-        elif chunk_id == b"fact" and size >= 4 and body + 4 <= len(header):
-            (samples,) = struct.unpack_from("<I", header, body)
-        elif chunk_id == b"data":
-            return _data_seconds(fmt, samples, size, body, total_size)
-        position = body + size + (size & 1)  # chunks are word aligned
-    return None
-
-
-def _data_seconds(
-    fmt: tuple[int, int, int, int] | None,
-    samples: int | None,
-    size: int,
-    offset: int,
-    total_size: int | None,
-) -> float | None:
-    if fmt is None:
-        return None
-    tag, _channels, rate, byte_rate = fmt
-    available = None if total_size is None else max(0, total_size - offset)
-    streamed = size in _UNSET_SIZES or (available is not None and size > available)
-    if streamed:
-        if available is None:
-            return None
-        size = available
-    elif tag not in (_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE) and samples and rate:
-        return round(samples / rate, 3)
-    if byte_rate <= 0:
-        return None
-    return round(size / byte_rate, 3)
-
-
-def file_duration(path: Path) -> float | None:
-    """A WAV file's duration from its header (standard library); None for other files."""
-    with path.open("rb") as handle:
-        header = handle.read(HEADER_BYTES)
-    return wav_duration(header, path.stat().st_size)
+def is_sidecar(path: str) -> bool:
+    """``<audio name>.json``: a call's metadata."""
+    suffix = batch_records.SIDECAR_SUFFIX
+    return path.lower().endswith(suffix) and is_audio(path[: -len(suffix)])
 
 
 def error_record(batch: str, path: str, reason: str, error_type: str) -> dict[str, Any]:
@@ -389,6 +365,7 @@ class Fetched:
     sha256: str
     size: int
     last_modified: datetime | None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # its S3 user metadata
 
 
 def fetch(s3: Any, ref: ObjectRef, local: Path) -> Fetched | None:
@@ -410,7 +387,9 @@ def fetch(s3: Any, ref: ObjectRef, local: Path) -> Fetched | None:
                 size += len(chunk)
     finally:
         body.close()
-    return Fetched(local, digest.hexdigest(), size, answer.get("LastModified"))
+    return Fetched(
+        local, digest.hexdigest(), size, answer.get("LastModified"), answer.get("Metadata") or {}
+    )
 
 
 def _put_input(
@@ -429,11 +408,11 @@ def _put_input(
         raise
 
 
-def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+def _head(s3: Any, bucket: str, key: str, absent: tuple[str, ...] = ()) -> dict[str, Any] | None:
     try:
         return s3.head_object(Bucket=bucket, Key=key)
     except Exception as error:
-        if _is_gone(error):
+        if _is_gone(error) or _error_code(error) in absent:
             return None
         raise
 
@@ -450,28 +429,6 @@ def _age_seconds(head: Mapping[str, Any]) -> float:
     return (now - modified).total_seconds()
 
 
-def path_entries(s3: Any, bucket: str, batch: str, path: str) -> list[batch_records.ListedEntry]:
-    """The entries of one path of a batch (normally one), newest first; one listing."""
-    found = []
-    answer = s3.list_objects_v2(Bucket=bucket, Prefix=keys.entry_prefix(batch, path), Delimiter="/")
-    for item in answer.get("Contents", []):
-        parsed = keys.parse_entry_key(batch, item["Key"])
-        if parsed is not None and parsed[0] == path:
-            found.append(
-                batch_records.ListedEntry(path, item["Key"], parsed[1], item.get("LastModified"))
-            )
-    oldest = datetime.min.replace(tzinfo=UTC)
-    return sorted(found, key=lambda item: (item.last_modified or oldest, item.key), reverse=True)
-
-
-def _has_entry_with(s3: Any, bucket: str, batch: str, path: str, sha256: str) -> bool:
-    for listed in path_entries(s3, bucket, batch, path):
-        entry = batch_records.read_entry(s3, bucket, listed.key)
-        if entry is not None and entry.get("sha256") == sha256:
-            return True
-    return False
-
-
 # --- the steps ---------------------------------------------------------------------------
 
 
@@ -485,23 +442,34 @@ def ingest_object(
     """Make ``ref`` a job of its batch, once (see the module's docstring).
 
     ``probe`` reads a file's duration (the CLI passes PyAV's); without it, WAV headers are
-    read and other formats' durations are unknown. Raises :class:`TryLater` while another
-    ingest of the same content holds a fresh claim; other errors (throttling, network,
-    access) escape, and the event is to be delivered again.
+    read (``batch_records.file_duration``) and other formats' durations are unknown.
+    Raises :class:`TryLater` while another ingest of the same content holds a fresh claim;
+    other errors (throttling, network, access) escape, and the event is to be delivered
+    again.
     """
+    located = locate(config, ref)
+    if isinstance(located, tuple) and is_sidecar(located[1]):
+        return ingest_sidecar(s3, config, ref, *located)
     placed = place(config, ref)
     if isinstance(placed, str):
         return Outcome(ref, "ignored", None, None, placed)
-    batch, path = placed
+    folder, path = placed
     with tempfile.TemporaryDirectory(prefix="whisperq-ingest-") as directory:
         fetched = fetch(s3, ref, Path(directory) / "object")
         if fetched is None:
-            return _gone(s3, config, ref, batch, path)
-        duration = (probe or file_duration)(fetched.local)
-        options = _ensure_batch(s3, config, batch)
+            return _gone(s3, config, ref, folder, path)
+        try:
+            batch = config.batch_for(folder, fetched.last_modified)
+        except InvalidKeyError as error:
+            return Outcome(ref, "ignored", None, None, str(error), fetched.sha256)
+        duration = (probe or batch_records.file_duration)(fetched.local)
+        options = _ensure_batch(s3, config, batch, folder)
         refused = claim(s3, config, batch, path, fetched)
         if refused is not None:
             return Outcome(ref, "duplicate", batch, path, refused, fetched.sha256)
+        metadata, problems = batch_records.call_metadata(
+            s3, ref.bucket, ref.key + batch_records.SIDECAR_SUFFIX, fetched.metadata
+        )
         entry = batch_records.entry_document(
             batch,
             path,
@@ -510,9 +478,69 @@ def ingest_object(
             duration,
             source="ingest",
             origin=ref.url,
+            metadata=metadata,
+            metadata_problems=problems,
         )
         _queue(s3, sqs, config, batch, entry, options)
-    return Outcome(ref, "queued", batch, path, None, fetched.sha256)
+    return Outcome(ref, "queued", batch, path, _problems(problems), fetched.sha256)
+
+
+def _problems(problems: list[str]) -> str | None:
+    return f"metadata problems: {'; '.join(batch_records.capped(problems))}" if problems else None
+
+
+def ingest_sidecar(
+    s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str
+) -> Outcome:
+    """A sidecar (``<audio name>.json``) whose audio is there: the call's metadata (the
+    sidecar over the audio's S3 user metadata) is stored beside its input
+    (``keys.metadata_key``), where the worker reads it just before and just after it writes
+    the result. So a sidecar that lands after its audio was ingested, before the result,
+    is in the result; one that lands before the audio is read by the audio's own ingest;
+    one whose audio is not there is ignored. One that lands after the result was written
+    is kept but not in the result JSON (the ingest step never rewrites results): the
+    outcome says so."""
+    audio_key = ref.key[: -len(batch_records.SIDECAR_SUFFIX)]
+    audio_path = path[: -len(batch_records.SIDECAR_SUFFIX)]
+    head = _head(s3, ref.bucket, audio_key, absent=("AccessDenied", "403"))
+    if head is None:
+        return Outcome(
+            ref,
+            "ignored",
+            None,
+            None,
+            "a sidecar whose audio is not there (yet): the audio's own ingest reads it",
+        )
+    try:
+        batch = config.batch_for(folder, head["LastModified"])
+    except InvalidKeyError as error:
+        return Outcome(ref, "ignored", None, None, str(error))
+    metadata, problems = batch_records.call_metadata(
+        s3, ref.bucket, ref.key, head.get("Metadata") or {}
+    )
+    key = batch_records.write_metadata(
+        s3, config.bucket, batch, audio_path, ref.url, head["LastModified"], metadata, problems
+    )
+    reasons = [f"{len(metadata)} field(s) kept at {key} for the worker"]
+    reasons += batch_records.capped(problems)
+    written = _result_written(s3, config.bucket, batch, audio_path)
+    if written is not None:
+        reasons.append(
+            f"the call's result was written already ({written.isoformat()}): its JSON carries "
+            "this sidecar only if it landed before the worker wrote it"
+        )
+    return Outcome(ref, "metadata", batch, audio_path, "; ".join(reasons))
+
+
+def _result_written(s3: Any, bucket: str, batch: str, path: str) -> datetime | None:
+    """When the path's result JSON was written (one listing); None: not yet, or unknown."""
+    key = keys.result_key(batch, path, "json")
+    try:
+        answer = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except Exception:
+        return None
+    found = [item for item in answer.get("Contents", []) if item["Key"] == key]
+    return found[0].get("LastModified") if found else None
 
 
 def claim(s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched) -> str | None:
@@ -532,7 +560,7 @@ def claim(s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched
         if _put_input(s3, config.bucket, key, fetched, IfMatch=head["ETag"]) is None:
             raise TryLater(f"{key} changed while it was being replaced", retry_after=5.0)
         return None
-    if _has_entry_with(s3, config.bucket, batch, path, fetched.sha256):
+    if batch_records.has_entry_with(s3, config.bucket, batch, path, fetched.sha256):
         return "already queued with the same content"
     age = _age_seconds(head)
     if age < config.claim_seconds:
@@ -570,14 +598,18 @@ def _queue(
     """Job first, then the entry (an entry always has a job); an older entry of the path
     under another key (another duration) is replaced."""
     send_jobs(sqs, config.queue_url, [batch_records.job_payload(batch, entry, options)])
-    older = path_entries(s3, config.bucket, batch, entry["path"])
+    older = batch_records.path_entries(s3, config.bucket, batch, entry["path"])
     replaced = {entry["path"]: older[0]} if older else None
     batch_records.write_entries(s3, config.bucket, batch, [entry], replaced=replaced, threads=1)
 
 
-def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, batch: str, path: str) -> Outcome:
-    """The object was deleted before it could be read."""
-    if path_entries(s3, config.bucket, batch, path):
+def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str) -> Outcome:
+    """The object was deleted before it could be read (its batch's day: the event's)."""
+    try:
+        batch = config.batch_for(folder, ref.event_time)
+    except InvalidKeyError as error:
+        return Outcome(ref, "ignored", None, None, str(error))
+    if batch_records.path_entries(s3, config.bucket, batch, path):
         # An earlier delivery ingested it (or the path was submitted): it has its job.
         return Outcome(
             ref, "duplicate", batch, path, "the object is gone, but the path already has a job"
@@ -585,7 +617,7 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, batch: str, path: str) 
     reason = (
         f"{ref.url} was deleted before it could be ingested; put it there again to transcribe it"
     )
-    _ensure_batch(s3, config, batch)
+    _ensure_batch(s3, config, batch, folder)
     record = error_record(batch, path, reason, "NoSuchKey")
     s3.put_object(
         Bucket=config.bucket,
@@ -644,13 +676,13 @@ def handle_event(
     return handled
 
 
-def _ensure_batch(s3: Any, config: IngestConfig, batch: str) -> dict[str, Any]:
+def _ensure_batch(s3: Any, config: IngestConfig, batch: str, folder: str) -> dict[str, Any]:
     """The batch's options; a new batch gets its folder's (an existing one keeps its own)."""
     return batch_records.ensure_batch(
         s3,
         config.bucket,
         batch,
-        config.options_for(batch),
+        config.options_for(folder),
         source=f"ingest:{config.source_prefix}",
         strict=False,
     )

@@ -5,10 +5,15 @@ Order matters for "nothing lost": inputs are uploaded first, then the jobs go on
 A file with an entry always has a job; a submit cut short anywhere is repaired by running
 it again (files without an entry are uploaded and queued again; jobs are idempotent).
 Several submits (and the ingest step) may add to one batch at once: nothing is lost.
+
+``--metadata FILE.csv`` (:func:`read_metadata_csv`): a ``path`` column (the file's path in
+the batch) and any others, one row per call; a row's cells become the call's metadata
+(strings), carried by its job and entry into its result.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import glob
 import hashlib
@@ -194,6 +199,8 @@ class SubmitReport:
     bytes_uploaded: int = 0
     audio_seconds: float = 0.0
     sqs_requests: int = 0
+    metadata_problems: dict[str, list[str]] = field(default_factory=dict)  # path -> why
+    metadata_unmatched: list[str] = field(default_factory=list)  # CSV rows no file had
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -206,7 +213,60 @@ class SubmitReport:
             "bytes_uploaded": self.bytes_uploaded,
             "audio_seconds": round(self.audio_seconds, 3),
             "sqs_requests": self.sqs_requests,
+            "metadata_problems": self.metadata_problems,
+            "metadata_unmatched": self.metadata_unmatched,
         }
+
+
+@dataclass(frozen=True)
+class MetadataRow:
+    """One call's row of a ``--metadata`` CSV file: its fields, and what was left out."""
+
+    fields: dict[str, Any]
+    problems: list[str]
+
+
+def read_metadata_csv(path: Path) -> dict[str, MetadataRow]:
+    """The rows of a ``--metadata`` CSV file (UTF-8, a header first) by the path each names
+    in its ``path`` column (as the file's path in the batch). The other columns are the
+    call's fields, as strings; an empty cell is no field. A file without a ``path`` column,
+    with a path twice or one that is no usable path raises SubmitError, before anything
+    is uploaded; a row's fields that break the rules (over the size limit, an odd column
+    name) are that call's metadata problems."""
+    rows: dict[str, MetadataRow] = {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, skipinitialspace=True)
+            header = [name.strip() for name in next(reader, [])]
+            if "path" not in header:
+                raise SubmitError(f"{path} has no 'path' column (its first line is the header)")
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:
+                raise SubmitError(f"{path}: column(s) {', '.join(twice)} appear twice")
+            for cells in reader:
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                line = reader.line_num
+                row = dict(zip(header, cells, strict=False))
+                try:
+                    call = keys.normalize_relative_path(row.pop("path", ""))
+                except InvalidKeyError as error:
+                    raise SubmitError(f"{path} line {line}: {error}") from None
+                if call in rows:
+                    raise SubmitError(f"{path} line {line}: {call!r} has a row already")
+                problems = []
+                if len(cells) > len(header):
+                    problems.append(f"{path.name} line {line}: more cells than columns: left out")
+                given = {name: value for name, value in row.items() if value != ""}
+                fields, found = batch_records.clean_metadata(given, f"{path.name} line {line}")
+                rows[call] = MetadataRow(fields, problems + found)
+    except OSError as error:
+        raise SubmitError(f"Cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise SubmitError(f"{path} is not UTF-8 text: save it as CSV UTF-8") from None
+    except csv.Error as error:
+        raise SubmitError(f"{path} is not a CSV file: {error}") from None
+    return rows
 
 
 class _ByteProgress(BaseSubscriber):
@@ -288,11 +348,13 @@ def submit(
     force: bool = False,
     hooks: ProgressHooks | None = None,
     cwd: Path | None = None,
+    metadata_csv: Path | None = None,
 ) -> SubmitReport:
     settings.require_storage()
     hooks = hooks or ProgressHooks()
     batch = keys.validate_batch_name(batch) if batch else new_batch_id()
     discovery = discover(arguments, cwd)  # raises before anything is uploaded
+    metadata = read_metadata_csv(metadata_csv) if metadata_csv is not None else {}
     s3 = storage.client(settings, "s3")
     bucket = settings.bucket
 
@@ -315,6 +377,9 @@ def submit(
         shared_content=shared_content(prepared),
         skipped_non_audio=len(discovery.skipped_non_audio),
         unusable=discovery.unusable,
+        metadata_unmatched=sorted(
+            metadata.keys() - {item.relative_path for item in discovery.files}
+        ),
     )
     if not chosen:
         return report
@@ -322,6 +387,7 @@ def submit(
     upload(s3, settings, batch, chosen, hooks)
     report.bytes_uploaded = sum(item.size for item in chosen)
 
+    none = MetadataRow({}, [])
     entries = [
         batch_records.entry_document(
             batch,
@@ -330,9 +396,16 @@ def submit(
             item.size,
             item.duration,
             source="submit",
+            metadata=metadata.get(item.source.relative_path, none).fields,
+            metadata_problems=metadata.get(item.source.relative_path, none).problems,
         )
         for item in chosen
     ]
+    report.metadata_problems = {
+        entry["path"]: entry["metadata_problems"]
+        for entry in entries
+        if "metadata_problems" in entry
+    }
     hooks.stage("Queueing", len(entries))
     payloads = [batch_records.job_payload(batch, entry, batch_options) for entry in entries]
     report.sqs_requests = send_jobs(

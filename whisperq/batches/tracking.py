@@ -30,6 +30,8 @@ class BatchStatus:
     dead_lettered_paths: list[str] = field(default_factory=list)  # only when asked (wait)
     unknown_durations: int = 0  # files whose duration was not known when they were added
     redaction: dict[str, Any] | None = None  # the batch's setting (redaction_setting)
+    # neither done nor failed nor dead-lettered (not in as_dict: a big batch has many)
+    pending_paths: list[str] = field(default_factory=list, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -41,6 +43,7 @@ class BatchStatus:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["pending_paths"]
         data["audio_hours_done"] = round(self.audio_hours_done, 4)
         data["finished"] = self.finished
         return data
@@ -128,6 +131,7 @@ def summarize(
         audio_seconds_done=round(sum(seconds[path] for path in done), 3),
         failed_paths=failed,
         dead_lettered_paths=dead,
+        pending_paths=sorted(seconds.keys() - done - set(failed) - set(dead)),
         unknown_durations=sum(1 for duration in durations.values() if duration is None),
     )
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from whisperq import keys, storage
-from whisperq.batches import tracking
+from whisperq.batches import completion, tracking
 from whisperq.batches.progress import ProgressHooks
 from whisperq.cli.app import (
     JsonFlag,
@@ -205,6 +206,17 @@ def submit(
             "(<file>.redacted.wav next to the results).",
         ),
     ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata",
+            help="A CSV file of call metadata: a 'path' column (the file's path in the "
+            "batch) and any others, one row per call; they appear in each result JSON "
+            "('metadata') and as meta_<column> in `report --csv`.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload audio and queue one transcription job per file; prints the batch id.
@@ -215,6 +227,7 @@ def submit(
     belong to the batch: adding files to it later keeps them.
 
     Example: `whisperq submit examples/calls/ --batch weekly --speakers agent,customer`
+    Example: `whisperq submit calls/ --batch weekly --metadata calls.csv`
     """
     from whisperq.batches.submit import submit as run_submit
 
@@ -244,7 +257,13 @@ def submit(
     options = _transcription_options({k: v for k, v in given.items() if v is not None})
     with progress_bar() as progress:
         report = run_submit(
-            settings, paths, batch=batch, options=options, force=force, hooks=RichHooks(progress)
+            settings,
+            paths,
+            batch=batch,
+            options=options,
+            force=force,
+            hooks=RichHooks(progress),
+            metadata_csv=metadata,
         )
     if as_json:
         print_json(report.as_dict())
@@ -261,6 +280,18 @@ def submit(
         err.print(f"Skipped {report.skipped_non_audio} non-audio file(s) found in directories.")
     for item in report.unusable:
         print_error(escape(f"not submitted: {str(item.path)!r}: {item.reason}"))
+    for path, problems in report.metadata_problems.items():
+        err.print(escape(f"metadata of {path}: {'; '.join(problems)}"), highlight=False)
+    if report.metadata_unmatched:
+        shown = ", ".join(report.metadata_unmatched[:5])
+        more = len(report.metadata_unmatched) - 5
+        err.print(
+            escape(
+                f"{len(report.metadata_unmatched)} metadata row(s) name no submitted file: "
+                f"{shown}" + (f" and {more} more" if more > 0 else "")
+            ),
+            highlight=False,
+        )
     out.print(report.batch)
     if report.unusable:  # the others are queued; the exit code says not all were
         raise typer.Exit(EXIT_ERROR)
@@ -297,15 +328,32 @@ def _transcription_options(given: dict[str, Any]) -> TranscriptionOptions | None
 # --- status ---------------------------------------------------------------------------
 
 
+RECENT_DAYS = 7  # plain `status` leaves out batches finished before this
+
+
 @app.command()
 def status(
-    batch: Annotated[str | None, typer.Argument(help="One batch (default: every batch).")] = None,
+    batch: Annotated[
+        str | None, typer.Argument(help="One batch (default: the recent ones, see --all).")
+    ] = None,
     failed: Annotated[
         bool, typer.Option("--failed", help="List failed files with reasons.")
+    ] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Every batch, also those finished more than {RECENT_DAYS} days ago.",
+        ),
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Per batch: submitted, done, failed, pending, audio hours done; and the queue.
+
+    A finished batch is read from its done.json (one request); without --all, batches
+    finished more than a week ago are left out, so status stays quick after a year of
+    daily batches. One batch named: also the paths whose jobs vanished from the queues
+    (stale; `whisperq retry BATCH --stale` queues them again).
 
     With an Auto Scaling group configured (WHISPERQ_AUTOSCALING_GROUP; `config
     from-stack` and the local stack set it): the fleet's instances, recent throughput
@@ -320,12 +368,35 @@ def status(
     # Only with a fleet to show: collect the newest result keys from the same listing.
     newest = tracking.NewestResults(fleet.RECENT_RESULTS) if settings.autoscaling_group else None
     statuses = []
+    now = datetime.now(UTC)
+    old = now - timedelta(days=RECENT_DAYS)
+    # With a fleet to show, batches finished within the last day are still listed: their
+    # newest results are the fleet's recent throughput.
+    listed_since = now - (timedelta(days=1) if newest is not None else timedelta(0))
+    hidden = 0
     for name in names:
+        done = completion.read_done(settings, s3, name)
+        ended = completion.finished_at(done) if done is not None else None
+        if done is not None and ended is not None:
+            if batch is None and not show_all and ended < old:
+                hidden += 1
+                continue
+            if ended <= listed_since:
+                statuses.append(completion.status_from_done(done))
+                continue
         found = tracking.batch_status(settings, s3, name, newest)
         if found is None:
             raise no_batch(name, settings)
+        completion.mark_finished(settings, s3, found)
         statuses.append(found)
     queue = storage.queue_counts(settings)
+    stale: list[str] = []
+    if batch is not None and statuses[0].pending:
+        view = tracking.load_batch(settings, s3, batch)
+        if view is not None:
+            queues = completion.queue_state(settings)
+            parked = set(statuses[0].dead_lettered_paths)
+            stale = completion.stale_paths(view, statuses[0], queues, datetime.now(UTC), parked)
     fleet_now: fleet.FleetStatus | None = None
     fleet_error: str | None = None
     if newest is not None:
@@ -341,6 +412,8 @@ def status(
 
     if as_json:
         batches = [item.as_dict() for item in statuses]
+        if batch is not None:
+            batches[0]["stale"] = len(stale)
         if failed:
             for data in batches:
                 data["failures"] = [
@@ -357,6 +430,7 @@ def status(
                 "batches": batches,
                 "queue": queue.__dict__,
                 "fleet": fleet_data,
+                "finished_batches_not_shown": hidden,
             }
         )
         return
@@ -378,6 +452,14 @@ def status(
             what = ", ".join(item.redaction["groups"] + item.redaction["patterns"])
             audio = "; audio copies silenced" if item.redaction["audio"] else ""
             out.print(f"{item.batch}: redacts {what}{audio}", highlight=False)
+    if hidden:
+        out.print(f"{hidden} batch(es) finished more than {RECENT_DAYS} days ago: --all shows them")
+    if stale:
+        out.print(
+            f"[yellow]{batch}: {len(stale)} pending file(s) whose jobs are gone from the queues "
+            f"(stale)[/]: `whisperq retry {batch} --stale` queues them again",
+            soft_wrap=True,
+        )
     dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
     out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
     if fleet_error is not None:

@@ -1,10 +1,12 @@
 """`whisperq report BATCH`: a batch's conversation metrics (totals, the calls to listen to
-first, a CSV with one row per call)."""
+first, a CSV with one row per call, the calls' metadata as its last columns)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +28,12 @@ from whisperq.cli.app import (
 from whisperq.errors import UsageError, WhisperqError
 from whisperq.settings import Settings
 from whisperq.transcripts import conversation
-from whisperq.transcripts.conversation import BatchConversation, CallMetrics, ConversationMetrics
+from whisperq.transcripts.conversation import (
+    BatchConversation,
+    CallMetrics,
+    ConversationMetrics,
+    CsvValue,
+)
 
 
 class _Lenient(BaseModel):
@@ -61,6 +68,8 @@ class _ResultView(_Lenient):
     segments: list[_Segment]
     channels: list[_Channel] | None = None
     metrics: dict[str, Any] | None = None  # absent in results written before metrics
+    metadata: dict[str, Any] | None = None  # the call's own fields, when it has some
+    metadata_problems: list[str] | None = None
 
     def conversation(self) -> ConversationMetrics:
         """The stored metrics; computed from the segments when absent (or of a shape this
@@ -74,15 +83,56 @@ class _ResultView(_Lenient):
         return conversation.conversation_metrics(self.segments, self.duration, speakers=labels)
 
 
+CallMetadata = dict[str, Any]  # a call's metadata fields, and "metadata_problems"
+
+
 def read_calls(
     settings: Settings, s3: Any, batch: str, threads: int = 16
-) -> tuple[list[CallMetrics], int]:
-    """Every finished result of the batch as (path, metrics), sorted by path, and how many
-    could not be read (:func:`whisperq.batches.tracking.read_results`)."""
+) -> tuple[list[CallMetrics], int, dict[str, CallMetadata]]:
+    """Every finished result of the batch as (path, metrics), sorted by path, how many
+    could not be read (:func:`whisperq.batches.tracking.read_results`), and the metadata
+    of the calls that have some, by path."""
     keys = tracking.result_keys(settings, s3, batch)
     views, unreadable = tracking.read_results(settings, s3, keys, _ResultView, threads)
     calls = sorted(((view.path, view.conversation()) for view in views), key=lambda c: c[0])
-    return calls, unreadable
+    metadata = {
+        view.path: (view.metadata or {})
+        | ({"metadata_problems": view.metadata_problems} if view.metadata_problems else {})
+        for view in views
+        if view.metadata or view.metadata_problems
+    }
+    return calls, unreadable, metadata
+
+
+def metadata_columns(
+    rows: Sequence[Sequence[CsvValue]], metadata: Mapping[str, CallMetadata]
+) -> list[list[CsvValue]]:
+    """``rows`` (a header, then one row per call, its path first) with a column for each
+    metadata field any call has, ``meta_<name>`` in name order, and ``metadata_problems``
+    (joined by "; ") when a call has some; nothing added when no call has metadata.
+    Numbers and true/false as JSON writes them, null as an empty cell."""
+    names = sorted({name for fields in metadata.values() for name in fields} - {_PROBLEMS})
+    problems = any(_PROBLEMS in fields for fields in metadata.values())
+    header = [*rows[0], *(f"meta_{name}" for name in names)]
+    if problems:
+        header.append(_PROBLEMS)
+    table: list[list[CsvValue]] = [header]
+    for row in rows[1:]:
+        fields = metadata.get(str(row[0]), {})
+        cells = [_cell(fields.get(name)) for name in names]
+        if problems:
+            cells.append("; ".join(fields.get(_PROBLEMS, [])))
+        table.append([*row, *cells])
+    return table
+
+
+_PROBLEMS = "metadata_problems"
+
+
+def _cell(value: Any) -> CsvValue:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)  # 42, 1.5, true, false
 
 
 @app.command()
@@ -99,7 +149,8 @@ def report(
 ) -> None:
     """Conversation metrics of a batch: talk and non-talk time, talk time and speed per
     speaker, interruptions, the longest silences. Totals and the calls with the longest
-    silences and the most interruptions, or one row per call with --csv.
+    silences and the most interruptions, or one row per call with --csv (the calls'
+    metadata last: a meta_<name> column per field, and metadata_problems).
 
     Reads every result JSON of the batch (--threads at a time); results written before
     whisperq stored metrics get them computed from their segments.
@@ -114,7 +165,7 @@ def report(
     if view is None:
         raise WhisperqError(f"No batch named {batch!r} on {settings.target}.")
     with err.status(f"Reading the results of {batch}..."):
-        calls, unreadable = read_calls(settings, s3, batch, threads)
+        calls, unreadable, metadata = read_calls(settings, s3, batch, threads)
     if not calls:
         raise WhisperqError(
             f"Batch {batch!r} has no finished results yet ({len(view.files)} file(s) "
@@ -124,7 +175,7 @@ def report(
         err.print(f"[yellow]{unreadable} result JSON(s) could not be read; not counted.")
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerows(conversation.csv_rows(calls))
+        writer.writerows(metadata_columns(conversation.csv_rows(calls), metadata))
         return
     summary = conversation.batch_conversation(calls, top)
     if as_json:

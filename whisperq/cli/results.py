@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from whisperq import keys, storage
-from whisperq.batches import tracking
+from whisperq.batches import completion, tracking
 from whisperq.cli.app import JsonFlag, app, err, out, print_json, settings_for_storage
 from whisperq.cli.batches import RichHooks, no_batch, progress_bar
 from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
@@ -61,9 +61,16 @@ def wait(
     with progress:
         task = progress.add_task(batch, total=None, detail="")
         while True:
-            current = tracking.batch_status(settings, s3, batch, dead_lettered=dead.paths)
-            if current is None:
+            # A finished batch's done.json answers in one request, without a listing.
+            done = completion.read_done(settings, s3, batch)
+            if done is not None:
+                current = completion.status_from_done(done)
+                progress.update(task, total=current.submitted, completed=current.submitted)
+                break
+            found = tracking.batch_status(settings, s3, batch, dead_lettered=dead.paths)
+            if found is None:
                 raise no_batch(batch, settings)
+            current = found
             if current.pending and dead.changed():
                 continue  # the dead-letter queue moved: count again with its paths
             unfinished = current.failed + len(current.dead_lettered_paths)
@@ -74,6 +81,7 @@ def wait(
                 detail=f"{unfinished} failed" if unfinished else "",
             )
             if current.finished:
+                completion.mark_finished(settings, s3, current)
                 break
             if deadline is not None and _clock() >= deadline:
                 progress.stop()
@@ -185,11 +193,21 @@ def results(
 @app.command()
 def retry(
     batch: Annotated[str, typer.Argument(help="The batch whose failed jobs to run again.")],
+    stale: Annotated[
+        bool,
+        typer.Option(
+            "--stale",
+            help="Also queue again the pending files whose jobs are gone from the queues "
+            "(dropped after the queue's retention period, or purged): each once, however "
+            "often or concurrently this runs.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-queue a batch's failed files and its dead-lettered jobs.
+    """Re-queue a batch's failed files and its dead-lettered jobs (and with --stale, the
+    files whose jobs vanished).
 
-    Example: `whisperq retry weekly`
+    Example: `whisperq retry weekly --stale`
     """
     from whisperq.batches import dead_letters as deadletter
     from whisperq.batches.submit import requeue_failed
@@ -197,12 +215,14 @@ def retry(
     settings = settings_for_storage()
     failed = requeue_failed(settings, batch)
     moved = deadletter.redrive(settings, batch)[0] if settings.dlq_url else []
+    vanished = completion.requeue_stale(settings, batch) if stale else []
     if as_json:
         dead = [letter.as_dict() for letter in moved]
-        print_json({"batch": batch, "failed": failed, "dead_lettered": dead})
+        print_json({"batch": batch, "failed": failed, "dead_lettered": dead, "stale": vanished})
         return
     err.print(
-        f"Re-queued {len(failed)} failed file(s) and {len(moved)} dead-lettered job(s) of {batch}."
+        f"Re-queued {len(failed)} failed file(s) and {len(moved)} dead-lettered job(s) of {batch}"
+        + (f", and {len(vanished)} stale file(s)." if stale else ".")
     )
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,7 @@ UTTERANCE_GAP_S: Final = 0.5
 TOLERANCE_S: Final = 0.3
 # The CSV columns' prefix for speech without a speaker label (mono calls).
 NO_SPEAKER_LABEL: Final = "unlabelled"
+
 
 class WordLike(Protocol):
     """What the metrics read from a word (whisperq.schemas.Word has it)."""

@@ -14,6 +14,12 @@ sha256 changed while it ran (checked before the upload). It is stale (``StaleJob
 writes neither results nor an error record -- the newer job writes those -- and its
 message is acknowledged. So a result's ``sha256`` is always that of the content it
 transcribed.
+
+The result carries the call's metadata: the job's own, or the record a sidecar that landed
+after the job was queued left beside the input (``ResultStore.call_metadata``), read just
+before the result JSON is written and once more just after; a record that appeared in
+between has the result written again with it. So a sidecar that lands before the result
+is in it.
 """
 
 from __future__ import annotations
@@ -23,16 +29,23 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from whisperq import keys
 from whisperq.redaction import audio as redacted_audio
 from whisperq.redaction.rewriting import redact
-from whisperq.schemas import RedactedSpan, Timings, TranscriptionJob, TranscriptionOptions
+from whisperq.schemas import (
+    RedactedSpan,
+    Timings,
+    TranscriptionJob,
+    TranscriptionOptions,
+    TranscriptResult,
+)
 from whisperq.settings import Settings
 from whisperq.speech import engine
 from whisperq.worker.clients import ProcessClients
-from whisperq.worker.results import ResultStore
+from whisperq.worker.results import CallMetadataFound, ResultStore
 from whisperq.worker.stages import StageFailed, Stages
 
 log = logging.getLogger("whisperq.worker")
@@ -111,22 +124,30 @@ class Delivery:
             )
         return found
 
+    def input_metadata(self, job: TranscriptionJob) -> Mapping[str, str]:
+        """The input's S3 user metadata: the sha256 submit and ingest record, and for an
+        ingested one the Last-Modified of the object it came from."""
+        head = self.clients.s3.head_object(Bucket=self.settings.bucket, Key=job.input_key)
+        return head.get("Metadata") or {}
+
     def input_sha256(self, job: TranscriptionJob) -> str | None:
         """The sha256 submit and ingest record on the input (its metadata), or None."""
-        head = self.clients.s3.head_object(Bucket=self.settings.bucket, Key=job.input_key)
-        return head.get("Metadata", {}).get("sha256")
+        return self.input_metadata(job).get("sha256")
 
-    def check_current(self, job: TranscriptionJob) -> None:
+    def check_current(self, job: TranscriptionJob) -> Mapping[str, str]:
         """Before the results go out: raises StaleJob when the input was replaced with
         other content since the download (a newer job writes the results then). A check
-        that cannot be made lets the job go on: its download matched."""
+        that cannot be made lets the job go on: its download matched. Returns the input's
+        metadata ({} when it could not be read)."""
         try:
-            found = self.input_sha256(job)
+            metadata = self.input_metadata(job)
         except Exception as error:
             log.info("%s/%s: could not re-check its input (%s)", job.batch, job.path, error)
-            return
+            return {}
+        found = metadata.get("sha256")
         if found is not None and found != job.sha256:
             raise StaleJob(job, found)
+        return metadata
 
     def deliver(
         self,
@@ -154,8 +175,9 @@ class Delivery:
                 lambda: redacted_audio.write_redacted_wav(local, audio_copy, spans),
             )
         transcribed = time.perf_counter()
-        self.check_current(job)
+        input_metadata = self.check_current(job)
         written: set[str] = set()  # kept across the upload's tries: nothing is put twice
+        uploaded: list[tuple[TranscriptResult, CallMetadataFound]] = []
 
         def upload() -> None:
             if audio_copy is not None:
@@ -166,12 +188,21 @@ class Delivery:
                 transcribe=round(transcribe_seconds + transcribed - started, 4),
                 upload=round(time.perf_counter() - transcribed, 4),
             )
+            metadata = self.results.call_metadata(job, input_metadata)
             result = self.results.result(
-                job, transcript, loaded.info, timings, redactions, audio_copy is not None
+                job, transcript, loaded.info, timings, redactions, audio_copy is not None, metadata
             )
             self.results.upload_result(job, result)
+            uploaded[:] = [(result, metadata)]
 
         self.stages.run(job, "upload", upload)
+        result, metadata = uploaded[0]
+        if not metadata.from_record:
+            metadata = self._late_sidecar(job, input_metadata, result) or metadata
+        if metadata.problems:
+            log.warning(
+                "%s/%s: metadata problems: %s", job.batch, job.path, "; ".join(metadata.problems)
+            )
         self._drop_stale_error(job)
         log.info(
             "done %s/%s: %.1fs of audio in %.2fs",
@@ -181,6 +212,25 @@ class Delivery:
             download_seconds + transcribe_seconds + time.perf_counter() - started,
         )
         return transcript.duration
+
+    def _late_sidecar(
+        self, job: TranscriptionJob, input_metadata: Mapping[str, str], result: TranscriptResult
+    ) -> CallMetadataFound | None:
+        """After the result is written: a sidecar's record that appeared while it was being
+        written has the result written again with it (the ingest step never writes
+        results, so this look closes the gap). A failure is only logged: the job is done."""
+        try:
+            found = self.results.call_metadata(job, input_metadata)
+            if not found.from_record:
+                return None
+            update = {"metadata": found.metadata, "metadata_problems": found.problems}
+            again = result.model_copy(update=update)
+            self.stages.run(job, "upload", lambda: self.results.upload_result(job, again))
+        except Exception as error:
+            log.warning("%s/%s: a late sidecar was not taken in (%s)", job.batch, job.path, error)
+            return None
+        log.info("%s/%s: result written again with its sidecar's metadata", job.batch, job.path)
+        return found
 
     def _drop_stale_error(self, job: TranscriptionJob) -> None:
         """A success after an earlier failure: the stale failure record goes. The job is

@@ -1,7 +1,8 @@
 """What a job leaves in the bucket: its renderings (SRT, VTT, TXT ...), the redacted audio
 copy, the result JSON -- written last: its presence is what "done" means to everyone
 polling the bucket -- or an error record, and the removal of an error record a later
-success made stale.
+success made stale. And the call's metadata the result carries: the job's own, or the
+record of a sidecar that landed after the job was queued (``call_metadata``).
 
 Each method is one write (or one delete) at the keys ``whisperq.keys`` lays out, with no
 retrying: the worker's stages (``stages``, ``delivery``) decide what is tried again.
@@ -12,11 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from whisperq import keys, storage
 from whisperq.redaction import audio as redacted_audio
 from whisperq.schemas import (
+    CallMetadata,
+    CallMetadataRecord,
     ErrorRecord,
     ModelInfo,
     RedactedSpan,
@@ -39,6 +48,21 @@ log = logging.getLogger("whisperq.worker")
 def worker_id() -> str:
     """Host and pool-process id: which process wrote a result."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# The input's S3 user metadata that names the version of the object it was ingested from
+# (whisperq.batches.ingest.META_SOURCE_MODIFIED).
+SOURCE_MODIFIED = "source-modified"
+_ABSENT = ("NoSuchKey", "404", "NotFound", "AccessDenied", "403")
+
+
+@dataclass(frozen=True)
+class CallMetadataFound:
+    """The metadata a result carries, and whether it came from a sidecar's record."""
+
+    metadata: CallMetadata | None
+    problems: list[str] | None
+    from_record: bool = False
 
 
 class ResultStore:
@@ -87,7 +111,9 @@ class ResultStore:
         timings: Timings,
         redactions: list[RedactedSpan] | None = None,
         with_redacted_audio: bool = False,
+        metadata: CallMetadataFound | None = None,
     ) -> TranscriptResult:
+        metadata = metadata or CallMetadataFound(job.metadata, job.metadata_problems)
         return TranscriptResult(
             batch=job.batch,
             path=job.path,
@@ -118,7 +144,43 @@ class ResultStore:
             worker_id=worker_id(),
             instance_type=self.clients.instance_type,
             finished_at=utc_now(),
+            metadata=metadata.metadata,
+            metadata_problems=metadata.problems,
         )
+
+    def call_metadata(
+        self, job: TranscriptionJob, input_metadata: Mapping[str, str]
+    ) -> CallMetadataFound:
+        """The call's metadata: the record a late sidecar left beside the input
+        (``keys.metadata_key``: the sidecar over the audio's S3 user metadata) when it is
+        for the version of the audio this input was ingested from, else the job's own. A
+        record that cannot be read is a problem in the result, never a failed job."""
+        own = CallMetadataFound(job.metadata, job.metadata_problems)
+        key = keys.metadata_key(job.batch, job.path)
+        try:
+            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+            record = CallMetadataRecord.model_validate_json(body)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _ABSENT:
+                return own
+            return self._unread(job, own, f"{key} could not be read ({error})")
+        except (ValidationError, OSError, ValueError) as error:
+            return self._unread(job, own, f"{key} is not a metadata record ({error})")
+        try:
+            same = datetime.fromisoformat(input_metadata.get(SOURCE_MODIFIED, "")) == (
+                record.source_modified
+            )
+        except ValueError:
+            same = False
+        if not same:
+            log.info("%s/%s: %s is for another recording, not used", job.batch, job.path, key)
+            return own
+        return CallMetadataFound(record.metadata or None, record.metadata_problems or None, True)
+
+    @staticmethod
+    def _unread(job: TranscriptionJob, own: CallMetadataFound, problem: str) -> CallMetadataFound:
+        log.warning("%s/%s: %s", job.batch, job.path, problem)
+        return CallMetadataFound(own.metadata, [*(own.problems or []), problem[:500]])
 
     def delete_error(self, job: TranscriptionJob) -> None:
         """The job's error record gone (there may be none)."""
