@@ -192,3 +192,60 @@ def test_a_file_that_is_not_toml_is_named(tmp_path: Path):
     path.write_text("[[rule]\n")
     with pytest.raises(RulesError, match="is not valid TOML"):
         load_rules(path)
+
+
+# --- `whisperq report --rules`: rules on stored transcripts, without transcribing again ---
+
+REPORT_RULES = """
+[[rule]]
+name = "cancel"
+phrases = ["cancel my subscription"]
+speaker = "customer"
+[[rule]]
+name = "no notice"
+absent = ["this call may be recorded"]
+speaker = "agent"
+within_first_seconds = 20
+[[rule]]
+name = "long silence"
+longest_silence_over = 60
+"""
+
+
+def test_report_applies_rules_to_stored_transcripts(cli_env, tmp_path):
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from whisperq.cli import app
+
+    from helpers import write_batch, write_result
+
+    runner = CliRunner()
+    calls = {"a.wav": CANCEL, "b.wav": call(("agent", 0.0, "Hello, how can I help?"))}
+    write_batch(cli_env, "qa", sorted(calls))
+    for path, result in calls.items():
+        write_result(cli_env, "qa", path, duration=result.duration, segments=result.segments)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(REPORT_RULES)
+
+    table = runner.invoke(app, ["report", "qa", "--csv", "--rules", str(rules)])
+    assert table.exit_code == 0, table.output
+    rows = {row["path"]: row for row in csv.DictReader(io.StringIO(table.stdout))}
+    assert (rows["a.wav"]["rule_cancel"], rows["b.wav"]["rule_cancel"]) == ("1", "0")
+    assert (rows["a.wav"]["rule_no notice"], rows["b.wav"]["rule_no notice"]) == ("0", "1")
+    assert rows["a.wav"]["rule_long silence"] == "1"  # 14.8 s to 100 s: nobody speaks
+
+    data = json.loads(runner.invoke(app, ["report", "qa", "--json", "--rules", str(rules)]).stdout)
+    (hit,) = data["categories"]["cancel"]
+    assert hit["path"] == "a.wav" and hit["evidence"][0]["words"] == "cancel my subscription"
+
+    listed = runner.invoke(app, ["report", "qa", "--rules", str(rules), "--category", "cancel"])
+    said = " ".join(listed.output.split())
+    assert "1 call(s) in 'cancel'" in said and 'customer: "cancel my subscription"' in said
+
+    rules.write_text('[[rule]]\nname = "x"\nphrase = ["typo"]\n')
+    wrong = runner.invoke(app, ["report", "qa", "--rules", str(rules)])
+    assert wrong.exit_code == 2 and "unknown key 'phrase'" in " ".join(wrong.output.split())

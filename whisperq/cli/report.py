@@ -7,6 +7,8 @@ import csv
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -28,12 +30,14 @@ from whisperq.cli.app import (
 from whisperq.errors import UsageError, WhisperqError
 from whisperq.settings import Settings
 from whisperq.transcripts import conversation
+from whisperq.transcripts.categories import categorize_call
 from whisperq.transcripts.conversation import (
     BatchConversation,
     CallMetrics,
     ConversationMetrics,
     CsvValue,
 )
+from whisperq.transcripts.rules import Rule, load_rules, rule_names
 
 
 class _Lenient(BaseModel):
@@ -86,12 +90,21 @@ class _ResultView(_Lenient):
 CallMetadata = dict[str, Any]  # a call's metadata fields, and "metadata_problems"
 
 
+@dataclass
+class BatchCalls:
+    """What the report reads from a batch's results."""
+
+    calls: list[CallMetrics]  # (path, metrics), sorted by path
+    unreadable: int  # results that could not be read (tracking.read_results)
+    metadata: dict[str, CallMetadata]  # of the calls that have some, by path
+    matched: dict[str, list[dict[str, Any]]]  # with rules: each call's categories
+
+
 def read_calls(
-    settings: Settings, s3: Any, batch: str, threads: int = 16
-) -> tuple[list[CallMetrics], int, dict[str, CallMetadata]]:
-    """Every finished result of the batch as (path, metrics), sorted by path, how many
-    could not be read (:func:`whisperq.batches.tracking.read_results`), and the metadata
-    of the calls that have some, by path."""
+    settings: Settings, s3: Any, batch: str, threads: int = 16, rules: Sequence[Rule] = ()
+) -> BatchCalls:
+    """Every finished result of the batch, its metrics, metadata and (with ``rules``, applied
+    to the stored transcript) categories."""
     keys = tracking.result_keys(settings, s3, batch)
     views, unreadable = tracking.read_results(settings, s3, keys, _ResultView, threads)
     calls = sorted(((view.path, view.conversation()) for view in views), key=lambda c: c[0])
@@ -101,7 +114,70 @@ def read_calls(
         for view in views
         if view.metadata or view.metadata_problems
     }
-    return calls, unreadable, metadata
+    matched = {
+        view.path: categorize_call(rules, view.segments, view.duration, view.conversation())
+        for view in views
+        if rules
+    }
+    return BatchCalls(calls, unreadable, metadata, matched)
+
+
+def category_columns(
+    rows: Sequence[Sequence[CsvValue]], names: Sequence[str], matched: Mapping[str, Any]
+) -> list[list[CsvValue]]:
+    """``rows`` with a column per rule (``rule_<name>``: 1 matched, 0 not)."""
+    if not names:
+        return [list(row) for row in rows]
+    table: list[list[CsvValue]] = [[*rows[0], *(f"rule_{name}" for name in names)]]
+    for row in rows[1:]:
+        hit = {item["rule"] for item in matched.get(str(row[0]), [])}
+        table.append([*row, *(1 if name in hit else 0 for name in names)])
+    return table
+
+
+def _by_rule(rules: Sequence[Rule], matched: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        rule.name: [
+            {"path": path, "evidence": item["evidence"]}
+            for path, found in sorted(matched.items())
+            for item in found
+            if item["rule"] == rule.name
+        ]
+        for rule in rules
+    }
+
+
+def _print_rules(rules: Sequence[Rule], matched: Mapping[str, Any], calls: int) -> None:
+    table = Table(title="categories (--category RULE lists the calls)")
+    table.add_column("rule")
+    table.add_column("calls", justify="right")
+    table.add_column("share", justify="right")
+    for rule, found in _by_rule(rules, matched).items():
+        table.add_row(escape(rule), str(len(found)), _share(len(found), calls))
+    out.print(table)
+
+
+def _print_category(name: str, matched: Mapping[str, Any]) -> None:
+    calls = _by_rule([Rule(name)], matched)[name]
+    out.print(f"{len(calls)} call(s) in {name!r}:", highlight=False)
+    for call in calls:
+        out.print(escape(call["path"]), highlight=False)
+        for item in call["evidence"]:
+            out.print(f"  {escape(_evidence_text(item))}", highlight=False)
+
+
+def _evidence_text(item: Mapping[str, Any]) -> str:
+    if "words" in item:
+        who = f"{item['speaker']}: " if item.get("speaker") else ""
+        return f'{_clock(item["start"])} {who}"{item["words"]}"'
+    if "absent" in item:
+        who = f" by {item['speaker']}" if item.get("speaker") else ""
+        window = f"{_clock(item['start'])}-{_clock(item['end'])}"
+        return f"not said{who} in {window}: {', '.join(item['absent'])}"
+    if "measure" in item:
+        who = f" ({item['speaker']})" if item.get("speaker") else ""
+        return f"{item['measure']}{who}: {item['value']} (limit {item['threshold']})"
+    return "; ".join(f"{key}: {value}" for key, value in item.items())
 
 
 def metadata_columns(
@@ -146,6 +222,22 @@ def report(
     threads: Annotated[
         int, typer.Option("--threads", min=1, max=64, help="Result JSONs read at once.")
     ] = 16,
+    rules_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="QA rules (TOML) applied to the stored transcripts, without transcribing "
+            "again: how many calls each matches; with --csv a column per rule.",
+        ),
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(
+            "--category",
+            help="With --rules: list the calls this rule matches, with the evidence "
+            "(who said what, when), to listen to first.",
+        ),
+    ] = None,
 ) -> None:
     """Conversation metrics of a batch: talk and non-talk time, talk time and speed per
     speaker, interruptions, the longest silences. Totals and the calls with the longest
@@ -159,13 +251,17 @@ def report(
     """
     if as_csv and as_json:
         raise UsageError("--csv and --json do not go together: choose one.")
+    rules = load_rules(rules_file) if rules_file is not None else []  # wrong rules: exit 2
+    if category is not None and category not in rule_names(rules):
+        raise UsageError(f"--category {category!r} names no rule of --rules: {rule_names(rules)}")
     settings = settings_for_storage()
     s3 = storage.client(settings, "s3")
     view = tracking.load_batch(settings, s3, batch)
     if view is None:
         raise WhisperqError(f"No batch named {batch!r} on {settings.target}.")
     with err.status(f"Reading the results of {batch}..."):
-        calls, unreadable, metadata = read_calls(settings, s3, batch, threads)
+        read = read_calls(settings, s3, batch, threads, rules)
+    calls, unreadable, metadata, matched = read.calls, read.unreadable, read.metadata, read.matched
     if not calls:
         raise WhisperqError(
             f"Batch {batch!r} has no finished results yet ({len(view.files)} file(s) "
@@ -175,15 +271,27 @@ def report(
         err.print(f"[yellow]{unreadable} result JSON(s) could not be read; not counted.")
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerows(metadata_columns(conversation.csv_rows(calls), metadata))
+        rows = metadata_columns(conversation.csv_rows(calls), metadata)
+        writer.writerows(category_columns(rows, rule_names(rules), matched))
         return
     summary = conversation.batch_conversation(calls, top)
     if as_json:
+        extra = {"categories": _by_rule(rules, matched)} if rules else {}
         print_json(
-            {"batch": batch, "unreadable_results": unreadable, **summary.model_dump(mode="json")}
+            {
+                "batch": batch,
+                "unreadable_results": unreadable,
+                **summary.model_dump(mode="json"),
+                **extra,
+            }
         )
         return
+    if category is not None:
+        _print_category(category, matched)
+        return
     _print_report(batch, summary, len(view.files))
+    if rules:
+        _print_rules(rules, matched, len(calls))
 
 
 def _seconds(value: float) -> str:

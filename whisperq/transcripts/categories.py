@@ -78,7 +78,7 @@ def normalise(word: str) -> str:
     return plain
 
 
-def tokens_of(segments: Sequence[Segment]) -> list[Token]:
+def tokens_of(segments: Sequence[Segment] | Sequence[Any]) -> list[Token]:
     """Every word in transcript order with its time and speaker: the segment's words when
     it has them, else its text split, each word's time interpolated across the segment."""
     tokens: list[Token] = []
@@ -174,7 +174,15 @@ class _Call:
 def categorize(rules: Sequence[Rule], result: TranscriptResult) -> list[dict[str, Any]]:
     """The rules ``result`` matches, each with its evidence, in the rules' order."""
     metrics = result.metrics or conversation_metrics(result.segments, result.duration)
-    call = _Call(tokens_of(result.segments), result.duration, metrics)
+    return categorize_call(rules, result.segments, result.duration, metrics)
+
+
+def categorize_call(
+    rules: Sequence[Rule], segments: Sequence[Any], duration: float, metrics: ConversationMetrics
+) -> list[dict[str, Any]]:
+    """:func:`categorize` for a call given as its parts (segments as a stored result holds
+    them: start, end, text, speaker and words with start, end, word, speaker)."""
+    call = _Call(tokens_of(segments), duration, metrics)
     matched = []
     for rule in rules:
         holds, evidence = _holds(rule.condition, call)
