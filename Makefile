@@ -19,14 +19,18 @@ $(BIN)/whisperq: pyproject.toml constraints.txt
 
 setup: $(BIN)/whisperq  ## Virtualenv in .venv with whisperq, the worker, the local stack and dev tools
 
-system-deps:  ## Debian/Ubuntu packages the tests use (espeak-ng, sox, packer, shellcheck, systemd)
+system-deps:  ## Debian/Ubuntu packages the tests use (espeak-ng, sox, packer, shellcheck, systemd, chromium)
 	scripts/system-deps.sh
 
-demo: setup  ## Start the local stack, transcribe examples/calls, write transcripts/
+demo: setup  ## Start the local stack, transcribe examples/calls, write transcripts/ and their review site
 	scripts/demo.sh
 
 test: setup system-deps  ## Run the test suite (unit, integration against moto, end to end)
 	$(BIN)/python -m pytest
+
+.PHONY: test-stress
+test-stress: setup system-deps  ## The reliability tests 3 times in a row under 2 busy CPU loops
+	PYTHON=$(BIN)/python scripts/stress-test.sh 3 2
 
 .PHONY: rehearse
 rehearse: setup system-deps  ## Deploy rehearsal: the stack's IAM policies enforced on moto, user data size, argument names

@@ -25,11 +25,11 @@ sys.path.insert(0, str(HERE))
 
 from calls import generate  # noqa: E402
 
+from whisperq.qa_rules import parse_rules  # noqa: E402
 from whisperq.schemas import Segment, TranscriptionOptions, TranscriptResult  # noqa: E402
 from whisperq.speech import engine  # noqa: E402
 from whisperq.transcripts.categories import categorize  # noqa: E402
 from whisperq.transcripts.conversation import conversation_metrics  # noqa: E402
-from whisperq.transcripts.rules import parse_rules  # noqa: E402
 
 DATA = HERE / ".data" / "rules"
 RULES = """

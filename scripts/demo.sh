@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded stack: start it, transcribe the sample calls, fetch the results.
+# The main job on the embedded stack: start it, transcribe the sample calls, fetch the results,
+# write their review site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 whisperq=".venv/bin/whisperq"
@@ -18,3 +19,10 @@ find transcripts -name '*.txt' | sort | while read -r file; do
 done
 echo
 echo "The local stack is still running: try '$whisperq status', then '$whisperq local down'."
+
+# The review site: the batch at a glance, and a page per call (its audio beside the
+# transcript, the speakers on a timeline). Static files: open index.html from disk.
+index=$("$whisperq" report demo --html transcripts/review)
+echo
+echo "To listen to the calls while reading them, open in a browser:"
+echo "  $index"

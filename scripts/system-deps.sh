@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the tests use, if they are missing: espeak-ng and sox
-# make speech; packer, shellcheck and systemd-analyze check the worker image (ami/).
+# make speech; packer, shellcheck and systemd-analyze check the worker image (ami/);
+# chromium (headless) drives the review site's pages (tests/transcripts/test_review_browser.py).
 set -euo pipefail
 
 declare -A package_of=(
@@ -9,6 +10,7 @@ declare -A package_of=(
   [packer]=packer
   [shellcheck]=shellcheck
   [systemd-analyze]=systemd
+  [chromium]=chromium
 )
 missing=()
 for tool in "${!package_of[@]}"; do

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from whisperq import keys
+from whisperq.qa_rules import RulesError, parse_rules
 from whisperq.vocabulary import compile_user_patterns, expand_groups
 
 JOB_SCHEMA_VERSION: Final = 1
@@ -41,6 +42,10 @@ class _Strict(BaseModel):
 
 ChannelMode = Literal["mix", "split", "auto"]
 DEFAULT_SPEAKERS = ("left", "right")
+
+
+# A batch's QA rules ride in every job payload (SQS: 256 KB a message).
+MAX_RULES_BYTES: Final = 32 * 1024
 
 
 class TranscriptionOptions(_Strict):
@@ -86,6 +91,33 @@ class TranscriptionOptions(_Strict):
         description="The user's own patterns, name -> regex, redacted as [NAME].",
     )
     redact_audio: bool = Field(False, description="Also write the audio with the spans silenced.")
+    rules: list[dict[str, Any]] | None = Field(
+        None,
+        description="QA rules (the [[rule]] tables of a rules file, whisperq.qa_rules): the "
+        "worker applies them to the (redacted) transcript; matches in the result's categories.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _rules_only_when_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``rules`` key without rules: options, payloads and batch records stay as
+        they were (workers and batches of an older version read them)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("rules") is None:
+            data.pop("rules", None)
+        return data
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_load(cls, tables: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if tables is None:
+            return None
+        if len(json.dumps(tables)) > MAX_RULES_BYTES:
+            raise ValueError(f"the rules take more than {MAX_RULES_BYTES // 1024} KB")
+        try:
+            parse_rules({"rule": tables})
+        except RulesError as error:
+            raise ValueError(str(error)) from None
+        return tables
 
     @property
     def redacting(self) -> bool:
@@ -192,9 +224,10 @@ class _WithMetadata(_Strict):
     @model_serializer(mode="wrap")
     def _only_with_metadata(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """The two fields last, and left out without metadata: payloads, entries and
-        results stay as they were (a worker of an older version accepts the payload)."""
+        results stay as they were (a worker of an older version accepts the payload). A
+        result's ``categories`` (QA rules) likewise."""
         data: dict[str, Any] = handler(self)
-        for name in ("metadata", "metadata_problems"):
+        for name in ("categories", "metadata", "metadata_problems"):
             value = data.pop(name, None)
             if value is not None:
                 data[name] = value
@@ -420,6 +453,11 @@ class TranscriptResult(_WithMetadata):
     )
     metrics: ConversationMetrics | None = Field(
         None, description="Talk time, silences, interruptions, talk speed (whisperq report)."
+    )
+    categories: list[dict[str, Any]] | None = Field(
+        None,
+        description="With QA rules: each rule the call matched, with its evidence (speaker, "
+        "start, end, the words).",
     )
     redacted_audio: str | None = Field(
         None, description="Key of the audio with the redacted spans silenced (redact_audio)."

@@ -90,6 +90,10 @@ def _annotation(field) -> str:
     return text.replace("Optional[", "").replace("NoneType", "None")
 
 
+# settings whose strings have a form of their own
+SAMPLES_BY_NAME = {"ingest_batch": "{folder}-{date}"}
+
+
 def test_every_setting_survives_a_config_file_written_by_from_stack(isolated_settings, monkeypatch):
     """from-stack wrote tables and lists back as strings; every command then failed."""
     from whisperq.stacks.from_stack import write_config
@@ -102,7 +106,7 @@ def test_every_setting_survives_a_config_file_written_by_from_stack(isolated_set
             continue
         kind = _annotation(field)
         assert kind in SAMPLES_BY_ANNOTATION, f"add a sample for {name}: {kind}"
-        values[name] = SAMPLES_BY_ANNOTATION[kind]
+        values[name] = SAMPLES_BY_NAME.get(name, SAMPLES_BY_ANNOTATION[kind])
     config_file = isolated_settings / "config.toml"
     config_file.write_text("# my own notes\nmodel = 'base'\n")
     write_config(config_file, values)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from whisperq.qa_rules import RulesError, load_rules, parse_rules
 from whisperq.schemas import Segment, TranscriptResult, Word
 from whisperq.transcripts.categories import categorize, occurrences, tokens_of
 from whisperq.transcripts.conversation import conversation_metrics
-from whisperq.transcripts.rules import RulesError, load_rules, parse_rules
 
 WORD_S = 0.4  # each synthetic word lasts this long
 
@@ -249,3 +249,47 @@ def test_report_applies_rules_to_stored_transcripts(cli_env, tmp_path):
     rules.write_text('[[rule]]\nname = "x"\nphrase = ["typo"]\n')
     wrong = runner.invoke(app, ["report", "qa", "--rules", str(rules)])
     assert wrong.exit_code == 2 and "unknown key 'phrase'" in " ".join(wrong.output.split())
+
+
+def test_a_batch_submitted_with_rules_gets_categories_in_every_result(aws, make_speech, tmp_path):
+    """The worker applies the batch's rules to the transcript it writes (tiny.en, espeak)."""
+    import json
+
+    from whisperq import keys, storage
+    from whisperq.schemas import TranscriptionOptions
+    from whisperq.worker.runner import JobRunner
+
+    from helpers import upload_job
+
+    audio = make_speech(tmp_path / "call.wav", "Hello. I would like to cancel my subscription.")
+    tables = [
+        {"name": "cancel", "phrases": ["cancel my subscription"]},
+        {"name": "refund", "phrases": ["refund"]},
+        {"name": "short call", "duration_under": 60},
+    ]
+    options = TranscriptionOptions(rules=tables, language="en")
+    payload = upload_job(aws, audio, "qa", "call.wav", options)
+    assert JobRunner(aws).run(payload) == "done"
+    body = storage.client(aws, "s3").get_object(
+        Bucket=aws.bucket, Key=keys.result_key("qa", "call.wav", "json")
+    )["Body"]
+    result = json.loads(body.read())
+    found = {item["rule"]: item["evidence"] for item in result["categories"]}
+    assert set(found) == {"cancel", "short call"}
+    assert "cancel" in found["cancel"][0]["words"].lower()
+    assert result["options"]["rules"] == tables
+
+
+def test_submit_rules_are_checked_before_anything_is_uploaded(cli_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from whisperq import storage
+    from whisperq.cli import app
+
+    (tmp_path / "a.wav").write_bytes(b"a")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "x"\nabsnet = ["hello"]\n')
+    result = CliRunner().invoke(app, ["submit", str(tmp_path / "a.wav"), "--rules", str(rules)])
+    assert result.exit_code == 2 and "did you mean 'absent'" in " ".join(result.output.split())
+    s3 = storage.client(cli_env, "s3")
+    assert not s3.list_objects_v2(Bucket=cli_env.bucket).get("KeyCount")

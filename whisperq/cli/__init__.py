@@ -4,7 +4,7 @@
 - ``batches``: submit, status;
 - ``results``: wait, results, retry, dlq;
 - ``estimates``: cost, simulate;
-- ``report``: conversation metrics of a batch;
+- ``report``: conversation metrics of a batch (``review``: its ``--html`` review site);
 - ``worker``: the Celery worker;
 - ``local``: the embedded local stack;
 - ``config``: the CLI's configuration file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from whisperq import keys, storage
+from whisperq import keys, qa_rules, storage
 from whisperq.batches import completion, tracking
 from whisperq.batches.progress import ProgressHooks
 from whisperq.cli.app import (
@@ -206,6 +207,14 @@ def submit(
             "(<file>.redacted.wav next to the results).",
         ),
     ] = None,
+    rules: Annotated[
+        Path | None,
+        _batch_option(
+            "--rules",
+            "QA rules (a TOML file of [[rule]] tables): every result gets the categories it "
+            "matches, with evidence. `whisperq report --rules` applies rules afterwards.",
+        ),
+    ] = None,
     metadata: Annotated[
         Path | None,
         typer.Option(
@@ -248,6 +257,7 @@ def submit(
         "multilingual": multilingual,
         "redact": _split_list(redact),
         "redact_audio": redact_audio,
+        "rules": _rule_tables(rules),
     }
     if batch is not None:
         _usable_batch_name(batch)
@@ -295,6 +305,16 @@ def submit(
     out.print(report.batch)
     if report.unusable:  # the others are queued; the exit code says not all were
         raise typer.Exit(EXIT_ERROR)
+
+
+def _rule_tables(path: Path | None) -> list[dict[str, Any]] | None:
+    """The [[rule]] tables of a rules file, checked (a wrong rule: exit 2, nothing sent)."""
+    if path is None:
+        return None
+    qa_rules.load_rules(path)
+    with path.open("rb") as handle:
+        tables: list[dict[str, Any]] = tomllib.load(handle)["rule"]
+    return tables
 
 
 def _usable_batch_name(batch: str) -> None:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from whisperq import storage
 from whisperq.batches import tracking
+from whisperq.cli import review
 from whisperq.cli.app import (
     JsonFlag,
     app,
@@ -28,6 +29,7 @@ from whisperq.cli.app import (
     settings_for_storage,
 )
 from whisperq.errors import UsageError, WhisperqError
+from whisperq.qa_rules import Rule, load_rules, rule_names
 from whisperq.settings import Settings
 from whisperq.transcripts import conversation
 from whisperq.transcripts.categories import categorize_call
@@ -37,7 +39,6 @@ from whisperq.transcripts.conversation import (
     ConversationMetrics,
     CsvValue,
 )
-from whisperq.transcripts.rules import Rule, load_rules, rule_names
 
 
 class _Lenient(BaseModel):
@@ -238,6 +239,32 @@ def report(
             "(who said what, when), to listen to first.",
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write the batch's review site into this folder instead: index.html (the "
+            "batch at a glance, a table of calls) and a page per call (audio, transcript, "
+            "timeline); prints the path of index.html to open.",
+        ),
+    ] = None,
+    presign: Annotated[
+        int | None,
+        typer.Option(
+            "--presign",
+            metavar="HOURS",
+            help="With --html: link each call's audio in S3 (presigned URLs valid this many "
+            "hours, 1-168) instead of copying it beside the page.",
+        ),
+    ] = None,
+    include_original_audio: Annotated[
+        bool,
+        typer.Option(
+            "--include-original-audio",
+            help="With --html: also offer the original recording of redacted calls (it "
+            "holds what redaction removed); without it, only their redacted audio.",
+        ),
+    ] = False,
 ) -> None:
     """Conversation metrics of a batch: talk and non-talk time, talk time and speed per
     speaker, interruptions, the longest silences. Totals and the calls with the longest
@@ -247,8 +274,20 @@ def report(
     Reads every result JSON of the batch (--threads at a time); results written before
     whisperq stored metrics get them computed from their segments.
 
-    Example: `whisperq report weekly --csv > calls.csv`
+    Example: `whisperq report weekly --csv > calls.csv`; `whisperq report weekly --html
+    review/` writes the review site (open review/index.html in a browser).
     """
+    review.check_options(html, presign, include_original_audio, as_csv, as_json, bool(rules_file))
+    if html is not None:
+        review.run(
+            batch,
+            html,
+            presign_hours=presign,
+            include_original_audio=include_original_audio,
+            top=top,
+            threads=threads,
+        )
+        return
     if as_csv and as_json:
         raise UsageError("--csv and --json do not go together: choose one.")
     rules = load_rules(rules_file) if rules_file is not None else []  # wrong rules: exit 2

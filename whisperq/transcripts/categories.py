@@ -1,4 +1,4 @@
-"""Rules (``whisperq.transcripts.rules``) applied to one transcript: which categories a call
+"""Rules (``whisperq.qa_rules``) applied to one transcript: which categories a call
 falls in, with the evidence (speaker, start, end, the words that matched).
 
 Phrases are matched on normalised words (lower case, punctuation off; redaction tags such
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
+from whisperq.qa_rules import MEASURES, Condition, Rule
 from whisperq.schemas import ConversationMetrics, Segment, TranscriptResult
 from whisperq.transcripts.conversation import conversation_metrics
-from whisperq.transcripts.rules import MEASURES, Condition, Rule
 
 _TAG = re.compile(r"\[[A-Z_]+\]")
 _EDGE = re.compile(r"^[^\w\[]+|[^\w\]]+$")

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from whisperq import keys, storage
+from whisperq.qa_rules import parse_rules
 from whisperq.redaction import audio as redacted_audio
 from whisperq.schemas import (
     CallMetadata,
@@ -37,6 +38,7 @@ from whisperq.schemas import (
 from whisperq.settings import Settings
 from whisperq.speech import engine
 from whisperq.transcripts import render
+from whisperq.transcripts.categories import categorize_call
 from whisperq.transcripts.conversation import conversation_metrics
 from whisperq.worker import failures
 from whisperq.worker.clients import ProcessClients
@@ -114,6 +116,22 @@ class ResultStore:
         metadata: CallMetadataFound | None = None,
     ) -> TranscriptResult:
         metadata = metadata or CallMetadataFound(job.metadata, job.metadata_problems)
+        metrics = conversation_metrics(
+            transcript.segments,
+            transcript.duration,
+            speakers=[channel.speaker for channel in transcript.channels or []],
+        )
+        # QA rules see the stored text: redacted already when the batch redacts.
+        categories = (
+            categorize_call(
+                parse_rules({"rule": job.options.rules}),
+                transcript.segments,
+                transcript.duration,
+                metrics,
+            )
+            if job.options.rules
+            else None
+        )
         return TranscriptResult(
             batch=job.batch,
             path=job.path,
@@ -131,11 +149,8 @@ class ResultStore:
             options=transcript.options,
             text=transcript.text,
             segments=transcript.segments,
-            metrics=conversation_metrics(
-                transcript.segments,
-                transcript.duration,
-                speakers=[channel.speaker for channel in transcript.channels or []],
-            ),
+            metrics=metrics,
+            categories=categories,
             redactions=redactions,
             redacted_audio=keys.redacted_audio_key(job.batch, job.path)
             if with_redacted_audio
