@@ -110,6 +110,10 @@ TERMINATION_HOOK_SECONDS: Final = 120
 # Deliberately pessimistic: AWS's Spot Advisor "<5%" bucket is per month, not per hour.
 SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR: Final = 0.05
 
+# The worker's exit status when it stopped because its instance is going away (a spot
+# notice, the group's lifecycle hook): ami/whisperq-worker.service does not restart it.
+WORKER_EXIT_INSTANCE_LEAVING: Final = 75  # EX_TEMPFAIL
+
 # --- the simulator ------------------------------------------------------------------------
 
 # Speeds per model and instance: whisperq.fleet.speeds (each figure marked measured, published

@@ -496,3 +496,14 @@ def test_every_config_key_is_documented_and_in_the_example_stack():
     named = set(re.findall(r"whisperq:(\w+):", example))
     new_in_issue_26 = {"associatePublicIp", "s3EndpointRouteTableIds", "alertEmail"}
     assert new_in_issue_26 <= named
+
+
+def test_a_worker_stopped_for_its_instance_leaving_is_not_restarted():
+    """After a spot notice or the group's scale-in the worker exits with a status of its
+    own; systemd's Restart=always must not start it again on an instance going away."""
+    from whisperq import defaults
+
+    lines = UNIT.read_text().splitlines()
+    assert "Restart=always" in lines
+    (prevent,) = [line for line in lines if line.startswith("RestartPreventExitStatus=")]
+    assert prevent.split("=", 1)[1].split() == [str(defaults.WORKER_EXIT_INSTANCE_LEAVING)]

@@ -35,6 +35,7 @@ from celery.signals import task_received, worker_process_init, worker_ready, wor
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
+from whisperq import defaults
 from whisperq.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperq.settings import Settings
 from whisperq.speech import engine
@@ -144,6 +145,11 @@ def create_worker_app(settings: Settings) -> Celery:
                     ledger.close()
                 finally:
                     guard.finish()
+                    if guard.stopping:
+                        # Stopped for a spot notice or the group's scale-in: a distinct
+                        # exit status, so systemd does not start it again on an instance
+                        # that is going away (RestartPreventExitStatus= in the unit).
+                        self.exitcode = defaults.WORKER_EXIT_INSTANCE_LEAVING
 
         def wait_for_soft_shutdown(self) -> None:
             # Celery's cold shutdown (SIGQUIT; SIGTERM with REMAP_SIGTERM=SIGQUIT, as
