@@ -91,6 +91,15 @@ class TranscriptionOptions(_Strict):
         description="The user's own patterns, name -> regex, redacted as [NAME].",
     )
     redact_audio: bool = Field(False, description="Also write the audio with the spans silenced.")
+    vocabulary_filter: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="Words or phrases that must not appear in stored transcripts "
+        "(profanity, competitor names): masked, removed or tagged (filter_mode).",
+    )
+    filter_mode: Literal["mask", "remove", "tag"] = Field(
+        "mask", description="mask: ***; remove: the word goes; tag: [FILTERED:word]."
+    )
     rules: list[dict[str, Any]] | None = Field(
         None,
         description="QA rules (the [[rule]] tables of a rules file, whisperq.qa_rules): the "
@@ -99,12 +108,27 @@ class TranscriptionOptions(_Strict):
 
     @model_serializer(mode="wrap")
     def _rules_only_when_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No ``rules`` key without rules: options, payloads and batch records stay as
-        they were (workers and batches of an older version read them)."""
+        """No ``rules`` key without rules, no vocabulary filter keys without a filter:
+        options, payloads and batch records stay as they were (workers and batches of an
+        older version read them)."""
         data: dict[str, Any] = handler(self)
         if data.get("rules") is None:
             data.pop("rules", None)
+        if data.get("vocabulary_filter") is None:  # the mode means nothing without one
+            data.pop("vocabulary_filter", None)
+            if data.get("filter_mode") == "mask":
+                data.pop("filter_mode", None)
         return data
+
+    @field_validator("vocabulary_filter")
+    @classmethod
+    def _filter_entries(cls, entries: list[str] | None) -> list[str] | None:
+        if entries is None:
+            return None
+        cleaned = [" ".join(entry.split()) for entry in entries]
+        if not all(cleaned) or any(len(entry) > 100 for entry in cleaned):
+            raise ValueError("vocabulary filter entries are words or phrases of 1-100 characters")
+        return cleaned
 
     @field_validator("rules")
     @classmethod

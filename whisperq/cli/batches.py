@@ -207,6 +207,21 @@ def submit(
             "(<file>.redacted.wav next to the results).",
         ),
     ] = None,
+    vocabulary_filter: Annotated[
+        Path | None,
+        _batch_option(
+            "--vocabulary-filter",
+            "Words that must not appear in stored transcripts (a file, one word or phrase "
+            "a line: profanity, competitor names), in every rendering and in the words.",
+        ),
+    ] = None,
+    filter_mode: Annotated[
+        str | None,
+        _batch_option(
+            "--filter-mode",
+            "With --vocabulary-filter: mask (***, the default), remove, or tag ([FILTERED:word]).",
+        ),
+    ] = None,
     rules: Annotated[
         Path | None,
         _batch_option(
@@ -258,6 +273,8 @@ def submit(
         "redact": _split_list(redact),
         "redact_audio": redact_audio,
         "rules": _rule_tables(rules),
+        "vocabulary_filter": _filter_entries(vocabulary_filter),
+        "filter_mode": filter_mode,
     }
     if batch is not None:
         _usable_batch_name(batch)
@@ -305,6 +322,21 @@ def submit(
     out.print(report.batch)
     if report.unusable:  # the others are queued; the exit code says not all were
         raise typer.Exit(EXIT_ERROR)
+
+
+def _filter_entries(path: Path | None) -> list[str] | None:
+    """A vocabulary filter file: one word or phrase a line; blank lines and ``#`` comments
+    skipped (whisperq.redaction.vocabulary_filter applies them)."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        entries = [entry for line in lines if (entry := line.split("#", 1)[0].strip())]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--vocabulary-filter {path}: cannot read it ({error})") from None
+    if not entries:
+        raise UsageError(f"--vocabulary-filter {path}: no words in it (one a line)")
+    return entries
 
 
 def _rule_tables(path: Path | None) -> list[dict[str, Any]] | None:

@@ -42,4 +42,7 @@ How it works, in four steps:
    never values.
 
 Rules favour over-redacting near cue words over leaking (see ``detection.detect``).
+
+``vocabulary_filter`` applies a batch's list of words that must not be stored (masked,
+removed or tagged), after redaction.
 """

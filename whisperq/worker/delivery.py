@@ -35,6 +35,7 @@ from pathlib import Path
 from whisperq import keys
 from whisperq.redaction import audio as redacted_audio
 from whisperq.redaction.rewriting import redact
+from whisperq.redaction.vocabulary_filter import filter_segments
 from whisperq.schemas import (
     RedactedSpan,
     Timings,
@@ -63,6 +64,8 @@ def stored_transcript(
     if options.redacting:
         segments, found = redact(segments, options.redact, options.redact_patterns)
         spans = [RedactedSpan.model_validate(item) for item in found]
+    if options.vocabulary_filter:
+        segments, _ = filter_segments(segments, options.vocabulary_filter, options.filter_mode)
     if not options.word_timestamps:  # words made for redaction or diarization only
         segments = [segment.model_copy(update={"words": None}) for segment in segments]
     return dataclasses.replace(transcript, segments=segments), spans
