@@ -1,4 +1,5 @@
-"""Helpers for tests: scoring what was said, waiting with bounds, a fake IMDS."""
+"""Helpers for tests: scoring what was said, waiting with bounds, a fake IMDS, jobs held
+in their worker until the test lets them go."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote
 
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -192,6 +194,9 @@ class FakeImds:
         # a group (404)
         self.lifecycle_state: str | None = None
         self.requests: Counter = Counter()
+        # (path, what it said) for each answer sent, counted once it is written: the body,
+        # or the status code when there is none ("404")
+        self.answered: Counter = Counter()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -203,6 +208,8 @@ class FakeImds:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                self.wfile.flush()
+                fake.answered[(self.path, body.decode() or str(code))] += 1
 
             def do_PUT(self):
                 fake.requests["token"] += 1
@@ -235,6 +242,83 @@ class FakeImds:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- jobs held in their worker ---------------------------------------------------------
+
+WORKER_HOOKS = Path(__file__).parent / "worker" / "worker_hooks"
+RELEASE_ALL = "release all"  # never a quoted job path's marker: those have no spaces
+
+
+def add_worker_hooks(monkeypatch: Any) -> None:
+    """Workers started from now on load tests/worker/worker_hooks/sitecustomize.py, which
+    does something only where its WHISPERQ_TEST_HOLD_* variable is set."""
+    paths = [str(WORKER_HOOKS), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+
+
+class JobHolds:
+    """Jobs that stop at the start of their transcription stage, in their pool process
+    and inside their visibility heartbeat, until the test releases them: "a job still
+    running" for as long as a test needs, on any machine, without long audio or sleeps.
+
+    Set up before the workers start (the hooks are read at their start-up). A job path's
+    starts are (pool pid, worker pid), one per delivery that reached the stage; a path
+    released stays released (its later deliveries run straight through)."""
+
+    def __init__(self, folder: Path, monkeypatch: Any) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        monkeypatch.setenv("WHISPERQ_TEST_HOLD_DIR", str(folder))
+        add_worker_hooks(monkeypatch)
+
+    def _marker(self, kind: str, path: str) -> Path:
+        return self.folder / f"{kind}-{quote(path, safe='')}"
+
+    @staticmethod
+    def _lines(file: Path) -> list[str]:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return text.splitlines()[: text.count("\n")]  # whole lines only
+
+    def starts(self, path: str) -> list[tuple[int, int]]:
+        """(pool pid, worker pid) of each delivery of ``path`` that reached the hold."""
+        lines = self._lines(self._marker("started", path))
+        return [(int(pool), int(worker)) for pool, worker in (line.split() for line in lines)]
+
+    def started(self, path: str, count: int = 1, timeout: float = 120) -> tuple[int, int]:
+        """Wait until ``path``'s ``count``-th delivery is held: its (pool pid, worker pid)."""
+        starts = wait_for(
+            lambda: (found := self.starts(path))[count - 1 :] and found,
+            timeout,
+            f"delivery {count} of {path} to start",
+        )
+        return starts[count - 1]
+
+    def holding(self) -> dict[str, list[tuple[int, int]]]:
+        """Every job path that has started and is not released: its starts."""
+        found = {}
+        for marker in self.folder.glob("started-*"):
+            path = unquote(marker.name.removeprefix("started-"))
+            if not self.released(path):
+                found[path] = self.starts(path)
+        return found
+
+    def released(self, path: str) -> bool:
+        return self._marker("release", path).exists() or (self.folder / RELEASE_ALL).exists()
+
+    def release(self, *paths: str) -> None:
+        for path in paths:
+            self._marker("release", path).touch()
+
+    def release_all(self) -> None:
+        (self.folder / RELEASE_ALL).touch()
+
+    def beats(self, pool_pid: int) -> int:
+        """Visibility heartbeats (messages extended) sent by that pool process."""
+        return len(self._lines(self.folder / f"beats-{pool_pid}"))
 
 
 # --- jobs ------------------------------------------------------------------------------

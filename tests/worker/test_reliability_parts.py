@@ -1,7 +1,11 @@
 """The reliability parts one by one, against moto server and a fake IMDS on 127.0.0.1:
 visibility heartbeat, kombu's message internals, unstarted jobs handed back on shutdown,
 spot notices, the group terminating the instance (its lifecycle hook), scale-in
-protection, marking the instance unhealthy."""
+protection, marking the instance unhealthy.
+
+Nothing here depends on the machine's speed: "nothing happened" is asserted only after an
+event that would have come after it (a heartbeat, an IMDS answer, a watcher that stopped
+looking), never after a fixed sleep, and nothing asserts on elapsed time."""
 
 import json
 import multiprocessing
@@ -32,7 +36,7 @@ from whisperq.worker.instance import Imds, LifecycleWatcher, ScaleInProtection, 
 from whisperq.worker.instance_guard import InstanceGuard
 from whisperq.worker.shutdown import StartGate, UnstartedJobs, start_key
 
-from helpers import FakeImds, create_group, wait_for
+from helpers import FakeImds, JobHolds, create_group, wait_for
 
 
 def receive(sqs, url, wait=0):
@@ -40,34 +44,44 @@ def receive(sqs, url, wait=0):
     return reply.get("Messages", [])
 
 
+TIMEOUT = 3  # the short queue's visibility timeout, in seconds
+
+
 @pytest.fixture
 def short_queue(aws):
-    """The test's queue with a 2-second visibility timeout and one message on it."""
+    """The test's queue with a 3-second visibility timeout and one message on it."""
     sqs = storage.client(aws, "sqs")
-    sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={"VisibilityTimeout": "2"})
+    attributes = {"VisibilityTimeout": str(TIMEOUT)}
+    sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes=attributes)
     sqs.send_message(QueueUrl=aws.queue_url, MessageBody="job")
     return sqs, aws.queue_url
 
 
 def test_without_a_heartbeat_the_message_comes_back_after_the_timeout(short_queue):
+    """What the heartbeat must prevent: a received message, invisible at first, is given
+    out again once its timeout has passed, with nobody doing anything."""
     sqs, url = short_queue
-    assert len(receive(sqs, url)) == 1
+    (first,) = receive(sqs, url)
     assert receive(sqs, url) == []
-    time.sleep(2.5)
-    assert len(receive(sqs, url)) == 1  # what the heartbeat must prevent
+    (again,) = wait_for(lambda: receive(sqs, url, wait=1), 60, "the message back")
+    assert again["MessageId"] == first["MessageId"]
 
 
 def test_the_heartbeat_keeps_a_running_job_invisible_then_hands_it_back(short_queue):
+    """While the heartbeat runs, the message stays invisible across two timeouts and
+    more; handed back, it is visible at once."""
     sqs, url = short_queue
     (message,) = receive(sqs, url)
     handle = MessageHandle(url, message["ReceiptHandle"])
-    with VisibilityHeartbeat(sqs, handle, timeout=2) as heartbeat:
-        for _ in range(5):  # 5 s: two and a half timeouts
-            time.sleep(1)
+    with VisibilityHeartbeat(sqs, handle, timeout=TIMEOUT) as heartbeat:
+        # a beat comes a third of the timeout after the last, at the earliest: by the
+        # sixth, the message was received two timeouts ago
+        for beat in range(1, 7):
+            wait_for(lambda n=beat: heartbeat.beats >= n, 60, f"heartbeat {beat}")
             assert receive(sqs, url) == []
-        assert heartbeat.beats >= 6  # every third of the timeout
         assert heartbeat.hand_back()
-    (again,) = receive(sqs, url, wait=1)  # at once, not after the timeout
+    # at once: the last beat made it invisible for another timeout
+    (again,) = receive(sqs, url, wait=1)
     assert again["Body"] == "job"
 
 
@@ -129,13 +143,16 @@ def test_the_start_gate_keeps_the_latest_starts():
 
 
 def test_a_start_gate_whose_lock_died_hands_nothing_back_and_starts_nothing(monkeypatch):
+    """A process killed while it held the gate's lock: the main process hands nothing
+    back and no pool process starts a job."""
     monkeypatch.setattr(StartGate, "LOCK_TIMEOUT", 0.2)
     gate = StartGate()
     context = multiprocessing.get_context("fork")
-    holder = context.Process(target=lambda: (gate._lock.acquire(), time.sleep(60)))
+    locked = context.Event()
+    holder = context.Process(target=lambda: (gate._lock.acquire(), locked.set(), time.sleep(60)))
     holder.start()
     try:
-        time.sleep(0.5)
+        assert locked.wait(30), "the process did not take the lock"
         os.kill(holder.pid, signal.SIGKILL)  # killed while it held the lock
         holder.join(10)
         assert gate.stop() is None  # cannot tell what started: hand nothing back...
@@ -215,10 +232,20 @@ def test_hand_back_makes_a_message_visible_at_once(short_queue):
 # --- IMDS ---------------------------------------------------------------------------------
 
 
+SPOT = "/latest/meta-data/spot/instance-action"
+LIFECYCLE = "/latest/meta-data/autoscaling/target-lifecycle-state"
+
+
 @pytest.fixture
 def imds():
     with FakeImds() as fake:
         yield fake
+
+
+def stopped_looking(watcher) -> bool:
+    """Wait until a watcher's thread has ended: after that, it can call nothing back."""
+    watcher._thread.join(30)
+    return not watcher._thread.is_alive()
 
 
 def test_imds_v2_token_then_metadata(imds):
@@ -234,16 +261,16 @@ def test_imds_is_unavailable_off_ec2():
 
 
 def test_the_spot_watcher_calls_back_once_when_a_notice_appears(imds):
+    """No call while IMDS says there is no notice; one when a notice appears, and no more
+    (the watcher stops looking)."""
     notices = []
     watcher = SpotWatcher(Imds(imds.endpoint), interval=0.1, on_notice=notices.append).start()
     try:
-        time.sleep(0.5)
+        wait_for(lambda: imds.answered[(SPOT, "404")] >= 2, 30, "two looks without a notice")
         assert notices == []
         imds.notice = {"action": "terminate", "time": "2026-11-22T00:02:00Z"}
-        deadline = time.monotonic() + 5
-        while not notices and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_for(lambda: notices, 30, "the notice")
+        assert stopped_looking(watcher)
         assert notices == [{"action": "terminate", "time": "2026-11-22T00:02:00Z"}]
     finally:
         watcher.stop()
@@ -299,16 +326,18 @@ def test_imds_says_where_the_group_takes_the_instance(imds):
 
 
 def test_the_lifecycle_watcher_calls_back_once_when_the_group_terminates(imds):
+    """No call while IMDS says InService; one when it says Terminated, and no more (the
+    watcher stops looking)."""
     imds.lifecycle_state = "InService"
     calls = []
     watcher = LifecycleWatcher(Imds(imds.endpoint), 0.1, lambda: calls.append("terminated"))
     watcher.start()
     try:
-        time.sleep(0.5)
+        wait_for(lambda: imds.answered[(LIFECYCLE, "InService")] >= 2, 30, "two looks")
         assert calls == [] and not watcher.terminated
         imds.lifecycle_state = "Terminated"
-        wait_for(lambda: calls, 5, "the watcher to see Terminated")
-        time.sleep(0.3)
+        wait_for(lambda: calls, 30, "the watcher to see Terminated")
+        assert stopped_looking(watcher)
         assert calls == ["terminated"] and watcher.terminated
     finally:
         watcher.stop()
@@ -320,7 +349,7 @@ def test_the_lifecycle_watcher_looks_at_once(imds):
     calls = []
     watcher = LifecycleWatcher(Imds(imds.endpoint), 60, lambda: calls.append(1)).start()
     try:
-        wait_for(lambda: calls, 5, "the first look")
+        wait_for(lambda: calls, 30, "the first look")
     finally:
         watcher.stop()
 
@@ -381,6 +410,8 @@ def expect_completion(guard, instance_id, group_name):
 def test_the_group_terminating_the_instance_stops_the_worker_as_a_spot_notice_does(
     aws, group, imds, signals_to_self
 ):
+    """InService: nothing. Terminated: one SIGQUIT with the spot grace, never a second
+    (not even for a spot notice after it); once stopped, the hook is completed once."""
     _, name, instance_id = group
     imds.instance_id = instance_id  # moto's instance, as IMDS would say on it
     imds.lifecycle_state = "InService"
@@ -388,16 +419,16 @@ def test_the_group_terminating_the_instance_stops_the_worker_as_a_spot_notice_do
     guard.start()
     try:
         assert guard.instance_id == instance_id and guard.lifecycle is not None
-        time.sleep(0.4)
+        wait_for(lambda: imds.answered[(LIFECYCLE, "InService")] >= 2, 30, "two looks")
         assert signals_to_self == []
         imds.lifecycle_state = "Terminated"
-        wait_for(lambda: signals_to_self, 5, "the worker to stop itself")
+        wait_for(lambda: signals_to_self, 30, "the worker to stop itself")
         # Celery's cold shutdown (SIGQUIT) after a soft phase with the spot grace: no new
         # jobs; the running one finishes within the grace or goes back; unstarted go back
+        assert stopped_looking(guard.lifecycle)  # no other signal can come from it now
         assert signals_to_self == [signal.SIGQUIT]
         assert guard.app.conf.worker_soft_shutdown_timeout == 7
         guard.on_spot_notice({"action": "terminate"})  # the notice too: no second signal
-        time.sleep(0.3)
         assert signals_to_self == [signal.SIGQUIT]  # a second SIGQUIT would cut the grace
     finally:
         guard.stop()  # worker_shutting_down
@@ -413,31 +444,48 @@ def test_the_group_terminating_the_instance_stops_the_worker_as_a_spot_notice_do
 def test_a_termination_that_begins_during_a_shutdown_is_completed_too(
     aws, group, imds, signals_to_self
 ):
+    """The worker stops first (InService then); the group starts terminating the
+    instance meanwhile: finish() asks IMDS once more and completes the hook."""
     _, name, instance_id = group
     imds.instance_id = instance_id
     imds.lifecycle_state = "InService"
     guard = guard_for(aws, imds, name, spot_poll_seconds=30)
     guard.start()
-    time.sleep(0.3)  # the first look: InService
+    wait_for(lambda: imds.answered[(LIFECYCLE, "InService")], 30, "the first look")
     guard.stop()  # SIGTERM (systemd), or a spot notice: the worker stops first...
     imds.lifecycle_state = "Terminated"  # ...then the group terminates the instance
+    looks = imds.requests[LIFECYCLE]  # the next look is 30 s away
     stubber = expect_completion(guard, instance_id, name)
     with stubber:
-        assert guard.finish() is True  # IMDS is asked once more when the worker has stopped
+        assert guard.finish() is True
     stubber.assert_no_pending_responses()
+    assert imds.requests[LIFECYCLE] == looks + 1  # IMDS asked once more as the worker stopped
     assert signals_to_self == []  # the worker was stopping already
 
 
-def test_a_worker_the_group_keeps_completes_nothing(aws, group, imds, signals_to_self):
+def test_a_worker_the_group_keeps_completes_nothing(aws, group, imds, signals_to_self, caplog):
+    """The worker stops while the group keeps its instance (IMDS, asked once more, says
+    InService): no CompleteLifecycleAction is even tried. finish() swallows a failed call,
+    so the calls are recorded as they are made, not read from its answer."""
     _, name, instance_id = group
     imds.instance_id = instance_id
     imds.lifecycle_state = "InService"
-    guard = guard_for(aws, imds, name)
+    guard = guard_for(aws, imds, name, spot_poll_seconds=30)
     guard.start()
+    wait_for(lambda: imds.answered[(LIFECYCLE, "InService")], 30, "the first look")
     guard.stop()
-    with Stubber(storage.client(guard.settings, "autoscaling")) as stubber:
-        guard.autoscaling = stubber.client  # any call would fail: none is expected
+    looks = imds.requests[LIFECYCLE]  # the next look is 30 s away
+    client = storage.client(guard.settings, "autoscaling")
+    tried = []
+    client.meta.events.register(
+        "provide-client-params.autoscaling", lambda model, **_: tried.append(model.name)
+    )
+    with Stubber(client):  # nothing stubbed: a call would fail, after being recorded
+        guard.autoscaling = client
         assert guard.finish() is False
+    assert tried == []
+    assert imds.requests[LIFECYCLE] == looks + 1  # it did ask where the group takes it
+    assert "could not complete lifecycle hook" not in caplog.text
     assert signals_to_self == []
 
 
@@ -449,7 +497,7 @@ def test_a_lifecycle_action_that_cannot_be_completed_is_logged(
     imds.lifecycle_state = "Terminated"
     guard = guard_for(aws, imds, name)
     guard.start()
-    wait_for(lambda: signals_to_self, 5, "the worker to stop itself")
+    wait_for(lambda: signals_to_self, 30, "the worker to stop itself")
     guard.stop()
     client = storage.client(guard.settings, "autoscaling")
     with Stubber(client) as stubber:
@@ -499,13 +547,14 @@ def test_a_worker_whose_instance_the_group_terminates_hands_its_job_back(
     isolated_settings, monkeypatch, make_speech, tmp_path
 ):
     """The real thing: a worker process of the local stack (its instance in moto's group),
-    a job running, the fake IMDS says Terminated: the worker stops as on a spot notice,
-    the job goes back and another worker finishes it; then it completes the hook (moto
-    answers that call with a 500, so the log shows the try)."""
-    long_call = make_speech(
-        tmp_path / "in" / "long call.wav",
-        " ".join(["Thank you for calling customer support."] * 12),
+    a job running (held past the 1 s grace), the fake IMDS says Terminated: the worker
+    stops as on a spot notice, the job goes back and another worker finishes it; then it
+    completes the hook (moto answers that call with a 500, so the log shows the try)."""
+    call = make_speech(
+        tmp_path / "in" / "call.wav",
+        "Thank you for calling customer support. How can I help you today?",
     )
+    holds = JobHolds(tmp_path / "holds", monkeypatch)
     with FakeImds() as imds:
         imds.lifecycle_state = "InService"
         for name, value in {
@@ -521,21 +570,25 @@ def test_a_worker_whose_instance_the_group_terminates_hands_its_job_back(
             local_stack.up(Settings(), workers=1, visibility_timeout=120)
             stack = Settings()
             (worker,) = worker_processes(stack)
-            submit(stack, [str(long_call)], batch="terminated")
+            submit(stack, [str(call)], batch="terminated")
             log = Path(worker.log)
-            wait_for(lambda: "Processing audio" in log.read_text(), 60, "the job to start")
+            holds.started("call.wav")
             imds.lifecycle_state = "Terminated"
-            wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
+            wait_for(lambda: not local_stack.is_alive(worker), 60, "the worker to stop")
             text = log.read_text()
             assert "the Auto Scaling group is terminating this instance: stopping, grace 1s" in (
                 text
             )
             assert f"could not complete lifecycle hook {HOOK}" in text  # tried, after
             assert text.index("stopping, grace") < text.index("could not complete")
+            assert "succeeded in" not in text
             sqs = storage.client(stack, "sqs")
-            reply = sqs.receive_message(QueueUrl=stack.queue_url, WaitTimeSeconds=5)
-            (message,) = reply["Messages"]  # back at once, not after the 120 s timeout
-            assert decode_job_message(message["Body"]).path == "long call.wav"
+            # handed back (Celery restores it with the 2 s SQS wait time as its visibility),
+            # not left to the 120 s timeout
+            (message,) = wait_for(
+                lambda: receive(sqs, stack.queue_url, wait=1), 60, "the job back on the queue"
+            )
+            assert decode_job_message(message["Body"]).path == "call.wav"
             sqs.change_message_visibility(
                 QueueUrl=stack.queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
@@ -543,10 +596,11 @@ def test_a_worker_whose_instance_the_group_terminates_hands_its_job_back(
             )
 
             # nothing lost: a worker the group keeps finishes it
+            holds.release("call.wav")
             monkeypatch.delenv("WHISPERQ_LIFECYCLE_HOOK")
             local_stack.start_worker(stack)
             s3 = storage.client(stack, "s3")
-            key = "results/terminated/long call.wav.json"
+            key = "results/terminated/call.wav.json"
             result = wait_for(
                 lambda: storage.get_json(s3, stack.bucket, key), 120, "the job redone"
             )

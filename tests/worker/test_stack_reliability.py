@@ -1,6 +1,11 @@
 """Nothing lost, on the real local stack: moto server, real Celery worker processes, the real
 tiny.en model. Workers are killed, stopped and interrupted; every file must still end with
-complete results or a failure record. Every wait is bounded; every process is stopped."""
+complete results or a failure record. Every wait is bounded; every process is stopped.
+
+No test here depends on the machine's speed: a job that must still be running when
+something happens is held at the start of its transcription stage until the test releases
+it (``JobHolds``), and every wait is for an event -- a marker file, a log line, a heartbeat,
+a queue count -- never for a fixed time. Nothing asserts on elapsed time."""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import random
 import re
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,8 @@ from whisperq.stacks import local as local_stack
 from helpers import (
     CLEAR_SENTENCE,
     FakeImds,
+    JobHolds,
+    add_worker_hooks,
     char_error_rate,
     run_cli,
     wait_for,
@@ -66,23 +72,22 @@ class Stack:
         chosen = [worker] if worker else self.workers()
         return sum(len(RECEIVED.findall(self.log(item))) for item in chosen)
 
-    def holder(self) -> local_stack.Managed:
-        """The live worker that has received a job and not finished it."""
+    def worker(self, pid: int) -> local_stack.Managed:
+        """The worker whose main process is ``pid`` (a held job's worker pid)."""
+        (found,) = [worker for worker in self.workers() if worker.pid == pid]
+        return found
 
-        def find():
-            for worker in self.alive_workers():
-                text = self.log(worker)
-                if len(RECEIVED.findall(text)) > text.count("succeeded in") + text.count("handing"):
-                    return worker
-            return None
+    def counts(self) -> tuple[int, int]:
+        """(visible, in flight) on the job queue: moto counts visibility when asked."""
+        counts = storage.queue_counts(self.settings)
+        return counts.visible, counts.in_flight
 
-        return wait_for(find, 60, "a worker to take the job")
-
-    def running(self, worker: local_stack.Managed) -> None:
-        """Wait until the job is running in the pool, not just received: a job received but
-        not started goes back at once on shutdown (see the test of that below), not after
-        the grace these tests are about."""
-        wait_for(lambda: "Processing audio" in self.log(worker), 60, "the job to start")
+    def back_on_the_queue(self) -> None:
+        """Wait until the one job is visible on the queue again, handed back by a stopped
+        worker: Celery restores a cancelled job's message with the SQS wait time (2 s on
+        the local stack) as its visibility; without that, these tests' 120 s visibility
+        timeout would keep it in flight for twice as long as this waits."""
+        wait_for(lambda: self.counts() == (1, 0), 60, "the job back on the queue")
 
     def status(self, batch: str) -> tracking.BatchStatus:
         s3 = storage.client(self.settings, "s3")
@@ -129,9 +134,19 @@ def start_stack(monkeypatch):
 
 
 @pytest.fixture
-def long_call(make_speech, tmp_path) -> Path:
-    """About 70 s of speech: several seconds of work for tiny.en on one core."""
-    return make_speech(tmp_path / "in" / "long call.wav", " ".join(SENTENCES * 3))
+def holds(tmp_path, monkeypatch) -> JobHolds:
+    """Jobs of the workers started after this wait at their transcription stage until
+    released: a job runs exactly as long as the test needs, on any machine."""
+    return JobHolds(tmp_path / "holds", monkeypatch)
+
+
+CALL = "call.wav"
+
+
+@pytest.fixture
+def call(make_speech, tmp_path) -> Path:
+    """A short call: how long its job runs is the hold's to say, not the audio's."""
+    return make_speech(tmp_path / "in" / CALL, " ".join(SENTENCES[:2]))
 
 
 def pool_children(pid: int) -> list[int]:
@@ -150,88 +165,79 @@ def assert_complete(stack: Stack, batch: str, path: str) -> dict:
     return result
 
 
-def test_a_long_job_runs_once_while_its_worker_lives(start_stack, long_call):
+def test_a_long_job_runs_once_while_its_worker_lives(start_stack, holds, call):
+    """A job that runs past two 3 s visibility timeouts (held) stays invisible -- its
+    heartbeat extends it -- so the idle second worker never gets it; it runs once."""
     stack = start_stack(workers=2, visibility_timeout=3)
-    submit(stack.settings, [str(long_call)], batch="long")
-    stack.wait_finished("long", 180)
-    result = assert_complete(stack, "long", "long call.wav")
-    assert result["timings"]["transcribe"] > 3  # it did outlive the 3 s timeout
+    submit(stack.settings, [str(call)], batch="long")
+    pool, worker = holds.started(CALL)
+    # a beat comes a third of the timeout (1 s) after the last, at the earliest: six beats
+    # since the job started mean its message was received more than two timeouts ago
+    wait_for(lambda: holds.beats(pool) >= 6, 120, "six heartbeats")
+    assert stack.counts() == (0, 1)  # past its timeout, still invisible: held by its worker
+    holds.release(CALL)
+
+    stack.wait_finished("long", 120)
+    assert_complete(stack, "long", CALL)
+    assert holds.starts(CALL) == [(pool, worker)]  # it ran once,
     assert stack.received() == 1  # never given to the second worker
     assert all("heartbeat is off" not in stack.log(w) for w in stack.workers())
 
 
-def test_kill_9_mid_job_the_job_is_redone_by_another_worker(start_stack, long_call):
+def test_kill_9_mid_job_the_job_is_redone_by_another_worker(start_stack, holds, call):
+    """SIGKILL to the worker running a job (held): the job comes back after the visibility
+    timeout and the other worker does it; nothing dead-lettered."""
     stack = start_stack(workers=2, visibility_timeout=3)
-    submit(stack.settings, [str(long_call)], batch="k9")
-    victim = stack.holder()
-    victim_pids = {victim.pid, *pool_children(victim.pid)}
+    submit(stack.settings, [str(call)], batch="k9")
+    pool, worker = holds.started(CALL)
+    victim = stack.worker(worker)
     os.killpg(victim.pid, signal.SIGKILL)
+    holds.release(CALL)  # its next delivery runs through
 
-    status = stack.wait_finished("k9", 180)
+    status = stack.wait_finished("k9", 120)
     assert (status.done, status.failed) == (1, 0)
-    result = assert_complete(stack, "k9", "long call.wav")
-    assert int(result["worker_id"].rsplit(":", 1)[1]) not in victim_pids
+    result = assert_complete(stack, "k9", CALL)
+    assert int(result["worker_id"].rsplit(":", 1)[1]) not in {worker, pool}
+    assert len(holds.starts(CALL)) == 2  # the killed delivery, and the one that finished
     assert stack.received() == 2
     assert storage.queue_counts(stack.settings).dead_lettered == 0
 
 
-def test_sigterm_lets_a_job_that_fits_the_grace_finish(start_stack, make_speech, tmp_path):
-    stack = start_stack(workers=1, visibility_timeout=60, shutdown_grace_seconds=8)
-    # ~25 s of speech: a few seconds of work, well inside the 8 s grace
-    call = make_speech(tmp_path / "short.wav", " ".join(SENTENCES))
+def test_sigterm_lets_a_job_that_fits_the_grace_finish(start_stack, holds, call):
+    """SIGTERM while a job runs; the job is let go once the soft shutdown has begun, with
+    a short file's work left and a 15 s grace: it finishes and is acknowledged."""
+    stack = start_stack(workers=1, visibility_timeout=60, shutdown_grace_seconds=15)
     submit(stack.settings, [str(call)], batch="term")
     (worker,) = stack.workers()
-    stack.running(worker)
+    holds.started(CALL)
     os.killpg(worker.pid, signal.SIGTERM)  # as systemd stops a service
-    wait_for(lambda: not local_stack.is_alive(worker), 40, "the worker to stop")
+    wait_for(lambda: "Initiating Soft Shutdown" in stack.log(worker), 60, "the soft shutdown")
+    holds.release(CALL)
+    wait_for(lambda: not local_stack.is_alive(worker), 120, "the worker to stop")
 
     assert stack.status("term").done == 1
-    assert "Initiating Soft Shutdown" in stack.log(worker)
-    counts = storage.queue_counts(stack.settings)
-    assert (counts.visible, counts.in_flight) == (0, 0)  # acknowledged, not handed back
+    assert "succeeded in" in stack.log(worker)
+    assert stack.counts() == (0, 0)  # acknowledged, not handed back
 
 
-def test_sigterm_hands_back_a_job_that_does_not_fit(start_stack, long_call):
+def test_sigterm_hands_back_a_job_that_does_not_fit(start_stack, holds, call):
+    """SIGTERM while a job runs past the 1 s grace (held): the job is cancelled and handed
+    back as the worker ends -- not left to the 120 s timeout; a new worker finishes it."""
     stack = start_stack(workers=1, visibility_timeout=120, shutdown_grace_seconds=1)
-    submit(stack.settings, [str(long_call)], batch="handback")
+    submit(stack.settings, [str(call)], batch="handback")
     (worker,) = stack.workers()
-    stack.running(worker)
-    stopped_at = time.monotonic()
+    holds.started(CALL)
     os.killpg(worker.pid, signal.SIGTERM)
-    wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
+    wait_for(lambda: not local_stack.is_alive(worker), 60, "the worker to stop")
     assert stack.status("handback").pending == 1
+    assert "succeeded in" not in stack.log(worker)
+    stack.back_on_the_queue()
 
+    holds.release(CALL)
     local_stack.start_worker(stack.settings)
-    stack.wait_finished("handback", 100)
-    # back at once: far sooner than the 120 s visibility timeout would have allowed
-    assert time.monotonic() - stopped_at < 100
-    assert_complete(stack, "handback", "long call.wav")
+    stack.wait_finished("handback", 120)
+    assert_complete(stack, "handback", CALL)
     assert stack.received() == 2
-
-
-# Test-only, put on the workers' PYTHONPATH by the test below: a pool process that has told
-# its worker it is ready waits before reading its first job while the hold file exists, so
-# a job the worker receives meanwhile sits in that process's pipe, received but not started.
-HOLD_POOL_START = """
-import pathlib, sys, time
-
-HOLD = pathlib.Path({hold!r})
-
-if sys.orig_argv[1:4] == ["-m", "whisperq", "worker"]:
-    from celery.concurrency import asynpool
-
-    _ready = asynpool.Worker.on_loop_start
-
-    def _on_loop_start(self, pid):
-        _ready(self, pid)  # WORKER_UP: from now on the worker writes jobs to this process
-        if HOLD.exists():
-            print(f"test hold: pool process {{pid}} waits", file=sys.stderr, flush=True)
-        deadline = time.monotonic() + 120
-        while HOLD.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    asynpool.Worker.on_loop_start = _on_loop_start
-"""
 
 
 def test_sigterm_hands_back_a_job_received_but_not_started(
@@ -240,22 +246,18 @@ def test_sigterm_hands_back_a_job_received_but_not_started(
     """SIGTERM between a job's receipt and its start in the pool: the job is visible on the
     queue again at once (visibility 0), not after the timeout, and this worker never runs it
     (Celery's pool.stop would have run it to the end)."""
-    hold = tmp_path / "hold-pool-start"
+    hold = tmp_path / "hold-pool-start"  # see tests/worker/worker_hooks/sitecustomize.py
     hold.touch()
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD_POOL_START.format(hold=str(hold)))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
-    )
+    monkeypatch.setenv("WHISPERQ_TEST_HOLD_POOL_START", str(hold))
+    add_worker_hooks(monkeypatch)
     stack = start_stack(workers=1, visibility_timeout=120, shutdown_grace_seconds=30)
     (worker,) = stack.workers()
     try:
         wait_for(lambda: "test hold: pool process" in stack.log(worker), 60, "the held pool")
         call = make_speech(tmp_path / "short.wav", CLEAR_SENTENCE)
         submit(stack.settings, [str(call)], batch="unstarted")
-        wait_for(lambda: stack.received(worker) == 1, 60, "the worker to receive the job")
-        time.sleep(1)  # the worker writes it into the held pool process's pipe
+        wait_for(lambda: "test hold: a job waits" in stack.log(worker), 60, "the job in the pipe")
+        assert stack.received(worker) == 1
         sqs = storage.client(stack.settings, "sqs")
         url = stack.settings.queue_url
 
@@ -263,20 +265,18 @@ def test_sigterm_hands_back_a_job_received_but_not_started(
             reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
             return reply.get("Messages")
 
-        assert receive() is None  # in flight: the worker holds it
+        assert receive() is None  # in flight: the worker holds it (for 120 s)
         held_by = {worker.pid, *pool_children(worker.pid)}
         os.killpg(worker.pid, signal.SIGTERM)  # as systemd stops a service
-        stopped_at = time.monotonic()
-        (message,) = wait_for(receive, 5, "the job back on the queue")
-        assert time.monotonic() - stopped_at < 5  # at once, not after the 120 s timeout
+        wait_for(lambda: "handed back unstarted" in stack.log(worker), 60, "the hand-back")
+        (message,) = receive()  # at once: the 120 s timeout would keep it for two minutes
     finally:
         hold.unlink()  # the pool process may read its pipe now
-    wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
+    wait_for(lambda: not local_stack.is_alive(worker), 60, "the worker to stop")
 
     assert decode_job_message(message["Body"]).path == "short.wav"
     assert stack.result_keys("unstarted") == set()  # this worker did not run it
     log = stack.log(worker)
-    assert "handed back unstarted" in log  # by the main process, at once
     assert "not started" in log  # the pool process, let go, declined it
     assert "Processing audio" not in log and "succeeded in" not in log
 
@@ -285,12 +285,17 @@ def test_sigterm_hands_back_a_job_received_but_not_started(
         QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
     )
     local_stack.start_worker(stack.settings)
-    stack.wait_finished("unstarted", 100)
+    stack.wait_finished("unstarted", 120)
     result = assert_complete(stack, "unstarted", "short.wav")
     assert int(result["worker_id"].rsplit(":", 1)[1]) not in held_by
 
 
-def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long_call, monkeypatch):
+def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(
+    start_stack, holds, call, monkeypatch
+):
+    """A spot notice while a job runs past the 1 s spot grace (held): the worker stops, the
+    job is handed back as it ends -- not left to the 120 s timeout -- and a worker started
+    after finishes it."""
     with FakeImds() as imds:
         stack = start_stack(
             workers=1,
@@ -301,21 +306,28 @@ def test_a_spot_notice_stops_the_worker_and_hands_the_job_back(start_stack, long
             spot_grace_seconds=1,
             shutdown_grace_seconds=60,
         )
-        submit(stack.settings, [str(long_call)], batch="spot")
+        submit(stack.settings, [str(call)], batch="spot")
         (worker,) = stack.workers()
-        stack.running(worker)
+        holds.started(CALL)
         imds.notice = {"action": "terminate", "time": "2026-11-22T01:00:00Z"}
-        wait_for(lambda: not local_stack.is_alive(worker), 30, "the worker to stop")
-        assert "spot interruption" in stack.log(worker)
+        wait_for(lambda: not local_stack.is_alive(worker), 60, "the worker to stop")
+        log = stack.log(worker)
+        assert "spot interruption" in log and "stopping, grace 1s" in log
         assert imds.requests["/latest/meta-data/spot/instance-action"] >= 1
+    assert "succeeded in" not in log and stack.result_keys("spot") == set()
+    stack.back_on_the_queue()
 
+    holds.release(CALL)
     monkeypatch.setenv("WHISPERQ_SPOT_WATCH", "off")
     local_stack.start_worker(stack.settings)
-    stack.wait_finished("spot", 100)
-    assert_complete(stack, "spot", "long call.wav")
+    stack.wait_finished("spot", 120)
+    assert_complete(stack, "spot", CALL)
+    assert len(holds.starts(CALL)) == 2
 
 
-def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, long_call):
+def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, holds, call):
+    """Scale-in protection is on while the worker holds a job (held running) and goes off
+    once it is idle again."""
     # the local stack registers each worker as an instance of its Auto Scaling group in moto
     stack = start_stack(workers=1)
     autoscaling = storage.client(stack.settings, "autoscaling")
@@ -330,28 +342,39 @@ def test_a_busy_worker_protects_its_instance_from_scale_in(start_stack, long_cal
         return found["AutoScalingInstances"][0]["ProtectedFromScaleIn"]
 
     assert not protected()
-    submit(stack.settings, [str(long_call)], batch="protect")
-    wait_for(protected, 60, "protection while the job runs")
-    stack.wait_finished("protect", 180)
-    wait_for(lambda: not protected(), 30, "protection to drop when idle")
+    submit(stack.settings, [str(call)], batch="protect")
+    holds.started(CALL)
+    # set as the worker received the job, before the job started
+    assert protected(), stack.log(stack.workers()[0])[-2000:]
+    holds.release(CALL)
+    stack.wait_finished("protect", 120)
+    wait_for(lambda: not protected(), 60, "protection to drop when idle")
 
 
-def test_chaos_workers_killed_and_restarted_nothing_lost(start_stack, make_speech, tmp_path):
-    """40 short jobs, 3 workers; a busy worker is SIGKILLed and replaced 4 times."""
+def test_chaos_workers_killed_and_restarted_nothing_lost(start_stack, holds, make_speech, tmp_path):
+    """40 short jobs, 3 workers; 4 times, a worker that is running a job (held there) is
+    SIGKILLed and replaced: every job ends done with its own words, the killed ones redone."""
     stack = start_stack(workers=3, visibility_timeout=3)
     calls = tmp_path / "chaos"
     for number in range(40):
         make_speech(calls / f"call-{number:02d}.wav", f"Call {number}. {SENTENCES[number % 8]}")
     submit(stack.settings, [str(calls)], batch="chaos")
 
+    def running_on_live_workers() -> list[tuple[str, int]]:
+        """(job path, worker pid) of each held job whose worker lives."""
+        alive = {worker.pid for worker in stack.alive_workers()}
+        held = [(path, starts[-1][1]) for path, starts in holds.holding().items() if starts]
+        return sorted(item for item in held if item[1] in alive)
+
     rng = random.Random(7)
-    for _ in range(4):
-        time.sleep(3)
-        if stack.status("chaos").finished:
-            break
-        busy = [w for w in stack.alive_workers() if pool_children(w.pid)]
-        os.killpg(rng.choice(busy).pid, signal.SIGKILL)
+    killed = []
+    for round_ in range(4):
+        path, worker = rng.choice(wait_for(running_on_live_workers, 120, f"round {round_}"))
+        os.killpg(worker, signal.SIGKILL)  # mid-job: the job cannot end while it is held
+        killed.append(path)
         local_stack.start_worker(stack.settings)
+        holds.release(*holds.holding())  # the rest run on; the next jobs are held again
+    holds.release_all()
 
     status = stack.wait_finished("chaos", 300)
     assert (status.submitted, status.done, status.failed) == (40, 40, 0)
@@ -360,6 +383,7 @@ def test_chaos_workers_killed_and_restarted_nothing_lost(start_stack, make_speec
         # its own words, not another file's (tiny.en garbles some sentences a little)
         scores = [char_error_rate(f"Call {number}. {s}", result["text"]) for s in SENTENCES]
         assert scores.index(min(scores)) == number % 8, result["text"]
+    assert all(len(holds.starts(path)) >= 2 for path in killed)  # each killed job redone
     assert not any(key.endswith(keys.ERROR_SUFFIX) for key in stack.result_keys("chaos"))
     counts = storage.queue_counts(stack.settings)
     assert (counts.visible, counts.in_flight, counts.dead_lettered) == (0, 0, 0)
@@ -422,24 +446,28 @@ def test_a_pickle_message_is_refused_and_never_executed(start_stack, make_speech
     assert stack.wait_finished("after", 120).done == 1  # and it kept working
 
 
-def test_a_job_that_keeps_killing_its_worker_goes_to_the_dlq_and_comes_back(start_stack, long_call):
+def test_a_job_that_keeps_killing_its_worker_goes_to_the_dlq_and_comes_back(
+    start_stack, holds, call
+):
+    """The pool process dies mid-job (held), as on OOM or a segfault, on each of the
+    job's deliveries: after max_receive_count it is dead-lettered; `retry` brings it back
+    and it is done."""
     stack = start_stack(workers=1, visibility_timeout=5, max_receive_count=2)
-    submit(stack.settings, [str(long_call)], batch="poison")
-    (worker,) = stack.workers()
-    for delivery in (1, 2):  # the pool process dies mid-job, as on OOM or a segfault
-        wait_for(lambda n=delivery: stack.received() >= n, 60, f"delivery {delivery}")
-        child = wait_for(lambda: pool_children(worker.pid), 30, "the pool process")
-        time.sleep(0.5)
-        os.kill(child[0], signal.SIGKILL)
+    submit(stack.settings, [str(call)], batch="poison")
+    for delivery in (1, 2):
+        pool, _ = holds.started(CALL, delivery)
+        os.kill(pool, signal.SIGKILL)
 
     wait_for(lambda: storage.queue_counts(stack.settings).dead_lettered == 1, 60, "the dead letter")
     assert stack.status("poison").pending == 1
+    assert len(holds.starts(CALL)) == 2
 
     (letter,) = json.loads(run_cli("dlq", "--json").stdout)["messages"]
-    assert (letter["batch"], letter["path"]) == ("poison", "long call.wav")
+    assert (letter["batch"], letter["path"]) == ("poison", CALL)
 
+    holds.release(CALL)
     retried = run_cli("retry", "poison")
     assert "0 failed file(s) and 1 dead-lettered job(s)" in retried.stderr
-    stack.wait_finished("poison", 180)
-    assert_complete(stack, "poison", "long call.wav")
+    stack.wait_finished("poison", 120)
+    assert_complete(stack, "poison", CALL)
     assert storage.queue_counts(stack.settings).dead_lettered == 0

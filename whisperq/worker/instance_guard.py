@@ -54,6 +54,13 @@ class InstanceGuard:
         # Reentrant: stop() runs in Celery's signal handler, which a second signal can
         # interrupt with stop() again.
         self._lock = threading.RLock()
+        # Scale-in protection: Celery sends task_received before it reserves the job, so an
+        # idle check between the two would see no job and drop the protection just set.
+        # Receipts are counted; a check that finds one since the last check keeps it, and
+        # one lock orders "on" and "off" so the later decision is the one that stays.
+        self._protection_lock = threading.Lock()
+        self._received = 0
+        self._received_at_last_check = 0
 
     def spot_watch_enabled(self) -> bool:
         if self.settings.spot_watch == "auto":
@@ -107,14 +114,19 @@ class InstanceGuard:
                 thread.stop()
 
     def job_received(self, **_: Any) -> None:
-        if self.protection is not None:
-            self.protection.set(True)
+        with self._protection_lock:
+            self._received += 1
+            if self.protection is not None:
+                self.protection.set(True)
 
     def drop_protection_when_idle(self) -> None:
         from celery.worker import state
 
-        if self.protection is not None and not state.reserved_requests:
-            self.protection.set(False)
+        with self._protection_lock:
+            received_since = self._received != self._received_at_last_check
+            self._received_at_last_check = self._received
+            if self.protection is not None and not received_since and not state.reserved_requests:
+                self.protection.set(False)
 
     def on_spot_notice(self, notice: dict[str, Any]) -> None:
         """Two minutes' notice: finish what fits in the spot grace, hand back the rest."""
