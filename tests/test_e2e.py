@@ -84,7 +84,7 @@ def test_local_stack_end_to_end(stack, make_speech, tmp_path):
     assert [path for path, _ in parsed] == sorted(relative)
     assert all(duration and duration > 1 for _, duration in parsed)  # from the WAV headers
     assert stored - entries == (
-        {"batches/e2e/batch.json"}
+        {"batches/e2e/batch.json", "batches/e2e/done.json"}  # done: `wait` saw it finished
         | {f"inputs/e2e/{p}" for p in relative}
         | {f"results/e2e/{p}.{ext}" for p in relative for ext in ("json", "srt", "vtt", "txt")}
     )
