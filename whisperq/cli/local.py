@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import typer
@@ -44,15 +45,9 @@ def local_up(
 
     Example: `whisperq local up --workers 2`
     """
-    settings = load_settings()
+    options = _StackOptions(workers, model, visibility_timeout, max_receive_count)
     with err.status("Starting the local stack (moto server, workers, model)..."):
-        result = local_stack.up(
-            settings,
-            workers=workers,
-            model=model,
-            visibility_timeout=visibility_timeout,
-            max_receive_count=max_receive_count,
-        )
+        result = local_stack.up(load_settings(), **asdict(options))
     _report(result, workers=workers, model=model)
 
 
@@ -68,16 +63,20 @@ def local_reset(
 
     Example: `whisperq local reset --model base`
     """
-    settings = load_settings()
+    options = _StackOptions(workers, model, visibility_timeout, max_receive_count)
     with err.status("Starting a fresh local stack (moto server, workers, model)..."):
-        result = local_stack.reset(
-            settings,
-            workers=workers,
-            model=model,
-            visibility_timeout=visibility_timeout,
-            max_receive_count=max_receive_count,
-        )
+        result = local_stack.reset(load_settings(), **asdict(options))
     _report(result, workers=None, model=None)
+
+
+@dataclass(frozen=True)
+class _StackOptions:
+    """What `local up` and `local reset` pass on to the stack."""
+
+    workers: int | None
+    model: str | None
+    visibility_timeout: int
+    max_receive_count: int
 
 
 def _report(result: local_stack.UpResult, workers: int | None, model: str | None) -> None:
