@@ -45,9 +45,10 @@ format: setup  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup system-deps  ## Speed and accuracy: synthetic calls end to end, real speech per condition (BENCHMARKS.md)
+bench: setup system-deps  ## Speed and accuracy: synthetic calls end to end, real speech per condition, packing's privacy (quick) (BENCHMARKS.md)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/real_speech.py
+	$(BIN)/python benchmarks/privacy.py --quick
 
 wheel: setup  ## Build dist/whisperq-*.whl (what the worker image installs)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .

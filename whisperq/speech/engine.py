@@ -27,7 +27,7 @@ from whisperq.schemas import (
     Segment,
     TranscriptionOptions,
 )
-from whisperq.speech import packing
+from whisperq.speech import guard, packing
 
 # The worker uses SAMPLE_RATE, short_audio and language_shares through the engine
 # (engine.short_audio, ...): they live in audio and languages, and are re-exported here.
@@ -38,7 +38,7 @@ from whisperq.speech.audio import (  # noqa: F401 (re-exported)
     short_audio,
     stream_audio,
 )
-from whisperq.speech.guard import made_up, share_in_doubt
+from whisperq.speech.guard import made_up, share_in_doubt, share_overfull
 from whisperq.speech.languages import (  # noqa: F401 (re-exported)
     in_their_own_languages,
     language_shares,
@@ -334,16 +334,24 @@ def transcribe_packed(
         return dataclasses.replace(part, duration=round(placement.duration, 3), options=used)
 
     speech = [packing.speech_bounds(audio) for audio in audios]
-    for window in packing.plan([len(audio) for audio in audios], speech=speech):
+    sound = [guard.sound_seconds(audio) for audio in audios]
+    too_short = [i for i, seconds in enumerate(sound) if seconds < packing.MIN_SHARED_SOUND_SECONDS]
+    lengths = [len(audio) for audio in audios]
+    for window in packing.plan(lengths, speech=speech, alone=too_short):
         if len(window) == 1:  # nothing to share with: as any file alone
             transcripts[window[0].index] = alone(window[0])
             continue
         packed = packing.pack(audios, window)
         part = transcribe(loaded, packed, with_words, config, one_pass=True)
         own = packing.split(part.segments, window, packed)
-        doubtful = packing.lost(part.segments, window) | {
-            index for index, segments in own.items() if share_in_doubt(segments)
-        }
+        doubtful = packing.lost(part.segments, window)
+        doubtful |= packing.misplaced(part.segments, window, packed)
+        for index, segments in own.items():
+            if share_in_doubt(segments):
+                doubtful.add(index)
+            if share_overfull(segments, sound[index]):
+                # it may hold its neighbours' words, which they then lack: all are redone
+                doubtful |= {index} | packing.neighbours(index, window)
         used = part.options | {
             "word_timestamps": options.word_timestamps,
             "channels": "mix",
@@ -353,9 +361,10 @@ def transcribe_packed(
             index = placement.index
             if index in doubtful or not own[index]:
                 # Whisper can give up on a window (base judged one of four real clips'
-                # window "no speech"), lose its place in it, or loop ("ha, ha, ha" over
-                # three files from one laughing caller): each file left empty or in doubt
-                # is decoded alone, with Whisper's fallback, as if it had never shared.
+                # window "no speech"), lose its place in it, loop ("ha, ha, ha" over
+                # three files from one laughing caller) or give a file its neighbours'
+                # words: each file left empty or in doubt is decoded alone, with
+                # Whisper's fallback, as if it had never shared.
                 transcripts[index] = alone(placement)
                 continue
             transcripts[index] = Transcript(
@@ -419,6 +428,9 @@ def transcribe(
     beam at temperature 0, with no fallback and no repetition-loop check, for a packed
     window: its files may say the same thing (not a loop), and a window that goes wrong
     would cost every file a fallback; the caller judges each file's share instead.
+    Audio with less sound than a word is not decoded; a word or two of sound is decoded
+    once, at temperature 0; text its sound cannot hold, or that Whisper is unsure of
+    there, is dropped (``guard.heard``).
     """
     beam_size = options.beam_size or config.beam_size
     vad = vad_on(options, config)
@@ -433,6 +445,12 @@ def transcribe(
     seconds = len(audio) / SAMPLE_RATE
     if clips is not None and not clips:  # nobody speaks here: nothing to decode
         return Transcript([], language or "", 0.0, seconds, used)
+    sound = guard.sound_seconds(audio)
+    if sound < guard.MIN_SPEECH_SECONDS:  # less sound than a word: nothing to decode
+        known = language or options.language
+        if known is None and not loaded.model.model.is_multilingual:
+            known = "en"  # what an English-only model reports
+        return Transcript([], known or "", 1.0 if known else 0.0, seconds, used)
     decoding: dict[str, Any] = {
         "language": language or options.language,
         "task": options.task,
@@ -453,6 +471,12 @@ def transcribe(
             f"{loaded.info.name!r} is English only: submit without --multilingual, or with "
             "--model set to a multilingual one (base, small, large-v3)."
         )
+    wanted_words = decoding["word_timestamps"]
+    if sound < guard.SHORT_SOUND_SECONDS and not one_pass:
+        # A word or two: the guard weighs each word, and drops what Whisper is unsure of
+        # rather than take its fallback's sampled guess (at temperature 1.0 a cut "No th-"
+        # came back as "note that.", differently run to run).
+        decoding |= {"word_timestamps": True, "temperature": 0.0}
     if vad:
         decoding["vad_parameters"] = dict(VAD_PARAMETERS)
     if one_pass:
@@ -480,8 +504,12 @@ def transcribe(
         for segment in segments  # a generator: decoding happens here
         if not made_up(segment, loop_check=not one_pass)
     ]
+    if not one_pass:  # a packed window's shares are judged by the caller, file by file
+        result = guard.heard(result, audio)
     if options.multilingual:
         result = in_their_own_languages(loaded.model, audio, result, info.language, decoding)
+    if not wanted_words:
+        result = [segment.model_copy(update={"words": None}) for segment in result]
     return Transcript(
         segments=result,
         language=info.language,

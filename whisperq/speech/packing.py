@@ -7,12 +7,15 @@ encoder once (benchmarks/real_speech.py, system ``packed``: BENCHMARKS.md). Pure
 here; the engine decodes the packed audio (``engine.transcribe_packed``).
 
 Which file a word was said in is decided by its timing and, where Whisper's alignment
-stretched it across a gap, by where the sound is (``owner``).
+stretched it across a gap, by where the sound is (``owner``). Where that is in doubt --
+a word with no time of its own or none in any file (``misplaced``), a word run over
+several files (``lost``) -- the files it may have been said in are decoded alone; so are
+files with too little sound to share a window safely (``MIN_SHARED_SOUND_SECONDS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,19 @@ LOST_WORD_SECONDS = 2.0
 # of the file's loudest (-34 dB), kept with a little padding on either side.
 SOUND_LEVEL = 0.02
 SPEECH_PAD_SECONDS = 0.3
+# A file with less sound than this (guard.sound_seconds) is decoded alone, never packed.
+# Packed, a file of a word or two is heard as its neighbours: with similar clips side by
+# side, tiny.en wrote a neighbour's words over the file's own sound, timed where nothing
+# marks them (``misplaced``): "yes" for a cut "No th-" (16 clips of 0.5 s, the case that
+# opened issue 27), "Yes, please." for "No thank you" cut to 0.8 s of sound, "one" (from
+# "this one Montreal ...") for 1.4 s of a real "Montreal forced aligner". None did with
+# 1.5 s or more (benchmarks/privacy.py, BENCHMARKS.md). Alone such a file costs one short
+# decode, and calls this short are rare.
+MIN_SHARED_SOUND_SECONDS = 1.5
+# A word whose start is its end: the alignment found no time for it (tiny.en put the "please"
+# that ends one file at a point in the gap before the next; copies of a short phrase came
+# back as runs of such words). Whisper's word times are multiples of 0.02 s.
+TIMELESS_WORD_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -68,25 +84,33 @@ def plan(
     window: float = WINDOW_SECONDS,
     gap: float = GAP_SECONDS,
     speech: Sequence[tuple[int, int]] | None = None,
+    alone: Collection[int] = (),
 ) -> list[list[Placement]]:
     """Files (``lengths`` in 16 kHz samples) placed into windows of at most ``window``
     seconds, a ``gap`` of silence between neighbours: each file goes into the first
     window with room for it (first fit, in the order given), a file too long to share a
-    window gets one of its own. ``speech``: per file, the samples (first, end) to place
-    (``speech_bounds``); default all. Times are exact sample positions, in seconds."""
+    window gets one of its own, as does each file in ``alone``. ``speech``: per file, the
+    samples (first, end) to place (``speech_bounds``); default all. Times are exact sample
+    positions, in seconds."""
     limit = round(window * SAMPLE_RATE)
     pause = gap_samples(gap)
     bounds = list(speech) if speech is not None else [(0, length) for length in lengths]
+    alone = set(alone)
     windows: list[list[tuple[int, int, int]]] = []  # (index, first sample, end sample)
+    shared: list[list[tuple[int, int, int]]] = []  # those others may join
     for index, (first, end) in enumerate(bounds):
         length = end - first
-        for placed in windows:
+        if index in alone:
+            windows.append([(index, 0, length)])
+            continue
+        for placed in shared:
             start = placed[-1][2] + pause
             if start + length <= limit:
                 placed.append((index, start, start + length))
                 break
         else:
             windows.append([(index, 0, length)])
+            shared.append(windows[-1])
     return [
         [
             Placement(
@@ -174,6 +198,57 @@ def lost(segments: Sequence[Segment], window: Sequence[Placement]) -> set[int]:
             if len(over) > 1:
                 doubtful.update(over)
     return doubtful
+
+
+def misplaced(
+    segments: Sequence[Segment],
+    window: Sequence[Placement],
+    audio: np.ndarray,
+    gap: float = GAP_SECONDS,
+) -> set[int]:
+    """Files (indices) to be decoded alone because a word may have been said in them but
+    has no place of its own: a word with no time (``TIMELESS_WORD_SECONDS``) or none in
+    any file (wholly in a gap). It may have been said in any file whose sound, with the
+    silence around it (the gap and the padding), reaches it, or in any file from the one
+    the word before it was said in to the one the word after it was said in (Whisper
+    writes words in the order said). Where that is more than one file, all of them are in
+    doubt: one may hold a word of another, and the other lack it. ``audio``: the packed
+    window (``owner`` of the words around it)."""
+    reach = gap + SPEECH_PAD_SECONDS
+    spoken = [word for segment in segments for word in segment.words or []]
+    placed = [
+        word.end - word.start >= TIMELESS_WORD_SECONDS
+        and any(placement.overlaps(word) for placement in window)
+        for word in spoken
+    ]
+    owners = [
+        owner(word, window, audio) if ok else -1 for word, ok in zip(spoken, placed, strict=True)
+    ]
+    doubtful: set[int] = set()
+    for number, word in enumerate(spoken):
+        if placed[number]:
+            continue
+        near = [
+            position
+            for position, placement in enumerate(window)
+            if placement.start - reach <= word.end and word.start <= placement.end + reach
+        ]
+        before = [o for o in owners[:number] if o >= 0][-1:]
+        after = [o for o in owners[number + 1 :] if o >= 0][:1]
+        candidates = near + before + after
+        if not candidates:  # no file near, no word placed: the window holds nothing
+            continue
+        between = range(min(candidates), max(candidates) + 1)
+        if len(between) > 1 or not near:  # (not near any file: past the window's end)
+            doubtful.update(window[position].index for position in between)
+    return doubtful
+
+
+def neighbours(index: int, window: Sequence[Placement]) -> set[int]:
+    """The files placed right before and after file ``index`` in ``window``."""
+    order = [placement.index for placement in window]
+    position = order.index(index)
+    return set(order[max(0, position - 1) : position + 2]) - {index}
 
 
 def split(
