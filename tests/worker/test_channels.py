@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,104 @@ def test_the_channel_choice_itself():
     assert choose_channel_mode(left, echo) == "split"
 
 
+def stereo_wav(path: Path, left: np.ndarray, right: np.ndarray, rate: int) -> Path:
+    """A 16-bit stereo WAV of two float channels in [-1, 1]."""
+    frames = np.round(np.stack([left, right], axis=1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames.tobytes())
+    return path
+
+
+def calls_decided_only_by_their_first_10_minutes(rate: int) -> dict[str, tuple]:
+    """Two 12-minute stereo calls whose channel choice differs between the first 10
+    minutes and any other part that a decision could be made on, as (left, right).
+
+    "split": 8 minutes of the same signal on both sides (dual mono: mix), then 2 minutes
+    of two independent, louder voices: over 0-10 min they correlate at 0.5 (split), over
+    any start shorter than 8.5 min above 0.8 (mix). Then 2 minutes of a loud tone on the
+    left alone, loud enough that the whole file, or any stretch holding much of it, has
+    one silent side (mix).
+    "mix": 10 minutes of dual mono (mix), then 2 minutes of two independent voices so
+    loud that the whole file, or the end alone, correlates near 0 (split).
+    """
+    rng = np.random.default_rng(10)
+    minute = 60 * rate
+
+    def noise(minutes: int, level: float) -> np.ndarray:
+        return rng.normal(0, level, minutes * minute)
+
+    same = noise(8, 0.02)
+    tone = 0.9 * np.sin(2 * np.pi * 440 * np.arange(2 * minute) / rate)
+    split_first = (
+        np.concatenate([same, noise(2, 0.04), tone]),
+        np.concatenate([same, noise(2, 0.04), np.zeros(2 * minute)]),
+    )
+    same = noise(10, 0.02)
+    mix_first = (
+        np.concatenate([same, noise(2, 0.15)]),
+        np.concatenate([same, noise(2, 0.15)]),
+    )
+    return {"split": split_first, "mix": mix_first}
+
+
+def test_the_first_10_minutes_decide_the_channel_split(tmp_path, monkeypatch):
+    """The promise (docs/call-analytics.md): with channels=auto, the first 10 minutes of a
+    file decide mix or split for the whole file. Each call below would be decided the
+    other way on its whole length or its end, the first on a start under 8.5 minutes too
+    (checked first, on the samples); the worker's engine, decoding the real file, must
+    decide as its first 10 minutes do. Whisper itself is left out: what it is given is
+    recorded instead (the decision is made before any decoding)."""
+    rate = 8000
+    minute = 60 * rate
+    calls = calls_decided_only_by_their_first_10_minutes(rate)
+    for first, (left, right) in calls.items():
+        other = "mix" if first == "split" else "split"
+        assert choose_channel_mode(left[: 10 * minute], right[: 10 * minute]) == first
+        assert choose_channel_mode(left[: int(9.75 * minute)], right[: int(9.75 * minute)]) == (
+            first
+        )  # the first window ends at the quietest point of its last 15 s
+        assert choose_channel_mode(left, right) == other  # the whole file
+        assert choose_channel_mode(left[10 * minute :], right[10 * minute :]) == other
+        assert choose_channel_mode(left[2 * minute :], right[2 * minute :]) == other
+        if first == "split":  # a shorter start would mix
+            assert choose_channel_mode(left[: 8 * minute], right[: 8 * minute]) == "mix"
+
+    from whisperq.settings import Settings
+    from whisperq.worker.models import engine_config
+
+    config = engine_config(Settings())  # the worker's own: its window, its choice
+    judged: list[int] = []
+    given: list[int] = []
+    choose = engine.choose_channel_mode
+
+    def spy(left: np.ndarray, right: np.ndarray) -> str:
+        judged.append(len(left))
+        return choose(left, right)
+
+    def whisper(loaded, audio, options, config, **kwargs) -> engine.Transcript:
+        given.append(len(audio))
+        return engine.Transcript([], "en", 1.0, len(audio) / engine.SAMPLE_RATE, {})
+
+    monkeypatch.setattr(engine, "choose_channel_mode", spy)
+    monkeypatch.setattr(engine, "transcribe", whisper)
+    for first, (left, right) in calls.items():
+        path = stereo_wav(tmp_path / f"{first}.wav", left, right, rate)
+        judged.clear()
+        given.clear()
+        options = TranscriptionOptions(channels="auto", vad=False)
+        transcript = engine.transcribe_file(None, path, options, config)
+
+        assert transcript.channel_mode == first, first
+        assert transcript.duration == pytest.approx(12 * 60, abs=0.1)
+        (seconds,) = [length / engine.SAMPLE_RATE for length in judged]  # decided once
+        assert 9.75 * 60 <= seconds <= 10 * 60
+        # and kept: every window decoded as decided (split: a channel at a time)
+        assert len(given) == (4 if first == "split" else 2)
+
+
 def test_overlapping_speech_keeps_both_lines(tmp_path):
     call = make_call(tmp_path, [("agent", CLEAR_SENTENCE), ("customer", CONFIRMATION)], 1.5)
     transcript = transcribe(call, channels="split", speakers=("agent", "customer"))
@@ -163,8 +262,8 @@ def test_word_timestamps_carry_times_probability_and_speaker(dialogue):
             assert segment.start - 0.5 <= word.start <= word.end <= segment.end + 0.5
             assert 0.0 <= word.probability <= 1.0
             assert (word.speaker, word.channel) == (segment.speaker, segment.channel)
-    heard = {w.word.strip(".,?!").lower() for s in transcript.segments for w in s.words}
-    assert {"internet", "confirmation"} <= heard
+    heard = words(" ".join(w.word for s in transcript.segments for w in s.words or []))
+    assert {"internet", "confirmation"} <= heard  # normalised: any case or punctuation
     vtt = render.render_vtt(transcript.segments)
     assert "> <00:00:" not in vtt and "<00:00:0" in vtt  # a timestamp tag before a word
 
@@ -230,8 +329,24 @@ def test_options_are_checked_before_anything_is_sent():
     assert TranscriptionOptions(formats=("json", "txt", "srt")).formats == ("srt", "txt")
 
 
-def test_hotwords_spell_the_company_name():
+def test_hotwords_reach_every_decode_and_the_company_name_is_heard(monkeypatch):
+    """What --hotwords guarantees: Whisper is given the hotwords for every stretch of each
+    channel it decodes, and the name is heard. Not the spelling one decode prints (tiny.en
+    wrote "Acme Fibre" with the hotword and "Acme Fiber" without: the same words once
+    normalised), which is why the hotwords' arrival is checked at the model's door."""
     example = Path(__file__).parents[2] / "examples/calls/support/call-0002-stereo.flac"
+    loaded = engine.load_model(engine.EngineConfig())
+    given: list[object] = []
+    decode = loaded.model.transcribe
+
+    def spy(audio, **decoding):
+        given.append(decoding.get("hotwords"))
+        return decode(audio, **decoding)
+
+    monkeypatch.setattr(loaded.model, "transcribe", spy)
     transcript = transcribe(example, speakers=("agent", "customer"), hotwords="Acme Fibre")
+
+    assert transcript.channel_mode == "split" and len(given) >= 2  # each channel decoded
+    assert given == ["Acme Fibre"] * len(given)
     first = transcript.segments[0]
-    assert first.speaker == "agent" and "Acme Fibre" in first.text  # not "Acme Fiber"
+    assert first.speaker == "agent" and words("Acme Fibre") <= words(first.text), first.text

@@ -39,6 +39,18 @@ def switching_call(tmp_path_factory) -> Path:
     return call
 
 
+def turn_times(call: Path) -> list[tuple[float, float, str]]:
+    """(start, end, language) of each of ``TURNS`` in the ``switching_call``."""
+    clock, times = 0.5, []  # its half second of padding first
+    for index, (voice, _) in enumerate(TURNS):
+        part = call.parent / f"{index}.wav"
+        soxi = subprocess.run(["soxi", "-D", part], capture_output=True, text=True, check=True)
+        seconds = float(soxi.stdout)
+        times.append((clock, clock + seconds, voice.split("-")[0]))
+        clock += seconds
+    return times
+
+
 def test_multilingual_options_are_checked_at_submit():
     assert TranscriptionOptions(multilingual=True).multilingual
     with pytest.raises(ValidationError, match="leave language unset"):
@@ -66,13 +78,23 @@ def test_each_language_is_kept_once_and_in_order(switching_call):
     ]
     german = " ".join(s.text for s in both.segments if s.language == "de")
     # Whisper falls back to sampling when unsure, so the exact German words vary by run.
-    said = {"guten", "tag", "ich", "möchte", "meine", "rechnung", "bezahlen", "aber", "nicht"}
+    # Both sides normalised alike (the English normaliser writes "möchte" as "mochte").
+    said = words(TURNS[1][1]) - {"die"}
     assert len(said & words(german)) >= 3, german
-    text = both.text.lower()
-    assert text.count("good morning") == 1 and text.count("transfer") == 1
-    first_german = next(s for s in both.segments if s.language == "de")
-    assert text.index("good morning") < text.index(first_german.text.lower()[:10])
-    assert text.index(first_german.text.lower()[:10]) < text.index("transfer")
+    # Each turn kept once and in order, told by time, not by what base made of espeak-ng
+    # (its fallback samples: one run heard the last turn as "I'll be fine with you."):
+    # no stretch of the call is transcribed twice, each segment lies in a turn said in its
+    # language, and every turn has one.
+    for previous, segment in zip(both.segments, both.segments[1:], strict=False):
+        assert segment.start >= previous.end - 0.1, (previous, segment)
+    turns = turn_times(switching_call)
+    heard_in = []
+    for segment in both.segments:
+        overlaps = [min(end, segment.end) - max(start, segment.start) for start, end, _ in turns]
+        turn = overlaps.index(max(overlaps))
+        assert segment.language == turns[turn][2], (segment, turns[turn])
+        heard_in.append(turn)
+    assert set(heard_in) == {0, 1, 2}
     shares = language_shares(both.segments)
     assert [share.language for share in shares] == ["en", "de"]
     assert sum(share.share for share in shares) == pytest.approx(1.0, abs=0.001)
