@@ -10,8 +10,15 @@ diarized. Printed as a markdown table:
 - turns right: turns whose words mostly carry the turn's voice (after the same matching);
 - added time: diarization seconds per audio hour, and as a share of transcription time.
 
+Then the memory a worker's diarization takes for a long recording: one two-voice call and its
+transcript repeated to ``--memory-hours`` (default 1), run as the engine does it (the mono
+audio kept as float16 window by window, joined and made float32, then ``diarize``): the
+peak of what numpy and Python allocated on the way (tracemalloc) and the process's peak
+RSS before and after (the model loaded).
+
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/diarization.py`` (the module's advice; see
-whisperq/speech/diarization.py), ``--calls N`` for more.
+whisperq/speech/diarization.py), ``--calls N`` for more; ``--quick``: one two-voice call and
+one one-voice call of 6 turns, memory over 0.1 hour (a test runs it).
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import argparse
 import itertools
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,19 +140,80 @@ def run_call(path: Path) -> tuple[list[Segment], np.ndarray, float, float]:
     return segments, audio, transcribing, time.perf_counter() - began
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_for(path: Path, hours: float) -> dict[str, float]:
+    """Peak memory of diarizing ``path`` repeated to ``hours``, as the engine does it: the
+    transcript's segments repeated with the audio, the mono audio held as float16 per
+    window, joined and made float32, then ``diarize``. Returns the traced peak (MB, what
+    numpy and Python allocated from the float16 buffer on), the process's peak RSS before
+    and after (MB), the audio's length (h) and the diarization's seconds."""
+    config = engine.EngineConfig()
+    transcript = engine.transcribe_file(
+        engine.load_model(config), path, TranscriptionOptions(word_timestamps=True), config
+    )
+    one = np.concatenate([w.samples for w in stream_audio(path)]).astype(np.float32)
+    call_s = len(one) / SAMPLE_RATE
+    repeats = max(1, round(hours * 3600 / call_s))
+    segments = [
+        s.model_copy(
+            update={
+                "start": s.start + k * call_s,
+                "end": s.end + k * call_s,
+                "words": [
+                    w.model_copy(update={"start": w.start + k * call_s, "end": w.end + k * call_s})
+                    for w in s.words or []
+                ],
+            }
+        )
+        for k in range(repeats)
+        for s in transcript.segments
+    ]
+    window = int(config.window_seconds * SAMPLE_RATE)
+    rss_before = peak_rss_mb()
+    tracemalloc.start()
+    began = time.perf_counter()
+    voices = []  # as engine.transcribe_file keeps it: float16, one piece per window
+    for _ in range(repeats):
+        for i in range(0, len(one), window):
+            voices.append(one[i : i + window].astype(np.float16))
+    diarization.diarize(np.concatenate(voices).astype(np.float32), segments)
+    spent = time.perf_counter() - began
+    traced = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return {
+        "hours": repeats * call_s / 3600,
+        "traced_mb": traced,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": peak_rss_mb(),
+        "seconds": spent,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=len(PAIRS), help="two-voice calls")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--memory-hours", type=float, default=1.0, help="audio for the memory row (0 = none)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 two-voice + 1 one-voice call, 6 turns, 0.1 h"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.turns, args.memory_hours = 1, 6, 0.1
+    singles = SINGLE[:1] if args.quick else SINGLE
     rng = random.Random(args.seed)
     diarization.load_encoder()
     engine.load_model(engine.EngineConfig())
     rows = []
     totals = {"wrong": 0, "words": 0, "right": 0, "turns": 0, "audio": 0.0, "asr": 0.0, "d": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [PAIRS[i % len(PAIRS)] for i in range(args.calls)] + [(v,) for v in SINGLE]
+        cases = [PAIRS[i % len(PAIRS)] for i in range(args.calls)] + [(v,) for v in singles]
         for number, voices in enumerate(cases):
             folder = Path(tmp) / str(number)
             folder.mkdir()
@@ -162,6 +232,8 @@ def main() -> None:
             totals["audio"] += seconds
             totals["asr"] += asr
             totals["d"] += spent
+            if number == 0 and args.memory_hours > 0:
+                memory = memory_for(path, args.memory_hours)
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(f"\nOPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs, tiny.en, beam 5\n")
     print(
@@ -175,6 +247,15 @@ def main() -> None:
         f" **{totals['right']}/{totals['turns']}** |"
         f" **{totals['d'] / totals['audio'] * 3600:.0f}** | **{totals['d'] / totals['asr']:.1%}** |"
     )
+    if args.memory_hours > 0:
+        hours = memory["hours"]
+        print(
+            f"\nmemory: {hours:.2f} h of audio (the first call repeated) diarized in"
+            f" {memory['seconds']:.1f} s; peak allocated {memory['traced_mb']:.0f} MB"
+            f" ({memory['traced_mb'] / hours:.0f} MB per audio hour; tracemalloc, from the"
+            f" float16 buffer on); peak RSS {memory['rss_before_mb']:.0f} MB before,"
+            f" {memory['rss_after_mb']:.0f} MB after"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Each measurement runs in its own process, so each peak RSS is its own:
 
     python benchmarks/long_file.py                  # 3 hours, (a) (b) (c)
     python benchmarks/long_file.py --skip-transcribe
+    python benchmarks/long_file.py --quick          # 0.02 h of 2 short calls (a test runs it)
 """
 
 from __future__ import annotations
@@ -36,22 +37,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def long_recording(data: Path, hours: float) -> Path:
-    """The benchmark calls joined and repeated to ``hours``, as one 8 kHz mono WAV."""
-    path = data / f"long-{hours:g}h.wav"
+def long_recording(data: Path, hours: float, calls: int = 8, turns: int = 24) -> Path:
+    """The benchmark calls (``calls`` of ``turns``) joined and repeated to ``hours``, as one
+    8 kHz mono WAV."""
+    source = "" if (calls, turns) == (8, 24) else f"-{calls}x{turns}"
+    path = data / f"long-{hours:g}h{source}.wav"
     if path.exists():
         return path
-    calls = generate(data / "8x24", 8, 24)
-    one_round = data / "long-round.wav"
+    calls_made = generate(data / f"{calls}x{turns}", calls, turns)
+    one_round = data / f"long-round{source}.wav"
     with tempfile.TemporaryDirectory() as tmp:
         telephone = []  # sox joins only files of one rate and layout
-        for call in calls:
+        for call in calls_made:
             telephone.append(str(Path(tmp) / call.path.name))
             subprocess.run(
                 ["sox", str(call.path), "-r", "8000", "-c", "1", telephone[-1]], check=True
             )
         subprocess.run(["sox", *telephone, str(one_round)], check=True)
-    rounds = math.ceil(hours * 3600 / sum(c.seconds for c in calls))
+    rounds = math.ceil(hours * 3600 / sum(c.seconds for c in calls_made))
     partial = path.with_suffix(".partial.wav")
     command = ["sox", str(one_round), str(partial), "repeat", str(rounds - 1)]
     subprocess.run([*command, "trim", "0", str(hours * 3600)], check=True)
@@ -94,10 +97,15 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en", help="for (c); default tiny.en")
     parser.add_argument("--data", type=Path, default=HERE / ".data")
     parser.add_argument("--skip-transcribe", action="store_true", help="only (a) and (b)")
+    parser.add_argument(
+        "--quick", action="store_true", help="0.02 h made of 2 calls of 6 turns, tiny.en"
+    )
     parser.add_argument("--mode", choices=["whole", "stream", "transcribe"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    path = long_recording(args.data, args.hours)
+    if args.quick:
+        args.hours = 0.02
+    source = (2, 6) if args.quick else (8, 24)
+    path = long_recording(args.data, args.hours, *source)
     if args.mode:
         print(json.dumps(measure(args.mode, path, args.model)))
         return
@@ -111,6 +119,7 @@ def main() -> None:
     for mode in modes:
         command = [sys.executable, __file__, "--mode", mode, "--hours", str(args.hours)]
         command += ["--model", args.model, "--data", str(args.data)]
+        command += ["--quick"] if args.quick else []
         done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
         if done.returncode != 0:
             raise SystemExit(f"{mode} failed:\n{done.stderr[-4000:]}")

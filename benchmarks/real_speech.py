@@ -39,7 +39,7 @@ The table is printed as markdown and the figures, with every hypothesis, are wri
 results.json in the cache folder.
 
     python benchmarks/real_speech.py                    # base, every condition
-    python benchmarks/real_speech.py --quick            # tiny.en, 8 clips
+    python benchmarks/real_speech.py --quick            # tiny.en, 8 clips, 16k + stereo, 3 systems
     python benchmarks/real_speech.py --conditions 16k,8k
     python benchmarks/real_speech.py --systems baseline,packed,unguarded
     python benchmarks/real_speech.py --folder ~/calls   # your recordings + references.tsv
@@ -540,16 +540,20 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="default: base (tiny.en with --quick)")
     parser.add_argument(
-        "--conditions", default=",".join(CONDITIONS), help=f"comma-separated: {CONDITIONS}"
+        "--conditions", default=None, help=f"comma-separated of {CONDITIONS} (default: all)"
     )
-    parser.add_argument("--quick", action="store_true", help="tiny.en and 8 clips")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny.en, 8 clips, conditions 16k and stereo, systems baseline, engine and packed",
+    )
     parser.add_argument("--clips", type=int, default=0, help="use this many clips (0 = all)")
     parser.add_argument("--folder", type=Path, default=HERE / "data" / "real")
     parser.add_argument(
         "--systems",
-        default=",".join(DEFAULT_SYSTEMS),
-        help=f"comma-separated, of {sorted(SYSTEMS)} (default: %(default)s; unguarded is "
-        "the engine without the invented-text guard)",
+        default=None,
+        help=f"comma-separated, of {sorted(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)}; "
+        "unguarded is the engine without the invented-text guard)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="default: benchmarks/.data/…")
     parser.add_argument("--run", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
@@ -557,6 +561,9 @@ def parse_arguments() -> argparse.Namespace:
     args = parser.parse_args()
     args.model = args.model or ("tiny.en" if args.quick else "base")
     args.clips = args.clips or (8 if args.quick else 0)
+    args.conditions = args.conditions or ("16k,stereo" if args.quick else ",".join(CONDITIONS))
+    quick_systems = ("baseline", "engine", "packed")
+    args.systems = args.systems or ",".join(quick_systems if args.quick else DEFAULT_SYSTEMS)
     if args.cache is None:
         default = args.folder.resolve() == (HERE / "data" / "real").resolve()
         name = "real" if default else f"real-{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.folder.name)}"

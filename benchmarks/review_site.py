@@ -4,6 +4,7 @@ flat as the batch grows, and how fast headless Chromium opens its index from dis
     .venv/bin/python benchmarks/review_site.py                # 1,000 and 10,000 calls
     .venv/bin/python benchmarks/review_site.py --calls 2000   # one size
     .venv/bin/python benchmarks/review_site.py --keep DIR     # keep the largest site there
+    .venv/bin/python benchmarks/review_site.py --quick        # 200 calls, 2 tries (a test runs it)
 
 **Calls** are synthetic result JSONs (``tests/review_samples.py``, ``synthetic_result``):
 two speakers taking 2-12 turns over 30-600 s, words with times, stored metrics, three
@@ -122,8 +123,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, action="append", help="(repeatable)")
     parser.add_argument("--tries", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="write the (largest) site here")
+    parser.add_argument("--quick", action="store_true", help="200 calls, 2 tries")
     parser.add_argument("--write-only", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.tries = args.calls or [200], 2
     if args.write_only:
         print(json.dumps(write(args.write_only, args.keep)))
         return

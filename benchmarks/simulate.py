@@ -5,6 +5,7 @@ one command, a side-by-side table of estimates (no AWS account, no model, second
     python benchmarks/simulate.py --scale 10            # ten times that
     python benchmarks/simulate.py --trace day.csv       # your own day: arrival_s,audio_s
     python benchmarks/simulate.py --plot day.png --json
+    python benchmarks/simulate.py --quick               # 1,000 calls (a test runs it)
 
 The same as `whisperq simulate`: both run whisperq.fleet.simulation_report (assumptions in
 --help and there).
@@ -63,12 +64,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--plot", type=Path, help="write backlog and instances to this PNG")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="a day of 1,000 calls")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls = 1000
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("plot", "json")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("plot", "json", "quick")}
     try:
         report = run_day(DayOptions(**fields), plot_path=args.plot)
     except (OSError, ValueError) as error:

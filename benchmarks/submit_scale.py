@@ -13,6 +13,7 @@ Printed: wall seconds, S3 and SQS requests by operation, SQS requests per file, 
 
     python benchmarks/submit_scale.py            # 1,000 files
     python benchmarks/submit_scale.py --files 200
+    python benchmarks/submit_scale.py --quick    # 50 files (a test runs it)
 """
 
 from __future__ import annotations
@@ -136,7 +137,10 @@ def mark_all_done(settings: Settings, batch: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="50 files")
     args = parser.parse_args()
+    if args.quick:
+        args.files = 50
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"

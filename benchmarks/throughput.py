@@ -9,7 +9,7 @@ second, WER (jiwer, Whisper's English normaliser) and peak RSS; then the ratios 
 and the worker's cold start (stack start to ready, model load).
 
     python benchmarks/throughput.py            # base model, 8 calls, ~16 min of audio
-    python benchmarks/throughput.py --quick    # tiny.en, 4 calls
+    python benchmarks/throughput.py --quick    # tiny.en, 4 calls of 4 turns (a test runs 2)
 """
 
 from __future__ import annotations
@@ -196,10 +196,12 @@ def child(mode: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny.en and 4 calls")
+    parser.add_argument("--quick", action="store_true", help="tiny.en and 4 calls of 4 turns")
     parser.add_argument("--model", default=None, help="default: base (tiny.en with --quick)")
     parser.add_argument("--calls", type=int, default=None)
-    parser.add_argument("--turns", type=int, default=24, help="dialogue turns per call")
+    parser.add_argument(
+        "--turns", type=int, default=None, help="dialogue turns per call (default 24; 4 quick)"
+    )
     parser.add_argument("--data", type=Path, default=HERE / ".data")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workers", type=int, default=1, help="local stack workers for (c)")
@@ -212,6 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     args.model = args.model or ("tiny.en" if args.quick else "base")
     args.calls = args.calls or (4 if args.quick else 8)
+    args.turns = args.turns or (4 if args.quick else 24)
 
     calls = generate(args.data / f"{args.calls}x{args.turns}", args.calls, args.turns)
     if args.mode:

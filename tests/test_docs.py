@@ -114,3 +114,153 @@ def test_the_readme_is_a_short_front_door_to_every_doc():
     assert len(README.splitlines()) < 400
     linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", README))
     assert linked == {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md")}
+
+
+# --- figures name the command that produced them -------------------------------------------
+
+# A measured figure: a speed ratio, milliseconds, megabytes or a percentage (WER, shares).
+FIGURE = re.compile(r"\d(?:\.\d+)?x\b|\d ?ms\b|\d ?MB\b|\d(?:\.\d+)?%")
+BENCHMARK_SCRIPT = re.compile(r"(?<![\w/])benchmarks/[\w/]+\.py")
+MAKE_TARGET = re.compile(r"`make ([\w-]+)")
+WHISPERQ_COMMAND = re.compile(r"`whisperq ([a-z][\w-]*)")
+BENCHMARKS_LINK = re.compile(r"\]\((?:\.\./)?BENCHMARKS\.md#([\w-]+)\)")
+# Figures that no command of ours produces, each with why it may stand: (file, text, reason).
+NOT_MEASURED = [
+    ("docs/deploy.md", "100% spot", "a setting of the Auto Scaling group, not a measurement"),
+    (
+        "docs/deploy.md",
+        "about 8% on top of a c6a.xlarge's typical spot price, 2% of a g4dn.xlarge's",
+        "AWS's published prices: $0.005 per address-hour against the instances' spot prices",
+    ),
+    ("docs/call-analytics.md", "2.6 MB", "the size of ge2e.npz (a test below checks it)"),
+]
+
+
+def paragraphs(markdown: str) -> list[str]:
+    """The text outside code blocks, cut at blank lines and at each list item."""
+    text = re.sub(r"^```.*?^```", "\n", markdown, flags=re.MULTILINE | re.DOTALL)
+    units = []
+    for block in re.split(r"\n\s*\n", text):
+        units += [u for u in re.split(r"\n(?=\s*(?:[-*]|\d+\.) )", block) if u.strip()]
+    return units
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """Each heading's anchor -> its text up to the next heading of its level or above."""
+    headings = list(re.finditer(r"^(#{1,6}) +(.+?) *$", markdown, re.M))
+    sections = {}
+    for number, heading in enumerate(headings):
+        level = len(heading.group(1))
+        end = next(
+            (h.start() for h in headings[number + 1 :] if len(h.group(1)) <= level), len(markdown)
+        )
+        slug = re.sub(r"[^\w\- ]", "", heading.group(2).lower()).replace(" ", "-")
+        sections.setdefault(slug, markdown[heading.start() : end])
+    return sections
+
+
+def _make_targets() -> set[str]:
+    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M))
+
+
+def _whisperq_commands() -> set[str]:
+    import typer
+
+    from whisperq.cli import app
+
+    return set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def unsourced_figures(markdown: str, allowed: list[str] = ()) -> list[str]:
+    """The paragraphs of ``markdown`` with a figure (inline code aside) but no command:
+    an existing ``benchmarks/*.py``, a ``make`` target of the Makefile, a ``whisperq``
+    command, or a link to a BENCHMARKS.md section that names its ``benchmarks/*.py``;
+    and every such command that does not exist. ``allowed``: texts whose figures stand."""
+    sections = _sections((ROOT / "BENCHMARKS.md").read_text(encoding="utf-8"))
+    targets, commands = _make_targets(), _whisperq_commands()
+    problems = []
+    for unit in paragraphs(markdown):
+        for name in BENCHMARK_SCRIPT.findall(unit):
+            if not (ROOT / name).is_file():
+                problems.append(f"no such benchmark: {name}")
+        problems += [
+            f"no such make target: {t}" for t in MAKE_TARGET.findall(unit) if t not in targets
+        ]
+        sources = [
+            *(n for n in BENCHMARK_SCRIPT.findall(unit) if (ROOT / n).is_file()),
+            *(t for t in MAKE_TARGET.findall(unit) if t in targets),
+            *(c for c in WHISPERQ_COMMAND.findall(unit) if c in commands),
+            *(
+                a
+                for a in BENCHMARKS_LINK.findall(unit)
+                if BENCHMARK_SCRIPT.search(sections.get(a, ""))
+            ),
+        ]
+        prose = " ".join(re.sub(r"`[^`]*`", "", unit).split())
+        for text in allowed:
+            prose = prose.replace(text, "")
+        if FIGURE.search(prose) and not sources:
+            problems.append(f"a figure with no command: {' '.join(unit.split())[:160]}")
+    return problems
+
+
+@pytest.mark.parametrize("path", GUIDES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_figure_names_the_command_that_produced_it(path: Path):
+    """A speed ratio, ms, MB or % in README.md or docs/ comes with, in its paragraph (or
+    list item, or table), the command that measured it; the command must exist."""
+    name = path.relative_to(ROOT).as_posix()
+    allowed = [text for file, text, _ in NOT_MEASURED if file == name]
+    markdown = path.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert all(text in flat for text in allowed), "an allowed figure is gone: drop it"
+    assert unsourced_figures(markdown, allowed) == []
+
+
+def test_the_figure_check_reports_what_has_no_command():
+    markdown = (
+        "Fast: 3.5x the baseline.\n\n"
+        "- 40 MB per hour (`benchmarks/diarization.py`)\n"
+        "- 60 ms per file\n\n"
+        "| a | b |\n| --- | --- |\n| 12% | `make bench` |\n\n"
+        "Measured: 7.1x ([BENCHMARKS.md](BENCHMARKS.md#redaction-benchmarksredactionpy)).\n\n"
+        "Told: 2x ([BENCHMARKS.md](BENCHMARKS.md#calls-that-switch-language---multilingual)).\n\n"
+        "A price: 87x (`whisperq cost`); in code `%Y` and `1.5x` are not figures.\n\n"
+        "Gone: `benchmarks/nothing.py` and `make nothing`.\n\n"
+        "```\nin a code block 99%\n```\n"
+    )
+    assert unsourced_figures(markdown) == [
+        "a figure with no command: Fast: 3.5x the baseline.",
+        "a figure with no command: - 60 ms per file",
+        "a figure with no command: Told: 2x ([BENCHMARKS.md]"
+        "(BENCHMARKS.md#calls-that-switch-language---multilingual)).",
+        "no such benchmark: benchmarks/nothing.py",
+        "no such make target: nothing",
+    ]
+
+
+def test_the_speaker_model_is_the_size_the_docs_say():
+    size = (ROOT / "whisperq" / "data" / "speaker_encoder" / "ge2e.npz").stat().st_size
+    assert f"{size / 1e6:.1f} MB" == "2.6 MB"
+
+
+def test_the_simulated_day_in_the_docs_is_what_simulate_prints():
+    """docs/costs.md shows `whisperq simulate`'s built-in day: the code still prints it (all
+    but the time the run took)."""
+    from whisperq.fleet.simulation_report import DayOptions, run_day
+
+    costs = (ROOT / "docs" / "costs.md").read_text(encoding="utf-8")
+    shown = re.search(r"^```\n(built-in day x1:.*?)^simulated in .*?\n```", costs, re.M | re.S)
+    assert shown is not None
+    printed = run_day(DayOptions()).text()
+    assert printed.startswith(shown.group(1)) and "\nsimulated in " in printed
+
+
+@pytest.mark.parametrize("path", GUIDES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shown_outputs_are_marked_as_examples(path: Path):
+    """A transcript, timing or report shown in README.md or docs/ is one run's on one
+    machine: the text says "example output" and that it varies, never "real output" (a
+    shown output the docs test regenerates, like the simulated day, says so instead)."""
+    text = " ".join(path.read_text(encoding="utf-8").split()).lower()
+    assert "real output" not in text
+    for found in re.finditer(r"example output", text):
+        assert re.search(r"var(y|ies)", text[found.start() : found.start() + 400]), found
