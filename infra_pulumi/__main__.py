@@ -38,10 +38,15 @@ pulumi.export("workerLogGroup", deployment.log_group_name)
 if deployment.ingest is not None:
     pulumi.export("ingestPrefix", deployment.ingest.ingest_prefix)
     pulumi.export("ingestQueueUrl", deployment.ingest.queue.url)
+    # Events whose ingest kept failing; `whisperq status` counts both (config from-stack).
+    pulumi.export("ingestDlqUrl", deployment.ingest.dead_letter.url)
     if deployment.ingest.external_source:
         pulumi.export("externalSource", deployment.ingest.external_source)
 # The least a CLI user (submit, status, wait, results, retry, dlq) needs: docs/deploy.md,
-# "Permissions".
+# "Permissions". With the ingest route, status also counts its queue and dead letters.
+ingest_queue_arns = (
+    [deployment.ingest.queue.arn, deployment.ingest.dead_letter.arn] if deployment.ingest else []
+)
 pulumi.export(
     "cliUserPolicy",
     pulumi.Output.all(
@@ -49,5 +54,8 @@ pulumi.export(
         deployment.queues.queue.arn,
         deployment.queues.dead_letter.arn,
         deployment.group_arn,
-    ).apply(lambda arns: json.dumps(cli_user_policy(*arns), indent=2)),
+        *ingest_queue_arns,
+    ).apply(
+        lambda arns: json.dumps(cli_user_policy(*arns[:4], ingest_queue_arns=arns[4:]), indent=2)
+    ),
 )

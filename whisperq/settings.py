@@ -53,6 +53,7 @@ CONNECTION_FIELDS = (
     "aws_secret_access_key",
     "autoscaling_group",  # the local stack's group in moto: `status` shows its workers
     "ingest_queue_url",  # the local stack's S3 events (incoming/) for `whisperq ingest`
+    "ingest_dlq_url",  # and their dead-letter queue (`status` counts both)
 )
 
 
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     # --- S3-event ingestion (`whisperq ingest`; the ingest Lambda reads the same names) --
     ingest_queue_url: str = Field(
         "", description="SQS queue the source bucket's object-created events go to."
+    )
+    ingest_dlq_url: str = Field(
+        "",
+        description="Dead-letter queue of ingest_queue_url (events whose ingest kept "
+        "failing); `status` counts it.",
     )
     ingest_prefix: str = Field(
         keys.DEFAULT_INGEST_PREFIX, description="Objects under <prefix><batch>/<path> become jobs."
@@ -244,7 +250,11 @@ class Settings(BaseSettings):
         f"({defaults.BOOT_SECONDS:g}) + model load ({defaults.MODEL_LOAD_SECONDS:g}).",
     )
     fleet_slots_per_instance: int = Field(
-        0, ge=0, le=64, description="Jobs an instance runs at once; 0 = seen in recent results."
+        0,
+        ge=0,
+        le=64,
+        description="Jobs an instance runs at once (in a weighted group: an instance of weight "
+        "1, the smallest type); 0 = seen in recent results.",
     )
     fleet_instance_type: str = Field(
         defaults.FLEET_INSTANCE_TYPE,

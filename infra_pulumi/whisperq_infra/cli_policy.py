@@ -10,20 +10,38 @@ IAM-enforcing moto server and checks every call they make against it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from whisperq.keys import BATCHES, ERROR_SUFFIX, FILES, INPUTS, RESULTS
 
 
 def cli_user_policy(
-    bucket_arn: str, queue_arn: str, dead_letter_arn: str, group_arn: str
+    bucket_arn: str,
+    queue_arn: str,
+    dead_letter_arn: str,
+    group_arn: str,
+    ingest_queue_arns: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The CLI user's identity policy for one stack's bucket, queues and group.
 
     ``group_arn`` is accepted so that every resource of the stack is named in one place;
     DescribeAutoScalingGroups has no resource-level permissions, so it is granted on "*".
+    ``ingest_queue_arns``: the ingest route's queue and dead-letter queue, when the stack
+    has one (status counts their messages; nothing else touches them).
     """
     del group_arn  # see the docstring: Describe* cannot be narrowed to the group
+    ingest: list[dict[str, Any]] = []
+    if ingest_queue_arns:
+        ingest.append(
+            {
+                # status: S3 events waiting to become jobs, and those that kept failing.
+                "Sid": "CountIngestEvents",
+                "Effect": "Allow",
+                "Action": ["sqs:GetQueueAttributes"],
+                "Resource": list(ingest_queue_arns),
+            }
+        )
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -103,5 +121,6 @@ def cli_user_policy(
                 ],
                 "Resource": "*",
             },
+            *ingest,
         ],
     }

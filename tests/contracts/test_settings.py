@@ -52,6 +52,23 @@ def test_local_stack_owns_the_connection_while_it_is_up(isolated_settings, monke
     assert Settings().endpoint_url is None
 
 
+def test_the_ingest_queues_come_from_the_local_stack_while_it_is_up(isolated_settings, monkeypatch):
+    """`status` counts the ingest queue and its dead letters: the local stack names both,
+    ahead of what a deployed stack's config (WHISPERQ_INGEST_*_URL) says."""
+    monkeypatch.setenv("WHISPERQ_INGEST_QUEUE_URL", "https://sqs/1/whisperq-ingest")
+    monkeypatch.setenv("WHISPERQ_INGEST_DLQ_URL", "https://sqs/1/whisperq-ingest-dlq")
+    assert Settings().ingest_dlq_url == "https://sqs/1/whisperq-ingest-dlq"
+    state_dir = isolated_settings / "state"
+    state_dir.mkdir()
+    local = {
+        "ingest_queue_url": "http://127.0.0.1:1234/1/whisperq-local-ingest",
+        "ingest_dlq_url": "http://127.0.0.1:1234/1/whisperq-local-ingest-dlq",
+    }
+    (state_dir / "stack.json").write_text(json.dumps({"settings": local}))
+    settings = Settings()
+    assert (settings.ingest_queue_url, settings.ingest_dlq_url) == tuple(local.values())
+
+
 def test_bad_values_name_the_field(monkeypatch):
     monkeypatch.setenv("WHISPERQ_DEVICE", "tpu")
     with pytest.raises(ValueError, match="device"):

@@ -134,6 +134,7 @@ def test_status_eta_follows_the_stack_settings(group, cli_env, monkeypatch):
         "boot_seconds": 10.0,
         "scaler_period_seconds": 60.0,
         "slots_per_instance": 2,
+        "per": "instance",  # an unweighted group
     }
     expected = backlog.eta_seconds(8, 30, 2, 0, 1, 6, 10, 60, 2)
     assert fleet_data["eta_seconds"] == pytest.approx(expected, abs=0.1)
@@ -222,6 +223,125 @@ def test_observed_slots_is_pool_processes_per_machine():
     assert fleet.observed_slots([]) is None
 
 
+# --- a weighted group: desired capacity counts units, not instances -----------------------
+
+
+def test_capacity_units_count_each_instance_as_its_weight():
+    big, small = ("c6a.4xlarge", None), ("c6a.xlarge", None)
+    assert fleet.capacity_units([big, big], {"c6a.4xlarge": 4}) == 8
+    assert fleet.capacity_units([big, big, small], {"c6a.4xlarge": 4}) == 9  # 1: no weight
+    assert fleet.capacity_units([small] * 3, {}) == 3  # unweighted: one each
+    assert fleet.capacity_units([], {"c6a.xlarge": 1}) == 0
+    # an instance's own weight (AWS reports the one it was launched with) comes first
+    assert fleet.capacity_units([("c6a.4xlarge", "2"), big], {"c6a.4xlarge": 4}) == 6
+
+
+def test_observed_slots_are_per_capacity_unit_in_a_weighted_group():
+    big = [record(0, 1, f"big:{pid}") for pid in range(16)]  # a c6a.4xlarge: 16 at once
+    big = [r.model_copy(update={"instance_type": "c6a.4xlarge"}) for r in big]
+    small = [record(0, 1, f"small:{pid}") for pid in range(4)]
+    small = [r.model_copy(update={"instance_type": "c6a.xlarge"}) for r in small]
+    weights = {"c6a.4xlarge": 4, "c6a.xlarge": 1}
+    assert fleet.observed_slots(big + small, weights) == 4
+    assert fleet.observed_slots(big, {}) == 16  # unweighted: per instance
+
+
+class FakeAutoScaling:
+    """DescribeAutoScalingGroups as AWS answers it for a weighted group: each instance
+    with its WeightedCapacity (moto leaves it out)."""
+
+    def __init__(self, group: dict) -> None:
+        self.group = group
+
+    def describe_auto_scaling_groups(self, AutoScalingGroupNames):
+        return {"AutoScalingGroups": [self.group]}
+
+
+def test_describe_group_counts_the_units_aws_gives_each_instance():
+    overrides = [
+        {"InstanceType": "c6a.xlarge", "WeightedCapacity": "1"},
+        {"InstanceType": "c6a.2xlarge", "WeightedCapacity": "2"},
+    ]
+    instances = [
+        {"InstanceType": "c6a.2xlarge", "WeightedCapacity": "2", "LifecycleState": "InService"},
+        {"InstanceType": "c6a.2xlarge", "WeightedCapacity": "2", "LifecycleState": "InService"},
+        {"InstanceType": "c6a.xlarge", "WeightedCapacity": "1", "LifecycleState": "Pending"},
+        {"InstanceType": "c6a.2xlarge", "LifecycleState": "Terminating"},
+    ]
+    aws_group = {
+        "DesiredCapacity": 6,
+        "MinSize": 0,
+        "MaxSize": 10,
+        "Instances": instances,
+        "MixedInstancesPolicy": {"LaunchTemplate": {"Overrides": overrides}},
+    }
+    found = fleet.describe_group(None, "g", FakeAutoScaling(aws_group))
+    assert (found.in_service, found.pending) == (2, 1)  # instances
+    assert (found.in_service_capacity, found.pending_capacity) == (4, 1)  # units
+    assert found.running == 5 and found.short and found.weighted
+    assert found.weights == {"c6a.xlarge": 1, "c6a.2xlarge": 2}
+
+
+@pytest.fixture
+def weighted_group(cli_env, monkeypatch) -> str:
+    """A weighted group in moto: desired 8 units of c6a.4xlarge (weight 4) = 2 instances."""
+    name = f"{cli_env.bucket}-weighted"
+    storage.client(cli_env, "ec2").create_launch_template(
+        LaunchTemplateName=name,
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "c6a.4xlarge"},
+    )
+    storage.client(cli_env, "autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        MinSize=0,
+        MaxSize=40,
+        DesiredCapacity=8,
+        AvailabilityZones=["us-east-1a"],
+        MixedInstancesPolicy={
+            "LaunchTemplate": {
+                "LaunchTemplateSpecification": {"LaunchTemplateName": name, "Version": "$Latest"},
+                "Overrides": [
+                    {"InstanceType": "c6a.4xlarge", "WeightedCapacity": "4"},
+                    {"InstanceType": "c6a.xlarge", "WeightedCapacity": "1"},
+                ],
+            },
+            "InstancesDistribution": {"OnDemandPercentageAboveBaseCapacity": 0},
+        },
+    )
+    monkeypatch.setenv("WHISPERQ_AUTOSCALING_GROUP", name)
+    return name
+
+
+def test_status_eta_counts_capacity_units_in_a_weighted_group(weighted_group, cli_env):
+    """Issue 26, item 9: desired capacity is in units; 2 instances of weight 4 are 8 of
+    them, and the scaler's jobs per instance are jobs per unit."""
+    write_batch(cli_env, "wk", PATHS[:1])
+    write_result(
+        cli_env, "wk", PATHS[0], duration=60, job_seconds=30, finished_at=ago(30),
+        worker_id="ip-1:11", instance_type="c6a.4xlarge",
+    )  # fmt: skip
+    queue_jobs(cli_env, 64)
+    data = status_json()["fleet"]
+    assert (data["desired"], data["max_size"]) == (8, 40)
+    assert (data["in_service"], data["in_service_units"]) == (2, 8)
+    assert data["short"] is False and data["weighted"] is True
+    assert data["eta_assumes"]["per"] == "capacity unit"
+    # one pool process seen on a machine of weight 4: a quarter of a job at once per unit
+    assert data["eta_assumes"]["slots_per_instance"] == 0.25
+    in_units = backlog.eta_seconds(64, 30, 8, 0, 4, 10, 95, 60, 0.25)
+    as_instances = backlog.eta_seconds(64, 30, 2, 0, 4, 10, 95, 60, 1)
+    assert data["eta_seconds"] == pytest.approx(in_units, abs=0.1)
+    assert in_units != pytest.approx(as_instances, abs=1)
+
+    text = runner.invoke(app, ["status"]).stdout
+    assert (
+        f"fleet {weighted_group}: 8 units desired (max 40), 2 instance(s) in service (8 "
+        "units), 0 pending; c6a.4xlarge x2 (weight 4)"
+    ) in text
+    assert "assumes 4 jobs per unit, max 10 unit(s), 95 s boot, 0.25 job(s) at once per unit" in (
+        text
+    )
+
+
 def test_config_from_stack_fills_the_fleet_settings(isolated_settings, tmp_path):
     outputs = {
         "bucket": "b",
@@ -260,6 +380,9 @@ def test_local_up_creates_the_group_of_its_workers(isolated_settings):
         assert result.started
         stack = Settings()  # the local stack's state now provides the connection
         assert stack.autoscaling_group == local_stack.GROUP
+        # the ingest queue and its dead letters, which status counts
+        assert stack.ingest_queue_url.endswith(f"/{local_stack.INGEST_QUEUE}")
+        assert stack.ingest_dlq_url.endswith(f"/{local_stack.INGEST_DEAD_LETTER_QUEUE}")
         found = fleet.describe_group(stack, local_stack.GROUP)
         assert found is not None and (found.desired, found.in_service) == (1, 1)
         assert found.instance_types == {local_stack.GROUP_INSTANCE_TYPE: 1}
@@ -282,6 +405,8 @@ def test_local_up_creates_the_group_of_its_workers(isolated_settings):
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)["fleet"]
         assert (data["group"], data["in_service"]) == (local_stack.GROUP, 2)
+        ingest = json.loads(result.stdout)["ingest_queue"]
+        assert ingest == {"visible": 0, "in_flight": 0, "dead_lettered": 0}
     finally:
         state = local_stack.read_state(settings)
         local_stack.down(settings)
@@ -438,8 +563,9 @@ def test_a_group_is_short_by_capacity_units():
     assert not group_state(2, 1, pending=1).short  # booting counts
     assert not group_state(0, 0).short
     # a weighted group: one c6a.2xlarge (2 units) fills a desired capacity of 2
-    assert not group_state(2, 1, running_units=2).short
-    assert group_state(4, 1, running_units=2).running == 2
+    assert not group_state(2, 1, in_service_units=2).short
+    assert group_state(4, 1, in_service_units=2).running == 2
+    assert group_state(4, 1, pending=1, in_service_units=2, pending_units=2).running == 4
 
 
 def test_read_launch_problem_asks_only_when_the_group_is_short(aws):

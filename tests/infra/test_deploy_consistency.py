@@ -507,3 +507,9 @@ def test_a_worker_stopped_for_its_instance_leaving_is_not_restarted():
     assert "Restart=always" in lines
     (prevent,) = [line for line in lines if line.startswith("RestartPreventExitStatus=")]
     assert prevent.split("=", 1)[1].split() == [str(defaults.WORKER_EXIT_INSTANCE_LEAVING)]
+    # ...and it is no failure: with OnFailure=, a failed unit marks the instance unhealthy
+    # (ami/mark-unhealthy.sh --if-failed), and the stack's alarm counts that line
+    assert "OnFailure=whisperq-mark-unhealthy.service" in lines
+    (success,) = [line for line in lines if line.startswith("SuccessExitStatus=")]
+    assert success.split("=", 1)[1].split() == [str(defaults.WORKER_EXIT_INSTANCE_LEAVING)]
+    # tests/worker/test_exit_status.py: the worker process really exits with it

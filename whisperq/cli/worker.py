@@ -44,7 +44,11 @@ def worker(
     if model:
         overrides["model"] = model
     settings = settings_for_storage()
-    run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
+    status = run_worker(settings.model_copy(update=overrides), loglevel=loglevel.upper())
+    if status:
+        # 75 (defaults.WORKER_EXIT_INSTANCE_LEAVING): stopped because the instance is going
+        # away; the unit's RestartPreventExitStatus=75 keeps systemd from restarting it.
+        raise typer.Exit(status)
 
 
 @app.command("mark-unhealthy")

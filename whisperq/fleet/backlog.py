@@ -21,13 +21,16 @@ def eta_seconds(
     max_instances: int,
     boot_seconds: float,
     scaler_period_seconds: float,
-    slots_per_instance: int = 1,
+    slots_per_instance: float = 1,
 ) -> float | None:
     """Seconds until the backlog (visible + in-flight jobs) is done; 0 for no backlog,
     None when it cannot be estimated (no mean job time yet, or no instance will ever run).
 
     The model, a fluid approximation:
 
+    - "instances" are capacity units in a weighted group (the scaler's target and the
+      group's maximum count units; ``capacity_units`` in ``group_status`` converts), and
+      ``jobs_per_instance`` and ``slots_per_instance`` are per unit there;
     - work = backlog_jobs * mean_job_seconds slot-seconds; an instance runs
       ``slots_per_instance`` jobs at once, each taking mean_job_seconds;
     - the fleet grows to ``desired_capacity(backlog)`` (the scaler's own formula, so it
@@ -46,8 +49,8 @@ def eta_seconds(
         return 0.0
     if mean_job_seconds is None or not math.isfinite(mean_job_seconds) or mean_job_seconds <= 0:
         return None
-    if slots_per_instance < 1:
-        raise ValueError("slots_per_instance must be at least 1")
+    if not slots_per_instance > 0:
+        raise ValueError("slots_per_instance must be more than 0")
     in_service, pending = max(0, in_service), max(0, pending)
     target = desired_capacity(backlog_jobs, 0, jobs_per_instance, max_instances)
     after_pending = in_service + pending

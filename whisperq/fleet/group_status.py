@@ -17,7 +17,7 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,27 +44,57 @@ _PENDING_STATES = ("Pending", "Pending:Wait", "Pending:Proceed")
 class GroupState:
     name: str
     desired: int  # capacity units: instances, or their weights in a weighted group
-    min_size: int
-    max_size: int
-    in_service: int
-    pending: int  # launched, not yet in service (booting)
+    min_size: int  # capacity units, as desired
+    max_size: int  # capacity units, as desired
+    in_service: int  # instances
+    pending: int  # instances launched, not yet in service (booting)
     instance_types: dict[str, int]  # of the instances in service or pending
-    # Capacity units of the instances in service or pending (a weighted group counts each
-    # instance as its type's weight, as its desired capacity does); None: one per instance.
-    running_units: int | None = None
+    # The group's weights (its overrides' WeightedCapacity), by instance type: desired,
+    # min and max count these units (the smallest type's instance is one); {}: unweighted.
+    weights: dict[str, int] = field(default_factory=dict)
+    # Capacity units of the instances in service / pending (each counts as its weight);
+    # None: one per instance.
+    in_service_units: int | None = None
+    pending_units: int | None = None
     launch_types: tuple[str, ...] = ()  # the types the group may launch (its overrides)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether desired capacity counts anything but instances (a weight other than 1)."""
+        return (
+            any(weight != 1 for weight in self.weights.values())
+            or (self.in_service_units is not None and self.in_service_units != self.in_service)
+            or (self.pending_units is not None and self.pending_units != self.pending)
+        )
+
+    @property
+    def in_service_capacity(self) -> int:
+        """Capacity units in service, as the desired capacity counts them."""
+        return self.in_service if self.in_service_units is None else self.in_service_units
+
+    @property
+    def pending_capacity(self) -> int:
+        """Capacity units booting, as the desired capacity counts them."""
+        return self.pending if self.pending_units is None else self.pending_units
 
     @property
     def running(self) -> int:
         """Capacity units in service or booting, as the desired capacity counts them."""
-        if self.running_units is None:
-            return self.in_service + self.pending
-        return self.running_units
+        return self.in_service_capacity + self.pending_capacity
 
     @property
     def short(self) -> bool:
-        """Fewer instances in service or booting than the group wants."""
+        """Fewer capacity units in service or booting than the group wants."""
         return self.running < self.desired
+
+
+def capacity_units(instances: Iterable[tuple[str, Any]], weights: Mapping[str, int]) -> int:
+    """Capacity units of ``instances``, each (type, its own WeightedCapacity as AWS reports
+    it, or None), in a group weighted by ``weights`` (type -> weighted capacity): each
+    counts as its own weight, else its type's, else 1. Two c6a.4xlarge of weight 4 are 8
+    units. A weighted group's desired, minimum and maximum capacity count these units, and
+    so does the scaler's target (its "jobs per instance" are jobs per unit)."""
+    return sum(_weight(own if own is not None else weights.get(kind)) for kind, own in instances)
 
 
 def describe_group(settings: Settings, name: str, autoscaling: Any = None) -> GroupState | None:
@@ -74,28 +104,36 @@ def describe_group(settings: Settings, name: str, autoscaling: Any = None) -> Gr
     if not groups["AutoScalingGroups"]:
         return None
     group = groups["AutoScalingGroups"][0]
-    in_service = pending = units = 0
-    types: Counter[str] = Counter()
+    overrides = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("Overrides", [])
+    weights = {
+        item["InstanceType"]: _weight(item.get("WeightedCapacity"))
+        for item in overrides
+        if item.get("InstanceType") and item.get("WeightedCapacity") is not None
+    }
+    in_service: list[tuple[str, Any]] = []
+    pending: list[tuple[str, Any]] = []
     for instance in group.get("Instances", []):
         state = instance.get("LifecycleState", "")
+        # (type, its own weight: AWS gives each instance of a weighted group the weight it
+        # was launched with; moto leaves it out, and the type's override says it)
+        item = (instance.get("InstanceType") or "?", instance.get("WeightedCapacity"))
         if state == "InService":
-            in_service += 1
+            in_service.append(item)
         elif state in _PENDING_STATES:
-            pending += 1
-        else:
-            continue  # terminating, standby, detached: not working for the queue
-        types[instance.get("InstanceType") or "?"] += 1
-        units += _weight(instance.get("WeightedCapacity"))
-    overrides = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("Overrides", [])
+            pending.append(item)
+        # terminating, standby, detached: not working for the queue
+    types = Counter(kind for kind, _ in in_service + pending)
     return GroupState(
         name=name,
         desired=int(group["DesiredCapacity"]),
         min_size=int(group["MinSize"]),
         max_size=int(group["MaxSize"]),
-        in_service=in_service,
-        pending=pending,
+        in_service=len(in_service),
+        pending=len(pending),
         instance_types=dict(sorted(types.items())),
-        running_units=units,
+        weights=weights,
+        in_service_units=capacity_units(in_service, weights),
+        pending_units=capacity_units(pending, weights),
         launch_types=tuple(item["InstanceType"] for item in overrides if item.get("InstanceType")),
     )
 
@@ -278,15 +316,25 @@ def sampled_throughput(
     return recent_throughput(finished, window, now), window
 
 
-def observed_slots(records: Iterable[JobRecord]) -> int | None:
-    """Jobs an instance runs at once, as seen in results: the median over machines of
-    their distinct pool processes (worker_id is host:pid; pool processes live long)."""
+def observed_slots(
+    records: Iterable[JobRecord], weights: Mapping[str, int] | None = None
+) -> float | None:
+    """Jobs one capacity unit runs at once, as seen in results: the median over machines
+    of their distinct pool processes (worker_id is host:pid; pool processes live long),
+    each divided by the machine's weight in the group (its type's, from the results'
+    instance_type: a c6a.2xlarge of weight 2 running 8 is 4 per unit); per instance when
+    the group is unweighted."""
     processes: dict[str, set[str]] = defaultdict(set)
+    kinds: dict[str, str | None] = {}
     for record in records:
         processes[record.host].add(record.worker_id)
+        kinds[record.host] = kinds.get(record.host) or record.instance_type
     if not processes:
         return None
-    return statistics.median_low(len(pids) for pids in processes.values())
+    weights = weights or {}
+    return statistics.median_low(
+        len(pids) / _weight(weights.get(kinds[host] or "")) for host, pids in processes.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -297,10 +345,12 @@ class FleetStatus:
     window_seconds: float
     throughput: Throughput
     mean_job_seconds: float | None  # in the window, else over the results read
-    slots_per_instance: int
+    # The ETA's inputs count capacity units, as the scaler and the group do: in a weighted
+    # group a unit is an instance of weight 1 (the smallest type), else an instance.
+    slots_per_instance: float  # jobs one unit runs at once
     backlog: int  # visible + in flight
-    jobs_per_instance: int
-    max_instances: int  # the lower of the scaler's and the group's maximum
+    jobs_per_instance: int  # the scaler's: backlog / this = desired capacity units
+    max_instances: int  # units: the lower of the scaler's and the group's maximum
     boot_seconds: float
     eta_seconds: float | None  # 0 = no backlog; None = cannot tell yet
     launch_problem: LaunchProblem | None = None  # why the group is short of desired, if known
@@ -311,6 +361,9 @@ class FleetStatus:
             "group": self.group_name,
             "found": self.group is not None,
             **{key: value for key, value in (group or {}).items() if key != "name"},
+            # capacity units in service or booting, as desired counts them
+            "running_units": self.group.running if self.group else None,
+            "weighted": self.group.weighted if self.group else None,
             "short": self.group.short if self.group else None,
             "launch_problem": asdict(self.launch_problem) if self.launch_problem else None,
             "throughput": {
@@ -330,6 +383,8 @@ class FleetStatus:
                 "boot_seconds": self.boot_seconds,
                 "scaler_period_seconds": defaults.SCALER_PERIOD_SECONDS,
                 "slots_per_instance": self.slots_per_instance,
+                # what jobs_per_instance, max_instances and slots_per_instance count
+                "per": "capacity unit" if self.group and self.group.weighted else "instance",
             },
         }
 
@@ -354,7 +409,8 @@ def fleet_status(
         # Nothing finished lately (a fleet back from idle): the last jobs' times still
         # tell how long a job takes.
         mean = statistics.fmean(record.job_seconds for record in records)
-    slots = settings.fleet_slots_per_instance or observed_slots(records) or 1
+    weights = group.weights if group is not None else {}
+    slots = settings.fleet_slots_per_instance or observed_slots(records, weights) or 1
     max_instances = settings.fleet_max_instances
     if group is not None:
         max_instances = min(max_instances, group.max_size)
@@ -364,8 +420,9 @@ def fleet_status(
         eta = eta_seconds(
             backlog_jobs=backlog,
             mean_job_seconds=mean,
-            in_service=group.in_service,
-            pending=group.pending,
+            # capacity units, as the scaler's target and the group's maximum count them
+            in_service=group.in_service_capacity,
+            pending=group.pending_capacity,
             jobs_per_instance=settings.fleet_jobs_per_instance,
             max_instances=max_instances,
             boot_seconds=settings.fleet_boot_seconds,

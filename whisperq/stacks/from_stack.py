@@ -28,6 +28,9 @@ OPTIONAL_OUTPUT_FIELDS = {
     "jobsPerInstance": "fleet_jobs_per_instance",
     "maxInstances": "fleet_max_instances",
     "instanceType": "fleet_instance_type",
+    # the ingest route (whisperq:ingest, on by default): status counts its queues
+    "ingestQueueUrl": "ingest_queue_url",
+    "ingestDlqUrl": "ingest_dlq_url",
 }
 
 

@@ -235,11 +235,12 @@ def route_bucket_events(s3: Any, sqs: Any, bucket: str, queue_url: str, prefix: 
     )
 
 
-def _create_ingest_route(settings: Settings) -> str:
+def _create_ingest_route(settings: Settings) -> tuple[str, str]:
     """The ingest queue (+ its dead-letter queue) and the bucket's notification to it:
-    objects created under incoming/ become events there. Returns the queue's URL."""
+    objects created under incoming/ become events there. Returns (queue URL, dead-letter
+    queue URL)."""
     sqs = storage.client(settings, "sqs")
-    queue_url, _ = _queue_pair(
+    queue_url, dlq_url = _queue_pair(
         sqs,
         INGEST_QUEUE,
         INGEST_DEAD_LETTER_QUEUE,
@@ -247,7 +248,7 @@ def _create_ingest_route(settings: Settings) -> str:
         INGEST_MAX_RECEIVE_COUNT,
     )
     route_bucket_events(storage.client(settings, "s3"), sqs, BUCKET, queue_url, INGEST_PREFIX)
-    return queue_url
+    return queue_url, dlq_url
 
 
 def _queue_arn(sqs: Any, queue_url: str) -> str:
@@ -419,7 +420,8 @@ def up(
         )
         connection.update(queue_url=queue_url, dlq_url=dlq_url)
         connection["autoscaling_group"] = _create_group(stack_settings, workers)
-        connection["ingest_queue_url"] = _create_ingest_route(stack_settings)
+        ingest_url, ingest_dlq_url = _create_ingest_route(stack_settings)
+        connection.update(ingest_queue_url=ingest_url, ingest_dlq_url=ingest_dlq_url)
         _write_state(settings, state)
         ingesting = start_ingest(settings)
         started = [start_worker(settings) for _ in range(workers)]

@@ -131,6 +131,10 @@ def create_worker_app(settings: Settings) -> Celery:
     guard = InstanceGuard(app, settings)
 
     class Worker(app.Worker):  # type: ignore[name-defined]
+        # The last start()'s exit status, for run_worker: Celery's worker command ends in
+        # ctx.exit(worker.exitcode), which app.worker_main (click, not standalone) drops.
+        exit_status: int = 0
+
         def start(self) -> None:
             # Returns when the worker has stopped: its jobs done, cancelled and handed
             # back, the pool gone (every shutdown, warm or cold, ends inside it).
@@ -145,11 +149,13 @@ def create_worker_app(settings: Settings) -> Celery:
                     ledger.close()
                 finally:
                     guard.finish()
-                    if guard.stopping:
+                    if guard.leaving:
                         # Stopped for a spot notice or the group's scale-in: a distinct
                         # exit status, so systemd does not start it again on an instance
                         # that is going away (RestartPreventExitStatus= in the unit).
+                        # SIGTERM alone (systemctl stop, a redeploy) is no reason.
                         self.exitcode = defaults.WORKER_EXIT_INSTANCE_LEAVING
+                    Worker.exit_status = int(self.exitcode or 0)
 
         def wait_for_soft_shutdown(self) -> None:
             # Celery's cold shutdown (SIGQUIT; SIGTERM with REMAP_SIGTERM=SIGQUIT, as
@@ -169,8 +175,9 @@ def create_worker_app(settings: Settings) -> Celery:
     return app
 
 
-def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
-    """``whisperq worker``: a Celery worker in the foreground.
+def run_worker(settings: Settings, loglevel: str = "INFO") -> int:
+    """``whisperq worker``: a Celery worker in the foreground; returns its exit status
+    (``defaults.WORKER_EXIT_INSTANCE_LEAVING`` when its instance is going away).
 
     The model is resolved first, so a wrong name stops the worker with a message instead
     of pool processes that fail to start over and over.
@@ -199,3 +206,4 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
             f"--hostname=whisperq@{socket.gethostname()}-{os.getpid()}",
         ]
     )
+    return int(app.Worker.exit_status)

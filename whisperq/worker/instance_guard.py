@@ -50,6 +50,9 @@ class InstanceGuard:
         self.autoscaling: Any = None
         self.instance_id: str | None = None
         self.stopping = False  # a shutdown has begun (ours, or SIGTERM's)
+        # The instance is going away (a spot notice, the group terminating it): the worker
+        # exits with WORKER_EXIT_INSTANCE_LEAVING, which systemd does not restart.
+        self.leaving = False
         self.lifecycle_completed = False
         # Reentrant: stop() runs in Celery's signal handler, which a second signal can
         # interrupt with stop() again.
@@ -140,6 +143,7 @@ class InstanceGuard:
     def shut_down(self, why: str) -> None:
         """Stop taking work; the running job gets the spot grace, then goes back."""
         with self._lock:
+            self.leaving = True  # also when SIGTERM came first: the instance still goes
             if self.stopping:
                 log.warning("%s: the worker is stopping already", why)
                 return
@@ -168,6 +172,7 @@ class InstanceGuard:
             except OSError as error:
                 log.warning("cannot read the target lifecycle state: %s", error)
                 return False
+        self.leaving = True  # the group is terminating the instance
         try:
             complete_lifecycle_action(self.autoscaling, group, hook, self.instance_id)
         except Exception as error:  # the hook's heartbeat runs out; the group goes on then
