@@ -94,6 +94,12 @@ MAX_RECEIVE_COUNT: Final = 5  # deliveries before the dead-letter queue
 
 # An ingest that claimed a file and queued nothing for this long is taken to be dead.
 INGEST_CLAIM_SECONDS: Final = 120.0
+# A daily ingest batch (``{date}`` in WHISPERQ_INGEST_BATCH) takes files until the end of its
+# UTC day plus this (``open_until`` in its batch.json): an object created just before
+# midnight reaches the ingest step late -- S3's event delivery, an ingest that waits out a
+# claim (above), the ingest queue's redeliveries -- and still joins its day's batch before
+# the batch can be finished (``whisperq.finished``).
+DAILY_BATCH_GRACE_SECONDS: Final = 3600.0
 
 # --- spot interruptions and the worker's grace ---------------------------------------------
 

@@ -36,9 +36,10 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
+from whisperq import defaults
 from whisperq.errors import InvalidKeyError
 
 INPUTS = "inputs"
@@ -252,6 +253,17 @@ def check_batch_template(template: str) -> str:
 def ingest_batch_name(template: str, folder: str, day: date) -> str:
     """The batch of an object under ``<prefix><folder>/``, created on ``day`` (UTC)."""
     return validate_batch_name(template.format(folder=folder, date=day.isoformat()))
+
+
+def ingest_batch_open_until(template: str, day: date) -> datetime | None:
+    """When a batch named with ``{date}`` for ``day`` stops taking files: the end of that
+    UTC day plus ``defaults.DAILY_BATCH_GRACE_SECONDS`` (``open_until`` in its batch.json);
+    None for a template without ``{date}`` (its batch is never closed by a day)."""
+    fields = string.Formatter().parse(template)
+    if not any(name == "date" for _, name, _, _ in fields):
+        return None
+    midnight = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    return midnight + timedelta(seconds=defaults.DAILY_BATCH_GRACE_SECONDS)
 
 
 def artifact_key(name: str) -> str:

@@ -75,6 +75,9 @@ class DeploymentConfig:
     # `pulumi destroy` deletes the bucket with everything in it (else it refuses while the
     # bucket holds objects: results are data). Takes effect after a `pulumi up`.
     force_destroy: bool = False
+    # The EventBridge bus that gets "whisperq batch finished" (worker.env's event_bus, and
+    # the worker role's events:PutEvents on it); None: no event (whisperq:eventBus "none").
+    event_bus: str | None = "default"
     ingest: IngestSettings = IngestSettings()
 
     @property
@@ -193,8 +196,27 @@ def parse_config(raw: Mapping[str, Any]) -> DeploymentConfig:
         visibility_timeout=_int(raw, "visibilityTimeout", _DEFAULT.visibility_timeout, 30, 43200),
         max_receive_count=max_receive_count,
         force_destroy=_bool(raw, "forceDestroy", False),
+        event_bus=_event_bus(raw.get("eventBus")),
         ingest=parse_ingest(raw),
     )
+
+
+_EVENT_BUS = re.compile(r"[A-Za-z0-9._\-/]{1,256}")
+
+
+def _event_bus(value: Any) -> str | None:
+    """whisperq:eventBus: a bus name in this account and region ("default" unless set),
+    or "none"."""
+    if value in (None, ""):
+        return _DEFAULT.event_bus
+    if str(value) == "none":
+        return None
+    if not _EVENT_BUS.fullmatch(str(value)):
+        raise ConfigError(
+            f"whisperq:eventBus must be an EventBridge bus name of the stack's account and "
+            f'region (e.g. "default"), or "none"; got {value!r}'
+        )
+    return str(value)
 
 
 # --- capacity weights ----------------------------------------------------------------------
@@ -372,6 +394,7 @@ KEYS = (
     "visibilityTimeout",
     "maxReceiveCount",
     "forceDestroy",
+    "eventBus",
     "ingest",
     "ingestPrefixes",
     "ingestDefaults",

@@ -188,6 +188,7 @@ class Deployment(pulumi.ComponentResource):
             log_group_arn=f"arn:aws:logs:{self.region}:{account}:log-group:{self.log_group_name}",
             region=self.region,
             account=account,
+            event_bus=config.event_bus,
             opts=child,
         )
 
@@ -269,7 +270,9 @@ class Deployment(pulumi.ComponentResource):
                     "lifecycle_hook": TERMINATION_HOOK,
                     "metrics_namespace": METRICS_NAMESPACE,
                     "sqs_wait_seconds": "20",
-                },
+                }
+                # "whisperq batch finished" goes there (whisperq:eventBus)
+                | ({"event_bus": config.event_bus} if config.event_bus else {}),
                 bundle,
                 {"compute": config.compute, "model": config.model, "wheel": values[3]},
                 log_group=self.log_group_name,

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from whisperq.keys import ARTIFACTS, INPUTS, RESULTS
+from whisperq.keys import ARTIFACTS, BATCH_INFO, BATCHES, DONE, INPUTS, MANIFEST, RESULTS
 
 METRICS_NAMESPACE = "whisperq"
 # Session Manager's own minimal instance policy (AWS Systems Manager User Guide, "Create a
@@ -40,11 +40,24 @@ def worker_policy(
     log_group_arn: str,
     region: str = "*",
     account: str = "*",
+    event_bus: str | None = None,
 ) -> dict[str, Any]:
     """Read inputs, write (and clear stale error records among) results, work the queue
-    (and hand on jobs it cannot pack), protect its own instance from scale-in, mark it
+    (and hand on jobs it cannot pack), mark a finished batch (done.json, and the event on
+    ``event_bus`` when there is one), protect its own instance from scale-in, mark it
     unhealthy, complete its termination lifecycle action, publish its own metrics and log,
     Session Manager. Nothing else."""
+    announce: list[dict[str, Any]] = []
+    if event_bus:
+        announce.append(
+            {
+                # "whisperq batch finished", put by the worker that created done.json.
+                "Sid": "AnnounceFinishedBatches",
+                "Effect": "Allow",
+                "Action": ["events:PutEvents"],
+                "Resource": [f"arn:aws:events:{region}:{account}:event-bus/{event_bus}"],
+            }
+        )
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -84,6 +97,28 @@ def worker_policy(
                 "Action": ["s3:DeleteObject"],
                 "Resource": [f"{bucket_arn}/{RESULTS}/*.error.json"],
             },
+            {
+                # A batch's end (whisperq/finished.py), once the queue has run dry: its
+                # marker and its batch.json (a daily batch's open_until; manifest.json for
+                # a batch from before per-file entries). Not its entries (call metadata):
+                # those are listed (names and durations), never read.
+                "Sid": "ReadBatchEnds",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [
+                    f"{bucket_arn}/{BATCHES}/*/{DONE}",
+                    f"{bucket_arn}/{BATCHES}/*/{BATCH_INFO}",
+                    f"{bucket_arn}/{BATCHES}/*/{MANIFEST}",
+                ],
+            },
+            {
+                # Created once (If-None-Match: *) by whoever sees the batch finished first.
+                "Sid": "MarkFinishedBatches",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": [f"{bucket_arn}/{BATCHES}/*/{DONE}"],
+            },
+            *announce,
             {
                 "Sid": "WorkTheQueue",
                 "Effect": "Allow",
@@ -192,6 +227,7 @@ class WorkerIdentity(pulumi.ComponentResource):
         log_group_arn: pulumi.Input[str],
         region: str,
         account: str,
+        event_bus: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:WorkerIdentity", name, None, opts)
@@ -203,7 +239,9 @@ class WorkerIdentity(pulumi.ComponentResource):
             name,
             role=self.role.id,
             policy=pulumi.Output.all(bucket_arn, queue_arn, group_arn, log_group_arn).apply(
-                lambda arns: json.dumps(worker_policy(*arns, region=region, account=account))
+                lambda arns: json.dumps(
+                    worker_policy(*arns, region=region, account=account, event_bus=event_bus)
+                )
             ),
             opts=child,
         )

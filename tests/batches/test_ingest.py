@@ -640,6 +640,46 @@ def test_a_deleted_objects_day_is_its_events(aws):
     assert keys.error_key("support-2026-12-04", "gone.wav") in _keys(aws, "results/")
 
 
+def test_a_daily_batch_is_open_until_its_day_is_over_plus_the_grace_then_finished(aws):
+    """open_until (batch.json): the end of the object's UTC day plus the grace; the batch
+    is not finished before it, however done its files are, and is finished after."""
+    from whisperq import defaults, finished
+
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    body = json.loads(s3_notification(aws.bucket, ("incoming/support/gone.wav", 10)))
+    body["Records"][0]["eventTime"] = "2026-12-04T23:59:59.000Z"
+    daily = _config(aws, batch_template="{folder}-{date}")
+    (outcome,) = ingest.handle_event(s3, sqs, daily, json.dumps(body)).outcomes
+    assert (outcome.status, outcome.batch) == ("failed", "support-2026-12-04")  # error record
+    document = json.loads(
+        s3.get_object(Bucket=aws.bucket, Key=keys.batch_info_key("support-2026-12-04"))[
+            "Body"
+        ].read()
+    )
+    closes = datetime(2026, 12, 5, tzinfo=UTC) + timedelta(
+        seconds=defaults.DAILY_BATCH_GRACE_SECONDS
+    )
+    assert BatchInfo.model_validate(document).open_until == closes
+    assert finished.open_until(document) == closes
+    assert (
+        finished.finish_if_done(aws, s3, "support-2026-12-04", now=closes - timedelta(minutes=1))
+        == "open"
+    )
+    assert finished.finish_if_done(aws, s3, "support-2026-12-04", now=closes) == "written"
+    done = json.loads(
+        s3.get_object(Bucket=aws.bucket, Key=keys.done_key("support-2026-12-04"))["Body"].read()
+    )
+    assert (done["submitted"], done["failed_paths"]) == (1, ["gone.wav"])
+
+    # A batch named without {date} is never open that way: no open_until.
+    ingest.ingest_object(s3, sqs, _config(aws), _put(aws, "incoming/plain/a.wav", silent_wav(1)))
+    plain = json.loads(
+        s3.get_object(Bucket=aws.bucket, Key=keys.batch_info_key("plain"))["Body"].read()
+    )
+    assert "open_until" not in plain and BatchInfo.model_validate(plain).open_until is None
+    drain_jobs(aws)
+
+
 def test_a_folder_too_long_for_the_template_is_ignored_with_the_reason(aws):
     s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
     ref = _put(aws, f"incoming/{'f' * 128}/x.wav", silent_wav(1))

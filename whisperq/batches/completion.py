@@ -1,13 +1,15 @@
 """A batch's end: the "finished" marker downstream systems wait for, and the paths whose
 jobs vanished from the queues (recovered by ``whisperq retry BATCH --stale``).
 
-Finished: every path of the batch has a result or an error record. The first reader that
+Finished: every path of the batch has a result or an error record. The first that
 sees it (``status``, ``wait``, a worker whose queue has run dry) writes
 ``batches/<batch>/done.json`` with an S3 conditional write (If-None-Match), so it is
 written once however many see it at once; the one that wrote it also emits an
 EventBridge event ("whisperq batch finished") when an event bus is configured, so a rule
 can start what comes next. A batch that is still open for new files (a daily ingest
-batch before its day is over: ``open_until`` in its options document) is not finished.
+batch before its day is over: ``open_until`` in its ``batch.json``) is not finished.
+The document, the rule and the write are ``whisperq.finished``'s (the worker uses them
+too); this module applies them to a status the CLI has counted already.
 
 Stale: a path with no result and no error record whose job is no longer on the job queue
 or the dead-letter queue, so nothing will ever finish it -- because SQS dropped the job
@@ -28,31 +30,31 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from whisperq import keys, storage
+from whisperq import finished, keys, storage
 from whisperq.batches import records as batch_records
 from whisperq.batches import tracking
 from whisperq.errors import SubmitError
 from whisperq.messages import send_jobs
 from whisperq.settings import Settings
 
-EVENT_SOURCE = "whisperq"
-EVENT_DETAIL_TYPE = "whisperq batch finished"
+EVENT_SOURCE = finished.EVENT_SOURCE
+EVENT_DETAIL_TYPE = finished.EVENT_DETAIL_TYPE
 _EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+open_until = finished.open_until
+emit_finished = finished.emit_finished
 
 
 def done_document(status: tracking.BatchStatus, now: datetime) -> dict[str, Any]:
-    """What ``done.json`` (and the event) say of a finished batch."""
-    return {
-        "batch": status.batch,
-        "finished_at": now.isoformat(),
-        "submitted": status.submitted,
-        "done": status.done,
-        "failed": status.failed,
-        "failed_paths": status.failed_paths,
-        "audio_seconds": status.audio_seconds_done,
-        "audio_seconds_submitted": status.audio_seconds_submitted,
-        "results_prefix": keys.results_prefix(status.batch),
-    }
+    """What ``done.json`` (and the event) say of a finished batch (``whisperq.finished``)."""
+    return finished.done_document(
+        status.batch,
+        submitted=status.submitted,
+        done=status.done,
+        failed_paths=status.failed_paths,
+        audio_seconds=status.audio_seconds_done,
+        audio_seconds_submitted=status.audio_seconds_submitted,
+        now=now,
+    )
 
 
 def status_from_done(done: dict[str, Any]) -> tracking.BatchStatus:
@@ -76,24 +78,13 @@ def finished_at(done: dict[str, Any]) -> datetime | None:
         return None
 
 
-def open_until(options_document: dict[str, Any] | None) -> datetime | None:
-    """When a batch that takes new files until a time (a daily batch) closes; None: it
-    never is open that way."""
-    text = (options_document or {}).get("open_until")
-    try:
-        return datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-
-
 def is_finished(
     status: tracking.BatchStatus, closes: datetime | None = None, now: datetime | None = None
 ) -> bool:
     """Nothing pending (dead-lettered jobs count as pending here: `retry` may still finish
     them), and the batch no longer open for new files."""
-    now = now or datetime.now(UTC)
-    quiet = status.pending == 0 and not status.dead_lettered_paths and status.submitted > 0
-    return quiet and (closes is None or now >= closes)
+    pending = status.pending + len(status.dead_lettered_paths)
+    return finished.is_finished(status.submitted, pending, closes, now)
 
 
 def read_done(settings: Settings, s3: Any, batch: str) -> dict[str, Any] | None:
@@ -104,43 +95,12 @@ def mark_finished(
     settings: Settings, s3: Any, status: tracking.BatchStatus, now: datetime | None = None
 ) -> bool:
     """Write ``done.json`` if the batch is finished and nobody has yet; True when this call
-    wrote it (and so emitted the event)."""
+    wrote it (and so emitted the event). See ``whisperq.finished``."""
     now = now or datetime.now(UTC)
     document = batch_records.read_batch_document(s3, settings.bucket, status.batch)
     if not is_finished(status, open_until(document), now):
         return False
-    done = done_document(status, now)
-    try:
-        s3.put_object(
-            Bucket=settings.bucket,
-            Key=keys.done_key(status.batch),
-            Body=json.dumps(done, indent=2).encode(),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _EXISTS:
-            return False  # another reader wrote it first
-        raise
-    emit_finished(settings, done)
-    return True
-
-
-def emit_finished(settings: Settings, done: dict[str, Any]) -> None:
-    """The EventBridge event for a finished batch, when an event bus is configured."""
-    if not settings.event_bus:
-        return
-    storage.client(settings, "events").put_events(
-        Entries=[
-            {
-                "Source": EVENT_SOURCE,
-                "DetailType": EVENT_DETAIL_TYPE,
-                "Detail": json.dumps(done),
-                "EventBusName": settings.event_bus,
-                "Resources": [f"arn:aws:s3:::{settings.bucket}/{keys.done_key(done['batch'])}"],
-            }
-        ]
-    )
+    return finished.write_done(settings, s3, done_document(status, now))
 
 
 # --- stale paths ---------------------------------------------------------------------------

@@ -141,6 +141,12 @@ class IngestConfig:
         day = (created or datetime.now(UTC)).astimezone(UTC).date()
         return keys.ingest_batch_name(self.batch_template, folder, day)
 
+    def open_until(self, created: datetime | None) -> str | None:
+        """When the batch of an object created then stops taking files (ISO; None: never)."""
+        day = (created or datetime.now(UTC)).astimezone(UTC).date()
+        closes = keys.ingest_batch_open_until(self.batch_template, day)
+        return None if closes is None else closes.isoformat()
+
 
 def _json_env(env: Mapping[str, str], name: str) -> dict[str, Any]:
     text = (env.get(name) or "").strip()
@@ -463,7 +469,7 @@ def ingest_object(
         except InvalidKeyError as error:
             return Outcome(ref, "ignored", None, None, str(error), fetched.sha256)
         duration = (probe or batch_records.file_duration)(fetched.local)
-        options = _ensure_batch(s3, config, batch, folder)
+        options = _ensure_batch(s3, config, batch, folder, fetched.last_modified)
         refused = claim(s3, config, batch, path, fetched)
         if refused is not None:
             return Outcome(ref, "duplicate", batch, path, refused, fetched.sha256)
@@ -617,7 +623,7 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str)
     reason = (
         f"{ref.url} was deleted before it could be ingested; put it there again to transcribe it"
     )
-    _ensure_batch(s3, config, batch, folder)
+    _ensure_batch(s3, config, batch, folder, ref.event_time)
     record = error_record(batch, path, reason, "NoSuchKey")
     s3.put_object(
         Bucket=config.bucket,
@@ -676,8 +682,11 @@ def handle_event(
     return handled
 
 
-def _ensure_batch(s3: Any, config: IngestConfig, batch: str, folder: str) -> dict[str, Any]:
-    """The batch's options; a new batch gets its folder's (an existing one keeps its own)."""
+def _ensure_batch(
+    s3: Any, config: IngestConfig, batch: str, folder: str, created: datetime | None
+) -> dict[str, Any]:
+    """The batch's options; a new batch gets its folder's (an existing one keeps its own),
+    and a daily one the time it closes (``IngestConfig.open_until``)."""
     return batch_records.ensure_batch(
         s3,
         config.bucket,
@@ -685,4 +694,5 @@ def _ensure_batch(s3: Any, config: IngestConfig, batch: str, folder: str) -> dic
         config.options_for(folder),
         source=f"ingest:{config.source_prefix}",
         strict=False,
+        open_until=config.open_until(created),
     )

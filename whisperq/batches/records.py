@@ -97,9 +97,16 @@ def stored_options(s3: Any, bucket: str, batch: str) -> dict[str, Any] | None:
 
 
 def ensure_batch(
-    s3: Any, bucket: str, batch: str, options: Mapping[str, Any], source: str, strict: bool
+    s3: Any,
+    bucket: str,
+    batch: str,
+    options: Mapping[str, Any],
+    source: str,
+    strict: bool,
+    open_until: str | None = None,
 ) -> dict[str, Any]:
-    """The batch's options, creating the batch with ``options`` if it does not exist.
+    """The batch's options, creating the batch with ``options`` if it does not exist (and,
+    for a daily ingest batch, ``open_until``: when it stops taking files, ISO UTC).
 
     Of several writers creating one batch at once exactly one succeeds (conditional
     write); the others read what it wrote. With ``strict``, options that differ from the
@@ -114,6 +121,8 @@ def ensure_batch(
             "source": source,
             "options": dict(options),
         }
+        if open_until is not None:
+            document["open_until"] = open_until
         try:
             _put_json(s3, bucket, keys.batch_info_key(batch), document, IfNoneMatch="*")
             return dict(options)

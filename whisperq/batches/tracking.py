@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from whisperq import keys, storage
+from whisperq import finished, keys, storage
 from whisperq.batches import records as batch_records
 from whisperq.schemas import ErrorRecord, FileEntry, TranscriptionOptions
 from whisperq.settings import Settings
@@ -106,17 +106,7 @@ def summarize(
     only its error record does (a later success wins over an earlier failure); dead-
     lettered when it has neither and its job is on the dead-letter queue (no worker will
     take it until `whisperq retry`); pending otherwise."""
-    done: set[str] = set()
-    errored: set[str] = set()
-    for key in result_keys:
-        parsed = keys.parse_result_key(batch, key)
-        if parsed is None:
-            continue
-        path, kind = parsed
-        if kind == "json":
-            done.add(path)
-        elif kind == "error":
-            errored.add(path)
+    done, errored = finished.result_states(batch, result_keys)
     seconds = {path: duration or 0.0 for path, duration in durations.items()}
     done &= seconds.keys()
     failed = sorted((errored & seconds.keys()) - done)

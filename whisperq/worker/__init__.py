@@ -9,6 +9,7 @@
 - ``delivery``: the input downloaded; the transcript redacted, uploaded, stale errors gone
 - ``results``: what a job leaves in the bucket: renderings, result JSON, error records
 - ``metrics``: jobs and audio seconds for the dashboard (CloudWatch)
+- ``batch_end``: a batch's done.json (and event) once the queue has run dry and it is finished
 - ``pack_runner``: a pack of short jobs transcribed sharing windows, each settled alone
 - ``packs``: a worker with a short job takes more short ones from the queue
 - ``failures``: error classification and retry rules

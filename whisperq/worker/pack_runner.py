@@ -66,6 +66,7 @@ class PackRunner:
         may_gather: Callable[[], bool],
         run_alone: Callable[[TranscriptionJob], float],
         ledger: short_jobs.PackLedger | None = None,
+        settled: Callable[[str], None] = lambda batch: None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -79,6 +80,8 @@ class PackRunner:
         self.run_alone = run_alone
         # Where the gathered jobs are noted for the worker's main process (``packs``).
         self.ledger = ledger
+        # A gathered job's batch, once its result or error record is written (``batch_end``).
+        self.settled = settled
 
     def packs(self, job: TranscriptionJob, loaded: engine.LoadedModel) -> bool:
         """Whether this job may take other short jobs along (whisperq.worker.packs)."""
@@ -195,6 +198,7 @@ class PackRunner:
         """A gathered job is over (``seconds`` of audio done, or None: its error record
         written): its message goes, its outcome is counted as any job's."""
         held.done(gathered.message)
+        self.settled(gathered.job.batch)
         self.metrics.publish("failed" if seconds is None else "done", seconds or 0.0)
 
     def _prepare(self, gathered: short_jobs.GatheredJob, folder: Path) -> PackMember:

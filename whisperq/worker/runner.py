@@ -4,10 +4,10 @@
 ``JobRunner`` orchestrates; each concern is its own part, held by composition: the
 process's clients (``clients``), the model (``models``), the refusal of an invalid payload
 (``refusal``), the retried stages (``stages``), the download and the results' way out
-(``delivery``, ``results``), packs of short jobs (``pack_runner``) and the dashboard's
-metrics (``metrics``). A job's stages: choose the model, download the input, transcribe
-(and redact) it, write the redacted audio if asked, upload the results, drop a stale error
-record -- each retried on its own.
+(``delivery``, ``results``), packs of short jobs (``pack_runner``), the dashboard's
+metrics (``metrics``) and the batches' "finished" signal (``batch_end``). A job's stages:
+choose the model, download the input, transcribe (and redact) it, write the redacted audio
+if asked, upload the results, drop a stale error record -- each retried on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.speech import engine
+from whisperq.worker.batch_end import BatchEnds
 from whisperq.worker.clients import ProcessClients
 from whisperq.worker.delivery import Delivery, StaleJob
 from whisperq.worker.heartbeat import MessageHandle, VisibilityHeartbeat
@@ -58,6 +59,7 @@ class JobRunner:
         self.results = ResultStore(settings, self.clients)
         self.delivery = Delivery(settings, self.clients, self.stages, self.results)
         self.metrics = JobMetrics(settings, self.clients)
+        self.batch_ends = BatchEnds(settings, self.clients)
         self.packs = PackRunner(
             settings,
             self.clients,
@@ -68,6 +70,7 @@ class JobRunner:
             may_gather,
             self._process,
             ledger,  # the worker's main process hands back what a killed pack held
+            self.batch_ends.settled,
         )
 
     def client(self, service: str) -> Any:
@@ -106,6 +109,10 @@ class JobRunner:
             except StaleJob as stale:
                 log.warning("%s", stale)
                 return "stale"
+            # Its result or error record is written: its batch may be finished (inside
+            # the heartbeat: a check can list a big batch).
+            self.batch_ends.settled(job.batch)
+            self.batch_ends.after_job()
         outcome = "failed" if audio_seconds is None else "done"
         self.metrics.publish(outcome, audio_seconds or 0.0)
         return outcome

@@ -1,0 +1,128 @@
+"""A batch's "finished" signal from the workers, so that nobody has to run ``whisperq
+wait``: ``done.json`` and its EventBridge event (``whisperq.finished``).
+
+A pool process notes the batch of every job it settles (its result or its error record
+written). After a job, while the job's message is still in flight, it asks the queue how
+many jobs wait (one GetQueueAttributes); when none does -- the queue has run dry -- it
+checks each batch it noted: finished (every file has a result or an error record, a
+daily batch's day is over) -> ``done.json`` is written with a conditional write and the
+event put by the one writer that created it. So the worker that settles a batch's last
+file, or the last of several settling its last files at once, writes it once; the others
+find it there (one GET) or lose the conditional write.
+
+A checked batch is forgotten unless it is open (a daily batch before its day is over:
+kept, two GETs a check, until it closes). One still pending is safe to forget: each
+worker writes its result before it checks, so the one that settles the last pending file
+sees every other result; a file whose job is gone or dead-lettered gets a new job from
+``retry``, and the worker that settles that one notes the batch again.
+
+While the queue has jobs waiting nothing is checked: a batch listing per job would cost
+far more than the jobs. What stays noted -- a batch settled while other batches kept the
+queue busy, a daily batch before its day is over, a check that failed -- is looked at
+again every ``RECHECK_SECONDS`` from a timer thread of the pool process (one
+GetQueueAttributes, and the checks once the queue is dry), also when no job comes any
+more; SQS's counts lag a little, and a last job that saw one still waiting is covered
+so. A worker that stops forgets; ``status`` and ``wait`` write the same marker. A failed
+check is logged, never the job's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from whisperq import finished
+from whisperq.settings import Settings
+from whisperq.worker.clients import ProcessClients
+
+log = logging.getLogger("whisperq.worker")
+
+RECHECK_SECONDS = 30.0  # while batches stay noted: the queue asked again, then them
+
+
+class BatchEnds:
+    """The batches a pool process settled jobs of, checked for their end when the queue
+    has run dry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clients: ProcessClients,
+        recheck_seconds: float | None = None,  # RECHECK_SECONDS; 0: no timer
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
+        self._noted: set[str] = set()
+        self._lock = threading.Lock()  # jobs settle in the task; the timer checks beside it
+        self._timer: threading.Timer | None = None
+
+    def settled(self, batch: str) -> None:
+        """A job of ``batch`` is over: its result or its error record is written."""
+        with self._lock:
+            self._noted.add(batch)
+
+    @property
+    def noted(self) -> set[str]:
+        with self._lock:
+            return set(self._noted)
+
+    def queue_dry(self) -> bool:
+        """No job waits on the queue (those in flight, this one's included, are not
+        counted: whoever holds them checks after them)."""
+        attributes = self.clients.client("sqs").get_queue_attributes(
+            QueueUrl=self.settings.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes.get("ApproximateNumberOfMessages", 0)) == 0
+
+    def after_job(self, now: datetime | None = None) -> dict[str, finished.Outcome]:
+        """When the queue has run dry: each noted batch checked, ``done.json`` written for
+        the finished ones nobody has marked yet; what stays noted is looked at again
+        later (the timer). What became of each checked batch; never raises."""
+        outcomes = self._check(now)
+        self._recheck_later()
+        return outcomes
+
+    def _check(self, now: datetime | None) -> dict[str, finished.Outcome]:
+        if not self.noted:
+            return {}
+        try:
+            if not self.queue_dry():
+                return {}
+        except Exception as error:
+            log.warning("could not ask the queue whether it has run dry: %s", error)
+            return {}
+        outcomes: dict[str, finished.Outcome] = {}
+        for batch in sorted(self.noted):
+            try:
+                outcome = finished.finish_if_done(
+                    self.settings, self.clients.s3, batch, now or datetime.now(UTC)
+                )
+            except Exception as error:
+                log.warning("batch %s: could not check whether it is finished: %s", batch, error)
+                continue
+            outcomes[batch] = outcome
+            if outcome == "written":
+                log.info("batch %s is finished: done.json written", batch)
+            if outcome != "open":
+                with self._lock:
+                    self._noted.discard(batch)
+        return outcomes
+
+    def _recheck_later(self) -> None:
+        """One timer at a time, while anything stays noted (a daemon thread: a stopping
+        pool process does not wait for it)."""
+        if self.recheck_seconds <= 0 or not self.noted:
+            return
+        with self._lock:
+            if self._timer is not None and self._timer.is_alive():
+                return
+            self._timer = threading.Timer(self.recheck_seconds, self._recheck)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _recheck(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.after_job()
