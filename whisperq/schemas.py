@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from whisperq import keys
+from whisperq import errors, keys
 from whisperq.qa_rules import RulesError, parse_rules
 from whisperq.vocabulary import compile_user_patterns, expand_groups
 
@@ -315,6 +315,11 @@ class BatchInfo(_Strict):
     created_at: datetime
     source: str = Field(description="submit, or ingest:<prefix> for S3-event batches.")
     options: TranscriptionOptions = TranscriptionOptions()
+    open_until: datetime | None = Field(
+        None,
+        description="A daily ingest batch takes files until then (its UTC day's end plus a "
+        "grace): before it the batch is not finished (whisperq.finished).",
+    )
 
 
 class FileEntry(_WithMetadata):
@@ -503,8 +508,19 @@ class ErrorRecord(_Strict):
     kind: Literal["permanent", "transient"] = Field(
         description="permanent: retrying cannot help; transient: retries ran out."
     )
+    cause: str | None = Field(
+        None,
+        description="Why, as far as what to do next goes (errors.FailureCause: not_audio, "
+        "input_gone, transient, ...); errors.next_step words the step. None in older records.",
+    )
     error_type: str
     attempts: int = Field(description="Tries by the worker that wrote this record.")
     receive_count: int | None = Field(None, description="SQS deliveries of the job so far.")
     worker_id: str
     failed_at: datetime
+
+    def next_step(self) -> str:
+        """The one next step for this file (``errors.next_step``): what its reason ends
+        with, and what ``wait`` and ``status`` print."""
+        cause = errors.record_cause(self.cause, self.kind, self.error_type)
+        return errors.next_step(cause, self.batch, self.path)

@@ -104,6 +104,37 @@ def test_status_json_counts_batch_and_queue(batch_of_three, cli_env):
     assert data["queue"] == {"visible": 3, "in_flight": 0, "dead_lettered": 0}
 
 
+def test_status_counts_the_ingest_queue_and_its_dead_letters(batch_of_three, cli_env, monkeypatch):
+    """Issue 26, item 9: S3 events waiting to become jobs, and those whose ingest kept
+    failing, are in status (plain and --json) once an ingest queue is configured."""
+    assert json.loads(runner.invoke(app, ["status", "--json"]).stdout)["ingest_queue"] is None
+    sqs = storage.client(cli_env, "sqs")
+    ingest = sqs.create_queue(QueueName=f"{cli_env.bucket}-ingest")["QueueUrl"]
+    ingest_dlq = sqs.create_queue(QueueName=f"{cli_env.bucket}-ingest-dlq")["QueueUrl"]
+    for n in range(2):
+        sqs.send_message(QueueUrl=ingest, MessageBody=f"event {n}")
+    sqs.send_message(QueueUrl=ingest_dlq, MessageBody="event that kept failing")
+    monkeypatch.setenv("WHISPERQ_INGEST_QUEUE_URL", ingest)
+    monkeypatch.setenv("WHISPERQ_INGEST_DLQ_URL", ingest_dlq)
+
+    data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert data["ingest_queue"] == {"visible": 2, "in_flight": 0, "dead_lettered": 1}
+    assert data["queue"]["visible"] == 3  # the job queue's own counts, apart
+    text = runner.invoke(app, ["status"]).stdout
+    assert "ingest queue (S3 events): 2 waiting, 0 in flight, 1 dead-lettered" in text
+    assert "Dead-lettered S3 events" in text
+
+    # a queue the CLI cannot read (e.g. a policy from before these queues): said, and the
+    # batches still shown
+    monkeypatch.setenv("WHISPERQ_INGEST_QUEUE_URL", ingest + "-gone")
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["batches"][0]["batch"] == "wk" and "error" in data["ingest_queue"]
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0 and "ingest queue: cannot read it" in result.output
+
+
 def test_status_table_and_unknown_batch(batch_of_three):
     table = runner.invoke(app, ["status", "wk"])
     assert table.exit_code == 0 and "wk" in table.stdout and "3 waiting" in table.stdout
@@ -357,6 +388,60 @@ def test_status_failed_lists_reasons(batch_of_three, cli_env):
     data = json.loads(runner.invoke(app, ["status", "wk", "--failed", "--json"]).stdout)
     (failure,) = data["batches"][0]["failures"]
     assert (failure["path"], failure["reason"]) == (b, "b is not audio")
+
+
+def test_wait_status_and_the_record_give_one_next_step_per_failed_file(batch_of_three, cli_env):
+    """Issue 34: `wait` said `whisperq retry` while the record said to submit again with
+    --force, and retrying a file that is not audio fails again. Records written by the
+    worker's own code; wait and status print the step each record ends with."""
+    import tempfile
+
+    from botocore.exceptions import ClientError
+
+    from whisperq.errors import AudioDecodeError
+    from whisperq.schemas import TranscriptionJob
+    from whisperq.worker.clients import ProcessClients
+    from whisperq.worker.failures import classify
+    from whisperq.worker.results import ResultStore
+
+    a, b, c = batch_of_three
+    put(cli_env, keys.result_key("wk", a, "json"))
+    store = ResultStore(cli_env, ProcessClients(cli_env))
+    local = f"{tempfile.gettempdir()}/whisperq-1a2b/0-b/b.wav"
+    not_audio = AudioDecodeError(
+        f"cannot decode audio: [Errno 1094995529] Invalid data found when processing input: "
+        f"'{local}'"
+    )
+    throttled = ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+    for path, error in ((b, not_audio), (c, throttled)):
+        job = TranscriptionJob(
+            batch="wk", path=path, input_key=keys.input_key("wk", path), sha256="0" * 64, size=1
+        )
+        store.write_error(job, classify(error, path), error, 3, None)
+    s3 = storage.client(cli_env, "s3")
+    reasons = {
+        path: storage.get_json(s3, cli_env.bucket, keys.error_key("wk", path))["reason"]
+        for path in (b, c)
+    }
+    steps = {
+        path: reason.rsplit(" Next: ", 1)[1].removesuffix(".") for path, reason in reasons.items()
+    }
+    assert f"whisperq submit {b} --batch wk --force" in steps[b]
+    assert "whisperq retry" not in steps[b] and "whisperq retry wk" in steps[c]
+    assert tempfile.gettempdir() not in reasons[b] and "Errno" not in reasons[b]
+
+    result = runner.invoke(app, ["wait", "wk", "--timeout", "10", "--interval", "0.2"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    for path in (b, c):
+        (at,) = [n for n, line in enumerate(lines) if line.startswith(f"  {path}  ")]
+        assert lines[at + 1] == f"    next: {steps[path]}"  # the record's step, word for word
+    assert result.output.count("whisperq retry wk") == 1  # only for the file it can help
+
+    data = json.loads(runner.invoke(app, ["status", "wk", "--failed", "--json"]).stdout)
+    failures = {item["path"]: item for item in data["batches"][0]["failures"]}
+    assert {path: failures[path]["next_step"] for path in (b, c)} == steps
+    assert failures[b]["cause"] == "not_audio" and failures[c]["cause"] == "transient"
 
 
 def test_retry_requeues_failed_files_and_clears_their_records(batch_of_three, cli_env):

@@ -422,6 +422,52 @@ def test_worker_role_allows_only_what_a_worker_does():
     return done.apply(check)
 
 
+@pulumi.runtime.test
+def test_workers_mark_finished_batches_and_announce_them_on_the_stacks_bus():
+    """Issue 28: a worker reads a batch's done.json and batch.json (not its entries), creates
+    done.json, and puts the "batch finished" event on whisperq:eventBus ("default" unless
+    set; the user data tells the worker)."""
+    bucket = f"arn:aws:s3:::{BUCKET}"
+    mocks, _, done = deploy({})
+
+    def check(_):
+        by_sid = worker_statements(mocks)
+        assert by_sid["ReadBatchEnds"]["Resource"] == [
+            f"{bucket}/batches/*/done.json",
+            f"{bucket}/batches/*/batch.json",
+            f"{bucket}/batches/*/manifest.json",
+        ]
+        assert by_sid["MarkFinishedBatches"]["Action"] == ["s3:PutObject"]
+        assert by_sid["MarkFinishedBatches"]["Resource"] == [f"{bucket}/batches/*/done.json"]
+        assert by_sid["AnnounceFinishedBatches"] == {
+            "Sid": "AnnounceFinishedBatches",
+            "Effect": "Allow",
+            "Action": ["events:PutEvents"],
+            "Resource": [f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"],
+        }
+        assert "WHISPERQ_EVENT_BUS=default" in mocks.user_data().splitlines()
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_without_an_event_bus_workers_put_no_events():
+    mocks, _, done = deploy({"eventBus": "none"})
+
+    def check(_):
+        assert "AnnounceFinishedBatches" not in worker_statements(mocks)
+        assert "MarkFinishedBatches" in worker_statements(mocks)  # done.json all the same
+        assert "WHISPERQ_EVENT_BUS" not in mocks.user_data()
+
+    return done.apply(check)
+
+
+@pytest.mark.parametrize("value", ["arn:aws:events:eu-west-1:1:event-bus/x", "a b", "x" * 257])
+def test_an_event_bus_that_is_no_bus_name_stops_preview(value):
+    with pytest.raises(ConfigError, match="whisperq:eventBus must be an EventBridge bus name"):
+        parse_config({"eventBus": value})
+
+
 def test_the_worker_policys_actions_exist_in_aws():
     """Every action of the worker's policy is an API of its service (botocore's models),
     but Session Manager's: the SSM agent's own APIs (UpdateInstanceInformation, the
@@ -431,8 +477,8 @@ def test_the_worker_policys_actions_exist_in_aws():
 
     session = botocore.session.get_session()
     prefixes = {"cloudwatch": "cloudwatch", "logs": "logs", "autoscaling": "autoscaling"}
-    prefixes |= {"s3": "s3", "sqs": "sqs"}
-    policy = worker_policy("arn:aws:s3:::b", "q", "g", "lg", "eu-west-1", ACCOUNT)
+    prefixes |= {"s3": "s3", "sqs": "sqs", "events": "events"}
+    policy = worker_policy("arn:aws:s3:::b", "q", "g", "lg", "eu-west-1", ACCOUNT, "default")
     for statement in policy["Statement"]:
         for action in statement["Action"]:
             service, _, operation = action.partition(":")
@@ -916,6 +962,68 @@ def test_the_program_reads_stack_config_and_exports_what_the_cli_needs():
         deployment.fleet.group.name,
         deployment.ingest.ingest_prefix,
     ).apply(check)
+
+
+def run_main(config: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+    """infra_pulumi/__main__.py under the mocks: its stack outputs, by name (values or
+    Outputs, as `pulumi.export` was given them)."""
+    import runpy
+
+    exports: dict = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: exports.__setitem__(name, value))
+    pulumi.runtime.set_mocks(AwsMocks(), project="whisperq", stack="dev", preview=False)
+    pulumi.runtime.set_all_config(config)
+    try:
+        runpy.run_path(str(Path(__file__).parents[2] / "infra_pulumi" / "__main__.py"))
+    finally:
+        pulumi.runtime.set_all_config({})
+    return exports
+
+
+@pulumi.runtime.test
+def test_config_from_stack_takes_the_ingest_queues_and_the_cli_policy_counts_them(monkeypatch):
+    """Issue 26, item 9: `status` shows the ingest queue and its dead letters: the stack
+    exports both URLs, `config from-stack` maps them to settings, and the CLI policy may
+    read their attributes (and only that)."""
+    from whisperq.settings import Settings
+    from whisperq.stacks.from_stack import settings_from_outputs
+
+    exports = run_main({}, monkeypatch)
+
+    def check(outputs):
+        settings = settings_from_outputs(outputs)
+        assert settings["ingest_queue_url"].endswith(f"/{INGEST}")
+        assert settings["ingest_dlq_url"].endswith(f"/{INGEST_DEAD_LETTERS}")
+        assert settings["dlq_url"].endswith(f"/{DEAD_LETTERS}")
+        Settings.model_validate(settings)  # every value is a setting's
+        policy = json.loads(outputs["cliUserPolicy"])
+        (ingest,) = [st for st in policy["Statement"] if st["Sid"] == "CountIngestEvents"]
+        assert ingest["Action"] == ["sqs:GetQueueAttributes"]
+        queues = [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{n}" for n in (INGEST, INGEST_DEAD_LETTERS)]
+        assert ingest["Resource"] == queues
+        named = [r for st in policy["Statement"] for r in _as_list(st["Resource"])]
+        assert sum(r in queues for r in named) == 2  # nothing else on the ingest queues
+
+    return pulumi.Output.from_input(exports).apply(check)
+
+
+@pulumi.runtime.test
+def test_a_stack_without_the_ingest_route_exports_no_ingest_queues(monkeypatch):
+    from whisperq.stacks.from_stack import settings_from_outputs
+
+    exports = run_main({"whisperq:ingest": "false"}, monkeypatch)
+    assert "ingestQueueUrl" not in exports and "ingestDlqUrl" not in exports
+
+    def check(outputs):
+        assert "ingest_dlq_url" not in settings_from_outputs(outputs)
+        policy = json.loads(outputs["cliUserPolicy"])
+        assert "CountIngestEvents" not in [st["Sid"] for st in policy["Statement"]]
+
+    return pulumi.Output.from_input(exports).apply(check)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
 
 
 # --- the S3-event ingest route -------------------------------------------------------------

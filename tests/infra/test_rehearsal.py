@@ -92,7 +92,15 @@ from whisperq.schemas import ErrorRecord, utc_now
 from whisperq.settings import Settings
 from whisperq.stacks import local as local_stack
 
-from helpers import CLEAR_SENTENCE, FakeImds, create_group, upload_job, wait_for, write_result
+from helpers import (
+    CLEAR_SENTENCE,
+    FakeImds,
+    create_group,
+    upload_job,
+    wait_for,
+    write_batch,
+    write_result,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -321,6 +329,11 @@ def iam_requests(call: Call, arns: Arns) -> list[Request]:
                 Request(f"autoscaling:{op}", arns.group(tag["ResourceId"]))
                 for tag in params["Tags"]
             ]
+    if call.service == "events" and op == "PutEvents":  # authorised on each entry's bus
+        return [
+            Request("events:PutEvents", _event_bus_arn(entry.get("EventBusName") or "default"))
+            for entry in params["Entries"]
+        ]
     if call.service == "cloudwatch" and op == "PutMetricData":
         return [
             Request(
@@ -331,6 +344,10 @@ def iam_requests(call: Call, arns: Arns) -> list[Request]:
         f"the rehearsal does not know how IAM authorises {call.service}:{op}: add it to "
         "iam_requests"
     )
+
+
+def _event_bus_arn(bus: str) -> str:
+    return bus if bus.startswith("arn:") else f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"
 
 
 # Every request the stack's clients make goes over TLS (the bucket policy denies the rest).
@@ -791,6 +808,12 @@ def stage(moto_iam: str, programs: dict) -> Iterator[Stage]:
         stage.arns.queue(stage.urls["jobs"]),
         stage.arns.queue(stage.urls["dead-letters"]),
         stage.arns.groups[GROUP],
+        # as infra_pulumi/__main__.py passes them: with the ingest route, its two queues
+        [
+            stage.arns.queue(stage.urls[r])
+            for r in ("ingest", "ingest-dead-letters")
+            if r in stage.urls
+        ],
     )
 
     iam = stage.client("admin", "iam")
@@ -1352,6 +1375,9 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
     imds = FakeImds(instance_id=stage.instance_id)
     imds.lifecycle_state = "InService"
     stack.enter_context(imds)
+    # A batch left noted is looked at again from a timer thread (whisperq/worker/batch_end.py):
+    # off here, so that no call of this path lands in a later one's record.
+    monkeypatch.setattr("whisperq.worker.batch_end.RECHECK_SECONDS", 0)
     # The worker as the user data configures it, with the rehearsal's endpoint and keys.
     # What the rehearsal changes: the test model on CPU, IMDS, and (below) the timings.
     written = user_data_env(stage.program.user_data())
@@ -1379,6 +1405,11 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
         worker_settings(visibility_timeout=30, pack_max_files=2, pack_max_bytes=480_000),
         make_speech,
         tmp_path / "pack",
+    )
+
+    # A batch's last file settled on a dry queue: its done.json and event (issue 28).
+    packing += _batch_end_under_the_worker_policy(
+        stage, worker_settings(), make_speech, tmp_path / "end"
     )
 
     admin = stage.settings("admin")
@@ -1498,6 +1529,7 @@ def _worker_end_to_end(stage, make_speech, tmp_path, monkeypatch, stack):
         ("sqs", "DeleteMessage"),  # the ack
         ("sqs", "GetQueueAttributes"),  # kombu, on reject: the redrive policy
         ("cloudwatch", "PutMetricData"),
+        ("events", "PutEvents"),  # a finished batch's event (issue 28)
         ("autoscaling", "SetInstanceProtection"),
         ("autoscaling", "CompleteLifecycleAction"),
         ("autoscaling", "SetInstanceHealth"),
@@ -1623,6 +1655,43 @@ def _packing_under_the_worker_policy(
     return calls
 
 
+def _batch_end_under_the_worker_policy(
+    stage: Stage, settings: Settings, make_speech: Any, folder: Path
+) -> list[Call]:
+    """Issue 28: the worker that settles a batch's last file, its queue dry, writes the
+    batch's done.json (a conditional write) and puts "whisperq batch finished" on the
+    stack's bus (whisperq:eventBus, in the user data); another worker finds the marker
+    there; a batch with no records (batch.json, or a legacy manifest.json) is left alone.
+    The calls made."""
+    from whisperq.worker.runner import JobRunner
+
+    admin, batch = stage.settings("admin"), "reh-done"
+    assert settings.event_bus == "default"  # the user data's: the config's default
+    admin_s3, admin_sqs = stage.client("admin", "s3"), stage.client("admin", "sqs")
+    write_batch(admin, batch, ["a.wav", "b.wav"], duration=5)
+    error = json.dumps({"reason": "could not decode"}).encode()
+    admin_s3.put_object(Bucket=stage.bucket, Key=keys.error_key(batch, "b.wav"), Body=error)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = upload_job(admin, make_speech(folder / "a.wav", CLEAR_SENTENCE), batch, "a.wav")
+    counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    left = admin_sqs.get_queue_attributes(QueueUrl=stage.urls["jobs"], AttributeNames=counts)
+    assert left["Attributes"] == {name: "0" for name in counts}  # the queue has run dry
+    stage.recorder.take()
+
+    assert JobRunner(settings).run(payload) == "done"
+    marker = admin_s3.get_object(Bucket=stage.bucket, Key=keys.done_key(batch))["Body"].read()
+    done = json.loads(marker)
+    assert (done["submitted"], done["done"], done["failed_paths"]) == (2, 1, ["b.wav"])
+    later = JobRunner(settings).batch_ends
+    later.settled(batch)
+    later.settled("reh-no-records")
+    assert later.after_job() == {batch: "finished", "reh-no-records": "unknown"}
+    calls = stage.recorder.take()
+    put = [c for c in calls if (c.principal, c.operation) == ("worker", "PutEvents")]
+    assert len(put) == 1 and put[0].error is None, put  # one event, by the one writer
+    return calls
+
+
 def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
     stage = rehearsal
     admin_s3 = stage.client("admin", "s3")
@@ -1632,6 +1701,8 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
     audio, record = "inputs/reh-deny/a.wav", "batches/reh-deny/batch.json"
     transcript = "results/reh-deny/a.wav.json"
     admin_s3.put_object(Bucket=stage.bucket, Key=transcript, Body=b"{}")
+    entry = keys.entry_key("reh-deny", "a.wav", 1.0)
+    admin_s3.put_object(Bucket=stage.bucket, Key=entry, Body=b"{}")
     jobs, dead, elsewhere = stage.urls["jobs"], stage.urls["dead-letters"], stage.urls["elsewhere"]
     group = {"AutoScalingGroupName": GROUP}
     samples = refused(
@@ -1641,6 +1712,8 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
         ("overwrite an input", "s3:PutObject", {"Bucket": bucket, "Key": audio, "Body": b"x"}),
         ("read another bucket", "s3:GetObject", {"Bucket": other, "Key": audio}),
         ("write batch records", "s3:PutObject", {"Bucket": bucket, "Key": record, "Body": b"{}"}),
+        # a batch's end it reads and marks (issue 28); its files' entries (call metadata) never
+        ("read a file's entry", "s3:GetObject", {"Bucket": bucket, "Key": entry}),
         ("list another bucket", "s3:ListObjectsV2", {"Bucket": other, "Prefix": "inputs/"}),
         # its own queue it may send to: packing hands jobs on (issue 26, item 4); nothing else
         ("send to another queue", "sqs:SendMessage", {"QueueUrl": elsewhere, "MessageBody": "x"}),
@@ -1666,8 +1739,15 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
             {"Namespace": "AWS/EC2", "MetricData": []},
             False,
         ),
+        (
+            "put events on another bus",
+            "events:PutEvents",
+            {"Entries": [{"Source": "x", "DetailType": "x", "Detail": "{}", "EventBusName": "b"}]},
+            False,
+        ),
     )
     assert_none(check_denied(stage, samples))
+    admin_s3.delete_object(Bucket=bucket, Key=entry)  # no batch without its batch.json
     assert admin_s3.get_object(Bucket=bucket, Key="inputs/reh-deny/a.wav")["Body"].read() == b"a"
     # ... and what it may: hand a job it cannot pack on to its own queue (issue 26, item 4;
     # the end-to-end rehearsal makes these calls)
@@ -1743,6 +1823,9 @@ def _cli(stage: Stage, *args: str) -> Any:
         "WHISPERQ_QUEUE_URL": stage.urls["jobs"],
         "WHISPERQ_DLQ_URL": stage.urls["dead-letters"],
         "WHISPERQ_AUTOSCALING_GROUP": GROUP,
+        # as `config from-stack` sets them from ingestQueueUrl / ingestDlqUrl
+        "WHISPERQ_INGEST_QUEUE_URL": stage.urls.get("ingest", ""),
+        "WHISPERQ_INGEST_DLQ_URL": stage.urls.get("ingest-dead-letters", ""),
         "WHISPERQ_AWS_ACCESS_KEY_ID": key,
         "WHISPERQ_AWS_SECRET_ACCESS_KEY": secret,
         "COLUMNS": "200",
@@ -1803,6 +1886,8 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
         taken += reply.get("Messages", [])
     admin_sqs.send_message(QueueUrl=stage.urls["dead-letters"], MessageBody=taken[0]["Body"])
     admin_sqs.purge_queue(QueueUrl=stage.urls["jobs"])
+    if INGEST_READY:  # an S3 event whose ingest kept failing
+        admin_sqs.send_message(QueueUrl=stage.urls["ingest-dead-letters"], MessageBody="{}")
     stage.recorder.take()
 
     status = json.loads(_cli(stage, "status", batch, "--failed", "--json").stdout)
@@ -1810,6 +1895,8 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
     assert (mine["submitted"], mine["done"], mine["failed"]) == (2, 1, 1)
     assert mine["failures"][0]["reason"] == "could not decode"
     assert status["queue"]["dead_lettered"] == 1
+    if INGEST_READY:  # the ingest queue and its dead letters, with the policy's statement
+        assert status["ingest_queue"] == {"visible": 0, "in_flight": 0, "dead_lettered": 1}
     assert status["fleet"]["found"] and status["fleet"]["throughput"]["results_read"] == 1
     assert batch in _cli(stage, "status").stdout  # every batch: a listing of batches/
     # status reads the scaling activities only while the group runs fewer than it wants,
@@ -1857,6 +1944,14 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
         ("send to another queue", "sqs:SendMessage", {"QueueUrl": elsewhere, "MessageBody": "x"}),
         ("resize the fleet", "autoscaling:SetDesiredCapacity", {**group, "DesiredCapacity": 3}),
     )
+    if INGEST_READY:  # the ingest queues: counted, never worked
+        ingest, ingest_dead = stage.urls["ingest"], stage.urls["ingest-dead-letters"]
+        samples += refused(
+            "cli",
+            ("take S3 events", "sqs:ReceiveMessage", {"QueueUrl": ingest, "WaitTimeSeconds": 0}),
+            ("send an S3 event", "sqs:SendMessage", {"QueueUrl": ingest, "MessageBody": "x"}),
+            ("purge the ingest dead letters", "sqs:PurgeQueue", {"QueueUrl": ingest_dead}),
+        )
     assert_none(check_denied(stage, samples))
 
 

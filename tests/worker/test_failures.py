@@ -4,7 +4,13 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from pydantic import ValidationError
 
-from whisperq.errors import AudioDecodeError, InvalidKeyError, ModelError
+from whisperq.errors import (
+    AudioDecodeError,
+    FailureCause,
+    InvalidKeyError,
+    ModelError,
+    next_step,
+)
 from whisperq.schemas import TranscriptionJob
 from whisperq.worker.failures import (
     Failure,
@@ -13,6 +19,7 @@ from whisperq.worker.failures import (
     backoff_delay,
     botocore_retries,
     classify,
+    record_reason,
     should_retry,
 )
 
@@ -69,9 +76,11 @@ def test_classify(error, kind, says):
 
 
 def test_decode_failures_name_the_file_and_the_fix():
-    reason = classify(AudioDecodeError("bad header"), "calls/x.wav").reason
-    assert reason.startswith("calls/x.wav could not be read as audio (bad header)")
-    assert "--force" in reason
+    failure = classify(AudioDecodeError("bad header"), "calls/x.wav")
+    assert failure.reason.startswith("calls/x.wav could not be read as audio (bad header)")
+    reason = record_reason(failure, "wk", "calls/x.wav")  # the step: the record's last words
+    assert reason.endswith("Next: " + next_step(FailureCause.NOT_AUDIO, "wk", "calls/x.wav") + ".")
+    assert "--force" in reason and "whisperq retry" not in reason
 
 
 def test_a_missing_input_says_it_expired_or_was_deleted_and_how_to_resubmit():
@@ -83,9 +92,11 @@ def test_a_missing_input_says_it_expired_or_was_deleted_and_how_to_resubmit():
         operation, code = error.operation_name, error.response["Error"]["Code"]
         assert failure.reason == (
             "the input of calls/x.wav is no longer in S3 (expired under the inputs lifecycle "
-            f"rule, or deleted; {operation}: {code}): submit it again (whisperq submit ... "
-            "--force, or drop it in incoming/ again)"
+            f"rule, or deleted; {operation}: {code})."
         )
+        assert failure.cause is FailureCause.INPUT_GONE
+        step = next_step(failure.cause, "wk", "calls/x.wav")
+        assert "whisperq submit calls/x.wav --batch wk --force" in step and "incoming/" in step
 
 
 def test_access_denied_on_the_input_names_both_causes():
@@ -100,7 +111,9 @@ def test_access_denied_on_the_input_names_both_causes():
             "worker role lacks s3:GetObject/s3:ListBucket on this bucket, or the input was "
             "deleted and the role cannot list the bucket."
         )
-        assert "`whisperq retry BATCH`" in failure.reason and "--force" in failure.reason
+        assert failure.cause is FailureCause.INPUT_DENIED
+        step = next_step(failure.cause, "wk", "calls/x.wav")
+        assert "`whisperq retry wk`" in step and "--force" in step  # which one: the step says
     # denied writing results: the role, nothing else
     put = classify(client_error("AccessDenied", 403, "PutObject"), "calls/x.wav").reason
     assert put.startswith("access denied (PutObject: AccessDenied): the worker's IAM role lacks")
@@ -206,7 +219,9 @@ def test_a_decode_failure_names_the_batch_path_not_the_workers_copy():
     )
     assert tempfile.gettempdir() not in reason and "/tmp" not in reason
     assert "Errno" not in reason and "1094995529" not in reason
-    assert "--force" in reason  # what to do
+    record = record_reason(classify(error, "calls/x.wav"), "wk", "calls/x.wav")
+    assert tempfile.gettempdir() not in record and "Errno" not in record
+    assert "--force" in record  # what to do
 
 
 @pytest.mark.parametrize(

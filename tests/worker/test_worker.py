@@ -14,7 +14,7 @@ from whisperq.batches import ingest
 from whisperq.batches import records as batch_records
 from whisperq.batches.submit import submit
 from whisperq.celery_app import broker_url, make_celery, transport_options
-from whisperq.errors import WorkerUnfit
+from whisperq.errors import FailureCause, WorkerUnfit, next_step
 from whisperq.schemas import TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine
 from whisperq.worker.runner import JobRunner
@@ -27,6 +27,11 @@ from helpers import (
     word_error_rate,
     words,
 )
+
+
+def said(what: str, cause: FailureCause, batch: str, path: str) -> str:
+    """An error record's reason: what happened, then its one next step."""
+    return f"{what} Next: {next_step(cause, batch, path)}."
 
 
 @pytest.fixture
@@ -119,9 +124,12 @@ def test_a_success_after_a_failure_removes_the_stale_error_record(
 def test_an_invalid_payload_is_refused_and_recorded_where_safe(aws, runner):
     assert runner.run({"batch": "b4", "path": "x.wav"}) == "refused"
     record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/b4/x.wav.error.json")
-    assert record["reason"] == (
+    assert record["reason"] == said(
         "invalid job payload (input_key: Field required; sha256: Field required; "
-        "size: Field required)"
+        "size: Field required).",
+        FailureCause.INVALID_JOB,
+        "b4",
+        "x.wav",
     )
     assert record["kind"] == "permanent"
 
@@ -349,8 +357,11 @@ def test_an_upload_botocore_already_retried_gets_one_more_try(
     assert "results/t7/x.wav.json" not in result_keys(aws, "t7")  # never "done"
     record = error_record(aws, "t7", "x.wav")
     assert (record["kind"], record["attempts"]) == ("transient", 2)
-    assert record["reason"] == (
-        "S3/SQS was unavailable (PutObject: SlowDown), still after 8 retries."
+    assert record["reason"] == said(
+        "S3/SQS was unavailable (PutObject: SlowDown), still after 8 retries.",
+        FailureCause.TRANSIENT,
+        "t7",
+        "x.wav",
     )
 
 
@@ -374,7 +385,12 @@ def test_an_unknown_error_is_tried_twice_then_recorded(
     record = error_record(aws, "t8", "x.wav")
     assert (record["kind"], record["attempts"]) == ("transient", 2)
     assert record["error_type"] == "RuntimeError"
-    assert record["reason"] == "unexpected error RuntimeError: segment index out of range"
+    assert record["reason"] == said(
+        "unexpected error RuntimeError: segment index out of range.",
+        FailureCause.UNEXPECTED,
+        "t8",
+        "x.wav",
+    )
 
 
 def test_a_permanent_upload_error_is_recorded_at_once(
@@ -430,7 +446,9 @@ def test_when_retries_run_out_the_error_record_says_so(
     assert result_keys(aws, "t2") == ["results/t2/x.wav.error.json"]
     record = error_record(aws, "t2", "x.wav")
     assert (record["kind"], record["attempts"]) == ("transient", 3)
-    assert record["reason"] == "S3/SQS was unavailable (HeadObject: SlowDown)."
+    assert record["reason"] == said(
+        "S3/SQS was unavailable (HeadObject: SlowDown).", FailureCause.TRANSIENT, "t2", "x.wav"
+    )
 
 
 def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, tmp_path):
@@ -439,10 +457,12 @@ def test_an_input_gone_from_s3_is_a_permanent_failure(aws, runner, make_speech, 
     storage.client(aws, "s3").delete_object(Bucket=aws.bucket, Key=payload["input_key"])
     assert runner.run(payload) == "failed"
     record = storage.get_json(storage.client(aws, "s3"), aws.bucket, "results/t3/x.wav.error.json")
-    assert record["reason"] == (
+    assert record["reason"] == said(
         "the input of x.wav is no longer in S3 (expired under the inputs lifecycle rule, or "
-        "deleted; HeadObject: 404): submit it again (whisperq submit ... --force, or drop it "
-        "in incoming/ again)"
+        "deleted; HeadObject: 404).",
+        FailureCause.INPUT_GONE,
+        "t3",
+        "x.wav",
     )
     assert (record["kind"], record["attempts"]) == ("permanent", 1)
 
@@ -553,7 +573,7 @@ def test_a_non_audio_file_in_a_folder_is_named_by_its_batch_path(aws, runner, tm
     assert reason.startswith("calls/May 2/notes.wav could not be read as audio (")
     assert "/tmp" not in reason and tempfile.gettempdir() not in reason
     assert "whisperq-" not in reason and "Errno" not in reason
-    assert "submit it again with --force" in reason
+    assert "--batch b2b --force" in reason and "whisperq retry" not in reason
 
 
 # --- the model a batch asks for ----------------------------------------------------------------

@@ -442,6 +442,7 @@ def status(
         completion.mark_finished(settings, s3, found)
         statuses.append(found)
     queue = storage.queue_counts(settings)
+    ingest, ingest_error = _ingest_counts(settings)
     stale: list[str] = []
     if batch is not None and statuses[0].pending:
         view = tracking.load_batch(settings, s3, batch)
@@ -469,8 +470,15 @@ def status(
         if failed:
             for data in batches:
                 data["failures"] = [
-                    record.model_dump(mode="json") for record in failures[data["batch"]]
+                    record.model_dump(mode="json") | {"next_step": record.next_step()}
+                    for record in failures[data["batch"]]
                 ]
+        # None without an ingest queue configured (ingest_queue_url)
+        ingest_data: dict[str, Any] | None = None
+        if ingest_error is not None:
+            ingest_data = {"error": ingest_error}
+        if ingest is not None:
+            ingest_data = dict(ingest.__dict__)
         fleet_data: dict[str, Any] | None = None
         if fleet_now is not None:
             fleet_data = fleet_now.as_dict()
@@ -481,6 +489,7 @@ def status(
                 "target": settings.target,
                 "batches": batches,
                 "queue": queue.__dict__,
+                "ingest_queue": ingest_data,
                 "fleet": fleet_data,
                 "finished_batches_not_shown": hidden,
             }
@@ -514,6 +523,14 @@ def status(
         )
     dead = "n/a" if queue.dead_lettered is None else str(queue.dead_lettered)
     out.print(f"queue: {queue.visible} waiting, {queue.in_flight} in flight, {dead} dead-lettered")
+    if ingest is not None:
+        dead = "n/a" if ingest.dead_lettered is None else str(ingest.dead_lettered)
+        out.print(
+            f"ingest queue (S3 events): {ingest.visible} waiting, {ingest.in_flight} in flight, "
+            f"{dead} dead-lettered"
+        )
+    elif ingest_error is not None:
+        err.print(f"[yellow]ingest queue: cannot read it:[/] {ingest_error}", highlight=False)
     if fleet_error is not None:
         err.print(f"[yellow]fleet: cannot read it:[/] {fleet_error}", highlight=False)
     if fleet_now is not None:
@@ -525,12 +542,37 @@ def status(
             failed_table.add_column("file")
             failed_table.add_column("reason")
             for record in records:
-                failed_table.add_row(record.path, record.reason)
+                reason = record.reason
+                if record.cause is None:  # an older record: the step is not in its reason
+                    reason += f" Next: {record.next_step()}."
+                failed_table.add_row(escape(record.path), escape(reason))
             out.print(failed_table)
     if queue.dead_lettered:
         out.print(
             "Dead-lettered jobs: `whisperq dlq` lists them; `whisperq retry BATCH` re-queues."
         )
+    if ingest is not None and ingest.dead_lettered:
+        out.print(
+            "Dead-lettered S3 events: their ingest failed again and again (the ingest log, on "
+            "AWS the ingest Lambda's log group, says why); SQS's dead-letter queue redrive "
+            "moves them back to the ingest queue once the cause is fixed."
+        )
+
+
+def _ingest_counts(settings: Settings) -> tuple[storage.QueueCounts | None, str | None]:
+    """The ingest queue's counts and its dead-letter queue's (ingest_queue_url,
+    ingest_dlq_url: the local stack's, or the stack's via `config from-stack`): (counts,
+    None), (None, why they cannot be read), or (None, None) without an ingest queue."""
+    if not settings.ingest_queue_url:
+        return None, None
+    queues = settings.model_copy(
+        update={"queue_url": settings.ingest_queue_url, "dlq_url": settings.ingest_dlq_url}
+    )
+    try:
+        return storage.queue_counts(queues), None
+    except (BotoCoreError, ClientError) as error:
+        # The jobs are still worth showing (e.g. a CLI policy from before the ingest queues).
+        return None, explain_aws_error(error, settings)
 
 
 def _fleet_lines(now: fleet.FleetStatus, settings: Settings, at: float | None = None) -> list[str]:
@@ -543,11 +585,7 @@ def _fleet_lines(now: fleet.FleetStatus, settings: Settings, at: float | None = 
             f"{settings.target} (WHISPERQ_AUTOSCALING_GROUP)"
         ]
     else:
-        types = ", ".join(f"{name} x{count}" for name, count in group.instance_types.items())
-        lines = [
-            f"fleet {group.name}: {group.desired} desired, {group.in_service} in service, "
-            f"{group.pending} pending (max {group.max_size})" + (f"; {types}" if types else "")
-        ]
+        lines = [_group_line(group)]
         if now.launch_problem is not None:
             lines.append(_launch_problem_line(group, now.launch_problem, at or time.time()))
     state = local_stack.read_state(settings)
@@ -583,15 +621,41 @@ def _fleet_lines(now: fleet.FleetStatus, settings: Settings, at: float | None = 
             f"backlog {now.backlog} job(s): done in about {duration_text(now.eta_seconds)} "
             "(estimate, by the scaler's formula)"
         )
+        per = "unit" if group is not None and group.weighted else "instance"
         lines.append(
-            f"  assumes {now.jobs_per_instance} jobs per instance, max {now.max_instances} "
-            f"instance(s), {now.boot_seconds:g} s boot, {now.slots_per_instance} job(s) at "
-            "once per instance"
+            f"  assumes {now.jobs_per_instance} jobs per {per}, max {now.max_instances} "
+            f"{per}(s), {now.boot_seconds:g} s boot, {now.slots_per_instance:g} job(s) at "
+            f"once per {per}" + (" (a unit: an instance of weight 1)" if per == "unit" else "")
         )
     else:
         why = "no finished job yet to time" if now.mean_job_seconds is None else "no instances"
         lines.append(f"backlog {now.backlog} job(s): no estimate yet ({why})")
     return lines
+
+
+def _group_line(group: fleet.GroupState) -> str:
+    """The group's counts. A weighted group's desired, maximum and running capacity are
+    units (an instance counts as its type's weight), so the instances come with theirs:
+    "fleet G: 8 units desired (max 10), 2 instances in service (8 units), 0 pending;
+    c6a.2xlarge x2 (weight 4)"."""
+    if not group.weighted:
+        types = ", ".join(f"{name} x{count}" for name, count in group.instance_types.items())
+        return (
+            f"fleet {group.name}: {group.desired} desired, {group.in_service} in service, "
+            f"{group.pending} pending (max {group.max_size})" + (f"; {types}" if types else "")
+        )
+    types = ", ".join(
+        f"{name} x{count} (weight {group.weights.get(name, 1)})"
+        for name, count in group.instance_types.items()
+    )
+    pending = f"{group.pending} pending"
+    if group.pending:
+        pending += f" ({group.pending_capacity} units)"
+    return (
+        f"fleet {group.name}: {group.desired} units desired (max {group.max_size}), "
+        f"{group.in_service} instance(s) in service ({group.in_service_capacity} units), "
+        f"{pending}" + (f"; {types}" if types else "")
+    )
 
 
 def _launch_problem_line(group: fleet.GroupState, problem: fleet.LaunchProblem, at: float) -> str:
@@ -602,7 +666,8 @@ def _launch_problem_line(group: fleet.GroupState, problem: fleet.LaunchProblem, 
         age = max(0.0, at - datetime.fromisoformat(problem.started_at).timestamp())
         when = f" (a launch failed {duration_text(age)} ago)"
     hint = f" ({problem.hint})" if problem.hint else ""
+    units = " units" if group.weighted else ""
     return (
-        f"fleet: [yellow]{group.running} of {group.desired} desired running[/]{when}: "
+        f"fleet: [yellow]{group.running} of {group.desired} desired{units} running[/]{when}: "
         f"{escape(problem.message)}{escape(hint)}"
     )

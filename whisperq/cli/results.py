@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,7 +15,15 @@ from whisperq import keys, storage
 from whisperq.batches import completion, tracking
 from whisperq.cli.app import JsonFlag, app, err, out, print_json, settings_for_storage
 from whisperq.cli.batches import RichHooks, no_batch, progress_bar
-from whisperq.errors import EXIT_ERROR, EXIT_USAGE, UsageError, WhisperqError
+from whisperq.errors import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    FailureCause,
+    UsageError,
+    WhisperqError,
+    next_step,
+)
+from whisperq.schemas import ErrorRecord
 from whisperq.settings import Settings
 
 EXIT_FAILED = EXIT_ERROR  # wait: some jobs failed
@@ -42,7 +50,8 @@ def wait(
     """Show live progress until the batch is finished.
 
     Exits 0 when every job succeeded; 1 when any failed or was dead-lettered (naming
-    them: `whisperq retry BATCH` runs them again); 2 on timeout.
+    them, each with its next step: `whisperq retry BATCH` where running it again can
+    work, submitting a fixed file again where it cannot); 2 on timeout.
 
     Example: `whisperq wait weekly --timeout 3600 && whisperq results weekly --out transcripts/`
     """
@@ -96,13 +105,40 @@ def wait(
     if current.failed or current.dead_lettered_paths:
         bad = current.failed + len(current.dead_lettered_paths)
         err.print(f"[red]{bad} of {current.submitted} failed:[/]")
-        for path in current.failed_paths:
-            err.print(f"  {path}  (reason in {keys.error_key(batch, path)})", highlight=False)
-        for path in current.dead_lettered_paths:
-            err.print(f"  {path}  (dead-lettered: its job failed every delivery)", highlight=False)
-        err.print(f"`whisperq retry {batch}` runs them again.", highlight=False)
+        for step, lines in _failures_by_step(settings, s3, batch, current).items():
+            for line in lines:
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+            err.print(f"    next: {step}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
     err.print(f"[green]All {current.done} done.[/]")
+
+
+MAX_RECORDS_READ = 100  # wait reads this many error records for their next steps
+
+
+def _failures_by_step(
+    settings: Settings, s3: Any, batch: str, status: tracking.BatchStatus
+) -> dict[str, list[str]]:
+    """The failed files, grouped under their one next step (``errors.next_step``, as their
+    error records say it): a file that is not audio is to be replaced and submitted again,
+    never retried as it is; a throttled one is retried."""
+    groups: dict[str, list[str]] = {}
+    for number, path in enumerate(status.failed_paths):
+        key = keys.error_key(batch, path)
+        step = next_step(None, batch, path)  # unread: its reason says it
+        if number < MAX_RECORDS_READ:
+            try:
+                data = storage.get_json(s3, settings.bucket, key)
+                step = ErrorRecord.model_validate(data).next_step()
+            except ValueError:  # not a record this version reads (ValidationError too)
+                pass
+        groups.setdefault(step, []).append(f"  {path}  (reason in {key})")
+    for path in status.dead_lettered_paths:
+        step = next_step(FailureCause.DEAD_LETTERED, batch, path)
+        groups.setdefault(step, []).append(
+            f"  {path}  (dead-lettered: its job failed every delivery)"
+        )
+    return groups
 
 
 class _DeadLetterWatch:

@@ -11,6 +11,11 @@ kind of error record.
 Worker: the worker itself is unfit (its model will not load). No record: the message goes
 back to the queue for another worker, and to the dead-letter queue if none can run it.
 
+What to do next depends on the failure's ``cause`` (``errors.FailureCause``), not on its
+kind alone: a file that is not audio must be fixed and submitted again (a retry fails the
+same way), an expired throttle is retried. ``record_reason`` ends the record's reason with
+``errors.next_step``, the step ``wait`` and ``status`` print for the same cause.
+
 How many tries a stage gets is ``allowed_tries``: the worker's ``max_attempts``, lowered by
 the failure's own ``max_retries`` where one more try is unlikely to help:
 
@@ -55,7 +60,14 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from whisperq.errors import AudioDecodeError, InvalidKeyError, ModelError, OptionNotServed
+from whisperq.errors import (
+    AudioDecodeError,
+    FailureCause,
+    InvalidKeyError,
+    ModelError,
+    OptionNotServed,
+    next_step,
+)
 
 _TRANSIENT_S3_CODES = frozenset(
     {
@@ -88,14 +100,31 @@ class Kind(StrEnum):
 @dataclass(frozen=True)
 class Failure:
     kind: Kind
-    reason: str  # for a person: what happened and what to do
+    reason: str  # for a person: what happened (``record_reason`` adds what to do)
     # Retries of the failed stage this failure deserves at most; None: as many as the
     # worker's settings allow. Only transient failures are retried at all.
     max_retries: int | None = None
+    cause: FailureCause | None = None  # what to do next depends on it (errors.next_step)
 
     @property
     def permanent(self) -> bool:
         return self.kind is Kind.PERMANENT
+
+    @property
+    def next_cause(self) -> FailureCause | None:
+        """The cause an error record carries: the failure's own, else by its kind."""
+        if self.cause is None and self.kind is Kind.TRANSIENT:
+            return FailureCause.TRANSIENT
+        return self.cause
+
+
+def record_reason(failure: Failure, batch: str, path: str) -> str:
+    """An error record's reason: what happened, in words (the batch's path, not the
+    worker's copy; no raw error numbers), then the one next step (``errors.next_step``,
+    which ``wait`` and ``status`` print too)."""
+    what = plain(failure.reason, path).rstrip()
+    what = what if what.endswith(".") else what + "."
+    return f"{what} Next: {next_step(failure.next_cause, batch, path)}."
 
 
 def allowed_tries(failure: Failure, max_attempts: int) -> int:
@@ -120,20 +149,28 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
         detail = _one_line(error, path).removesuffix(f": '{path}'")  # named already
         return Failure(
             Kind.PERMANENT,
-            f"{path} could not be read as audio ({detail}). Check that it is a complete "
-            "recording in a common format (wav, mp3, m4a, flac, ogg, opus), then submit it "
-            "again with --force.",
+            f"{path} could not be read as audio ({detail}); it must be a complete recording "
+            "in a common format (wav, mp3, m4a, flac, ogg, opus).",
+            cause=FailureCause.NOT_AUDIO,
         )
     if isinstance(error, OptionNotServed):
-        return Failure(Kind.PERMANENT, str(error))
+        return Failure(Kind.PERMANENT, str(error), cause=FailureCause.NOT_SERVED)
     if isinstance(error, ValidationError):
         problems = "; ".join(
             f"{'.'.join(map(str, item['loc'])) or 'payload'}: {item['msg']}"
             for item in error.errors()
         )
-        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(problems, path)})")
+        return Failure(
+            Kind.PERMANENT,
+            f"invalid job payload ({_one_line(problems, path)})",
+            cause=FailureCause.INVALID_JOB,
+        )
     if isinstance(error, InvalidKeyError):
-        return Failure(Kind.PERMANENT, f"invalid job payload ({_one_line(error, path)})")
+        return Failure(
+            Kind.PERMANENT,
+            f"invalid job payload ({_one_line(error, path)})",
+            cause=FailureCause.INVALID_JOB,
+        )
     if isinstance(error, ClientError):
         return _classify_client_error(error, path)
     if isinstance(
@@ -147,20 +184,24 @@ def classify(error: BaseException, path: str = "the file") -> Failure:
             TimeoutError,
         ),
     ):
-        return Failure(Kind.TRANSIENT, f"network error: {_one_line(error, path)}")
+        return Failure(
+            Kind.TRANSIENT, f"network error: {_one_line(error, path)}", cause=FailureCause.TRANSIENT
+        )
     if isinstance(error, ModelError):
         return Failure(Kind.WORKER, f"the worker could not load its model: {error}")
     if isinstance(error, MemoryError):
         return Failure(
             Kind.TRANSIENT,
-            "the worker ran out of memory; a larger instance type may be needed.",
+            "the worker ran out of memory on this file.",
             max_retries=UNKNOWN_MAX_RETRIES,
+            cause=FailureCause.OUT_OF_MEMORY,
         )
     # Unknown: one retry; the record then carries the exception for a bug report.
     return Failure(
         Kind.TRANSIENT,
         f"unexpected error {type(error).__name__}: {_one_line(error, path)}",
         max_retries=UNKNOWN_MAX_RETRIES,
+        cause=FailureCause.UNEXPECTED,
     )
 
 
@@ -175,17 +216,22 @@ def _classify_client_error(error: ClientError, path: str) -> Failure:
         return Failure(
             Kind.PERMANENT,
             f"the input of {path} is no longer in S3 (expired under the inputs lifecycle "
-            f"rule, or deleted; {operation}: {code}): submit it again (whisperq submit ... "
-            "--force, or drop it in incoming/ again)",
+            f"rule, or deleted; {operation}: {code}).",
+            cause=FailureCause.INPUT_GONE,
         )
     if code in _TRANSIENT_S3_CODES or status >= 500:
         retried = botocore_retries(error)
         if not retried:
-            return Failure(Kind.TRANSIENT, f"S3/SQS was unavailable ({operation}: {code}).")
+            return Failure(
+                Kind.TRANSIENT,
+                f"S3/SQS was unavailable ({operation}: {code}).",
+                cause=FailureCause.TRANSIENT,
+            )
         return Failure(
             Kind.TRANSIENT,
             f"S3/SQS was unavailable ({operation}: {code}), still after {retried} retries.",
             max_retries=AFTER_BOTOCORE_MAX_RETRIES,
+            cause=FailureCause.TRANSIENT,
         )
     if code in _DENIED_CODES and operation in _INPUT_READS:
         # 403 on the input: S3 also answers a missing key so to a caller that may not
@@ -194,17 +240,20 @@ def _classify_client_error(error: ClientError, path: str) -> Failure:
             Kind.PERMANENT,
             f"access denied reading the input of {path} ({operation}: {code}): either the "
             "worker role lacks s3:GetObject/s3:ListBucket on this bucket, or the input was "
-            "deleted and the role cannot list the bucket. Fix the role, then `whisperq retry "
-            "BATCH`; or submit the file again (whisperq submit ... --force, or drop it in "
-            "incoming/ again).",
+            "deleted and the role cannot list the bucket.",
+            cause=FailureCause.INPUT_DENIED,
         )
     if code in _DENIED_CODES:
         return Failure(
             Kind.PERMANENT,
-            f"access denied ({operation}: {code}): the worker's IAM role lacks a "
-            "permission; fix the deployment, then `whisperq retry BATCH`.",
+            f"access denied ({operation}: {code}): the worker's IAM role lacks a permission.",
+            cause=FailureCause.ACCESS_DENIED,
         )
-    return Failure(Kind.PERMANENT, f"{operation} failed: {code}: {_one_line(error, path)}")
+    return Failure(
+        Kind.PERMANENT,
+        f"{operation} failed: {code}: {_one_line(error, path)}",
+        cause=FailureCause.S3_REFUSED,
+    )
 
 
 def botocore_retries(error: ClientError) -> int:

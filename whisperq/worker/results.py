@@ -214,8 +214,10 @@ class ResultStore:
             batch=job.batch,
             path=job.path,
             input_key=job.input_key,
-            reason=failures.plain(failure.reason, job.path),  # no local paths, no errnos
+            # no local paths, no errnos; ends with the next step `wait` prints, too
+            reason=failures.record_reason(failure, job.batch, job.path),
             kind=failure.kind.value,
+            cause=failure.next_cause,
             error_type=type(error).__name__,
             attempts=attempts,
             receive_count=message.receive_count if message else None,
