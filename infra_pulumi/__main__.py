@@ -34,6 +34,10 @@ pulumi.export(
     },
 )
 pulumi.export("workerLogGroup", deployment.log_group_name)
+# "whisperq batch finished" goes to this EventBridge bus (whisperq:eventBus); the CLI puts
+# it too when it sees a batch finished first (config from-stack sets event_bus).
+if deployment.config.event_bus:
+    pulumi.export("eventBus", deployment.config.event_bus)
 # S3-event ingestion: drop audio under ingestPrefix (or the external bucket's prefix).
 if deployment.ingest is not None:
     pulumi.export("ingestPrefix", deployment.ingest.ingest_prefix)
@@ -56,6 +60,11 @@ pulumi.export(
         deployment.group_arn,
         *ingest_queue_arns,
     ).apply(
-        lambda arns: json.dumps(cli_user_policy(*arns[:4], ingest_queue_arns=arns[4:]), indent=2)
+        lambda arns: json.dumps(
+            cli_user_policy(
+                *arns[:4], ingest_queue_arns=arns[4:], event_bus_arn=deployment.event_bus_arn
+            ),
+            indent=2,
+        )
     ),
 )

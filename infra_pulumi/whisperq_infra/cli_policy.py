@@ -22,24 +22,37 @@ def cli_user_policy(
     dead_letter_arn: str,
     group_arn: str,
     ingest_queue_arns: Sequence[str] = (),
+    event_bus_arn: str | None = None,
 ) -> dict[str, Any]:
     """The CLI user's identity policy for one stack's bucket, queues and group.
 
     ``group_arn`` is accepted so that every resource of the stack is named in one place;
     DescribeAutoScalingGroups has no resource-level permissions, so it is granted on "*".
     ``ingest_queue_arns``: the ingest route's queue and dead-letter queue, when the stack
-    has one (status counts their messages; nothing else touches them).
+    has one (status counts their messages; nothing else touches them). ``event_bus_arn``:
+    the stack's whisperq:eventBus, where `status` and `wait` put "whisperq batch finished"
+    when they see a batch finished before any worker did.
     """
     del group_arn  # see the docstring: Describe* cannot be narrowed to the group
-    ingest: list[dict[str, Any]] = []
+    optional: list[dict[str, Any]] = []  # what this stack has
     if ingest_queue_arns:
-        ingest.append(
+        optional.append(
             {
                 # status: S3 events waiting to become jobs, and those that kept failing.
                 "Sid": "CountIngestEvents",
                 "Effect": "Allow",
                 "Action": ["sqs:GetQueueAttributes"],
                 "Resource": list(ingest_queue_arns),
+            }
+        )
+    if event_bus_arn:
+        optional.append(
+            {
+                # status / wait: a finished batch's event, by whoever creates its done.json
+                "Sid": "AnnounceFinishedBatches",
+                "Effect": "Allow",
+                "Action": ["events:PutEvents"],
+                "Resource": [event_bus_arn],
             }
         )
     return {
@@ -121,6 +134,6 @@ def cli_user_policy(
                 ],
                 "Resource": "*",
             },
-            *ingest,
+            *optional,
         ],
     }

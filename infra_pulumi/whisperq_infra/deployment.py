@@ -173,6 +173,12 @@ class Deployment(pulumi.ComponentResource):
             f"autoScalingGroupName/{group_name}"
         )
         self.log_group_name = worker_log_group(stack, name)
+        # whisperq:eventBus, where workers and the CLI put "whisperq batch finished"
+        self.event_bus_arn = (
+            f"arn:aws:events:{self.region}:{account}:event-bus/{config.event_bus}"
+            if config.event_bus
+            else None
+        )
 
         self.storage = Storage(
             f"{name}-data", config.retain_inputs_days, config.force_destroy, opts=child

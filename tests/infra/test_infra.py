@@ -1403,3 +1403,36 @@ def test_ingest_config_defaults_and_spellings():
     support = spelled.ingest.options_by_batch["support"]
     assert support["word_timestamps"] is True and support["speakers"] == ["agent", "customer"]
     assert spelled.ingest.external_prefix == ""  # the whole bucket
+
+
+@pulumi.runtime.test
+def test_the_cli_puts_the_batch_finished_event_on_the_stacks_bus(monkeypatch):
+    """Issue 28: `status` / `wait` that see a batch finished before any worker did put its
+    event on the same bus: the stack exports it, `config from-stack` sets event_bus, and
+    the CLI policy may put events there, nowhere else."""
+    from whisperq.stacks.from_stack import settings_from_outputs
+
+    exports = run_main({}, monkeypatch)
+
+    def check(outputs):
+        assert settings_from_outputs(outputs)["event_bus"] == "default"
+        policy = json.loads(outputs["cliUserPolicy"])
+        (put,) = [st for st in policy["Statement"] if "events:PutEvents" in st["Action"]]
+        assert put["Resource"] == [f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"]
+
+    return pulumi.Output.from_input(exports).apply(check)
+
+
+@pulumi.runtime.test
+def test_without_an_event_bus_the_cli_puts_no_events(monkeypatch):
+    from whisperq.stacks.from_stack import settings_from_outputs
+
+    exports = run_main({"whisperq:eventBus": "none"}, monkeypatch)
+    assert "eventBus" not in exports
+
+    def check(outputs):
+        assert "event_bus" not in settings_from_outputs(outputs)
+        statements = json.loads(outputs["cliUserPolicy"])["Statement"]
+        assert not [st for st in statements if "events:PutEvents" in st["Action"]]
+
+    return pulumi.Output.from_input(exports).apply(check)

@@ -814,6 +814,7 @@ def stage(moto_iam: str, programs: dict) -> Iterator[Stage]:
             for r in ("ingest", "ingest-dead-letters")
             if r in stage.urls
         ],
+        event_bus_arn=_event_bus_arn("default"),  # whisperq:eventBus's default
     )
 
     iam = stage.client("admin", "iam")
@@ -1826,6 +1827,7 @@ def _cli(stage: Stage, *args: str) -> Any:
         # as `config from-stack` sets them from ingestQueueUrl / ingestDlqUrl
         "WHISPERQ_INGEST_QUEUE_URL": stage.urls.get("ingest", ""),
         "WHISPERQ_INGEST_DLQ_URL": stage.urls.get("ingest-dead-letters", ""),
+        "WHISPERQ_EVENT_BUS": "default",  # from the stack's eventBus
         "WHISPERQ_AWS_ACCESS_KEY_ID": key,
         "WHISPERQ_AWS_SECRET_ACCESS_KEY": secret,
         "COLUMNS": "200",
@@ -1918,8 +1920,20 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
     assert retried["failed"] == ["calls/a.wav"] and len(retried["dead_lettered"]) == 1
     admin_sqs.send_message(QueueUrl=stage.urls["dead-letters"], MessageBody=taken[1]["Body"])
     assert "Moved 1 job(s)" in _cli(stage, "dlq", "--redrive").output
+    # A batch status sees finished before any worker did: status writes its done.json and
+    # puts the "batch finished" event on the stack's bus (issue 28).
+    _cli(stage, "submit", "calls/b.wav", "--batch", "reh-cli-done", "--json")
+    write_result(admin, "reh-cli-done", "calls/b.wav", duration=4.0, finished_at=utc_now())
+    _cli(stage, "status", "reh-cli-done", "--json")
+    marker = stage.client("admin", "s3").get_object(
+        Bucket=stage.bucket, Key=keys.done_key("reh-cli-done")
+    )
+    assert json.loads(marker["Body"].read())["batch"] == "reh-cli-done"
 
     calls = submitted + [c for c in stage.recorder.take() if c.principal == "cli"]
+    put = [c for c in calls if c.operation == "PutEvents"]  # (plain status finishes others)
+    assert all(c.error is None for c in put), put
+    assert sum("reh-cli-done" in json.dumps(c.params) for c in put) == 1, put
     print("\n".join(f"allowed  {c}" for c in calls))
     assert_none(stage.check_allowed(calls))
     assert_none(stage.unused("cli", calls, {}))

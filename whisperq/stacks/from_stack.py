@@ -31,6 +31,8 @@ OPTIONAL_OUTPUT_FIELDS = {
     # the ingest route (whisperq:ingest, on by default): status counts its queues
     "ingestQueueUrl": "ingest_queue_url",
     "ingestDlqUrl": "ingest_dlq_url",
+    # where "whisperq batch finished" goes when status or wait finish a batch first
+    "eventBus": "event_bus",
 }
 
 
