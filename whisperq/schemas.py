@@ -73,7 +73,8 @@ class TranscriptionOptions(_Strict):
     diarize: bool = Field(
         False,
         description="Who said what on mono (or mixed) audio: a speaker per segment and word; "
-        "named by speakers in order of first appearance when they are given.",
+        "named by speakers when they are given (the agent by cues in their words, else in "
+        "order of first appearance).",
     )
     num_speakers: int | None = Field(
         None, ge=1, le=30, description="With diarize: how many; None = estimated (1 to 6)."
@@ -400,6 +401,17 @@ class ChannelInfo(_Strict):
     language_probability: float
 
 
+class SpeakerLabel(_Strict):
+    """How a diarized speaker got its name (speech.diarization.name_speakers)."""
+
+    speaker: str = Field(description="The name in the result (agent, customer, ...).")
+    found: str = Field(description="Diarization's label: speaker_1, ... by first appearance.")
+    decided_by: str = Field(
+        description="cue: 'thank you for calling', ... (words in the agent's turns), or "
+        "order of appearance."
+    )
+
+
 class Timings(_Strict):
     """Seconds spent in each stage of one job."""
 
@@ -470,6 +482,11 @@ class TranscriptResult(_WithMetadata):
         "mix", description="What was done with the channels (auto resolves to one)."
     )
     channels: list[ChannelInfo] | None = Field(None, description="Per channel, when split.")
+    speaker_labels: list[SpeakerLabel] | None = Field(
+        None,
+        description="With diarize and speakers given: which diarized speaker got which name, "
+        "and how it was decided. None otherwise and in older results.",
+    )
     languages: list[LanguageShare] | None = Field(
         None, description="With multilingual: each language's share of the speech, largest first."
     )

@@ -152,6 +152,148 @@ def test_names_follow_the_order_of_first_appearance():
     assert renamed[1].words is not None and renamed[1].words[0].speaker == "customer"
 
 
+# --- which speaker is the agent: cues in their words ----------------------------------------
+
+
+def test_the_agent_is_named_by_cues_even_when_the_customer_speaks_first():
+    decided = diarization.decide_names(
+        [
+            ("speaker_1", "Hello, yes, I got a missed call from this number."),
+            ("speaker_2", "Thank you for calling Acme, how can I help?"),
+            ("speaker_1", "The package never arrived."),
+        ],
+        ["agent", "customer"],
+    )
+
+    assert decided["speaker_2"] == ("agent", "cue: 'thank you for calling', 'how can I help'")
+    assert decided["speaker_1"][0] == "customer"
+    assert decided["speaker_1"][1].startswith("order of appearance")
+
+
+def test_cues_that_agree_with_the_order_keep_it():
+    decided = diarization.decide_names(
+        [
+            ("speaker_1", "Good morning, my name is Dana from Acme billing."),
+            ("speaker_2", "Hi, I'm calling about my bill."),
+            ("speaker_1", "Is there anything else I can do for you?"),
+        ],
+        ["agent", "customer"],
+    )
+
+    assert decided["speaker_1"] == ("agent", "cue: 'my name is ... from', 'is there anything else'")
+    assert decided["speaker_2"][0] == "customer"
+
+
+def test_no_cue_or_a_tie_falls_back_to_the_order_of_appearance():
+    plain = [("speaker_1", "Hello."), ("speaker_2", "Hi there."), ("speaker_1", "Okay.")]
+    both = [  # the same cue on both sides: nothing decides
+        ("speaker_1", "How can I help?"),
+        ("speaker_2", "How can I help you, you ask?"),
+    ]
+    for utterances in (plain, both):
+        decided = diarization.decide_names(utterances, ["agent", "customer"])
+        assert decided == {
+            "speaker_1": ("agent", "order of appearance"),
+            "speaker_2": ("customer", "order of appearance"),
+        }
+
+
+def test_customer_cues_and_hotwords_count():
+    hotwords = "Acme, Zorbex router"
+    greeting = [
+        ("speaker_1", "Yes hello?"),
+        ("speaker_2", "Hi, it's Sam at Acme returning your call."),
+    ]
+    decided = diarization.decide_names(greeting, ["agent", "customer"], hotwords)
+    assert decided["speaker_2"] == ("agent", "cue: 'greeting with acme'")
+    assert diarization.decide_names(greeting, ["agent", "customer"])["speaker_1"][0] == "agent"
+
+    customer = [("speaker_1", "Hello."), ("speaker_2", "I'm calling about my account.")]
+    decided = diarization.decide_names(customer, ["agent", "customer"])
+    name, how = decided["speaker_1"]  # the other one sounds like a customer
+    assert name == "agent" and how.startswith('cue: "I\'m calling about" from the other side')
+    score, found = diarization.agent_cues("I\u2019m calling about my Zorbex router", hotwords)
+    assert score < 0 and "customer: I'm calling about" in found
+
+
+def test_the_agent_name_may_come_second_and_extra_speakers_keep_their_labels():
+    decided = diarization.decide_names(
+        [("speaker_1", "Um, hi."), ("speaker_2", "Welcome to Acme."), ("speaker_3", "Hey.")],
+        ["customer", "agent"],
+    )
+
+    assert decided["speaker_2"][0] == "agent"
+    assert decided["speaker_1"][0] == "customer"
+    assert decided["speaker_3"] == ("speaker_3", "no name left")
+
+
+def test_name_speakers_renames_words_and_says_how():
+    words = [Word(start=1.0, end=1.5, word=" Thank", probability=1.0, speaker="speaker_2")]
+    segments = [
+        segment(0.0, 1.0).model_copy(update={"speaker": "speaker_1", "text": " Hello?"}),
+        segment(1.0, 2.0, words).model_copy(
+            update={"speaker": "speaker_2", "text": " Thank you for calling."}
+        ),
+    ]
+    named, labels = diarization.name_speakers(segments, ["agent", "customer"])
+
+    assert [s.speaker for s in named] == ["customer", "agent"]
+    assert named[1].words is not None and named[1].words[0].speaker == "agent"
+    assert [(label.found, label.speaker) for label in labels] == [
+        ("speaker_1", "customer"),
+        ("speaker_2", "agent"),
+    ]
+    assert labels[1].decided_by == "cue: 'thank you for calling'"
+    assert diarization.rename(segments, ["agent", "customer"]) == named
+
+
+def test_a_call_the_customer_starts_names_the_agent_through_the_engine(tmp_path):
+    turns = [
+        "Hello, yes, I got a missed call from this number.",
+        "Thank you for calling Acme, how can I help?",
+        "The package never arrived last week.",
+        "Let me check that for you right now.",
+    ]
+    path, reference = make_dialogue(tmp_path, turns, ("en-us+f3", "en-us"))
+    options = TranscriptionOptions(diarize=True, speakers=("agent", "customer"))
+    config = engine.EngineConfig()
+    transcript = engine.transcribe_file(engine.load_model(config), path, options, config)
+
+    said = [speaker_during(transcript.segments, start, end) for start, end, _ in reference]
+    assert said == ["customer", "agent", "customer", "agent"]
+
+
+def test_the_benchmark_scores_der_as_md_eval_does(monkeypatch):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[2] / "benchmarks" / "diarization.py"
+    spec = importlib.util.spec_from_file_location("diarization_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it adds benchmarks/ for calls.py
+    spec.loader.exec_module(bench)
+    reference = [(0.0, 4.0, "A"), (4.0, 8.0, "B"), (8.0, 10.0, "A")]
+
+    def der(hypothesis, collar=0.0):
+        error = bench.der(reference, hypothesis, 10.0, collar=collar)
+        return [round(error[k], 3) for k in ("der", "missed", "false_alarm", "confusion")]
+
+    relabelled = [(a, b, {"A": "x", "B": "y"}[who]) for a, b, who in reference]
+    assert der(relabelled) == [0.0, 0.0, 0.0, 0.0]  # labels matched, not compared
+    assert der([(0.0, 10.0, "x")]) == [0.4, 0.0, 0.0, 0.4]  # B's 4 s of 10 confused
+    assert der([(0.0, 4.0, "x"), (8.0, 10.0, "x")]) == [0.4, 0.4, 0.0, 0.0]  # B missed
+    assert der([*relabelled, (4.0, 6.0, "x")]) == [0.2, 0.0, 0.2, 0.0]  # 2 s too many
+    # within 0.25 s of a reference boundary nothing is scored: a late change costs nothing
+    late = [(0.0, 4.2, "x"), (4.2, 8.0, "y"), (8.0, 10.0, "x")]
+    assert der(late, collar=0.25)[0] == 0.0 and der(late)[0] > 0.0
+
+    words = [Word(start=t, end=t + 0.3, word=" w", probability=1.0, speaker="x") for t in (1, 5, 9)]
+    one = [segment(0.0, 10.0, words)]
+    assert bench.words_right(one, reference) == (2, 3)  # the best match: x is A
+
+
 def test_the_count_is_estimated_unless_given():
     rng = np.random.default_rng(3)
     voices = np.abs(rng.normal(size=(2, 256)))
@@ -200,3 +342,6 @@ def test_a_diarized_job_labels_every_format_with_the_names_given(aws, tmp_path):
     assert read("txt").startswith("agent: ") and "\ncustomer: " in read("txt")
     assert "[customer]" in read("srt") and "<v agent>" in read("vtt")
     assert {entry.speaker for entry in result.metrics.speakers} == {"agent", "customer"}
+    assert result.speaker_labels is not None
+    how = {label.speaker: label.decided_by for label in result.speaker_labels}
+    assert how["agent"].startswith("cue: 'thank you for calling', 'how can I help'"), how

@@ -9,7 +9,9 @@ The steps: voice prints of 1.6 s windows over the transcript's speech (its segme
 spans; silence and music have no segments and are never looked at), agglomerative
 clustering on cosine similarity (the number of speakers estimated unless given), each word
 given the speaker whose voice print the windows covering it resemble most, and segments
-cut where the speaker changes between two words.
+cut where the speaker changes between two words. Names given for the speakers (agent,
+customer) go by what they say (``name_speakers``: "thank you for calling", "how can I
+help", ...), in order of first appearance when nothing they say decides.
 
 Threads: the LSTM is 480 small matrix products per window batch, which OpenBLAS's threads
 slow down rather than speed up on a busy machine (the tests: 34 s with them, 4 s without).
@@ -20,6 +22,7 @@ module sets nothing global.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from typing import Final
 
 import numpy as np
 
-from whisperq.schemas import Segment, Word, words_text
+from whisperq.schemas import Segment, SpeakerLabel, Word, words_text
 
 SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as audio.stream_audio does
 WEIGHTS: Final = Path(__file__).resolve().parents[1] / "data" / "speaker_encoder" / "ge2e.npz"
@@ -453,15 +456,154 @@ def diarize(
     return out
 
 
-def rename(segments: Sequence[Segment], names: Sequence[str]) -> list[Segment]:
-    """``speaker_1``, ``speaker_2``, ... renamed to ``names`` in that order (agent,
-    customer: whoever spoke first is the first name); speakers beyond the names keep theirs."""
-    mapping = {f"speaker_{i + 1}": name for i, name in enumerate(names)}
+# --- names: which speaker is the agent -----------------------------------------------------
+
+# Words an agent says and a customer rarely does, as (pattern, weight, what the result
+# says). Matched on the speaker's words lower-cased, punctuation dropped; each counts once
+# per speaker. Patterns for the customer's side count against.
+AGENT_CUES: Final = (
+    (
+        r"\bthanks? (you )?for (calling|contacting|holding|waiting|your patience)\b",
+        3,
+        "thank you for calling",
+    ),
+    (r"\b(how|what) (can|may|could) (i|we) (help|assist|do for you)", 3, "how can I help"),
+    (
+        r"\b(my name is|this is|you're speaking (to|with)) \w+( \w+)? (from|with|at|here at)\b",
+        3,
+        "my name is ... from",
+    ),
+    (r"\b(welcome to|you've reached|you have reached)\b", 2, "welcome to"),
+    (
+        r"\b(is there )?anything else (i|we) can\b|\bis there anything else\b",
+        2,
+        "is there anything else",
+    ),
+    (r"\b(can|could|may) i (have|get|take|confirm) your\b", 2, "can I have your"),
+    (r"\b(sorry to hear|apologi[sz]e for (the|any) inconvenience)\b", 1, "sorry to hear"),
+)
+CUSTOMER_CUES: Final = (
+    (r"\bi('m| am) calling (about|because|to|regarding|for)\b", 2, "I'm calling about"),
+    (
+        r"\b(i|i'd|i would) (want|like|need) to (cancel|change|report|complain|ask|know|pay)\b",
+        1,
+        "I want to",
+    ),
+    (
+        r"\bmy (account|bill|order|internet|connection|phone|card|package|router|payment)\b",
+        1,
+        "my account",
+    ),
+)
+# A hotword (the company's name) counts as the agent's greeting among the first words a
+# speaker says, right after one of these ("thank you for calling Acme", "Sam at Acme"):
+# a customer naming the product ("my Zorbex router") is no greeting.
+GREETING_WORDS: Final = 30
+GREETING_BEFORE: Final = r"(calling|welcome to|reached|choosing|this is|at|from|with|here at)"
+AGENT_NAMES: Final = frozenset({"agent", "rep", "representative", "operator", "advisor", "staff"})
+
+
+def _plain(text: str) -> str:
+    """Lower case, typographic apostrophes made plain, other punctuation dropped."""
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    return " ".join(re.sub(r"[^\w' ]+", " ", text).split())
+
+
+def _hotword_terms(hotwords: str | None) -> list[str]:
+    """The hotwords' names: comma- or semicolon-separated terms, else each word."""
+    if not hotwords:
+        return []
+    parts = re.split(r"[,;\n]", hotwords) if re.search(r"[,;\n]", hotwords) else hotwords.split()
+    return [term for term in (_plain(p) for p in parts) if len(term) >= 3]
+
+
+def agent_cues(text: str, hotwords: str | None = None) -> tuple[int, list[str]]:
+    """How much ``text`` (one speaker's words, in order) sounds like the agent's side of a
+    call: the weights of the agent's cues found, less the customer's, and what was found
+    (the customer's cues marked "customer: ...")."""
+    plain = _plain(text)
+    score = 0
+    found: list[str] = []
+    for pattern, weight, name in AGENT_CUES:
+        if re.search(pattern, plain):
+            score, found = score + weight, [*found, name]
+    greeting = " ".join(plain.split()[:GREETING_WORDS])
+    for term in _hotword_terms(hotwords):
+        if re.search(rf"\b{GREETING_BEFORE} (the )?{re.escape(term)}\b", greeting):
+            score, found = score + 2, [*found, f"greeting with {term}"]
+            break
+    for pattern, weight, name in CUSTOMER_CUES:
+        if re.search(pattern, plain):
+            score, found = score - weight, [*found, f"customer: {name}"]
+    return score, found
+
+
+def decide_names(
+    utterances: Sequence[tuple[str, str]], names: Sequence[str], hotwords: str | None = None
+) -> dict[str, tuple[str, str]]:
+    """Which found speaker gets which of ``names``, and how that was decided.
+
+    ``utterances`` are (found speaker, text) in time order. The agent's name is the one
+    in ``names`` that says so (agent, rep, operator, ...), else the first. The speaker
+    whose words carry the agent's cues most (``agent_cues``: "thank you for calling", "how
+    can I help", a greeting with a hotword, ...; the customer's, "I'm calling about", count
+    against) gets it, when that speaker's score is above every other speaker's and either
+    positive or the others' negative; otherwise, or when fewer than two names are
+    given, names go in order of first appearance. The other names go to the other speakers
+    in order of first appearance; speakers beyond the names keep their labels.
+    Returns {found speaker: (name, how it was decided)}.
+    """
+    texts: dict[str, list[str]] = {}
+    for speaker, text in utterances:
+        texts.setdefault(speaker, []).append(text)
+    order = list(texts)
+    agent_name = next((n for n in names if n.lower() in AGENT_NAMES), names[0] if names else "")
+    agent, how = None, ""
+    if len(names) >= 2 and len(order) >= 2:
+        scored = {s: agent_cues(" ".join(texts[s]), hotwords) for s in order}
+        best = max(order, key=lambda s: scored[s][0])
+        runner_up = max(scored[s][0] for s in order if s != best)
+        if scored[best][0] > runner_up and (scored[best][0] > 0 or runner_up < 0):
+            agent = best
+            cues = [repr(c) for c in scored[best][1] if not c.startswith("customer: ")]
+            cues = cues or [  # nothing of the agent's, but every other sounds like a customer
+                f"{c.removeprefix('customer: ')!r} from the other side"
+                for s in order
+                if s != best
+                for c in scored[s][1]
+                if c.startswith("customer: ")
+            ]
+            how = "cue: " + ", ".join(cues)
+    decided: dict[str, tuple[str, str]] = {}
+    rest = [n for n in names if agent is None or n != agent_name]
+    if agent is not None:
+        decided[agent] = (agent_name, how)
+    for speaker in order:
+        if speaker == agent:
+            continue
+        if rest:
+            reason = "order of appearance"
+            if agent is not None:
+                reason += f" (after the {agent_name}, found by cue)"
+            decided[speaker] = (rest.pop(0), reason)
+        else:
+            decided[speaker] = (speaker, "no name left")
+    return {speaker: decided[speaker] for speaker in order}
+
+
+def name_speakers(
+    segments: Sequence[Segment], names: Sequence[str], hotwords: str | None = None
+) -> tuple[list[Segment], list[SpeakerLabel]]:
+    """``diarize``'s speakers (``speaker_1``, ...) given ``names`` (``decide_names``: the
+    agent by cues in their words, else order of first appearance), and how each was."""
+    utterances = [(s.speaker, s.text) for s in sorted(segments, key=lambda s: s.start) if s.speaker]
+    decided = decide_names(utterances, names, hotwords)
+    mapping = {found: name for found, (name, _) in decided.items()}
 
     def renamed(label: str | None) -> str | None:
         return mapping.get(label, label) if label is not None else None
 
-    return [
+    out = [
         segment.model_copy(
             update={
                 "speaker": renamed(segment.speaker),
@@ -474,3 +616,16 @@ def rename(segments: Sequence[Segment], names: Sequence[str]) -> list[Segment]:
         )
         for segment in segments
     ]
+    labels = [
+        SpeakerLabel(speaker=name, found=found, decided_by=how)
+        for found, (name, how) in decided.items()
+    ]
+    return out, labels
+
+
+def rename(
+    segments: Sequence[Segment], names: Sequence[str], hotwords: str | None = None
+) -> list[Segment]:
+    """``diarize``'s speakers given ``names`` (agent, customer): the agent by cues in
+    their words, else in order of first appearance (``name_speakers``, without the how)."""
+    return name_speakers(segments, names, hotwords)[0]

@@ -25,6 +25,7 @@ from whisperq.schemas import (
     ChannelInfo,
     ModelInfo,
     Segment,
+    SpeakerLabel,
     TranscriptionOptions,
 )
 from whisperq.speech import guard, packing
@@ -106,6 +107,7 @@ class Transcript:
     options: dict[str, Any] = field(default_factory=dict)
     channel_mode: str = "mix"
     channels: list[ChannelInfo] | None = None
+    speaker_labels: list[SpeakerLabel] | None = None  # diarized and named: how each name was
 
     @property
     def text(self) -> str:
@@ -269,8 +271,10 @@ def transcribe_file(
             options_used = part.options
         duration += window.samples.shape[-1] / SAMPLE_RATE
     segments.sort(key=lambda segment: (segment.start, segment.channel or 0))
+    speaker_labels = None
     if options.diarize and voices:
-        segments = _with_speakers(np.concatenate(voices).astype(np.float32), segments, options)
+        mono = np.concatenate(voices).astype(np.float32)
+        segments, speaker_labels = _with_speakers(mono, segments, options)
     main = max(tracks, key=lambda track: track.words)  # the language of who spoke most
     channels = None
     if mode == "split":
@@ -291,6 +295,7 @@ def transcribe_file(
         options=options_used | {"channels": mode},
         channel_mode=mode or "mix",
         channels=channels,
+        speaker_labels=speaker_labels,
     )
 
 
@@ -379,14 +384,16 @@ def transcribe_packed(
 
 def _with_speakers(
     audio: np.ndarray, segments: list[Segment], options: TranscriptionOptions
-) -> list[Segment]:
-    """Diarized segments, named by ``options.speakers`` when the batch gave names."""
+) -> tuple[list[Segment], list[SpeakerLabel] | None]:
+    """Diarized segments, named by ``options.speakers`` when the batch gave names (the
+    agent by cues in their words and the hotwords, else order of first appearance), and
+    how each name was decided."""
     from whisperq.speech import diarization
 
     found = diarization.diarize(audio, segments, options.num_speakers)
-    if options.speakers != DEFAULT_SPEAKERS:
-        found = diarization.rename(found, options.speakers)
-    return found
+    if options.speakers == DEFAULT_SPEAKERS:
+        return found, None
+    return diarization.name_speakers(found, options.speakers, options.hotwords)
 
 
 def vad_on(options: TranscriptionOptions, config: EngineConfig) -> bool:

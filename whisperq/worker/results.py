@@ -142,6 +142,7 @@ class ResultStore:
             language_probability=transcript.language_probability,
             channel_mode=transcript.channel_mode,
             channels=transcript.channels,
+            speaker_labels=transcript.speaker_labels,
             languages=engine.language_shares(transcript.segments)
             if job.options.multilingual
             else None,
