@@ -21,7 +21,8 @@ import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from whisperq import keys, storage
-from whisperq.schemas import TranscriptionJob, TranscriptionOptions
+from whisperq.schemas import Segment, TranscriptionJob, TranscriptionOptions, Word
+from whisperq.speech import packing
 
 _normalize = EnglishTextNormalizer()
 
@@ -417,3 +418,48 @@ def queued_jobs(settings: Any, limit: int = 50) -> list[Any]:
         if len(jobs) >= limit:
             break
     return jobs
+
+
+def worker_environment(aws: Any, **environment: str) -> dict[str, str]:
+    """The environment of a `whisperq worker` process on this test's moto stack (``aws``:
+    its Settings): one pool process, short polls, SIGTERM as the image's unit sends it
+    (REMAP_SIGTERM=SIGQUIT); ``environment`` adds to it or overrides."""
+    return os.environ | {
+        "WHISPERQ_ENDPOINT_URL": aws.endpoint_url or "",
+        "WHISPERQ_REGION": aws.region,
+        "WHISPERQ_AWS_ACCESS_KEY_ID": "testing",
+        "WHISPERQ_AWS_SECRET_ACCESS_KEY": "testing",
+        "WHISPERQ_BUCKET": aws.bucket,
+        "WHISPERQ_QUEUE_URL": aws.queue_url,
+        "WHISPERQ_DLQ_URL": aws.dlq_url,
+        "WHISPERQ_SQS_WAIT_SECONDS": "1",
+        "WHISPERQ_WORKER_CONCURRENCY": "1",
+        "REMAP_SIGTERM": "SIGQUIT",
+        **environment,
+    }
+
+
+# --- a packed window's transcript, built by hand (packing's rules without the model) ---------
+
+
+def word(text: str, start: float, end: float) -> Word:
+    return Word(start=start, end=end, word=text, probability=0.9)
+
+
+def segment(*spoken: Word) -> Segment:
+    return Segment(
+        start=spoken[0].start,
+        end=spoken[-1].end,
+        text=" ".join(w.word for w in spoken),
+        avg_logprob=-0.2,
+        no_speech_prob=0.01,
+        words=list(spoken),
+    )
+
+
+# three files placed in a window, a second of silence between them
+WINDOW = [
+    packing.Placement(0, 0.0, 2.5),
+    packing.Placement(1, 3.5, 6.0),
+    packing.Placement(2, 7.0, 9.0),
+]

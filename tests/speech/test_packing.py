@@ -10,14 +10,14 @@ import pytest
 from whisperq import storage
 from whisperq.errors import WorkerUnfit
 from whisperq.messages import encode_job_message
-from whisperq.schemas import Segment, TranscriptionJob, TranscriptionOptions, TranscriptResult, Word
+from whisperq.schemas import TranscriptionJob, TranscriptionOptions, TranscriptResult
 from whisperq.speech import engine, packing
 from whisperq.speech.audio import short_audio
 from whisperq.worker import packs as short_jobs
 from whisperq.worker.heartbeat import MessageHandle
 from whisperq.worker.runner import JobRunner
 
-from helpers import result_keys, upload_job, words
+from helpers import WINDOW, result_keys, segment, upload_job, word, words
 
 RATE = packing.SAMPLE_RATE
 
@@ -55,28 +55,6 @@ def test_packed_audio_holds_each_file_at_its_place_and_silence_between():
 
 
 # --- splitting a shared window's transcript -------------------------------------------------
-
-
-def word(text: str, start: float, end: float) -> Word:
-    return Word(start=start, end=end, word=text, probability=0.9)
-
-
-def segment(*spoken: Word) -> Segment:
-    return Segment(
-        start=spoken[0].start,
-        end=spoken[-1].end,
-        text=" ".join(w.word for w in spoken),
-        avg_logprob=-0.2,
-        no_speech_prob=0.01,
-        words=list(spoken),
-    )
-
-
-WINDOW = [
-    packing.Placement(0, 0.0, 2.5),
-    packing.Placement(1, 3.5, 6.0),
-    packing.Placement(2, 7.0, 9.0),
-]
 
 
 def sounding(*spans: tuple[float, float]) -> np.ndarray:

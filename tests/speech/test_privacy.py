@@ -21,7 +21,7 @@ from whisperq.schemas import Segment, TranscriptionOptions, Word
 from whisperq.speech import engine, guard, packing
 from whisperq.speech.audio import short_audio
 
-from helpers import _normalize
+from helpers import WINDOW, _normalize, segment, word
 
 RATE = packing.SAMPLE_RATE
 
@@ -123,28 +123,6 @@ def test_longer_similar_files_still_share_and_keep_their_words(tiny, speech):
 
 
 # --- the rules that decide, without the model ------------------------------------------------
-
-
-def word(text: str, start: float, end: float) -> Word:
-    return Word(start=start, end=end, word=text, probability=0.9)
-
-
-def segment(*spoken: Word) -> Segment:
-    return Segment(
-        start=spoken[0].start,
-        end=spoken[-1].end,
-        text=" ".join(w.word for w in spoken),
-        avg_logprob=-0.2,
-        no_speech_prob=0.01,
-        words=list(spoken),
-    )
-
-
-WINDOW = [
-    packing.Placement(0, 0.0, 2.5),
-    packing.Placement(1, 3.5, 6.0),
-    packing.Placement(2, 7.0, 9.0),
-]
 
 
 def test_a_word_with_no_place_of_its_own_puts_the_files_it_may_be_from_in_doubt():

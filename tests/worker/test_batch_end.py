@@ -26,7 +26,7 @@ from whisperq.stacks.local import READY_MARK
 from whisperq.worker.batch_end import BatchEnds
 from whisperq.worker.clients import ProcessClients
 
-from helpers import CLEAR_SENTENCE, JobHolds, upload_job, wait_for, write_batch
+from helpers import CLEAR_SENTENCE, JobHolds, upload_job, wait_for, worker_environment, write_batch
 
 PATHS = ["calls/a.wav", "calls/b.wav", "calls/c.wav"]
 WROTE = "is finished: done.json written"
@@ -216,20 +216,11 @@ def start_worker(aws, tmp_path):
 
     def start(name: str, **environment: str) -> tuple[subprocess.Popen, Path]:
         log_file = tmp_path / f"{name}.log"
-        env = os.environ | {
-            "WHISPERQ_ENDPOINT_URL": aws.endpoint_url,
-            "WHISPERQ_REGION": aws.region,
-            "WHISPERQ_AWS_ACCESS_KEY_ID": "testing",
-            "WHISPERQ_AWS_SECRET_ACCESS_KEY": "testing",
-            "WHISPERQ_BUCKET": aws.bucket,
-            "WHISPERQ_QUEUE_URL": aws.queue_url,
-            "WHISPERQ_DLQ_URL": aws.dlq_url,
-            "WHISPERQ_SQS_WAIT_SECONDS": "1",
-            "WHISPERQ_WORKER_CONCURRENCY": "1",
-            "WHISPERQ_PACK_MAX_FILES": "1",  # each worker takes one job, none takes both
-            "REMAP_SIGTERM": "SIGQUIT",
+        env = worker_environment(
+            aws,
+            WHISPERQ_PACK_MAX_FILES="1",  # each worker takes one job, none takes both
             **environment,
-        }
+        )
         with log_file.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "whisperq", "worker"],

@@ -27,7 +27,7 @@ from whisperq.worker.app import create_worker_app
 from whisperq.worker.heartbeat import MessageHandle
 from whisperq.worker.packs import GatheredJob, Holding, PackLedger
 
-from helpers import result_keys, upload_job, wait_for
+from helpers import result_keys, upload_job, wait_for, worker_environment
 
 # A worker as `whisperq worker` runs, with one test double: when WHISPERQ_TEST_PACK_HELD
 # names a file, the first pack to reach its shared decoding (its jobs gathered, noted,
@@ -88,19 +88,7 @@ def start_worker(aws, tmp_path):
 
     def start(**environment: str) -> Worker:
         log_file = tmp_path / f"worker-{len(started)}.log"
-        env = os.environ | {
-            "WHISPERQ_ENDPOINT_URL": aws.endpoint_url,
-            "WHISPERQ_REGION": aws.region,
-            "WHISPERQ_AWS_ACCESS_KEY_ID": "testing",
-            "WHISPERQ_AWS_SECRET_ACCESS_KEY": "testing",
-            "WHISPERQ_BUCKET": aws.bucket,
-            "WHISPERQ_QUEUE_URL": aws.queue_url,
-            "WHISPERQ_DLQ_URL": aws.dlq_url,
-            "WHISPERQ_SQS_WAIT_SECONDS": "1",
-            "WHISPERQ_WORKER_CONCURRENCY": "1",
-            "REMAP_SIGTERM": "SIGQUIT",
-            **environment,
-        }
+        env = worker_environment(aws, **environment)
         with log_file.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, str(script)],
