@@ -103,7 +103,15 @@ def create_worker_app(settings: Settings) -> Celery:
                 )
             return super().on_failure(exc_info, send_failed_event, **kw)
 
-    @app.task(name=TRANSCRIBE_TASK, bind=True, ignore_result=True, Request=TranscribeRequest)
+    # shared=False: this closure belongs to this app only (a shared task would be added to
+    # every Celery app created after it in the process, with this app's runner and gate).
+    @app.task(
+        name=TRANSCRIBE_TASK,
+        bind=True,
+        ignore_result=True,
+        Request=TranscribeRequest,
+        shared=False,
+    )
     def transcribe(self: Any, payload: Any) -> str:
         message = message_handle(self.request.properties)
         if not gate.start(start_key(self.request.id, message)):
