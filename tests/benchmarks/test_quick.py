@@ -133,6 +133,23 @@ def test_submit_scale_counts_the_requests():
         )
 
 
+def test_status_scale_counts_what_status_costs():
+    """Issue 28: requests of `status BATCH` half done, all done (the first finished status
+    writes done.json), finished (its done.json alone), and plain status."""
+    report = run("status_scale.py")
+    row = re.search(
+        r"^\| 200 \| (\d+) requests, [\d.]+ s \| (\d+) requests, [\d.]+ s \| (\d+) requests",
+        report,
+        re.M,
+    )
+    assert row, report
+    half, done, finished = map(int, row.groups())
+    assert finished == 1  # done.json only
+    assert 2 <= half <= 12 and 2 <= done <= 12  # batch.json, a few listings, the marker
+    assert re.search(r"^plain status, 1 finished batch\(es\): [1-3] requests", report, re.M), report
+    assert "'s3.ListObjectsV2': " in report
+
+
 def test_simulate_prints_the_day():
     report = run("simulate.py")
     assert report.startswith("built-in day x1: 1,000 calls;")

@@ -1,0 +1,186 @@
+"""What `whisperq status` costs as batches grow: S3 requests and seconds, per batch size.
+
+Against a moto server on 127.0.0.1 (started and stopped here, by PID). For each size N a
+batch's records are written directly, as submit and the workers leave them (no audio, no
+model): ``batch.json``, one entry per file, and for every file its result JSON plus each
+default rendering (``TranscriptionOptions().formats``: srt, vtt, txt), half of the files
+done while the batch runs, all of them at the end. Then, through the real CLI
+(``whisperq status ... --json``, in this process, S3 requests counted on every client):
+
+  - ``status BATCH`` while half the files are done (the listing of entries and results);
+  - ``status BATCH`` once every file is done (the first call writes ``done.json``);
+  - ``status BATCH`` again (a finished batch: its ``done.json`` only);
+  - plain ``status`` with all the batches of the run (finished ones from their marker).
+
+Issue 28's target is <= 60 S3 requests for ``status BATCH`` at 50,000 files with the
+default formats; this prints where it stands.
+
+    python benchmarks/status_scale.py                 # 1,000, 10,000 and 50,000 files
+    python benchmarks/status_scale.py --sizes 1000,5000
+    python benchmarks/status_scale.py --quick         # 200 files (a test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from submit_scale import Counting, fresh_target, wait_for  # noqa: E402
+
+from whisperq import keys, storage  # noqa: E402
+from whisperq.batches import records as batch_records  # noqa: E402
+from whisperq.schemas import TranscriptionOptions  # noqa: E402
+from whisperq.settings import Settings  # noqa: E402
+from whisperq.stacks.local import free_port  # noqa: E402
+
+RESULT = json.dumps(
+    {"note": "a stand-in result: status lists keys and never reads a file's result"}
+).encode()
+
+
+def paths_of(count: int) -> list[str]:
+    return [f"calls/{index // 1000:03d}/call-{index:06d}.wav" for index in range(count)]
+
+
+def write_batch(settings: Settings, batch: str, paths: list[str]) -> None:
+    """batch.json and one entry per file, as submit writes them."""
+    s3 = storage.client(settings, "s3")
+    options = TranscriptionOptions().model_dump(mode="json")
+    batch_records.ensure_batch(s3, settings.bucket, batch, options, "submit", strict=True)
+    entries = [
+        batch_records.entry_document(batch, path, f"{index:064x}", 1000, 30.0, "submit")
+        for index, path in enumerate(paths)
+    ]
+    batch_records.write_entries(s3, settings.bucket, batch, entries, threads=32)
+
+
+def write_results(settings: Settings, batch: str, paths: list[str]) -> None:
+    """Each file's renderings and, last, its JSON, as a worker writes them."""
+    s3 = storage.client(settings, "s3")
+    formats = [*TranscriptionOptions().formats, "json"]
+    todo = [keys.result_key(batch, path, fmt) for path in paths for fmt in formats]
+    with ThreadPoolExecutor(32) as pool:
+        list(
+            pool.map(lambda key: s3.put_object(Bucket=settings.bucket, Key=key, Body=RESULT), todo)
+        )
+
+
+def cli_status(settings: Settings, counting: Counting, *args: str) -> tuple[dict, float, Counter]:
+    """`whisperq status ARGS --json` in this process: its output, seconds, S3 requests."""
+    from whisperq.cli import app
+
+    env = {
+        "WHISPERQ_ENDPOINT_URL": settings.endpoint_url or "",
+        "WHISPERQ_REGION": settings.region,
+        "WHISPERQ_AWS_ACCESS_KEY_ID": "bench",
+        "WHISPERQ_AWS_SECRET_ACCESS_KEY": "bench",
+        "WHISPERQ_BUCKET": settings.bucket,
+        "WHISPERQ_QUEUE_URL": settings.queue_url,
+        "WHISPERQ_CONFIG_FILE": "/nonexistent/whisperq-bench.toml",
+    }
+    counting.take()
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["status", *args, "--json"], env=env)
+    seconds = time.perf_counter() - started
+    calls = Counter({k: v for k, v in counting.take().items() if k.startswith("s3.")})
+    if result.exit_code != 0:
+        raise SystemExit(f"status {' '.join(args)} failed: {result.output[-2000:]}")
+    return json.loads(result.stdout), seconds, calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", default="1000,10000,50000", help="files per batch, comma-separated"
+    )
+    parser.add_argument("--quick", action="store_true", help="one batch of 200 files")
+    args = parser.parse_args()
+    sizes = [200] if args.quick else [int(size) for size in args.sizes.split(",")]
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    counting = Counting()
+    rows = []
+    try:
+        wait_for(endpoint, moto)
+        target = fresh_target(endpoint)
+        storage.client = counting.client  # type: ignore[assignment]
+        for size in sizes:
+            batch = f"scale-{size}"
+            paths = paths_of(size)
+            started = time.perf_counter()
+            write_batch(target, batch, paths)
+            write_results(target, batch, paths[: size // 2])
+            half, half_s, half_calls = cli_status(target, counting, batch)
+            write_results(target, batch, paths[size // 2 :])
+            done, done_s, done_calls = cli_status(target, counting, batch)
+            again, again_s, again_calls = cli_status(target, counting, batch)
+            setup_s = time.perf_counter() - started - half_s - done_s - again_s
+            (mine,) = half["batches"]
+            assert (mine["submitted"], mine["done"]) == (size, size // 2), mine
+            for finished in (done, again):
+                (mine,) = finished["batches"]
+                assert (mine["submitted"], mine["done"], mine["pending"]) == (size, size, 0), mine
+            rows.append(
+                (size, setup_s, half_s, half_calls, done_s, done_calls, again_s, again_calls)
+            )
+        every, every_s, every_calls = cli_status(target, counting)
+        assert len(every["batches"]) == len(sizes), every["batches"]
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+    formats = ", ".join([*TranscriptionOptions().formats, "json"])
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, moto on 127.0.0.1")
+    print(f"per file: an entry, and when done its {formats} (S3 keys listed, never read)")
+    print()
+    print(
+        "| files | status BATCH, half done | all done (writes done.json) | finished (done.json) |"
+    )
+    print("| ---: | --- | --- | --- |")
+    for size, _setup, half_s, half_calls, done_s, done_calls, again_s, again_calls in rows:
+        cells = [
+            f"{sum(calls.values())} requests, {seconds:.2f} s"
+            for seconds, calls in (
+                (half_s, half_calls),
+                (done_s, done_calls),
+                (again_s, again_calls),
+            )
+        ]
+        print(f"| {size:,} | {' | '.join(cells)} |")
+    print()
+    print(
+        f"plain status, {len(sizes)} finished batch(es): {sum(every_calls.values())} requests, "
+        f"{every_s:.2f} s"
+    )
+    for size, _setup, _hs, half_calls, *_ in rows:
+        print(
+            f"status BATCH at {size:,} files, half done, by operation: "
+            f"{dict(sorted(half_calls.items()))}"
+        )
+    target_row = [row for row in rows if row[0] == 50_000]
+    if target_row:
+        requests = sum(target_row[0][3].values())
+        verdict = "met" if requests <= 60 else "not met"
+        print(f"issue 28's target (<= 60 requests at 50,000 files): {verdict} ({requests})")
+
+
+if __name__ == "__main__":
+    main()
