@@ -536,6 +536,14 @@ class ErrorRecord(_Strict):
     worker_id: str
     failed_at: datetime
 
+    @classmethod
+    def read(cls, data: Any) -> ErrorRecord:
+        """A stored record, as readers take it: fields a newer worker added are left out
+        (records are written strictly, read leniently: an older CLI still reads them)."""
+        if isinstance(data, dict):
+            data = {name: value for name, value in data.items() if name in cls.model_fields}
+        return cls.model_validate(data)
+
     def next_step(self) -> str:
         """The one next step for this file (``errors.next_step``): what its reason ends
         with, and what ``wait`` and ``status`` print."""

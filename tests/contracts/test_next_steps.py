@@ -15,6 +15,7 @@ from whisperq.errors import (
     next_step,
     record_cause,
 )
+from whisperq.schemas import ErrorRecord
 from whisperq.worker.failures import Kind, classify, record_reason
 
 RETRY = "`whisperq retry wk`"
@@ -102,3 +103,26 @@ def test_a_not_audio_record_says_to_replace_the_file_not_to_retry_it():
 )
 def test_the_cause_of_a_record(cause, kind, error_type, expected):
     assert record_cause(cause, kind, error_type) == expected
+
+
+def test_a_record_from_a_newer_worker_is_still_read():
+    """Records are written strictly and read leniently: a field a later version adds does
+    not stop an older CLI from reading the record (status --failed, wait)."""
+    record = {
+        "batch": "wk",
+        "path": "calls/x.wav",
+        "input_key": "inputs/wk/calls/x.wav",
+        "reason": "could not decode",
+        "kind": "permanent",
+        "cause": "not_audio",
+        "error_type": "AudioDecodeError",
+        "attempts": 1,
+        "worker_id": "host:1",
+        "failed_at": "2026-12-04T00:00:00Z",
+        "added_by_a_later_version": {"anything": 1},
+    }
+    read = ErrorRecord.read(record)
+    assert (read.path, read.cause) == ("calls/x.wav", "not_audio")
+    assert "--force" in read.next_step()
+    with pytest.raises(ValueError, match="added_by_a_later_version"):
+        ErrorRecord.model_validate(record)  # writing stays strict

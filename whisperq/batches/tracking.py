@@ -278,5 +278,5 @@ def failure_records(settings: Settings, s3: Any, status: BatchStatus) -> list[Er
     for path in status.failed_paths:
         data = storage.get_json(s3, settings.bucket, keys.error_key(status.batch, path))
         if data is not None:
-            records.append(ErrorRecord.model_validate(data))
+            records.append(ErrorRecord.read(data))
     return records

@@ -129,7 +129,7 @@ def _failures_by_step(
         if number < MAX_RECORDS_READ:
             try:
                 data = storage.get_json(s3, settings.bucket, key)
-                step = ErrorRecord.model_validate(data).next_step()
+                step = ErrorRecord.read(data).next_step()
             except ValueError:  # not a record this version reads (ValidationError too)
                 pass
         groups.setdefault(step, []).append(f"  {path}  (reason in {key})")
