@@ -1,7 +1,7 @@
 """The ``whisperq`` command line: one module per group of commands.
 
 - ``app``: the Typer app, consoles, and the one place errors become exit codes;
-- ``batches``: submit, status;
+- ``batches``: submit; ``batches_status``: status;
 - ``results``: wait, results, retry, dlq;
 - ``estimates``: cost, simulate;
 - ``report``: conversation metrics of a batch (``review``: its ``--html`` review site);
@@ -18,6 +18,7 @@ from __future__ import annotations
 # Importing the command modules registers their commands on ``app``.
 from whisperq.cli import (  # noqa: F401
     batches,
+    batches_status,
     config,
     estimates,
     ingest,
