@@ -141,11 +141,22 @@ def main() -> None:
             rows.append(
                 (size, setup_s, half_s, half_calls, done_s, done_calls, again_s, again_calls)
             )
+            print(  # as it goes: a long run that fails later keeps what it measured
+                f"{size:,} files (records written in {setup_s:.0f} s): status BATCH half done "
+                f"{dict(sorted(half_calls.items()))} {half_s:.2f} s; all done "
+                f"{dict(sorted(done_calls.items()))} {done_s:.2f} s; finished "
+                f"{dict(sorted(again_calls.items()))} {again_s:.2f} s",
+                flush=True,
+            )
         every, every_s, every_calls = cli_status(target, counting)
         assert len(every["batches"]) == len(sizes), every["batches"]
     finally:
         moto.terminate()
-        moto.wait(timeout=10)
+        try:
+            moto.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a server holding 250,000 objects is slow to go
+            moto.kill()
+            moto.wait(timeout=10)
 
     formats = ", ".join([*TranscriptionOptions().formats, "json"])
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, moto on 127.0.0.1")
