@@ -163,11 +163,13 @@ def batch_status(
     batch: str,
     newest: NewestResults | None = None,
     dead_lettered: Collection[str] = (),
+    view: BatchView | None = None,
 ) -> BatchStatus | None:
     """The batch's status, or None if no such batch was submitted. With ``newest``, the
     same listing also collects the batch's newest result keys; ``dead_lettered``: paths
-    of the batch whose jobs are on the dead-letter queue."""
-    view = load_batch(settings, s3, batch)
+    of the batch whose jobs are on the dead-letter queue; ``view``: the batch already
+    loaded (``load_batch``), not listed again."""
+    view = view or load_batch(settings, s3, batch)
     if view is None:
         return None
     listing: Iterable[storage.ObjectInfo] = storage.list_objects(

@@ -78,6 +78,7 @@ def status(
     # newest results are the fleet's recent throughput.
     listed_since = now - (timedelta(days=1) if newest is not None else timedelta(0))
     hidden = 0
+    views: dict[str, tracking.BatchView] = {}  # listed once: the stale check reuses it
     for name in names:
         done = completion.read_done(settings, s3, name)
         ended = completion.finished_at(done) if done is not None else None
@@ -88,7 +89,11 @@ def status(
             if ended <= listed_since:
                 statuses.append(completion.status_from_done(done))
                 continue
-        found = tracking.batch_status(settings, s3, name, newest)
+        view = tracking.load_batch(settings, s3, name)
+        if view is None:
+            raise no_batch(name, settings)
+        views[name] = view
+        found = tracking.batch_status(settings, s3, name, newest, view=view)
         if found is None:
             raise no_batch(name, settings)
         completion.mark_finished(settings, s3, found)
@@ -97,7 +102,7 @@ def status(
     ingest, ingest_error = _ingest_counts(settings)
     stale: list[str] = []
     if batch is not None and statuses[0].pending:
-        view = tracking.load_batch(settings, s3, batch)
+        view = views.get(batch)
         if view is not None:
             queues = completion.queue_state(settings)
             parked = set(statuses[0].dead_lettered_paths)
