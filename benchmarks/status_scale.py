@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -37,13 +36,12 @@ from typer.testing import CliRunner
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from submit_scale import Counting, fresh_target, wait_for  # noqa: E402
+from submit_scale import Counting, fresh_target, moto_server  # noqa: E402
 
 from whisperq import keys, storage  # noqa: E402
 from whisperq.batches import records as batch_records  # noqa: E402
 from whisperq.schemas import TranscriptionOptions  # noqa: E402
 from whisperq.settings import Settings  # noqa: E402
-from whisperq.stacks.local import free_port  # noqa: E402
 
 RESULT = json.dumps(
     {"note": "a stand-in result: status lists keys and never reads a file's result"}
@@ -109,17 +107,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [200] if args.quick else [int(size) for size in args.sizes.split(",")]
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     counting = Counting()
     rows = []
-    try:
-        wait_for(endpoint, moto)
+    with moto_server() as endpoint:
         target = fresh_target(endpoint)
         storage.client = counting.client  # type: ignore[assignment]
         for size in sizes:
@@ -150,13 +140,6 @@ def main() -> None:
             )
         every, every_s, every_calls = cli_status(target, counting)
         assert len(every["batches"]) == len(sizes), every["batches"]
-    finally:
-        moto.terminate()
-        try:
-            moto.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a server holding 250,000 objects is slow to go
-            moto.kill()
-            moto.wait(timeout=10)
 
     formats = ", ".join([*TranscriptionOptions().formats, "json"])
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, moto on 127.0.0.1")

@@ -27,7 +27,9 @@ import time
 import uuid
 import wave
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,29 @@ def wait_for(endpoint: str, process: subprocess.Popen, timeout: float = 30) -> N
     raise SystemExit("moto server did not start")
 
 
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on a free loopback port for the benchmark's run: its endpoint; stopped
+    by PID afterwards, killed if it is slow to go (one holding 250,000 objects is)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(endpoint, moto)
+        yield endpoint
+    finally:
+        moto.terminate()
+        try:
+            moto.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            moto.kill()
+            moto.wait(timeout=10)
+
+
 def per_file_send_task(settings: Settings, count: int) -> float:
     """(a): the old queueing path, one Celery send_task per job."""
     from whisperq.celery_app import make_celery
@@ -142,45 +167,33 @@ def main() -> None:
     if args.quick:
         args.files = 50
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     counting = Counting()
-    try:
-        wait_for(endpoint, moto)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            make_files(folder, args.files)
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_files(folder, args.files)
 
-            old_seconds = per_file_send_task(fresh_target(endpoint), args.files)
-            batched_seconds = batched_send(fresh_target(endpoint), args.files)
+        old_seconds = per_file_send_task(fresh_target(endpoint), args.files)
+        batched_seconds = batched_send(fresh_target(endpoint), args.files)
 
-            target = fresh_target(endpoint)
-            storage.client = counting.client  # type: ignore[assignment]
-            started = time.perf_counter()
-            report = submit(target, ["calls"], batch="scale", cwd=folder)
-            submit_seconds = time.perf_counter() - started
-            submit_calls = counting.take()
+        target = fresh_target(endpoint)
+        storage.client = counting.client  # type: ignore[assignment]
+        started = time.perf_counter()
+        report = submit(target, ["calls"], batch="scale", cwd=folder)
+        submit_seconds = time.perf_counter() - started
+        submit_calls = counting.take()
 
-            s3 = storage.client(target, "s3")
-            counting.take()
-            started = time.perf_counter()
-            status = tracking.batch_status(target, s3, "scale")
-            status_seconds = time.perf_counter() - started
-            status_calls = counting.take()
-            mark_all_done(target, "scale")
-            counting.take()
-            started = time.perf_counter()
-            done = tracking.batch_status(target, s3, "scale")
-            done_seconds = time.perf_counter() - started
-            done_calls = counting.take()
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+        s3 = storage.client(target, "s3")
+        counting.take()
+        started = time.perf_counter()
+        status = tracking.batch_status(target, s3, "scale")
+        status_seconds = time.perf_counter() - started
+        status_calls = counting.take()
+        mark_all_done(target, "scale")
+        counting.take()
+        started = time.perf_counter()
+        done = tracking.batch_status(target, s3, "scale")
+        done_seconds = time.perf_counter() - started
+        done_calls = counting.take()
 
     assert status is not None and done is not None
     assert len(report.queued) == args.files == status.submitted == done.done
