@@ -3,11 +3,12 @@
 Against a moto server on 127.0.0.1 (started and stopped here, by PID). For each size N a
 batch's records are written directly, as submit and the workers leave them (no audio, no
 model): ``batch.json``, one entry per file, and for every file its result JSON plus each
-default rendering (``TranscriptionOptions().formats``: srt, vtt, txt), half of the files
-done while the batch runs, all of them at the end. Then, through the real CLI
+default rendering (``TranscriptionOptions().formats``: srt, vtt, txt) and its entry
+renamed "done" (whisperq.entry_states), half of the files done while the batch runs (the
+others' jobs waiting on the queue), all of them at the end. Then, through the real CLI
 (``whisperq status ... --json``, in this process, S3 requests counted on every client):
 
-  - ``status BATCH`` while half the files are done (the listing of entries and results);
+  - ``status BATCH`` while half the files are done (the listing of the entries);
   - ``status BATCH`` once every file is done (the first call writes ``done.json``);
   - ``status BATCH`` again (a finished batch: its ``done.json`` only);
   - plain ``status`` with all the batches of the run (finished ones from their marker).
@@ -23,6 +24,7 @@ default formats; this prints where it stands.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -48,8 +50,16 @@ RESULT = json.dumps(
 ).encode()
 
 
+DURATION = 30.0  # seconds per file
+
+
 def paths_of(count: int) -> list[str]:
     return [f"calls/{index // 1000:03d}/call-{index:06d}.wav" for index in range(count)]
+
+
+def entry_of(batch: str, path: str) -> dict:
+    sha256 = hashlib.sha256(path.encode()).hexdigest()
+    return batch_records.entry_document(batch, path, sha256, 1000, DURATION, "submit")
 
 
 def write_batch(settings: Settings, batch: str, paths: list[str]) -> None:
@@ -57,22 +67,28 @@ def write_batch(settings: Settings, batch: str, paths: list[str]) -> None:
     s3 = storage.client(settings, "s3")
     options = TranscriptionOptions().model_dump(mode="json")
     batch_records.ensure_batch(s3, settings.bucket, batch, options, "submit", strict=True)
-    entries = [
-        batch_records.entry_document(batch, path, f"{index:064x}", 1000, 30.0, "submit")
-        for index, path in enumerate(paths)
-    ]
+    entries = [entry_of(batch, path) for path in paths]
     batch_records.write_entries(s3, settings.bucket, batch, entries, threads=32)
 
 
 def write_results(settings: Settings, batch: str, paths: list[str]) -> None:
-    """Each file's renderings and, last, its JSON, as a worker writes them."""
+    """Each file's renderings and, last, its JSON, then its entry renamed "done": the keys
+    a worker leaves (whisperq.entry_states; the rename as a put and a delete, since this
+    writer knows the entry's key and a worker lists it first)."""
     s3 = storage.client(settings, "s3")
     formats = [*TranscriptionOptions().formats, "json"]
-    todo = [keys.result_key(batch, path, fmt) for path in paths for fmt in formats]
-    with ThreadPoolExecutor(32) as pool:
-        list(
-            pool.map(lambda key: s3.put_object(Bucket=settings.bucket, Key=key, Body=RESULT), todo)
+
+    def settle(path: str) -> None:
+        for fmt in formats:
+            key = keys.result_key(batch, path, fmt)
+            s3.put_object(Bucket=settings.bucket, Key=key, Body=RESULT)
+        batch_records.write_entries(
+            s3, settings.bucket, batch, [entry_of(batch, path)], threads=1, state="done"
         )
+        s3.delete_object(Bucket=settings.bucket, Key=keys.entry_key(batch, path, DURATION))
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(settle, paths))
 
 
 def cli_status(settings: Settings, counting: Counting, *args: str) -> tuple[dict, float, Counter]:
@@ -118,7 +134,12 @@ def main() -> None:
             started = time.perf_counter()
             write_batch(target, batch, paths)
             write_results(target, batch, paths[: size // 2])
+            # The other half's jobs wait on the queue (one stands for them: status reads
+            # the queue's counts, never its messages).
+            sqs = storage.client(target, "sqs")
+            sqs.send_message(QueueUrl=target.queue_url, MessageBody="a job still waiting")
             half, half_s, half_calls = cli_status(target, counting, batch)
+            sqs.purge_queue(QueueUrl=target.queue_url)
             write_results(target, batch, paths[size // 2 :])
             done, done_s, done_calls = cli_status(target, counting, batch)
             again, again_s, again_calls = cli_status(target, counting, batch)

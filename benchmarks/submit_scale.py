@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from whisperq import keys, storage
+from whisperq import entry_states, keys, storage
 from whisperq.batches import tracking
 from whisperq.batches.submit import submit
 from whisperq.settings import Settings
@@ -150,13 +150,13 @@ def mark_all_done(settings: Settings, batch: str) -> None:
     s3 = storage.client(settings, "s3")
     view = tracking.load_batch(settings, s3, batch)
     assert view is not None
-    result_keys = [keys.result_key(batch, path, "json") for path in view.files]
+
+    def settle(path: str) -> None:  # as a worker: the result, then the entry renamed
+        s3.put_object(Bucket=settings.bucket, Key=keys.result_key(batch, path, "json"), Body=b"{}")
+        entry_states.mark(s3, settings.bucket, batch, path, "done")
+
     with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda key: s3.put_object(Bucket=settings.bucket, Key=key, Body=b"{}"), result_keys
-            )
-        )
+        list(pool.map(settle, view.files))
 
 
 def main() -> None:

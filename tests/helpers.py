@@ -81,6 +81,40 @@ def write_batch(settings: Any, batch: str, paths: list[str], duration: float = 6
     batch_records.write_entries(s3, settings.bucket, batch, entries)
 
 
+def settle(settings: Any, batch: str, paths: list[str], state: str = "done") -> None:
+    """What a worker leaves for each path: its result JSON (or, ``state="failed"``, its
+    error record), then its entry renamed to that state (whisperq.entry_states)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whisperq import entry_states, keys, storage
+
+    s3 = storage.client(settings, "s3")
+
+    def one(path: str) -> None:
+        key = (
+            keys.result_key(batch, path, "json") if state == "done" else keys.error_key(batch, path)
+        )
+        s3.put_object(Bucket=settings.bucket, Key=key, Body=b"{}")
+        assert entry_states.mark(s3, settings.bucket, batch, path, state), path
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, paths))
+
+
+def put_as_worker(settings: Any, key: str, body: bytes = b"{}") -> None:
+    """Put ``key``; a result JSON or an error record then renames its file's entry, as a
+    worker does (whisperq.entry_states). Other keys (renderings) are only put."""
+    from whisperq import entry_states, keys, storage
+
+    s3 = storage.client(settings, "s3")
+    s3.put_object(Bucket=settings.bucket, Key=key, Body=body)
+    batch = key.removeprefix(f"{keys.RESULTS}/").partition("/")[0]
+    parsed = keys.parse_result_key(batch, key)
+    if parsed is not None and parsed[1] in ("json", "error"):
+        state = "done" if parsed[1] == "json" else "failed"
+        entry_states.mark(s3, settings.bucket, batch, parsed[0], state)
+
+
 def write_legacy_manifest(settings: Any, batch: str, paths: list[str], duration: float) -> None:
     """A batch as whisperq wrote it before per-file entries: one manifest.json."""
     import json

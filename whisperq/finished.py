@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from whisperq import keys, storage
+from whisperq import entry_states, keys, storage
 from whisperq.settings import Settings
 
 EVENT_SOURCE = "whisperq"
@@ -196,19 +196,28 @@ def read_batch_document(settings: Settings, s3: Any, batch: str) -> dict[str, An
 
 
 def tally(settings: Settings, s3: Any, batch: str, document: Mapping[str, Any]) -> Tally:
-    """The batch's files (its entries, or a legacy manifest's list) and their states."""
+    """The batch's files (its entries, or a legacy manifest's list) and their states: from
+    the entries' keys alone when they carry states and none is pending, else from the
+    results listing (a missed rename says "pending", never "done": whisperq.entry_states)."""
     durations: dict[str, float | None] = {
         str(entry["path"]): entry.get("duration") for entry in document.get("files", [])
     }
-    newest: dict[str, datetime] = {}
+    newest: dict[str, entry_states.ListedEntry] = {}
     for item in storage.list_objects(s3, settings.bucket, keys.entries_prefix(batch)):
-        parsed = keys.parse_entry_key(batch, item.key)
-        if parsed is None:
+        listed = entry_states.listed_entry(
+            batch, {"Key": item.key, "LastModified": item.last_modified}
+        )
+        if listed is None:
             continue
-        path, duration = parsed
-        stamp = item.last_modified or datetime.min.replace(tzinfo=UTC)
-        if path not in newest or stamp >= newest[path]:  # a path entered again: the newest
-            newest[path], durations[path] = stamp, duration
+        current = newest.get(listed.path)
+        if current is None or entry_states.newer(listed, current):  # entered again: the newest
+            newest[listed.path] = listed
+    durations.update((path, listed.duration) for path, listed in newest.items())
+    if document.get("entry_states") and not document.get("files"):
+        done = {path for path, listed in newest.items() if listed.state == "done"}
+        errored = {path for path, listed in newest.items() if listed.state == "failed"}
+        if len(done) + len(errored) == len(durations):
+            return Tally(batch, durations, done, errored)
     listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
     done, errored = result_states(batch, (item.key for item in listing))
     return Tally(batch, durations, done, errored)
@@ -220,7 +229,8 @@ def finish_if_done(settings: Settings, s3: Any, batch: str, now: datetime | None
     "written": this call did; "finished": it was there already (or another writer won);
     "pending": files without a result or an error record; "open": a daily batch before it
     closes; "unknown": no such batch. One GET when the batch is finished already; else two
-    GETs and the listings of its entries and results."""
+    GETs and the listing of its entries (and of its results, unless the entries' states
+    settle it: ``tally``)."""
     now = now or datetime.now(UTC)
     if storage.get_json(s3, settings.bucket, keys.done_key(batch)) is not None:
         return "finished"

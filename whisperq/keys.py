@@ -10,7 +10,9 @@
                                                    <relative path>.json beside it: its metadata
     batches/<batch>/batch.json                     the batch's options (written once)
     batches/<batch>/files/<relative path>/<ms>.json  one entry per file; <ms> = its duration
-                                                   in milliseconds, or "unknown"
+                                                   in milliseconds, or "unknown"; renamed
+                                                   <ms>.done.json / <ms>.failed.json by
+                                                   whoever writes its result / error record
     batches/<batch>/manifest.json                  batches written before entries (read only)
     batches/<batch>/done.json                      written once the batch is finished:
                                                    counts, failed paths, finished_at
@@ -28,7 +30,10 @@ Anyone can poll ``results/<batch>/`` with any S3 tool: a ``.json`` that is not
 A batch's files are one object each, never one shared document, so any number of
 submitters and ingest steps can add to a batch at once without losing an entry. The
 duration rides in the entry's key so ``status`` counts files and audio hours from one
-listing, with no GET per file. Standard library only: the ingest Lambda ships this module.
+listing, with no GET per file; so does the file's state (``EntryState``), so that one
+listing -- a request per 1,000 files -- also says which are done, without listing the
+four renderings of every result (whisperq.entry_states). Standard library only: the
+ingest Lambda ships this module.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
@@ -90,6 +96,10 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 ResultFormat = Literal["json", "srt", "vtt", "txt"]
+# A file's state, in its entry's key: "pending" (<ms>.json) until its result or error
+# record is written, then "done" (<ms>.done.json) or "failed" (<ms>.failed.json).
+EntryState = Literal["pending", "done", "failed"]
+ENTRY_STATES: tuple[EntryState, ...] = ("pending", "done", "failed")
 RESULT_FORMATS: tuple[ResultFormat, ...] = ("json", "srt", "vtt", "txt")
 RENDERING_FORMATS: tuple[ResultFormat, ...] = ("srt", "vtt", "txt")  # written before json
 
@@ -189,13 +199,26 @@ def entry_prefix(batch: str, relative_path: str) -> str:
     return f"{entries_prefix(batch)}{relative_path}/"
 
 
-def entry_key(batch: str, relative_path: str, duration: float | None) -> str:
+def entry_key(
+    batch: str, relative_path: str, duration: float | None, state: EntryState = "pending"
+) -> str:
     leaf = UNKNOWN_DURATION if duration is None else str(round(duration * 1000))
-    return f"{entry_prefix(batch, relative_path)}{leaf}.json"
+    suffix = ".json" if state == "pending" else f".{state}.json"
+    return f"{entry_prefix(batch, relative_path)}{leaf}{suffix}"
 
 
-def parse_entry_key(batch: str, key: str) -> tuple[str, float | None] | None:
-    """``batches/<batch>/files/<path>/<ms>.json`` -> (path, seconds or None); None if the
+@dataclass(frozen=True)
+class EntryParts:
+    """What an entry's key says: the file's path, duration (seconds, None if unknown) and
+    state."""
+
+    path: str
+    duration: float | None
+    state: EntryState
+
+
+def parse_entry(batch: str, key: str) -> EntryParts | None:
+    """``batches/<batch>/files/<path>/<ms>[.done|.failed].json`` -> its parts; None if the
     key is not an entry of ``batch``."""
     prefix = entries_prefix(batch)
     if not key.startswith(prefix) or not key.endswith(".json"):
@@ -203,11 +226,22 @@ def parse_entry_key(batch: str, key: str) -> tuple[str, float | None] | None:
     path, slash, leaf = key[len(prefix) : -len(".json")].rpartition("/")
     if not slash or not path:
         return None
+    state: EntryState = "pending"
+    stem, dot, tail = leaf.rpartition(".")
+    if dot and tail in ("done", "failed"):
+        leaf, state = stem, "done" if tail == "done" else "failed"
     if leaf == UNKNOWN_DURATION:
-        return path, None
+        return EntryParts(path, None, state)
     if not leaf.isdigit():
         return None
-    return path, int(leaf) / 1000
+    return EntryParts(path, int(leaf) / 1000, state)
+
+
+def parse_entry_key(batch: str, key: str) -> tuple[str, float | None] | None:
+    """``batches/<batch>/files/<path>/<ms>.json`` (in any state) -> (path, seconds or
+    None); None if the key is not an entry of ``batch``."""
+    parts = parse_entry(batch, key)
+    return None if parts is None else (parts.path, parts.duration)
 
 
 def incoming_prefix(batch: str | None = None) -> str:

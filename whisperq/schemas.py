@@ -321,6 +321,11 @@ class BatchInfo(_Strict):
         description="A daily ingest batch takes files until then (its UTC day's end plus a "
         "grace): before it the batch is not finished (whisperq.finished).",
     )
+    entry_states: bool = Field(
+        False,
+        description="Its files' entries carry their state in their keys (done, failed: "
+        "whisperq.entry_states); absent in batches made before they did.",
+    )
 
 
 class FileEntry(_WithMetadata):

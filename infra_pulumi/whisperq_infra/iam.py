@@ -8,7 +8,16 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from whisperq.keys import ARTIFACTS, BATCH_INFO, BATCHES, DONE, INPUTS, MANIFEST, RESULTS
+from whisperq.keys import (
+    ARTIFACTS,
+    BATCH_INFO,
+    BATCHES,
+    DONE,
+    FILES,
+    INPUTS,
+    MANIFEST,
+    RESULTS,
+)
 
 METRICS_NAMESPACE = "whisperq"
 # Session Manager's own minimal instance policy (AWS Systems Manager User Guide, "Create a
@@ -100,8 +109,7 @@ def worker_policy(
             {
                 # A batch's end (whisperq/finished.py), once the queue has run dry: its
                 # marker and its batch.json (a daily batch's open_until; manifest.json for
-                # a batch from before per-file entries). Not its entries (call metadata):
-                # those are listed (names and durations), never read.
+                # a batch from before per-file entries).
                 "Sid": "ReadBatchEnds",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
@@ -110,6 +118,16 @@ def worker_policy(
                     f"{bucket_arn}/{BATCHES}/*/{BATCH_INFO}",
                     f"{bucket_arn}/{BATCHES}/*/{MANIFEST}",
                 ],
+            },
+            {
+                # A settled file's entry renamed to its state (whisperq/entry_states.py): a
+                # server-side copy (read + write) and the old key deleted, so that status
+                # counts a batch from one listing. The entry holds the call metadata the
+                # job carries anyway; batch.json and done.json stay out of reach.
+                "Sid": "MarkSettledFiles",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": [f"{bucket_arn}/{BATCHES}/*/{FILES}/*"],
             },
             {
                 # Created once (If-None-Match: *) by whoever sees the batch finished first.

@@ -14,14 +14,14 @@ from whisperq.batches import completion, tracking
 from whisperq.cli import app
 from whisperq.messages import job_payload_of
 
-from helpers import run_cli, write_batch
+from helpers import put_as_worker, run_cli, write_batch
 
 runner = CliRunner()
 PATHS = ["calls/a.wav", "calls/b.wav", "calls/c.wav"]
 
 
 def _put(settings, key, body=b"{}"):
-    storage.client(settings, "s3").put_object(Bucket=settings.bucket, Key=key, Body=body)
+    put_as_worker(settings, key, body)
 
 
 def _finish(settings, batch, paths, failed=()):

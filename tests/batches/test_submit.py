@@ -9,7 +9,7 @@ from whisperq import keys, storage
 from whisperq.batches import tracking
 from whisperq.batches.submit import SubmitError, discover, new_batch_id, probe_duration, submit
 
-from helpers import queued_jobs
+from helpers import put_as_worker, queued_jobs
 
 
 def touch(path, data=b"RIFF"):
@@ -244,11 +244,7 @@ def test_concurrent_submitters_into_one_batch_lose_nothing(aws, tmp_path):
 
 
 def _fail(settings, batch, path, reason):
-    storage.client(settings, "s3").put_object(
-        Bucket=settings.bucket,
-        Key=keys.error_key(batch, path),
-        Body=f'{{"reason": "{reason}"}}'.encode(),
-    )
+    put_as_worker(settings, keys.error_key(batch, path), f'{{"reason": "{reason}"}}'.encode())
 
 
 def test_retry_queues_first_so_a_crash_before_clearing_loses_nothing(aws, calls, monkeypatch):
@@ -269,7 +265,8 @@ def test_retry_queues_first_so_a_crash_before_clearing_loses_nothing(aws, calls,
         requeue_failed(aws, "weekly")
     assert [job.path for job in queued_jobs(aws)] == ["calls/a/x.wav"]  # queued already
     s3 = storage.client(aws, "s3")
-    assert tracking.batch_status(aws, s3, "weekly").failed == 1  # record kept
+    assert tracking.batch_status(aws, s3, "weekly", exact=True).failed == 1  # record kept
+    assert tracking.batch_status(aws, s3, "weekly").pending == 2  # its job is queued
     monkeypatch.undo()
 
     assert requeue_failed(aws, "weekly") == ["calls/a/x.wav"]  # run again: idempotent

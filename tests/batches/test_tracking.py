@@ -1,12 +1,12 @@
 """status arithmetic (pure) and its cost: listing only, one GET per batch."""
 
+import json
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 from whisperq import keys, storage
 from whisperq.batches import tracking
 
-from helpers import write_batch, write_legacy_manifest
+from helpers import settle, write_batch, write_legacy_manifest
 
 
 def durations(paths, duration=60.0):
@@ -42,17 +42,13 @@ def test_unknown_durations_are_counted_not_guessed():
     assert status.unknown_durations == 1 and status.audio_seconds_submitted == 30.0
 
 
-def test_status_of_a_large_batch_lists_and_never_gets_each_file(aws):
-    """3,000 files: one GET (the batch's options), then listings only (1,000 keys each)."""
-    s3 = storage.client(aws, "s3")
+def test_status_of_a_large_batch_lists_its_entries_only(aws):
+    """3,000 files: one GET (the batch's options), then the entries' listing only (1,000
+    keys each): their keys say which files are done or failed, whatever the renderings."""
     paths = [f"calls/{i:05d}.wav" for i in range(3_000)]
     write_batch(aws, "big", paths, duration=30.0)
-    result_keys = [keys.result_key("big", path, "json") for path in paths[:1050]]
-    result_keys += [keys.error_key("big", path) for path in paths[1050:1100]]
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(lambda key: s3.put_object(Bucket=aws.bucket, Key=key, Body=b"{}"), result_keys)
-        )
+    settle(aws, "big", paths[:1050])
+    settle(aws, "big", paths[1050:1100], "failed")
 
     calls = Counter()
     counted = storage.client(aws, "s3")
@@ -61,7 +57,43 @@ def test_status_of_a_large_batch_lists_and_never_gets_each_file(aws):
 
     assert (status.submitted, status.done, status.failed, status.pending) == (3000, 1050, 50, 1900)
     assert status.audio_seconds_done == 1050 * 30.0
-    assert calls == Counter({"GetObject": 1, "ListObjectsV2": 3 + 2})
+    assert status.failed_paths == paths[1050:1100]
+    assert calls == Counter({"GetObject": 1, "ListObjectsV2": 3})
+    # the same from the results listing: the states say what the results say
+    exact = tracking.batch_status(aws, counted, "big", exact=True)
+    assert (exact.done, exact.failed, exact.pending) == (1050, 50, 1900)
+    assert calls == Counter({"GetObject": 2, "ListObjectsV2": 3 + 3 + 2})
+
+
+def test_a_missed_rename_shows_pending_until_the_queues_are_empty(aws):
+    """A result whose entry was never renamed (a worker stopped in between; a job done
+    before submit wrote its entry) counts as pending by the entries, and as done once the
+    queues hold nothing (``confirmed``): never done when it is not."""
+    write_batch(aws, "missed", ["a.wav", "b.wav"])
+    settle(aws, "missed", ["a.wav"])
+    s3 = storage.client(aws, "s3")
+    s3.put_object(Bucket=aws.bucket, Key=keys.result_key("missed", "b.wav", "json"), Body=b"{}")
+    view = tracking.load_batch(aws, s3, "missed")
+    status = tracking.batch_status(aws, s3, "missed", view=view)
+    assert (status.done, status.pending) == (1, 1)
+
+    sqs = storage.client(aws, "sqs")
+    sqs.send_message(QueueUrl=aws.queue_url, MessageBody="a job still waiting")
+    assert tracking.confirmed(aws, s3, status, view).pending == 1  # jobs left: as counted
+    sqs.purge_queue(QueueUrl=aws.queue_url)
+    again = tracking.confirmed(aws, s3, status, view)
+    assert (again.done, again.pending, again.finished) == (2, 0, True)
+
+
+def test_batches_made_before_entries_had_states_count_from_the_results(aws):
+    write_batch(aws, "older", ["a.wav", "b.wav"])
+    s3 = storage.client(aws, "s3")
+    document = storage.get_json(s3, aws.bucket, keys.batch_info_key("older"))
+    del document["entry_states"]
+    s3.put_object(Bucket=aws.bucket, Key=keys.batch_info_key("older"), Body=json.dumps(document))
+    s3.put_object(Bucket=aws.bucket, Key=keys.result_key("older", "a.wav", "json"), Body=b"{}")
+    status = tracking.batch_status(aws, s3, "older")
+    assert (status.done, status.pending) == (1, 1)
 
 
 def test_batches_from_before_per_file_entries_are_still_read(aws):

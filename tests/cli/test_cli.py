@@ -6,12 +6,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from whisperq import keys, storage
+from whisperq import entry_states, keys, storage
 from whisperq.batches.download import MARKER
 from whisperq.celery_app import decode_job_message
 from whisperq.cli import app
 
-from helpers import queued_jobs, write_batch
+from helpers import put_as_worker, queued_jobs, write_batch
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def batch_of_three(cli_env, tmp_path):
 
 
 def put(settings, key):
-    storage.client(settings, "s3").put_object(Bucket=settings.bucket, Key=key, Body=b"{}")
+    put_as_worker(settings, key)
 
 
 def test_submit_prints_the_batch_id_and_a_report(batch_of_three, cli_env, tmp_path):
@@ -378,10 +378,7 @@ def error_record(path, reason):
 
 def test_status_failed_lists_reasons(batch_of_three, cli_env):
     b = batch_of_three[1]
-    s3 = storage.client(cli_env, "s3")
-    s3.put_object(
-        Bucket=cli_env.bucket, Key=keys.error_key("wk", b), Body=error_record(b, "b is not audio")
-    )
+    put_as_worker(cli_env, keys.error_key("wk", b), error_record(b, "b is not audio"))
     table = runner.invoke(app, ["status", "wk", "--failed"])
     assert table.exit_code == 0
     assert "calls/b.wav" in table.stdout and "b is not audio" in table.stdout
@@ -418,6 +415,8 @@ def test_wait_status_and_the_record_give_one_next_step_per_failed_file(batch_of_
             batch="wk", path=path, input_key=keys.input_key("wk", path), sha256="0" * 64, size=1
         )
         store.write_error(job, classify(error, path), error, 3, None)
+        # and, as the worker's BatchEnds.settled does after it, the entry renamed
+        entry_states.mark(storage.client(cli_env, "s3"), cli_env.bucket, "wk", path, "failed")
     s3 = storage.client(cli_env, "s3")
     reasons = {
         path: storage.get_json(s3, cli_env.bucket, keys.error_key("wk", path))["reason"]

@@ -65,6 +65,7 @@ import subprocess
 import sys
 import time
 import typing
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -297,6 +298,16 @@ def iam_requests(call: Call, arns: Arns) -> list[Request]:
     op, params = call.operation, call.params
     if call.service == "s3":
         bucket_arn = f"arn:aws:s3:::{params['Bucket']}"
+        if op == "CopyObject":  # a read of the source, a write of the copy
+            source = params["CopySource"]  # {"Bucket", "Key"}, or "bucket/key" quoted
+            if isinstance(source, str):
+                source = urllib.parse.unquote(source.partition("?")[0])
+            else:
+                source = f"{source['Bucket']}/{source['Key']}"
+            return [
+                Request("s3:GetObject", f"arn:aws:s3:::{source}"),
+                Request("s3:PutObject", f"{bucket_arn}/{params['Key']}"),
+            ]
         if op in _S3_OBJECT_ACTIONS:
             found = [Request(_S3_OBJECT_ACTIONS[op], f"{bucket_arn}/{params['Key']}")]
             if op in ("GetObject", "HeadObject") and call.error in _NOT_FOUND:
@@ -1680,6 +1691,13 @@ def _batch_end_under_the_worker_policy(
     stage.recorder.take()
 
     assert JobRunner(settings).run(payload) == "done"
+    # its entry renamed "done" by the worker; b.wav's record was put by hand (no rename):
+    # the batch's end is counted from the results then
+    entries = admin_s3.list_objects_v2(Bucket=stage.bucket, Prefix=keys.entries_prefix(batch))
+    assert sorted(item["Key"] for item in entries["Contents"]) == [
+        keys.entry_key(batch, "a.wav", 5, "done"),
+        keys.entry_key(batch, "b.wav", 5),
+    ]
     marker = admin_s3.get_object(Bucket=stage.bucket, Key=keys.done_key(batch))["Body"].read()
     done = json.loads(marker)
     assert (done["submitted"], done["done"], done["failed_paths"]) == (2, 1, ["b.wav"])
@@ -1713,8 +1731,10 @@ def test_the_worker_role_refuses_what_a_worker_does_not_do(rehearsal):
         ("overwrite an input", "s3:PutObject", {"Bucket": bucket, "Key": audio, "Body": b"x"}),
         ("read another bucket", "s3:GetObject", {"Bucket": other, "Key": audio}),
         ("write batch records", "s3:PutObject", {"Bucket": bucket, "Key": record, "Body": b"{}"}),
-        # a batch's end it reads and marks (issue 28); its files' entries (call metadata) never
-        ("read a file's entry", "s3:GetObject", {"Bucket": bucket, "Key": entry}),
+        # a batch's end it reads and marks (issue 28), its files' entries it renames; not
+        # the batch's own record, nor another bucket's entries
+        ("delete batch records", "s3:DeleteObject", {"Bucket": bucket, "Key": record}),
+        ("rename another bucket's entry", "s3:DeleteObject", {"Bucket": other, "Key": entry}),
         ("list another bucket", "s3:ListObjectsV2", {"Bucket": other, "Prefix": "inputs/"}),
         # its own queue it may send to: packing hands jobs on (issue 26, item 4); nothing else
         ("send to another queue", "sqs:SendMessage", {"QueueUrl": elsewhere, "MessageBody": "x"}),

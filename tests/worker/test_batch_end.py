@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from whisperq import finished, keys, storage
+from whisperq.batches import tracking
 from whisperq.messages import send_jobs
 from whisperq.stacks.local import READY_MARK
 from whisperq.worker.batch_end import BatchEnds
@@ -103,6 +104,24 @@ def test_workers_finishing_the_last_files_at_once_write_done_json_once_with_one_
     (event,) = _events(settings, events)
     assert event["detail-type"] == "whisperq batch finished"
     assert event["detail"] == done
+
+
+def test_a_settled_file_s_entry_is_renamed_also_when_it_came_after_the_job(aws):
+    """Submit queues the jobs, then writes the entries: a fast worker settles a file whose
+    entry is not there yet. It is renamed at the worker's next check instead."""
+    write_batch(aws, "fast", PATHS[:1])
+    end = BatchEnds(aws, ProcessClients(aws), recheck_seconds=0)
+    _settle(aws, "fast", PATHS[0])
+    end.settled("fast", PATHS[0], "done")
+    _settle(aws, "fast", PATHS[1])
+    end.settled("fast", PATHS[1], "done")  # its entry comes later
+    s3 = storage.client(aws, "s3")
+    assert tracking.batch_status(aws, s3, "fast").done == 1
+    write_batch(aws, "fast", PATHS[1:2])
+    send_jobs(storage.client(aws, "sqs"), aws.queue_url, [{"batch": "other", "path": "x"}])
+    end.after_job()  # jobs wait: no batch is checked, but the entry is renamed
+    status = tracking.batch_status(aws, s3, "fast")
+    assert (status.submitted, status.done, status.pending) == (2, 2, 0)
 
 
 def test_nothing_is_checked_while_jobs_wait_on_the_queue(aws):

@@ -154,7 +154,7 @@ def requeue_stale(settings: Settings, batch: str, now: datetime | None = None) -
     view = tracking.load_batch(settings, s3, batch)
     if view is None:
         raise SubmitError(f"No batch named {batch!r} on {settings.target}.")
-    status = tracking.batch_status(settings, s3, batch)
+    status = tracking.batch_status(settings, s3, batch, view=view, exact=True)
     assert status is not None
     queues = queue_state(settings)
     parked = dead_letters.batch_paths(settings, batch) if settings.dlq_url else set()

@@ -631,11 +631,12 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str)
         Body=json.dumps(record, indent=2).encode("utf-8"),
         ContentType="application/json",
     )
-    # The record first, then the entry: status never counts the file as pending forever.
+    # The record first, then the entry (failed already): status never counts the file as
+    # pending forever.
     entry = batch_records.entry_document(
         batch, path, UNKNOWN_SHA256, ref.size or 0, None, source="ingest", origin=ref.url
     )
-    batch_records.write_entries(s3, config.bucket, batch, [entry], threads=1)
+    batch_records.write_entries(s3, config.bucket, batch, [entry], threads=1, state="failed")
     return Outcome(ref, "failed", batch, path, reason)
 
 

@@ -29,29 +29,19 @@ import struct
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
 from whisperq import keys
+from whisperq.entry_states import ListedEntry, listed_entry, newer, path_entries
 from whisperq.errors import SubmitError
 
 BATCH_SCHEMA_VERSION = 2
 _JSON = "application/json"
 # A conditional write that lost: another writer's object is there (or is being written).
 _LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict")
-
-
-@dataclass(frozen=True)
-class ListedEntry:
-    """What the listing says of one file of a batch, without reading its entry."""
-
-    path: str
-    key: str
-    duration: float | None
-    last_modified: datetime | None = None
 
 
 def now_iso() -> str:
@@ -120,6 +110,8 @@ def ensure_batch(
             "created_at": now_iso(),
             "source": source,
             "options": dict(options),
+            # status counts its files from their entries alone (whisperq.entry_states)
+            "entry_states": True,
         }
         if open_until is not None:
             document["open_until"] = open_until
@@ -211,13 +203,15 @@ def write_entries(
     entries: Iterable[Mapping[str, Any]],
     replaced: Mapping[str, ListedEntry] | None = None,
     threads: int = 8,
+    state: keys.EntryState = "pending",
 ) -> None:
     """Write each entry (in parallel); an older entry of the same path under another key
-    (another duration) is removed after the new one is in place."""
+    (another duration or state) is removed after the new one is in place. ``state``:
+    "failed" for a file whose error record the writer has just written itself."""
     replaced = replaced or {}
 
     def write(entry: Mapping[str, Any]) -> None:
-        key = keys.entry_key(batch, entry["path"], entry["duration"])
+        key = keys.entry_key(batch, entry["path"], entry["duration"], state)
         _put_json(s3, bucket, key, dict(entry))
         old = replaced.get(entry["path"])
         if old is not None and old.key != key:
@@ -238,27 +232,13 @@ def list_entries(s3: Any, bucket: str, batch: str) -> dict[str, ListedEntry]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=keys.entries_prefix(batch)):
         for item in page.get("Contents", []):
-            parsed = keys.parse_entry_key(batch, item["Key"])
-            if parsed is None:
+            listed = listed_entry(batch, item)
+            if listed is None:
                 continue
-            path, duration = parsed
-            listed = ListedEntry(path, item["Key"], duration, item.get("LastModified"))
-            current = found.get(path)
-            if current is None or _newer(listed, current):
-                found[path] = listed
+            current = found.get(listed.path)
+            if current is None or newer(listed, current):
+                found[listed.path] = listed
     return found
-
-
-def path_entries(s3: Any, bucket: str, batch: str, path: str) -> list[ListedEntry]:
-    """The entries of one path of a batch (normally one), newest first; one listing."""
-    found = []
-    answer = s3.list_objects_v2(Bucket=bucket, Prefix=keys.entry_prefix(batch, path), Delimiter="/")
-    for item in answer.get("Contents", []):
-        parsed = keys.parse_entry_key(batch, item["Key"])
-        if parsed is not None and parsed[0] == path:
-            found.append(ListedEntry(path, item["Key"], parsed[1], item.get("LastModified")))
-    oldest = datetime.min.replace(tzinfo=UTC)
-    return sorted(found, key=lambda item: (item.last_modified or oldest, item.key), reverse=True)
 
 
 def has_entry_with(s3: Any, bucket: str, batch: str, path: str, sha256: str) -> bool:
@@ -268,12 +248,6 @@ def has_entry_with(s3: Any, bucket: str, batch: str, path: str, sha256: str) -> 
         if entry is not None and entry.get("sha256") == sha256:
             return True
     return False
-
-
-def _newer(a: ListedEntry, b: ListedEntry) -> bool:
-    if a.last_modified and b.last_modified and a.last_modified != b.last_modified:
-        return a.last_modified > b.last_modified
-    return a.key > b.key
 
 
 def read_entry(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

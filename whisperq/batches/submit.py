@@ -30,7 +30,7 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import ClientError
 from s3transfer.subscribers import BaseSubscriber
 
-from whisperq import keys, storage
+from whisperq import entry_states, keys, storage
 from whisperq.batches import records as batch_records
 from whisperq.batches import tracking
 from whisperq.batches.progress import ProgressHooks
@@ -441,6 +441,9 @@ def requeue_failed(settings: Settings, batch: str) -> list[str]:
         entry.path: s3.head_object(Bucket=settings.bucket, Key=keys.error_key(batch, entry.path))
         for entry in entries
     }
+    # Pending again before the jobs go, so that no worker's "done" can come before it.
+    for entry in entries:
+        entry_states.mark(s3, settings.bucket, batch, entry.path, "pending")
     payloads = [entry.job(batch, view.options).model_dump(mode="json") for entry in entries]
     send_jobs(storage.client(settings, "sqs"), settings.queue_url, payloads)
     for path, record in records.items():

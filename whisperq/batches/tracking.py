@@ -1,4 +1,10 @@
-"""Where batches stand, from S3 listings alone (no GET per result, so 10,000 files stay fast)."""
+"""Where batches stand, from S3 listings alone (no GET per result, so 10,000 files stay fast).
+
+A batch whose entries carry their states (whisperq.entry_states) is counted from the
+listing of its entries alone: a request per 1,000 files. Others, and any batch when asked
+for the exact count (``exact``: files still pending while the queues are empty), from the
+listing of its results as well.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +64,7 @@ class BatchView:
     options: TranscriptionOptions
     files: dict[str, batch_records.ListedEntry]
     legacy: dict[str, dict[str, Any]] = field(default_factory=dict)  # pre-entries manifest
+    stated: bool = False  # its entries' keys carry their states (batch.json entry_states)
 
     @property
     def durations(self) -> dict[str, float | None]:
@@ -93,7 +100,8 @@ def load_batch(settings: Settings, s3: Any, batch: str) -> BatchView | None:
     }
     files.update(batch_records.list_entries(s3, settings.bucket, batch))
     options = TranscriptionOptions.model_validate(document.get("options") or {})
-    return BatchView(batch=batch, options=options, files=files, legacy=legacy)
+    stated = bool(document.get("entry_states")) and not legacy
+    return BatchView(batch=batch, options=options, files=files, legacy=legacy, stated=stated)
 
 
 def summarize(
@@ -126,6 +134,20 @@ def summarize(
     )
 
 
+def result_keys_from_states(
+    batch: str, files: Mapping[str, batch_records.ListedEntry]
+) -> list[str]:
+    """The result and error-record keys the entries' states stand for (what the results
+    listing would give ``summarize``, renderings aside)."""
+    found = []
+    for path, listed in files.items():
+        if listed.state == "done":
+            found.append(keys.result_key(batch, path, "json"))
+        elif listed.state == "failed":
+            found.append(keys.error_key(batch, path))
+    return found
+
+
 def list_batches(settings: Settings, s3: Any) -> list[str]:
     prefixes = storage.list_common_prefixes(s3, settings.bucket, keys.batches_prefix())
     return sorted(keys.batch_from_prefix(prefix) for prefix in prefixes)
@@ -151,6 +173,17 @@ class NewestResults:
                     heapq.heapreplace(self._heap, entry)
             yield item
 
+    def watch_entries(self, batch: str, files: Iterable[batch_records.ListedEntry]) -> None:
+        """The same from a batch's entries: a done entry was renamed just after its result
+        JSON was written, so its time stands for the result's."""
+        results = (
+            storage.ObjectInfo(keys.result_key(batch, item.path, "json"), 0, item.last_modified)
+            for item in files
+            if item.state == "done"
+        )
+        for _ in self.watch(batch, results):
+            pass
+
     @property
     def keys(self) -> list[str]:
         """Newest first."""
@@ -164,22 +197,53 @@ def batch_status(
     newest: NewestResults | None = None,
     dead_lettered: Collection[str] = (),
     view: BatchView | None = None,
+    exact: bool = False,
 ) -> BatchStatus | None:
     """The batch's status, or None if no such batch was submitted. With ``newest``, the
     same listing also collects the batch's newest result keys; ``dead_lettered``: paths
     of the batch whose jobs are on the dead-letter queue; ``view``: the batch already
-    loaded (``load_batch``), not listed again."""
+    loaded (``load_batch``), not listed again. From the entries' states alone when they
+    have them, unless ``exact``: then from the results listing (a missed rename shows a
+    file pending that is done: whisperq.entry_states)."""
     view = view or load_batch(settings, s3, batch)
     if view is None:
         return None
-    listing: Iterable[storage.ObjectInfo] = storage.list_objects(
-        s3, settings.bucket, keys.results_prefix(batch)
-    )
-    if newest is not None:
-        listing = newest.watch(batch, listing)
-    found = summarize(batch, view.durations, (item.key for item in listing), dead_lettered)
+    if view.stated and not exact:
+        if newest is not None:
+            newest.watch_entries(batch, view.files.values())
+        stated = result_keys_from_states(batch, view.files)
+        found = summarize(batch, view.durations, stated, dead_lettered)
+    else:
+        listing: Iterable[storage.ObjectInfo] = storage.list_objects(
+            s3, settings.bucket, keys.results_prefix(batch)
+        )
+        if newest is not None:
+            listing = newest.watch(batch, listing)
+        found = summarize(batch, view.durations, (item.key for item in listing), dead_lettered)
     found.redaction = redaction_setting(view.options)
     return found
+
+
+def confirmed(
+    settings: Settings,
+    s3: Any,
+    status: BatchStatus,
+    view: BatchView,
+    dead_lettered: Collection[str] = (),
+) -> BatchStatus:
+    """``status`` as counted from ``view``'s entry states, or counted again from the
+    results when it shows files pending while the job queue and its dead-letter queue
+    hold nothing: then a rename was missed (whisperq.entry_states), and nothing else will
+    change the count."""
+    if not view.stated or not status.pending:
+        return status
+    counts = storage.queue_counts(settings)
+    if counts.visible or counts.in_flight or counts.dead_lettered:
+        return status
+    again = batch_status(
+        settings, s3, status.batch, dead_lettered=dead_lettered, view=view, exact=True
+    )
+    return again or status
 
 
 def redaction_setting(options: TranscriptionOptions) -> dict[str, Any] | None:

@@ -96,6 +96,7 @@ def status(
         found = tracking.batch_status(settings, s3, name, newest, view=view)
         if found is None:
             raise no_batch(name, settings)
+        found = tracking.confirmed(settings, s3, found, view)
         completion.mark_finished(settings, s3, found)
         statuses.append(found)
     queue = storage.queue_counts(settings)

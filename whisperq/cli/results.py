@@ -76,10 +76,12 @@ def wait(
                 current = completion.status_from_done(done)
                 progress.update(task, total=current.submitted, completed=current.submitted)
                 break
-            found = tracking.batch_status(settings, s3, batch, dead_lettered=dead.paths)
-            if found is None:
+            view = tracking.load_batch(settings, s3, batch)
+            if view is None:
                 raise no_batch(batch, settings)
-            current = found
+            found = tracking.batch_status(settings, s3, batch, dead_lettered=dead.paths, view=view)
+            assert found is not None
+            current = tracking.confirmed(settings, s3, found, view, dead.paths)
             if current.pending and dead.changed():
                 continue  # the dead-letter queue moved: count again with its paths
             unfinished = current.failed + len(current.dead_lettered_paths)

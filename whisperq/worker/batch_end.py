@@ -2,9 +2,12 @@
 wait``: ``done.json`` and its EventBridge event (``whisperq.finished``).
 
 A pool process notes the batch of every job it settles (its result or its error record
-written). After a job, while the job's message is still in flight, it asks the queue how
-many jobs wait (one GetQueueAttributes); when none does -- the queue has run dry -- it
-checks each batch it noted: finished (every file has a result or an error record, a
+written), and renames the file's entry to its state (``whisperq.entry_states``: what lets
+``status`` count a big batch from one listing); an entry not there yet -- submit writes
+entries after it queues the jobs -- is renamed at the next check instead. After a job,
+while the job's message is still in flight, it asks the queue how many jobs wait (one
+GetQueueAttributes); when none does -- the queue has run dry -- it checks each batch it
+noted: finished (every file has a result or an error record, a
 daily batch's day is over) -> ``done.json`` is written with a conditional write and the
 event put by the one writer that created it. So the worker that settles a batch's last
 file, or the last of several settling its last files at once, writes it once; the others
@@ -30,15 +33,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
-from whisperq import finished
+from whisperq import entry_states, finished, keys
 from whisperq.settings import Settings
 from whisperq.worker.clients import ProcessClients
 
 log = logging.getLogger("whisperq.worker")
 
 RECHECK_SECONDS = 30.0  # while batches stay noted: the queue asked again, then them
+# Entries not found when their file was settled, tried again at each check; a worker this
+# far behind forgets the oldest (status counts them from the results once the queue is dry).
+MAX_UNMARKED = 10_000
 
 
 class BatchEnds:
@@ -55,13 +62,43 @@ class BatchEnds:
         self.clients = clients
         self.recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
         self._noted: set[str] = set()
+        self._unmarked: dict[tuple[str, str], keys.EntryState] = {}  # (batch, path) -> state
+        self._marked_again_at = time.monotonic()
         self._lock = threading.Lock()  # jobs settle in the task; the timer checks beside it
         self._timer: threading.Timer | None = None
 
-    def settled(self, batch: str) -> None:
-        """A job of ``batch`` is over: its result or its error record is written."""
+    def settled(
+        self, batch: str, path: str | None = None, state: keys.EntryState | None = None
+    ) -> None:
+        """A job of ``batch`` is over: its result or its error record is written; with
+        ``path`` and ``state`` ("done", "failed"), its entry is renamed to say so."""
         with self._lock:
             self._noted.add(batch)
+        if path is not None and state is not None:
+            self._mark(batch, path, state)
+
+    def _mark(self, batch: str, path: str, state: keys.EntryState) -> None:
+        try:
+            marked = entry_states.mark(self.clients.s3, self.settings.bucket, batch, path, state)
+        except Exception as error:  # the job is done all the same: status counts it later
+            log.warning("%s/%s: entry not marked %s: %s", batch, path, state, error)
+            marked = False
+        with self._lock:
+            if marked:
+                self._unmarked.pop((batch, path), None)
+            elif len(self._unmarked) < MAX_UNMARKED:
+                self._unmarked[(batch, path)] = state
+
+    def _mark_again(self) -> None:
+        """Entries that were not there when their files were settled: tried again at most
+        once per ``recheck_seconds`` (not after every job), kept until found."""
+        if time.monotonic() - self._marked_again_at < self.recheck_seconds:
+            return
+        self._marked_again_at = time.monotonic()
+        with self._lock:
+            todo = list(self._unmarked.items())
+        for (batch, path), state in todo:
+            self._mark(batch, path, state)
 
     @property
     def noted(self) -> set[str]:
@@ -85,6 +122,8 @@ class BatchEnds:
         return outcomes
 
     def _check(self, now: datetime | None) -> dict[str, finished.Outcome]:
+        if self._unmarked:
+            self._mark_again()
         if not self.noted:
             return {}
         try:
@@ -113,7 +152,7 @@ class BatchEnds:
     def _recheck_later(self) -> None:
         """One timer at a time, while anything stays noted (a daemon thread: a stopping
         pool process does not wait for it)."""
-        if self.recheck_seconds <= 0 or not self.noted:
+        if self.recheck_seconds <= 0 or not (self.noted or self._unmarked):
             return
         with self._lock:
             if self._timer is not None and self._timer.is_alive():

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from whisperq.errors import WorkerUnfit
+from whisperq.keys import EntryState
 from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.speech import engine
@@ -66,7 +67,7 @@ class PackRunner:
         may_gather: Callable[[], bool],
         run_alone: Callable[[TranscriptionJob], float],
         ledger: short_jobs.PackLedger | None = None,
-        settled: Callable[[str], None] = lambda batch: None,
+        settled: Callable[[str, str, EntryState], None] = lambda batch, path, state: None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -80,7 +81,8 @@ class PackRunner:
         self.run_alone = run_alone
         # Where the gathered jobs are noted for the worker's main process (``packs``).
         self.ledger = ledger
-        # A gathered job's batch, once its result or error record is written (``batch_end``).
+        # A gathered job's batch, path and state, once its result or error record is
+        # written (``batch_end``: its entry renamed, its batch checked).
         self.settled = settled
 
     def packs(self, job: TranscriptionJob, loaded: engine.LoadedModel) -> bool:
@@ -198,7 +200,7 @@ class PackRunner:
         """A gathered job is over (``seconds`` of audio done, or None: its error record
         written): its message goes, its outcome is counted as any job's."""
         held.done(gathered.message)
-        self.settled(gathered.job.batch)
+        self.settled(gathered.job.batch, gathered.job.path, "failed" if seconds is None else "done")
         self.metrics.publish("failed" if seconds is None else "done", seconds or 0.0)
 
     def _prepare(self, gathered: short_jobs.GatheredJob, folder: Path) -> PackMember:

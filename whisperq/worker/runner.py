@@ -111,7 +111,9 @@ class JobRunner:
                 return "stale"
             # Its result or error record is written: its batch may be finished (inside
             # the heartbeat: a check can list a big batch).
-            self.batch_ends.settled(job.batch)
+            self.batch_ends.settled(
+                job.batch, job.path, "failed" if audio_seconds is None else "done"
+            )
             self.batch_ends.after_job()
         outcome = "failed" if audio_seconds is None else "done"
         self.metrics.publish(outcome, audio_seconds or 0.0)
