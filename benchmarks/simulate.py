@@ -5,6 +5,7 @@ one command, a side-by-side table of estimates (no AWS account, no model, second
     python benchmarks/simulate.py --scale 10            # ten times that
     python benchmarks/simulate.py --trace day.csv       # your own day: arrival_s,audio_s
     python benchmarks/simulate.py --plot day.png --json
+    python benchmarks/simulate.py --voicemails 1        # a day of voicemails, packed
     python benchmarks/simulate.py --quick               # 1,000 calls (a test runs it)
 
 The same as `whisperq simulate`: both run whisperq.fleet.simulation_report (assumptions in
@@ -61,6 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--boot-s", type=float, default=defaults.boot_s, help="launch to worker running"
+    )
+    parser.add_argument(
+        "--voicemails",
+        type=float,
+        default=defaults.voicemails,
+        help="share of the built-in day's calls that are voicemails (3-29 s)",
+    )
+    parser.add_argument(
+        "--no-packing",
+        dest="packing",
+        action="store_false",
+        help="short files do not share windows (--diarize, --channels split, --multilingual)",
     )
     parser.add_argument("--plot", type=Path, help="write backlog and instances to this PNG")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

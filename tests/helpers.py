@@ -161,12 +161,13 @@ def write_result(
     segments: list[Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """A finished job's result JSON, as a worker writes it (no model needed): its
-    timings add up to ``job_seconds`` (1 s download, 1 s upload, the rest transcribing);
-    ``extra``: fields put into the JSON as they are (e.g. stored metrics)."""
+    """A finished job's result JSON, as a worker writes it (no model needed), and its
+    entry, if it has one, renamed "done" (whisperq.entry_states): its timings add up to
+    ``job_seconds`` (1 s download, 1 s upload, the rest transcribing); ``extra``: fields
+    put into the JSON as they are (e.g. stored metrics)."""
     from datetime import UTC, datetime
 
-    from whisperq import keys, storage
+    from whisperq import entry_states, keys, storage
     from whisperq.schemas import ModelInfo, TranscriptResult
 
     result = TranscriptResult(
@@ -194,6 +195,7 @@ def write_result(
         json.dumps(result.model_dump(mode="json") | (extra or {})),
         "application/json",
     )
+    entry_states.mark(s3, settings.bucket, batch, path, "done")
 
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -213,6 +213,23 @@ def simulate(
     boot_s: Annotated[
         float, typer.Option("--boot-s", min=0, help="Launch to worker running.")
     ] = _DAY.boot_s,
+    voicemails: Annotated[
+        float,
+        typer.Option(
+            "--voicemails",
+            min=0,
+            max=1,
+            help="Share of the built-in day's calls that are voicemails (3-29 s).",
+        ),
+    ] = _DAY.voicemails,
+    packing: Annotated[
+        bool,
+        typer.Option(
+            "--packing/--no-packing",
+            help="Whether short files share windows (not for batches with --diarize, "
+            "--channels split or --multilingual).",
+        ),
+    ] = _DAY.packing,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write backlog and instances to a PNG.")
     ] = None,
@@ -224,7 +241,8 @@ def simulate(
     The same as benchmarks/simulate.py. Prices: the built-in table with instance_prices
     from the configuration applied.
 
-    Example: `whisperq simulate --calls 50000 --max-instances 20 --model small`
+    Example: `whisperq simulate --calls 50000 --max-instances 20 --model small`; a day of
+    voicemails: `whisperq simulate --voicemails 1`
     """
     options = DayOptions(
         scale=scale,
@@ -242,6 +260,8 @@ def simulate(
         price=price,
         interruptions=interruptions,
         boot_s=boot_s,
+        voicemails=voicemails,
+        packing=packing,
     )
     price_table = pricing.configured_prices(load_settings())
     try:

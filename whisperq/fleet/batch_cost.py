@@ -7,6 +7,7 @@ arithmetic are whisperq.fleet.pricing's.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +40,24 @@ def busy_seconds(intervals: Iterable[tuple[float, float]]) -> float:
     if span is not None:
         total += span[1] - span[0]
     return total
+
+
+_Finished = tuple[float, float]  # a job's (finished_at epoch, job_seconds)
+
+
+def serial_intervals(jobs: Iterable[_Finished]) -> list[tuple[float, float]]:
+    """``(start, end)`` of one worker process's jobs, from their ``(finished_at,
+    job_seconds)``: a process runs one job at a time, so a job ends no later than the next
+    one starts. Packed jobs need this: each records its share of the pack's time and
+    finishes after the whole pack, so taken at face value their spans overlap and the
+    union counts one share of the pack, not the pack."""
+    spans: list[tuple[float, float]] = []
+    next_start = math.inf
+    for end, seconds in sorted(jobs, reverse=True):
+        end = min(end, next_start)
+        next_start = end - max(0.0, seconds)
+        spans.append((next_start, end))
+    return spans[::-1]
 
 
 @dataclass(frozen=True)
@@ -101,24 +120,28 @@ def cost_of_records(
 ) -> BatchCost:
     """What a batch's finished jobs cost. An instance is billed for its time, not per job:
     jobs that overlap on one machine (a worker's pool processes) count once, so the
-    billed basis is, per machine, the time it ran at least one job. PriceError naming
+    billed basis is, per machine, the time it ran at least one job (each process's jobs
+    laid one after another: ``serial_intervals``). PriceError naming
     the type, and how to price it, for a type with no price."""
-    intervals: dict[tuple[str, bool], dict[str, list[tuple[float, float]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    # (type, assumed) -> machine -> worker process -> (finished_at, job_seconds) of its jobs
+    finished: dict[tuple[str, bool], dict[str, dict[str, list[_Finished]]]]
+    finished = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     jobs: Counter[tuple[str, bool]] = Counter()
     job_seconds: defaultdict[tuple[str, bool], float] = defaultdict(float)
     for record in records:
         key = (record.instance_type or fallback_type, record.instance_type is None)
-        end = record.finished_at.timestamp()
-        intervals[key][record.host].append((end - record.job_seconds, end))
+        process = finished[key][record.host][record.worker_id]
+        process.append((record.finished_at.timestamp(), record.job_seconds))
         jobs[key] += 1
         job_seconds[key] += record.job_seconds
     by_type = []
-    for key in sorted(intervals):
+    for key in sorted(finished):
         instance_type, assumed = key
         price = hourly_price(instance_type, market, price_table)
-        seconds = sum(busy_seconds(spans) for spans in intervals[key].values())
+        seconds = sum(
+            busy_seconds(span for process in machine.values() for span in serial_intervals(process))
+            for machine in finished[key].values()
+        )
         by_type.append(
             TypeCost(
                 instance_type=instance_type,

@@ -15,7 +15,11 @@ cost questions are answered by running the day, not by guessing. The model, in s
 - Worker: ``slots_per_instance`` jobs at once; each slot runs at
   ``speed_x / slots_per_instance`` (the instance's cores are split between its worker
   processes, as ``cpu_threads = cores / concurrency`` does), so a job takes
-  ``audio_s * slots / speed_x`` seconds. Dispatch fills the oldest instances first.
+  ``audio_s * slots / speed_x`` seconds, ``speed_x`` being the speed on long calls; a short
+  file (``speeds.SHORT_FILE_SECONDS``) runs at ``short_factor`` times it (slower alone, as
+  each pays a whole window; faster packed several to a window: ``speeds.ShortFigure``; a
+  packed job is charged its share of a pack, as if others were always there to share with).
+  Dispatch fills the oldest instances first.
 - Spot: notices arrive at random (exponential, ``spot_interruptions_per_instance_hour``)
   or at the given ``interruption_times``. On a notice the worker takes no more work; a
   running job that ends within ``spot_grace_s`` finishes, the others are handed back at
@@ -64,6 +68,8 @@ class SimConfig:
     # the one figure measured here (base); a simulated day takes its model's (speeds)
     speed_x: float = speeds.speed_for("base", defaults.SIMULATED_INSTANCE_TYPE).speed_x
     slots_per_instance: int = 1  # worker concurrency
+    # short files' speed as a multiple of speed_x (speeds.ShortFigure.factor)
+    short_factor: float = 1.0
     spot_interruptions_per_instance_hour: float = defaults.SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR
     spot_notice_s: float = defaults.SPOT_NOTICE_SECONDS
     # the worker's min(shutdown_grace_seconds, spot_grace_seconds), at their defaults
@@ -80,6 +86,8 @@ class SimConfig:
             raise ValueError("jobs_per_instance, max_instances and slots must be at least 1")
         if self.speed_x <= 0 or self.scaler_period_s <= 0:
             raise ValueError("speed_x and scaler_period_s must be > 0")
+        if self.short_factor <= 0:
+            raise ValueError("short_factor must be > 0")
         if min(self.boot_s, self.model_load_s, self.idle_minutes, self.spot_grace_s) < 0:
             raise ValueError("boot_s, model_load_s, idle_minutes and spot_grace_s must be >= 0")
         if self.spot_interruptions_per_instance_hour < 0:
@@ -92,8 +100,9 @@ class SimConfig:
         return self.boot_s + self.model_load_s
 
     def job_seconds(self, audio_s: float) -> float:
-        """Wall seconds one job occupies its slot."""
-        return audio_s * self.slots_per_instance / self.speed_x
+        """Wall seconds one job occupies its slot (a packed short file: its share)."""
+        speed = speeds.job_speed(audio_s, self.speed_x, self.short_factor)
+        return audio_s * self.slots_per_instance / speed
 
 
 class TimelinePoint(NamedTuple):
@@ -161,10 +170,20 @@ def percentile(values: Sequence[float], percent: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def builtin_day(calls: int = 10_000, seed: int = 1, scale: float = 1.0) -> list[Call]:
+# Voicemails (an assumption, not measured): 3-29 s, most about 10 s; all short enough to
+# share a window (speeds.SHORT_FILE_SECONDS).
+VOICEMAIL_SECONDS = (3.0, 29.0, 10.0)  # low, high, mode (triangular)
+
+
+def builtin_day(
+    calls: int = 10_000, seed: int = 1, scale: float = 1.0, voicemails: float = 0.0
+) -> list[Call]:
     """A call centre's day: ``calls * scale`` recordings of 2-15 minutes (triangular, most
     about 5 minutes, mean 7.3) arriving 08:00-20:00 at a base rate with a bell-shaped
-    lunchtime peak (centred on 13:00, three times the base rate there), sorted by arrival."""
+    lunchtime peak (centred on 13:00, three times the base rate there), sorted by arrival.
+    A share ``voicemails`` (0-1) of them are voicemails (``VOICEMAIL_SECONDS``) instead."""
+    if not 0 <= voicemails <= 1:
+        raise ValueError("voicemails must be a share between 0 and 1")
     count = round(calls * scale)
     rng = random.Random(seed)
 
@@ -176,6 +195,9 @@ def builtin_day(calls: int = 10_000, seed: int = 1, scale: float = 1.0) -> list[
         hour = rng.uniform(8.0, 20.0)
         if rng.random() * 3.0 <= rate(hour):  # rejection sampling of the profile
             audio = rng.triangular(120.0, 900.0, 300.0)
+            # drawn only when asked, so the day without voicemails stays the same
+            if voicemails and rng.random() < voicemails:
+                audio = rng.triangular(*VOICEMAIL_SECONDS)
             arrivals.append(Call(hour * 3600, audio))
     arrivals.sort()
     return arrivals
@@ -217,18 +239,25 @@ def load_trace(path: str | Path) -> list[Call]:
 
 
 def peak_fleet_size(arrivals: Sequence[Call], config: SimConfig, window_s: float = 3600) -> int:
-    """Instances that keep pace with the busiest ``window_s`` of arriving audio (on
+    """Instances that keep pace with the busiest ``window_s`` of arriving work (on
     average over the window; shorter bursts still queue). 0 for no calls."""
     if not arrivals:
         return 0
     ordered = sorted(arrivals)
+    # each call's work as audio decoded alone at speed_x (a packed short file's is less)
+    work = [
+        call.audio_s
+        * config.speed_x
+        / speeds.job_speed(call.audio_s, config.speed_x, config.short_factor)
+        for call in ordered
+    ]
     busiest = 0.0
     in_window = 0.0
     first = 0
-    for call in ordered:
-        in_window += call.audio_s
+    for index, call in enumerate(ordered):
+        in_window += work[index]
         while ordered[first].arrival_s <= call.arrival_s - window_s:
-            in_window -= ordered[first].audio_s
+            in_window -= work[first]
             first += 1
         busiest = max(busiest, in_window)
     return max(1, math.ceil(busiest / (config.speed_x * window_s)))

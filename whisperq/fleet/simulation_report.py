@@ -25,6 +25,7 @@ from whisperq.fleet.pricing import (
     merge_prices,
 )
 from whisperq.fleet.simulation import (
+    VOICEMAIL_SECONDS,
     SimConfig,
     SimResult,
     builtin_day,
@@ -55,6 +56,10 @@ class DayOptions:
     price: float | None = None
     interruptions: float = defaults.SPOT_INTERRUPTIONS_PER_INSTANCE_HOUR
     boot_s: float = defaults.BOOT_SECONDS  # + defaults.MODEL_LOAD_SECONDS (SimConfig)
+    voicemails: float = 0.0  # share of the built-in day's calls that are voicemails
+    # whether short files share windows: not for batches with --diarize, --channels split
+    # or --multilingual (speeds.may_pack)
+    packing: bool = True
 
 
 _SIM = SimConfig()
@@ -64,6 +69,14 @@ Assumptions (all overridable; every figure printed is an estimate):
 
 - the built-in day: calls of 2-15 minutes (triangular, mostly about 5, mean 7.3) arriving
   08:00-20:00 with a lunchtime peak of three times the base rate at 13:00;
+  --voicemails makes a share of them voicemails of {vm_low:g}-{vm_high:g} s (mostly about
+  {vm_mode:g} s; assumed);
+- short files (up to {short:g} s, a trace's too) run at their own speed: alone slower than
+  long calls (each pays a whole 30 s window), packed several to a window as workers do,
+  faster than alone (whisperq.fleet.speeds.SHORT, measured or estimated, in the header); a
+  packed file is charged its share of a pack, as if others were always queued to share
+  with (a lone voicemail in a quiet hour runs alone, slower); --no-packing for batches
+  whose files are not packed (--diarize, --channels split, --multilingual);
 - speed: the figure for --model (default: the stack's CPU model, {cpu_model}) on the
   instance type, from whisperq.fleet.speeds, where each figure says whether it was
   measured here, published elsewhere or estimated (docs/costs.md, "Which model");
@@ -84,6 +97,10 @@ Assumptions (all overridable; every figure printed is an estimate):
 - the managed comparison: AWS Transcribe batch at its list price, ${managed} per minute.
 """.format(
     cpu_model=defaults.MODEL["cpu"],
+    vm_low=VOICEMAIL_SECONDS[0],
+    vm_high=VOICEMAIL_SECONDS[1],
+    vm_mode=VOICEMAIL_SECONDS[2],
+    short=speeds.SHORT_FILE_SECONDS,
     period=_SIM.scaler_period_s,
     up=_SIM.ready_after_s,
     boot=_SIM.boot_s,
@@ -103,6 +120,8 @@ class DayReport:
     price: float  # $ per instance-hour used
     speed: float  # audio s per wall s of one instance
     figure: speeds.SpeedFigure | None  # where the speed came from; None: --speed-x
+    short: speeds.ShortFigure  # how short calls run against ``speed``
+    short_calls: int  # calls short enough to share a window
     autoscaled: SimResult
     always_on: SimResult
     columns: dict[str, dict[str, Any]]
@@ -117,8 +136,18 @@ class DayReport:
             f" {o.model} at {self.speed:.2g}x per instance ({self.basis()}), {o.slots} slot(s);"
             f" max {o.max_instances}"
             f" instances, {o.jobs_per_instance} jobs per instance, idle {o.idle_minutes:g}"
-            f" min; {o.interruptions:g} spot notices per instance-hour"
+            f" min; {o.interruptions:g} spot notices per instance-hour" + self.short_text()
         )
+
+    def short_text(self) -> str:
+        """What the header says of short calls: nothing when there are none (the built-in
+        day without voicemails), else how they were charged and on what figure."""
+        if not self.short_calls:
+            return ""
+        short = f"; {self.short_calls:,} short calls (<= {speeds.SHORT_FILE_SECONDS:g} s)"
+        packed = self.options.packing
+        how = "packed" if packed else "not packed (--no-packing)"
+        return f"{short} {how}, at {self.short.describe(packed)}"
 
     def basis(self) -> str:
         return "--speed-x" if self.figure is None else self.figure.basis
@@ -149,6 +178,13 @@ class DayReport:
             "speed_x": self.speed,
             "speed_basis": self.basis(),
             "speed_source": None if self.figure is None else self.figure.source,
+            "short_calls": self.short_calls,
+            "short_speed_factor": self.short.factor(self.options.packing),
+            "short_alone": self.short.alone,
+            "short_packed_speedup": self.short.packed if self.options.packing else None,
+            "short_basis": self.short.basis,
+            "short_source": self.short.source,
+            "short_detail": self.short.detail,
             "price_per_instance_hour": self.price,
         }
         return {"settings": settings, **self.columns, "simulated_s": self.simulated_s}
@@ -268,10 +304,11 @@ def run_day(
     price = hourly_price(options.instance_type, options.market, prices)
     figure = None if options.speed_x else speeds.speed_for(options.model, options.instance_type)
     speed = options.speed_x or (figure.speed_x if figure else 0.0)
+    short = speeds.short_figure(options.model)
     day = (
         load_trace(options.trace)
         if options.trace
-        else builtin_day(options.calls, options.seed, options.scale)
+        else builtin_day(options.calls, options.seed, options.scale, options.voicemails)
     )
     config = SimConfig(
         jobs_per_instance=options.jobs_per_instance,
@@ -280,6 +317,7 @@ def run_day(
         boot_s=options.boot_s,
         speed_x=speed,
         slots_per_instance=options.slots,
+        short_factor=short.factor(options.packing),
         spot_interruptions_per_instance_hour=options.interruptions,
         price_per_instance_hour=price,
         seed=options.seed,
@@ -300,6 +338,8 @@ def run_day(
         price=price,
         speed=speed,
         figure=figure,
+        short=short,
+        short_calls=sum(1 for call in day if speeds.is_short(call.audio_s)),
         autoscaled=autoscaled,
         always_on=always_on,
         columns=columns,

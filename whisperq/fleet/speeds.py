@@ -5,6 +5,11 @@ estimated (with the reasoning). Standard library only.
 A CPU figure is for an instance of ``vcpus`` vCPUs and is scaled linearly to other CPU
 sizes (optimistic for big instances: memory bandwidth and the sequential parts of decoding
 do not scale). A GPU figure is for one instance type only.
+
+Short files (``SHORT_FILE_SECONDS``) run at another speed: alone, each pays a whole 30 s
+window; packed several to a window by the worker (whisperq.speech.packing), less.
+``SHORT`` says how fast, per model, measured or estimated; ``job_speed`` applies it, packed
+where a batch's files may be packed (``may_pack``).
 """
 
 from __future__ import annotations
@@ -154,3 +159,115 @@ def speed_for(model: str, instance_type: str) -> SpeedFigure:
         f"no speed figure for model {model!r} on CPU (known: {', '.join(known)}); give "
         "--speed-x (audio seconds per wall second of one instance)"
     )
+
+
+# --- short files, packed several to a window ------------------------------------------------
+
+# A file this long or shorter may share a window (whisperq.speech.packing.WINDOW_SECONDS,
+# which a test keeps equal: this module stays standard library only).
+SHORT_FILE_SECONDS: Final = 29.0
+# Languages the engine never packs (engine.WRITTEN_WITHOUT_SPACES; a test keeps them equal).
+_NOT_PACKED_LANGUAGES: Final = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+
+
+@dataclass(frozen=True)
+class ShortFigure:
+    """How short files run, against the model's figure in ``SPEEDS`` (long calls)."""
+
+    model: str
+    alone: float  # short files alone: their speed as a share of the same audio as one long file
+    packed: float  # short files packed: this many times faster than the same files alone
+    basis: Basis
+    source: str  # the command and what it ran on, or how it was estimated
+    detail: str = ""  # the runs behind the figures
+
+    def factor(self, packed: bool) -> float:
+        """Short files' speed as a multiple of the model's figure."""
+        return self.alone * (self.packed if packed else 1.0)
+
+    def describe(self, packed: bool = True) -> str:
+        how = f"packed {self.packed:g}x faster than alone" if packed else "not packed"
+        return (
+            f"{self.factor(packed):.2g}x the speed above (alone {self.alone:g}x it, {how}; "
+            f"{self.basis}: {self.source})"
+        )
+
+
+# Measured with benchmarks/packed_speed.py on the 40 real clips of benchmarks/data/real
+# (1.1-26.7 s, 263 s, read and spontaneous speech; language given): packs of 8 in a shuffled
+# (queue) order, each pack alone then packed, every two packs' clips then joined into one
+# recording of about two minutes (the long calls a model's figure stands for), all in one
+# process, so that the load of the 2-core VM (shared with other work, load average 3-13)
+# weighs on each side alike. Ratios only: the speeds themselves were the load's.
+# 2026-12-05, after the privacy checks of issue 27 (a file in doubt is decoded again alone).
+SHORT: Final[tuple[ShortFigure, ...]] = (
+    ShortFigure(
+        "base",
+        0.34,
+        1.4,
+        "measured",
+        "`python benchmarks/packed_speed.py --model base`, 40 real clips, 2-core VM",
+        "alone 0.30-0.54x the speed of the clips joined (4 runs, median 0.34; 16 kHz and "
+        "8 kHz mu-law); packed 1.16-2.27x faster than alone (7 runs, 16 kHz and 8 kHz, "
+        "median 1.4: single runs vary that much under the load); a third to a half of the "
+        "clips decoded alone when packed (too little sound to share, or in doubt)",
+    ),
+    ShortFigure(
+        "tiny.en",
+        0.5,
+        1.1,
+        "measured",
+        "`python benchmarks/packed_speed.py --model tiny.en`, real clips, 2-core VM",
+        "16 kHz: alone 0.31-0.61x the clips joined (4 runs), packed 0.89-1.23x faster than "
+        "alone (6 runs, median 1.08)",
+    ),
+)
+
+
+def short_figure(model: str) -> ShortFigure:
+    """How ``model``'s short files run: its own measured figure, else base's, marked an
+    estimate (packing saves encoder passes, a larger share of a larger model's time, so
+    base's gain is likely low for them; never run on a GPU)."""
+    for figure in SHORT:
+        if figure.model == model:
+            return figure
+    base = next(figure for figure in SHORT if figure.model == "base")
+    return ShortFigure(
+        model,
+        base.alone,
+        base.packed,
+        "estimate",
+        f"base's measured figures, taken for {model}: never run",
+        base.detail,
+    )
+
+
+def may_pack(
+    *,
+    language: str | None = None,
+    diarize: bool = False,
+    channels: str = "auto",
+    multilingual: bool = False,
+) -> bool:
+    """Whether estimates take a batch's short files to be packed: ``engine.packable``'s
+    rule (not with diarization, split channels, per-segment languages, or a language
+    written without spaces), except that an unknown language counts as packable (packing
+    without a given language is being built, issue 29). The one place to change when the
+    worker's rule changes."""
+    return (
+        language not in _NOT_PACKED_LANGUAGES
+        and not diarize
+        and not multilingual
+        and channels != "split"
+    )
+
+
+def is_short(audio_seconds: float) -> bool:
+    """Whether a file is short enough to share a window."""
+    return audio_seconds <= SHORT_FILE_SECONDS
+
+
+def job_speed(audio_seconds: float, speed_x: float, short_factor: float = 1.0) -> float:
+    """Audio seconds per wall second for one file: the model's (long-call) ``speed_x``,
+    times ``short_factor`` for a short one (``ShortFigure.factor``)."""
+    return speed_x * short_factor if is_short(audio_seconds) else speed_x
