@@ -28,6 +28,11 @@ and transcribes every condition, each system in its own process, with
               under 29 s several to one 30 s window (engine.transcribe_packed), told
               language="en"; the stereo calls as the engine does them (split), also
               with language="en"
+  packed_auto the same packing given no language, as most batches are submitted: each
+              process learns a condition's language from its first files (decoded
+              alone, the language detected) and packs the rest in it, checking each
+              share for another language (whisperq.speech.batch_language); compare
+              with baseline (which detects the language too), not baseline_en
   unguarded   the engine without its invented-text guard (guard.invented): the guard's
               effect on real speech (not run by default)
 
@@ -65,6 +70,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -85,7 +91,7 @@ GAP_SECONDS = 0.5  # silence between two turns of a stereo call
 # Short files the packed system hands a process at once: mirrors the worker's default
 # ``pack_max_files`` (how many short jobs it takes together to pack).
 PACK_GROUP = 8
-DEFAULT_SYSTEMS = ("baseline", "baseline_en", "engine", "packed")
+DEFAULT_SYSTEMS = ("baseline", "baseline_en", "engine", "packed", "packed_auto")
 # Systems that give one mixed transcript per file (scored against all turns in order).
 MIXED_SYSTEMS = frozenset({"baseline", "baseline_en"})
 
@@ -317,14 +323,17 @@ def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True)
     return in_engine_processes(model_name, plan, _engine_group, group=1, guard=guard)
 
 
-def run_packed(model_name: str, plan: dict[str, list[dict]]) -> dict[str, Any]:
+def run_packed(model_name: str, plan: dict[str, list[dict]], told: bool = True) -> dict[str, Any]:
     """The engine with short-file packing, as a worker runs a batch of short files: the
     same processes as ``run_engine``, but each takes up to PACK_GROUP consecutive files
     of a condition at once and decodes the short ones several to a window
-    (``engine.transcribe_packed``). Told language="en": with a multilingual model
-    packing needs a known language (``engine.packable``: one window, one language).
-    A stereo call goes alone and is split as ``run_engine`` does it, with language="en"."""
-    return in_engine_processes(model_name, plan, _packed_group, group=PACK_GROUP)
+    (``engine.transcribe_packed``). ``told``: language="en" (packed); else no language
+    (packed_auto), and each process learns each condition's language as a worker
+    process learns a batch's (``engine.transcribe_packed`` with its ``BatchLanguage``).
+    A stereo call goes alone and is split as ``run_engine`` does it, with the same
+    language."""
+    work = _packed_group if told else _packed_auto_group
+    return in_engine_processes(model_name, plan, work, group=PACK_GROUP)
 
 
 def queue_order(count: int) -> list[int]:
@@ -355,14 +364,15 @@ def work_units(items: list[dict], group: int) -> list[list[dict]]:
 def in_engine_processes(
     model_name: str,
     plan: dict[str, list[dict]],
-    work: Callable[[list[dict]], list[list[str]]],
+    work: Callable[[list[dict]], list[tuple[list[str], str]]],
     group: int,
     guard: bool = True,
 ) -> dict[str, Any]:
     """``choose_concurrency()`` processes, each with its own model; the clock starts when
     all have loaded (a worker loads once, then serves for hours). ``work`` transcribes one
     unit of up to ``group`` files, handed out as processes free up; it returns the texts
-    per file, so every system's texts have the same shape."""
+    per file, so every system's texts have the same shape, and how each file was done
+    (counted per condition: ``how``)."""
     from whisperq.speech import engine
 
     batch_size = int(os.environ.get("WHISPERQ_BATCH_SIZE", "0"))
@@ -382,8 +392,10 @@ def in_engine_processes(
             order = queue_order(len(items)) if group > 1 else list(range(len(items)))
             units = work_units([items[i] for i in order], group)
             done = [text for texts in pool.map(work, units) for text in texts]
-            texts = [done[order.index(i)] for i in range(len(items))]
-            figures[condition] = {"wall": time.perf_counter() - started, "texts": texts}
+            wall = time.perf_counter() - started
+            texts = [done[order.index(i)][0] for i in range(len(items))]
+            how = dict(sorted(Counter(how for _, how in done).items()))
+            figures[condition] = {"wall": wall, "texts": texts, "how": how}
     return figures
 
 
@@ -405,8 +417,8 @@ def _load_engine(
     ready.wait(timeout=600)
 
 
-def _engine_group(items: list[dict]) -> list[list[str]]:
-    return [_engine_texts(item) for item in items]
+def _engine_group(items: list[dict]) -> list[tuple[list[str], str]]:
+    return [(_engine_texts(item), "alone") for item in items]
 
 
 def _engine_texts(item: dict, language: str | None = None) -> list[str]:
@@ -420,25 +432,57 @@ def _engine_texts(item: dict, language: str | None = None) -> list[str]:
     return _texts(engine.transcribe_file(loaded, item["path"], options, config), item)
 
 
-def _packed_group(items: list[dict]) -> list[list[str]]:
+def _packed_group(items: list[dict]) -> list[tuple[list[str], str]]:
+    return _packed_texts(items, language="en")
+
+
+def _packed_auto_group(items: list[dict]) -> list[tuple[list[str], str]]:
+    return _packed_texts(items, language=None)
+
+
+_languages: Any = None  # this process's BatchLanguages: a condition is a batch
+
+
+def _packed_texts(items: list[dict], language: str | None) -> list[tuple[list[str], str]]:
     """Texts per file of a unit: the short files packed (``engine.transcribe_packed``),
-    a file too long to share a window (or one that is not one voice) alone."""
+    a file too long to share a window (or one that is not one voice) alone; and how
+    each was done (``packing_outcome``)."""
+    global _languages
     from whisperq.schemas import TranscriptionOptions
     from whisperq.speech import engine
     from whisperq.speech.audio import short_audio
+    from whisperq.speech.batch_language import BatchLanguages
 
     loaded, config = _engine
-    options = TranscriptionOptions(language="en")
-    if any(item["stereo"] for item in items) or not engine.packable(options, loaded):
-        return [_engine_texts(item, language="en") for item in items]
+    options = TranscriptionOptions(language=language)
+    _languages = _languages or BatchLanguages()
+    batch = _languages.for_batch(items[0].get("condition", ""))
+    if any(item["stereo"] for item in items) or not engine.packable(options, loaded, batch):
+        return [(_engine_texts(item, language=language), "alone") for item in items]
     audios = {i: short_audio(item["path"], options) for i, item in enumerate(items)}
     short = {i: audio for i, audio in audios.items() if audio is not None}
-    packed = engine.transcribe_packed(loaded, list(short.values()), options, config)
+    packed = engine.transcribe_packed(loaded, list(short.values()), options, config, batch)
     transcripts = dict(zip(short, packed, strict=True))
     for i, item in enumerate(items):
         if i not in transcripts:
             transcripts[i] = engine.transcribe_file(loaded, item["path"], options, config)
-    return [_texts(transcripts[i], item) for i, item in enumerate(items)]
+    return [
+        (_texts(transcripts[i], item), packing_outcome(transcripts[i].options))
+        for i, item in enumerate(items)
+    ]
+
+
+def packing_outcome(used: dict[str, Any]) -> str:
+    """How a file of a packed system was done, from its transcript's options: its
+    language's source (given, learned, detected), packed or alone, whether a share's
+    language was checked alone, and why a file packed was redone alone (doubt,
+    language)."""
+    if "packed_with" not in used:
+        return "alone (not short)"
+    how = f"{used.get('language_source')}, {'packed' if used['packed_with'] else 'alone'}"
+    if used.get("language_checked"):  # unsure of its words: its language checked alone
+        how += ", language checked"
+    return f"{how}, redone: {used['redone_alone']}" if used.get("redone_alone") else how
 
 
 def _texts(transcript: Any, item: dict) -> list[str]:
@@ -456,6 +500,7 @@ SYSTEMS: dict[str, Callable[[str, dict[str, list[dict]]], dict[str, Any]]] = {
     "baseline_en": lambda model, plan: run_baseline(model, plan, language="en"),
     "engine": run_engine,
     "packed": run_packed,
+    "packed_auto": lambda model, plan: run_packed(model, plan, told=False),
     "unguarded": lambda model, plan: run_engine(model, plan, guard=False),
 }
 
@@ -502,6 +547,8 @@ def report(plan: dict[str, list[Item]], runs: dict[str, dict], model: str) -> di
                 "speed": round(audio / figures[condition]["wall"], 2),
                 "wall_s": round(figures[condition]["wall"], 2),
             }
+            if figures[condition].get("how"):
+                row[system]["how"] = figures[condition]["how"]
         if "baseline" in runs:
             baseline_wall = runs["baseline"][condition]["wall"]
             for system, figures in runs.items():
@@ -603,7 +650,10 @@ def main() -> None:
     plan_file.write_text(
         json.dumps(
             {
-                condition: [{"path": str(item.path), "stereo": item.stereo} for item in items]
+                condition: [
+                    {"path": str(item.path), "stereo": item.stereo, "condition": condition}
+                    for item in items
+                ]
                 for condition, items in plan.items()
             }
         )
@@ -619,6 +669,10 @@ def main() -> None:
     (args.cache / "results.json").write_text(json.dumps(results, indent=1))
     print()
     print(markdown(results, systems))
+    for condition, row in results["conditions"].items():
+        for system in systems:
+            if system.startswith("packed") and row[system].get("how"):
+                print(f"  {condition} {system}: {row[system]['how']}")
     print(f"\nfigures and every hypothesis: {args.cache / 'results.json'}")
 
 

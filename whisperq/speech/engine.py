@@ -39,6 +39,13 @@ from whisperq.speech.audio import (  # noqa: F401 (re-exported)
     short_audio,
     stream_audio,
 )
+from whisperq.speech.batch_language import (
+    DETECTED,
+    GIVEN,
+    LEARNED,
+    BatchLanguage,
+    in_another_language,
+)
 from whisperq.speech.guard import made_up, share_in_doubt, share_overfull
 from whisperq.speech.languages import (  # noqa: F401 (re-exported)
     in_their_own_languages,
@@ -304,15 +311,22 @@ def transcribe_file(
 WRITTEN_WITHOUT_SPACES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 
 
-def packable(options: TranscriptionOptions, loaded: LoadedModel) -> bool:
+def packable(
+    options: TranscriptionOptions,
+    loaded: LoadedModel,
+    batch_language: BatchLanguage | None = None,
+) -> bool:
     """Whether a batch's short files may share a window (``transcribe_packed``): not when
-    a file's own audio matters (diarization, split channels), nor when each file's
-    language is to be found (one window, one language: a German voicemail packed with
-    English ones would be decoded as English), nor for languages written without spaces
-    (``WRITTEN_WITHOUT_SPACES``)."""
+    a file's own audio matters (diarization, split channels), nor when each segment's
+    language is to be found (``multilingual``), nor for languages written without spaces
+    (``WRITTEN_WITHOUT_SPACES``). With no language given to a multilingual model, the
+    batch's language is learned from its first files (``batch_language``: what this
+    process knows of the batch), until the batch proves too mixed to pack
+    (``batch_language.packs``)."""
     language_known = options.language is not None or not loaded.model.model.is_multilingual
+    learnable = batch_language is None or batch_language.packs
     return (
-        language_known
+        (language_known or learnable)
         and options.language not in WRITTEN_WITHOUT_SPACES
         and not options.diarize
         and not options.multilingual
@@ -325,61 +339,146 @@ def transcribe_packed(
     audios: list[np.ndarray],
     options: TranscriptionOptions,
     config: EngineConfig,
+    batch_language: BatchLanguage | None = None,
 ) -> list[Transcript]:
     """Short files (mono 16 kHz, ``short_audio``), a transcript each, decoded several to a
     window (whisperq.speech.packing): each file's segments and words in its own time, none of
-    one file's words in another's transcript. Only for ``packable`` options."""
-    # Words are how a window's text is split between its files.
-    with_words = options.model_copy(update={"word_timestamps": True})
+    one file's words in another's transcript. Only for ``packable`` options.
+
+    One window is decoded in one language. With no language given to a multilingual
+    model it is the batch's, learned (whisperq.speech.batch_language) from the languages
+    detected in the batch's first files; ``batch_language`` is what this process knows of
+    the batch and learns here (None: learn from these files only). Each transcript's
+    ``options["language_source"]`` says how its language was decided: given, detected
+    (the file decoded alone) or learned (packed in the batch's language)."""
+    learning = options.language is None and loaded.model.model.is_multilingual
+    batch = (batch_language or BatchLanguage()) if learning else None
+    source = DETECTED if learning else GIVEN
     transcripts: dict[int, Transcript] = {}
 
-    def alone(placement: packing.Placement) -> Transcript:
-        part = transcribe(loaded, audios[placement.index], options, config)
-        used = part.options | {"channels": "mix", "packed_with": 0}
-        return dataclasses.replace(part, duration=round(placement.duration, 3), options=used)
+    def alone(
+        index: int, redone: str | None = None, language: tuple[str, float] | None = None
+    ) -> Transcript:
+        """File ``index`` decoded alone, in ``language`` when it was detected already
+        (else Whisper detects it); ``redone``: why a file packed is decoded again alone."""
+        known = language[0] if language else None
+        part = transcribe(loaded, audios[index], options, config, language=known)
+        used = part.options | {"channels": "mix", "packed_with": 0, "language_source": source}
+        if redone:
+            used["redone_alone"] = redone
+        # told the language, faster-whisper reports 1.0: the detection's own is kept
+        sure = language[1] if language else part.language_probability
+        seconds = round(len(audios[index]) / SAMPLE_RATE, 3)
+        return dataclasses.replace(part, duration=seconds, options=used, language_probability=sure)
 
-    speech = [packing.speech_bounds(audio) for audio in audios]
     sound = [guard.sound_seconds(audio) for audio in audios]
-    too_short = [i for i, seconds in enumerate(sound) if seconds < packing.MIN_SHARED_SOUND_SECONDS]
-    lengths = [len(audio) for audio in audios]
-    for window in packing.plan(lengths, speech=speech, alone=too_short):
+    too_short = {i for i, seconds in enumerate(sound) if seconds < packing.MIN_SHARED_SOUND_SECONDS}
+    detected: dict[int, tuple[str, float]] = {}  # languages found in files alone
+    if batch is not None:
+        detected = _learn_language(loaded, audios, too_short, batch)
+        if batch.language is None or not batch.packs:
+            # nothing learned (yet), or too mixed to pack: each file alone, as unpacked
+            return [alone(index, language=detected.get(index)) for index in range(len(audios))]
+        for index, found in detected.items():
+            if found[0] != batch.language:  # outvoted: alone, in its own language
+                transcripts[index] = alone(index, language=found)
+                batch.add_packed(found[0])
+
+    language = batch.language if batch is not None else None
+    rest = [index for index in range(len(audios)) if index not in transcripts]
+    files = [audios[index] for index in rest]  # placements index into this list
+    speech = [packing.speech_bounds(audio) for audio in files]
+    lengths = [len(audio) for audio in files]
+    by_itself = [number for number, index in enumerate(rest) if index in too_short]
+    # Words are how a window's text is split between its files.
+    with_words = options.model_copy(update={"word_timestamps": True})
+    for window in packing.plan(lengths, speech=speech, alone=by_itself):
         if len(window) == 1:  # nothing to share with: as any file alone
-            transcripts[window[0].index] = alone(window[0])
+            index = rest[window[0].index]
+            transcripts[index] = alone(index, language=detected.get(index))
             continue
-        packed = packing.pack(audios, window)
-        part = transcribe(loaded, packed, with_words, config, one_pass=True)
+        packed = packing.pack(files, window)
+        part = transcribe(loaded, packed, with_words, config, language=language, one_pass=True)
         own = packing.split(part.segments, window, packed)
         doubtful = packing.lost(part.segments, window)
         doubtful |= packing.misplaced(part.segments, window, packed)
-        for index, segments in own.items():
+        for number, segments in own.items():
             if share_in_doubt(segments):
-                doubtful.add(index)
-            if share_overfull(segments, sound[index]):
+                doubtful.add(number)
+            if share_overfull(segments, sound[rest[number]]):
                 # it may hold its neighbours' words, which they then lack: all are redone
-                doubtful |= {index} | packing.neighbours(index, window)
+                doubtful |= {number} | packing.neighbours(number, window)
         used = part.options | {
             "word_timestamps": options.word_timestamps,
             "channels": "mix",
             "packed_with": len(window) - 1,
+            "language_source": LEARNED if batch else GIVEN,
         }
+        if language is not None:
+            used["language"] = language  # forced: the batch's, as learned
         for placement in window:
-            index = placement.index
-            if index in doubtful or not own[index]:
+            number, index = placement.index, rest[placement.index]
+            if number in doubtful or not own[number]:
                 # Whisper can give up on a window (base judged one of four real clips'
                 # window "no speech"), lose its place in it, loop ("ha, ha, ha" over
                 # three files from one laughing caller) or give a file its neighbours'
                 # words: each file left empty or in doubt is decoded alone, with
                 # Whisper's fallback, as if it had never shared.
-                transcripts[index] = alone(placement)
+                transcripts[index] = alone(index, "doubt", detected.get(index))
+                if batch is not None:
+                    batch.add_packed(transcripts[index].language)
                 continue
+            checked: dict[str, str] = {}
+            if batch is not None:
+                if in_another_language(own[number]):
+                    # Whisper unsure of a share in the learned language: the file's own
+                    # language is detected alone (one encoder pass); in another language
+                    # the file is decoded alone in it, else its share stands.
+                    found = detected.get(index) or detect_language(loaded, files[number])
+                    batch.add_packed(found[0])
+                    if found[0] != language:
+                        transcripts[index] = alone(index, "language", found)
+                        continue
+                    checked = {"language_checked": found[0]}
+                else:
+                    batch.add_packed(part.language)
             transcripts[index] = Transcript(
-                segments=own[index],
+                segments=own[number],
                 language=part.language,
                 language_probability=part.language_probability,
                 duration=round(placement.duration, 3),
-                options=used,
+                options=used | checked,
             )
     return [transcripts[index] for index in range(len(audios))]
+
+
+def _learn_language(
+    loaded: LoadedModel, audios: list[np.ndarray], too_short: set[int], batch: BatchLanguage
+) -> dict[int, tuple[str, float]]:
+    """While ``batch``'s language is to be learned, the language of each of ``audios``
+    that could share a window (not ``too_short``) is detected alone -- one encoder pass,
+    nothing decoded -- and is a vote (``BatchLanguage.add_vote``). Returns what was found,
+    by file."""
+    detected: dict[int, tuple[str, float]] = {}
+    for index, audio in enumerate(audios):
+        if not batch.learning:
+            break
+        if index not in too_short:
+            detected[index] = detect_language(loaded, audio)
+            batch.add_vote(detected[index][0])
+    if batch.language in WRITTEN_WITHOUT_SPACES:
+        batch.stop(f"its language ({batch.language}) is written without spaces")
+    return detected
+
+
+def detect_language(loaded: LoadedModel, audio: np.ndarray) -> tuple[str, float]:
+    """The language Whisper detects in ``audio``'s speech (its first 30 s from its first
+    sound to its last, ``packing.speech_bounds``) and how sure it is: one encoder pass,
+    nothing decoded. (Not faster-whisper's VAD: where it finds no speech, faster-whisper's
+    detection has nothing to look at and fails.)"""
+    first, end = packing.speech_bounds(audio)
+    language, probability, _ = loaded.model.detect_language(audio[first:end])
+    return language, float(probability)
 
 
 def _with_speakers(

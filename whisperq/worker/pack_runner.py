@@ -25,6 +25,7 @@ from whisperq.keys import EntryState
 from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.speech import engine
+from whisperq.speech.batch_language import BatchLanguages
 from whisperq.worker import packs as short_jobs
 from whisperq.worker.clients import ProcessClients
 from whisperq.worker.delivery import Delivery, StaleJob
@@ -84,13 +85,16 @@ class PackRunner:
         # A gathered job's batch, path and state, once its result or error record is
         # written (``batch_end``: its entry renamed, its batch checked).
         self.settled = settled
+        # Batches' languages as this process learns them, for batches given none
+        # (whisperq.speech.batch_language): what packs them, or stops packing them.
+        self.languages = BatchLanguages()
 
     def packs(self, job: TranscriptionJob, loaded: engine.LoadedModel) -> bool:
         """Whether this job may take other short jobs along (whisperq.worker.packs)."""
         return (
             self.settings.pack_max_files > 1
             and self.may_gather()
-            and engine.packable(job.options, loaded)
+            and engine.packable(job.options, loaded, self.languages.for_batch(job.batch))
         )
 
     def run(
@@ -223,17 +227,24 @@ class PackRunner:
     ) -> list[engine.Transcript] | None:
         """The members' transcripts, decoded sharing windows; None if that failed (then
         each file is transcribed alone, and one that fails fails with its own reason)."""
-        options = members[0].job.options
+        lead = members[0].job
         audios = [member.audio for member in members]
+        batch_language = self.languages.for_batch(lead.batch)
+        packing = batch_language.packs
         try:
             return self.stages.run(
-                members[0].job,
+                lead,
                 "transcription",
-                lambda: engine.transcribe_packed(loaded, audios, options, config),
+                lambda: engine.transcribe_packed(
+                    loaded, audios, lead.options, config, batch_language
+                ),
             )
         except StageFailed as failed:
             log.warning("packed transcription failed (%s); each file alone", failed)
             return None
+        finally:
+            if packing and not batch_language.packs:
+                log.info("batch %s: no more packing here: %s", lead.batch, batch_language.stopped)
 
     def _deliver_member(
         self,
