@@ -197,8 +197,13 @@ def read_batch_document(settings: Settings, s3: Any, batch: str) -> dict[str, An
 
 def tally(settings: Settings, s3: Any, batch: str, document: Mapping[str, Any]) -> Tally:
     """The batch's files (its entries, or a legacy manifest's list) and their states: from
-    the entries' keys alone when they carry states and none is pending, else from the
-    results listing (a missed rename says "pending", never "done": whisperq.entry_states)."""
+    the entries' keys alone when they carry them, else from the results listing. A missed
+    rename says "pending", never "done" (whisperq.entry_states), so a worker never marks a
+    batch finished early; the rare batch whose rename was missed for good (a worker that
+    could not rename and stopped before trying again; a redelivered job renames it) is
+    marked by `status` or `wait`, which count from the results once the queues are empty.
+    Listing every result at the tail of a big batch, as each worker settles a job there,
+    cost thousands of requests (benchmarks/day_run.py)."""
     durations: dict[str, float | None] = {
         str(entry["path"]): entry.get("duration") for entry in document.get("files", [])
     }
@@ -216,8 +221,7 @@ def tally(settings: Settings, s3: Any, batch: str, document: Mapping[str, Any]) 
     if document.get("entry_states") and not document.get("files"):
         done = {path for path, listed in newest.items() if listed.state == "done"}
         errored = {path for path, listed in newest.items() if listed.state == "failed"}
-        if len(done) + len(errored) == len(durations):
-            return Tally(batch, durations, done, errored)
+        return Tally(batch, durations, done, errored)
     listing = storage.list_objects(s3, settings.bucket, keys.results_prefix(batch))
     done, errored = result_states(batch, (item.key for item in listing))
     return Tally(batch, durations, done, errored)

@@ -87,7 +87,7 @@ from whisperq_infra.cli_policy import cli_user_policy
 from whisperq_infra.config import parse_config
 from whisperq_infra.userdata import USER_DATA_LIMIT
 
-from whisperq import defaults, keys
+from whisperq import defaults, entry_states, keys
 from whisperq.messages import send_jobs
 from whisperq.schemas import ErrorRecord, utc_now
 from whisperq.settings import Settings
@@ -1683,6 +1683,7 @@ def _batch_end_under_the_worker_policy(
     write_batch(admin, batch, ["a.wav", "b.wav"], duration=5)
     error = json.dumps({"reason": "could not decode"}).encode()
     admin_s3.put_object(Bucket=stage.bucket, Key=keys.error_key(batch, "b.wav"), Body=error)
+    entry_states.mark(admin_s3, stage.bucket, batch, "b.wav", "failed")  # as its worker did
     folder.mkdir(parents=True, exist_ok=True)
     payload = upload_job(admin, make_speech(folder / "a.wav", CLEAR_SENTENCE), batch, "a.wav")
     counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -1691,12 +1692,11 @@ def _batch_end_under_the_worker_policy(
     stage.recorder.take()
 
     assert JobRunner(settings).run(payload) == "done"
-    # its entry renamed "done" by the worker; b.wav's record was put by hand (no rename):
-    # the batch's end is counted from the results then
+    # its entry renamed "done" by the worker (under the worker role's policy)
     entries = admin_s3.list_objects_v2(Bucket=stage.bucket, Prefix=keys.entries_prefix(batch))
     assert sorted(item["Key"] for item in entries["Contents"]) == [
         keys.entry_key(batch, "a.wav", 5, "done"),
-        keys.entry_key(batch, "b.wav", 5),
+        keys.entry_key(batch, "b.wav", 5, "failed"),
     ]
     marker = admin_s3.get_object(Bucket=stage.bucket, Key=keys.done_key(batch))["Body"].read()
     done = json.loads(marker)

@@ -27,7 +27,15 @@ from whisperq.stacks.local import READY_MARK
 from whisperq.worker.batch_end import BatchEnds
 from whisperq.worker.clients import ProcessClients
 
-from helpers import CLEAR_SENTENCE, JobHolds, upload_job, wait_for, worker_environment, write_batch
+from helpers import (
+    CLEAR_SENTENCE,
+    JobHolds,
+    put_as_worker,
+    upload_job,
+    wait_for,
+    worker_environment,
+    write_batch,
+)
 
 PATHS = ["calls/a.wav", "calls/b.wav", "calls/c.wav"]
 WROTE = "is finished: done.json written"
@@ -38,10 +46,11 @@ def _put(settings, key: str, body: bytes = b"{}") -> None:
 
 
 def _settle(settings, batch: str, path: str, failed: bool = False) -> None:
+    """A file's result (or error record) and its entry renamed, as a worker leaves them."""
     if failed:
-        _put(settings, keys.error_key(batch, path), json.dumps({"reason": "x"}).encode())
+        put_as_worker(settings, keys.error_key(batch, path), json.dumps({"reason": "x"}).encode())
     else:
-        _put(settings, keys.result_key(batch, path, "json"))
+        put_as_worker(settings, keys.result_key(batch, path, "json"))
 
 
 def _event_queue(settings) -> str:
@@ -184,16 +193,8 @@ def test_the_event_names_a_hundred_failed_paths_and_done_json_all_of_them(aws):
     paths = [f"calls/{n:04d}-{'x' * 150}.wav" for n in range(1500)]  # ~250 KB of paths
     write_batch(settings, "bad-day", paths)
     s3 = storage.client(settings, "s3")
-    error = json.dumps({"reason": "x"}).encode()
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(
-            pool.map(
-                lambda path: s3.put_object(
-                    Bucket=settings.bucket, Key=keys.error_key("bad-day", path), Body=error
-                ),
-                paths,
-            )
-        )
+        list(pool.map(lambda path: _settle(settings, "bad-day", path, failed=True), paths))
     assert finished.finish_if_done(settings, s3, "bad-day") == "written"
     assert len(_done(settings, "bad-day")["failed_paths"]) == 1500
     (event,) = _events(settings, events)

@@ -85,7 +85,8 @@ class BatchEnds:
             marked = False
         with self._lock:
             if marked:
-                self._unmarked.pop((batch, path), None)
+                if self._unmarked.pop((batch, path), None) is not None:
+                    self._noted.add(batch)  # renamed late: its batch is checked again
             elif len(self._unmarked) < MAX_UNMARKED:
                 self._unmarked[(batch, path)] = state
 
