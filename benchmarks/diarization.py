@@ -33,6 +33,9 @@ Instead of the above:
   speaker model puts the true speakers, against what ``SPEAKER_GAP`` needs.
 - ``--naming``: synthetic calls the customer starts; whether ``--speakers agent,customer``
   names the agent right (``diarization.name_speakers``).
+
+``--encoder ge2e|campplus`` (default: campplus, what ``diarize`` uses) picks the speaker
+model for any of these, with its ``SPEAKER_GAPS`` entry: before/after from one script.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ from calls import LINES  # noqa: E402
 from whisperq.schemas import Segment, TranscriptionOptions  # noqa: E402
 from whisperq.speech import diarization, engine  # noqa: E402
 from whisperq.speech.audio import SAMPLE_RATE, stream_audio  # noqa: E402
+from whisperq.speech.speaker_encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
+
+# The speaker model every run here uses (--encoder).
+ENCODER = DEFAULT_ENCODER
 
 # Pairs a listener tells apart: another sex, or another accent and sex. (en-gb+m3 against
 # en-us is left out: the same male voice with another accent, close to one voice.)
@@ -157,7 +164,7 @@ def run_call(path: Path) -> tuple[list[Segment], np.ndarray, float, float]:
     transcribing = time.perf_counter() - began
     audio = np.concatenate([w.samples for w in stream_audio(path)])
     began = time.perf_counter()
-    segments = diarization.diarize(audio, transcript.segments)
+    segments = diarization.diarize(audio, transcript.segments, encoder=ENCODER)
     return segments, audio, transcribing, time.perf_counter() - began
 
 
@@ -200,7 +207,7 @@ def memory_for(path: Path, hours: float) -> dict[str, float]:
     for _ in range(repeats):
         for i in range(0, len(one), window):
             voices.append(one[i : i + window].astype(np.float16))
-    diarization.diarize(np.concatenate(voices).astype(np.float32), segments)
+    diarization.diarize(np.concatenate(voices).astype(np.float32), segments, encoder=ENCODER)
     spent = time.perf_counter() - began
     traced = tracemalloc.get_traced_memory()[1] / 1e6
     tracemalloc.stop()
@@ -462,7 +469,7 @@ def run_real(calls: list[tuple[str, Path, list]], label: str) -> list[dict]:
         }
         for key, count in (("estimated", None), ("given", people)):
             began = time.perf_counter()
-            segments = diarization.diarize(audio, transcript.segments, count)
+            segments = diarization.diarize(audio, transcript.segments, count, encoder=ENCODER)
             spent = time.perf_counter() - began
             hypothesis = [(s.start, s.end, s.speaker or "") for s in segments]
             record[key] = {
@@ -497,7 +504,7 @@ def _real_row(name: str, records: list[dict]) -> str:
 def real_report(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     pieces = real_pieces()
-    diarization.load_encoder()
+    diarization.load_encoder(ENCODER)
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         wide: list[tuple[str, Path, list]] = []
@@ -515,7 +522,10 @@ def real_report(args: argparse.Namespace) -> None:
             narrow.append((name, target, reference))
         records = run_real(wide, "16k") + run_real(narrow, "8k")
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"\nreal speech; OPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs, tiny.en")
+    print(
+        f"\nreal speech; OPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs, tiny.en;"
+        f" encoder {ENCODER}, SPEAKER_GAP {diarization.SPEAKER_GAPS[ENCODER]}"
+    )
     print(f"mixes drawn {args.real_draws} time(s), seed {args.seed}; DER collar {COLLAR_S} s\n")
     print(
         "| call | audio s | people | found | DER (missed / false alarm / confusion) |"
@@ -560,17 +570,18 @@ def real_report(args: argparse.Namespace) -> None:
 def gap_report(args: argparse.Namespace) -> None:
     """How far apart the speaker model puts real voices: per call, windows over the true
     speech (the reference's turns as segments, no transcript), and the gap that
-    ``diarization.cluster`` compares with SPEAKER_GAP (mean similarity within two groups
+    ``diarization.cluster`` compares with SPEAKER_GAPS[encoder] (mean similarity within two groups
     less between them): between the true speakers (the smallest pair), and the largest
     (over the groupings it goes through, of groups large enough to be speakers) of the
     smallest pairwise gap: the most apart split of the call the clustering sees. Above
-    SPEAKER_GAP, it says two or more speakers; for one voice it must stay below."""
+    that gap, it says two or more speakers; for one voice it must stay below."""
     from faster_whisper import decode_audio
 
     rng = random.Random(args.seed)
     pieces = real_pieces()
-    encoder = diarization.load_encoder()
+    encoder = diarization.load_encoder(ENCODER)
     calls: list[tuple[str, Path, list]] = []
+    print(f"\nencoder {ENCODER}, SPEAKER_GAP {diarization.SPEAKER_GAPS[ENCODER]}")
     print("\n| call | rate | people | windows | gap between true speakers (smallest) |"
           " most apart split the clustering sees | count estimated |")  # fmt: skip
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -592,7 +603,7 @@ def gap_report(args: argparse.Namespace) -> None:
                 starts = diarization.window_starts(
                     diarization.speech_spans(turns), len(audio) / SAMPLE_RATE
                 )
-                prints = encoder.embed(diarization.cut_windows(audio, starts))
+                prints = encoder.embed_at(audio, starts)
                 similarity = (prints @ prints.T).astype(np.float64)
                 labels = sorted({who for _, _, who in reference})
                 owner = []
@@ -615,7 +626,7 @@ def gap_report(args: argparse.Namespace) -> None:
                      if len(big := [g for g in groups if len(g) >= smallest]) > 1),
                     default=None,
                 )  # fmt: skip
-                found = len(diarization.cluster(prints, None, 6))
+                found = len(diarization.cluster(prints, None, 6, diarization.SPEAKER_GAPS[ENCODER]))
                 print(
                     f"| {name} | {rate} | {len(labels)} | {len(starts)} |"
                     f" {'—' if true_gap is None else f'{true_gap:.3f}'} |"
@@ -647,7 +658,7 @@ def naming_report(args: argparse.Namespace) -> None:
     (``name_speakers``); right when the agent's turns carry "agent" and the customer's
     "customer". Order of appearance alone names every one of them backwards."""
     rng = random.Random(args.seed)
-    diarization.load_encoder()
+    diarization.load_encoder(ENCODER)
     rows, right, by_cue = [], 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         for number in range(args.naming_calls):
@@ -723,7 +734,12 @@ def main() -> None:
         help="instead: is the agent named right on calls the customer starts",
     )
     parser.add_argument("--naming-calls", type=int, default=8)
+    parser.add_argument(
+        "--encoder", choices=ENCODERS, default=DEFAULT_ENCODER, help="the speaker model"
+    )
     args = parser.parse_args()
+    global ENCODER
+    ENCODER = args.encoder
     if args.naming:
         naming_report(args)
         return
@@ -737,7 +753,7 @@ def main() -> None:
         args.calls, args.turns, args.memory_hours = 1, 6, 0.1
     singles = SINGLE[:1] if args.quick else SINGLE
     rng = random.Random(args.seed)
-    diarization.load_encoder()
+    diarization.load_encoder(ENCODER)
     engine.load_model(engine.EngineConfig())
     rows = []
     totals = {"wrong": 0, "words": 0, "right": 0, "turns": 0, "audio": 0.0, "asr": 0.0, "d": 0.0}
@@ -764,7 +780,10 @@ def main() -> None:
             if number == 0 and args.memory_hours > 0:
                 memory = memory_for(path, args.memory_hours)
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"\nOPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs, tiny.en, beam 5\n")
+    print(
+        f"\nOPENBLAS_NUM_THREADS={threads}, {os.cpu_count()} CPUs, tiny.en, beam 5;"
+        f" encoder {ENCODER}, SPEAKER_GAP {diarization.SPEAKER_GAPS[ENCODER]}\n"
+    )
     print(
         "| voices | audio s | speakers found | word speaker error | turns right |"
         " diarization s / audio h | of transcription time |"

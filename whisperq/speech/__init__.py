@@ -7,5 +7,7 @@
 - ``segments``: faster-whisper's segments as whisperq stores them, in the file's time
 - ``model_files``: finding, assembling and checking packaged models
 - ``packing``: short files sharing one 30 s window, each word back in its own file
-- ``diarization``: who spoke when on mono audio (speaker encoder and clustering)
+- ``diarization``: who spoke when on mono audio (windows, clustering, words to speakers)
+- ``speaker_encoders``: speech windows to voice prints (CAM++ by default, GE2E)
+- ``batch_language``: a batch's language learned from its first short files, for packing
 """

