@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from submit_scale import Counting, fresh_target, moto_server  # noqa: E402
+from submit_scale import Counting, cli_env, fresh_target, moto_server  # noqa: E402
 
 from whisperq import keys, storage  # noqa: E402
 from whisperq.batches import records as batch_records  # noqa: E402
@@ -95,15 +95,7 @@ def cli_status(settings: Settings, counting: Counting, *args: str) -> tuple[dict
     """`whisperq status ARGS --json` in this process: its output, seconds, S3 requests."""
     from whisperq.cli import app
 
-    env = {
-        "WHISPERQ_ENDPOINT_URL": settings.endpoint_url or "",
-        "WHISPERQ_REGION": settings.region,
-        "WHISPERQ_AWS_ACCESS_KEY_ID": "bench",
-        "WHISPERQ_AWS_SECRET_ACCESS_KEY": "bench",
-        "WHISPERQ_BUCKET": settings.bucket,
-        "WHISPERQ_QUEUE_URL": settings.queue_url,
-        "WHISPERQ_CONFIG_FILE": "/nonexistent/whisperq-bench.toml",
-    }
+    env = cli_env(settings)
     counting.take()
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["status", *args, "--json"], env=env)

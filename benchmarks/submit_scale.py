@@ -85,6 +85,25 @@ def fresh_target(endpoint: str) -> Settings:
     return base.model_copy(update={"bucket": name, "queue_url": queue})
 
 
+def cli_env(settings: Settings, state_dir: Path | None = None) -> dict[str, str]:
+    """The environment a benchmark's in-process `whisperq` commands run with: the moto
+    target's settings, no config file, and (``state_dir``) no local stack's settings."""
+    env = {
+        "WHISPERQ_ENDPOINT_URL": settings.endpoint_url or "",
+        "WHISPERQ_REGION": settings.region,
+        "WHISPERQ_AWS_ACCESS_KEY_ID": "bench",
+        "WHISPERQ_AWS_SECRET_ACCESS_KEY": "bench",
+        "WHISPERQ_BUCKET": settings.bucket,
+        "WHISPERQ_QUEUE_URL": settings.queue_url,
+        "WHISPERQ_CONFIG_FILE": "/nonexistent/whisperq-bench.toml",
+    }
+    if settings.dlq_url:
+        env["WHISPERQ_DLQ_URL"] = settings.dlq_url
+    if state_dir is not None:
+        env["WHISPERQ_STATE_DIR"] = str(state_dir)
+    return env
+
+
 def wait_for(endpoint: str, process: subprocess.Popen, timeout: float = 30) -> None:
     import urllib.request
 

@@ -159,3 +159,36 @@ def test_simulate_prints_the_day():
     assert report.startswith("built-in day x1: 1,000 calls;")
     assert re.search(r"^calls\s+1,000\s+1,000$", report, re.M)
     assert re.search(r"^Transcribe / this\s+\d+x\s+\d+x$", report, re.M)
+
+
+@pytest.mark.moto
+def test_day_run_loses_and_doubles_nothing():
+    """Issue 28: a day of 200 calls (100 submitted, 100 ingested into support-<day>, 1
+    failing in the stub worker) through submit, ingest, status, wait and results."""
+    report = run("day_run.py")
+    assert re.search(r"^checks: (\d+) of \1 passed$", report, re.M), report
+    assert "FAIL" not in report
+    assert re.search(r"^day \d{4}-\d\d-\d\d: 200 calls = 100 submitted .* 1 fail", report, re.M)
+    rows = {
+        name: (int(s3.replace(",", "")), int(sqs.replace(",", "")))
+        for name, s3, sqs in re.findall(r"^\| ([^|]+?) \| ([\d,]+) \| ([\d,]+) \|", report, re.M)
+    }
+    # jobs ten per SendMessageBatch; one entry and one input per file (+ batch.json once)
+    assert rows["submit (morning)"][1] == rows["submit (afternoon)"][1] == 5
+    assert 100 <= rows["submit (morning)"][0] <= 110
+    assert rows["ingest (morning)"][1] == rows["ingest (afternoon)"][1] == 50  # a job each
+    for batch in re.findall(r"^\| status (\S+) --json, half done \|", report, re.M):
+        assert rows[f"status {batch} --json, half done"][0] <= 6  # one listing of the entries
+    waits = [rows[name] for name in rows if name.startswith("wait ")]
+    assert len(waits) == 2 and all(s3 <= 2 and sqs == 0 for s3, sqs in waits)  # done.json
+    assert rows["status (plain)"][0] <= 4
+    for line in (
+        r"every path has one result or error record, none doubled \(100 paths; 0 not so\)",
+        r"done\.json says submitted 100, done 100, failed 0",
+        r"done\.json says submitted 100, done 99, failed 1",
+        r"downloaded 99 result JSON\(s\) \+ 1 error record\(s\)",
+        r"results 199 \+ error records 1 == submitted 100 \+ ingested 100",
+        r"metadata of 12 sampled results == their CSV row / sidecar / none",
+        r"wait's exit codes \{'nightly-[\d-]+': 0, 'support-[\d-]+': 1\}",
+    ):
+        assert re.search(line, report), line
