@@ -1895,11 +1895,13 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
         worker_id="host:1",
         failed_at=utc_now(),
     )
-    stage.client("admin", "s3").put_object(
+    admin_s3 = stage.client("admin", "s3")
+    admin_s3.put_object(
         Bucket=stage.bucket,
         Key=keys.error_key(batch, "calls/a.wav"),
         Body=record.model_dump_json().encode(),
     )
+    entry_states.mark(admin_s3, stage.bucket, batch, "calls/a.wav", "failed")  # as its worker
     taken = []
     while len(taken) < 3:  # the three jobs the two submits queued
         reply = admin_sqs.receive_message(
