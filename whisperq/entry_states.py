@@ -99,13 +99,14 @@ def mark(s3: Any, bucket: str, batch: str, path: str, state: keys.EntryState) ->
             CopySource={"Bucket": bucket, "Key": newest.key},
         )
     except Exception as error:  # renamed away meanwhile (NoSuchKey): that writer's state holds
-        if _error_code(error) in ("NoSuchKey", "404"):
+        if error_code(error) in ("NoSuchKey", "404"):
             return False
         raise
     s3.delete_object(Bucket=bucket, Key=newest.key)
     return True
 
 
-def _error_code(error: Exception) -> str:
+def error_code(error: Exception) -> str:
+    """A botocore error's code ("NoSuchKey", "PreconditionFailed", ...), or ""."""
     response = getattr(error, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))

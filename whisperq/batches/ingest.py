@@ -54,6 +54,7 @@ from urllib.parse import unquote_plus
 
 from whisperq import defaults, keys
 from whisperq.batches import records as batch_records
+from whisperq.entry_states import error_code
 from whisperq.errors import ConfigError, InvalidKeyError, WhisperqError
 from whisperq.messages import send_jobs
 
@@ -345,22 +346,17 @@ def error_record(batch: str, path: str, reason: str, error_type: str) -> dict[st
 # --- S3 helpers --------------------------------------------------------------------------
 
 
-def _error_code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def _status_code(error: Exception) -> int | None:
     response = getattr(error, "response", None) or {}
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _is_gone(error: Exception) -> bool:
-    return _error_code(error) in _GONE
+    return error_code(error) in _GONE
 
 
 def _lost_race(error: Exception) -> bool:
-    return _error_code(error) in _LOST_RACE or _status_code(error) in (409, 412)
+    return error_code(error) in _LOST_RACE or _status_code(error) in (409, 412)
 
 
 @dataclass(frozen=True)
@@ -418,7 +414,7 @@ def _head(s3: Any, bucket: str, key: str, absent: tuple[str, ...] = ()) -> dict[
     try:
         return s3.head_object(Bucket=bucket, Key=key)
     except Exception as error:
-        if _is_gone(error) or _error_code(error) in absent:
+        if _is_gone(error) or error_code(error) in absent:
             return None
         raise
 

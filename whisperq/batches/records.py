@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperq import keys
-from whisperq.entry_states import ListedEntry, listed_entry, newer, path_entries
+from whisperq.entry_states import ListedEntry, error_code, listed_entry, newer, path_entries
 from whisperq.errors import SubmitError
 
 BATCH_SCHEMA_VERSION = 2
@@ -48,16 +48,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _error_code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def _get_json(s3: Any, bucket: str, key: str) -> Any | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as error:
-        if _error_code(error) in ("NoSuchKey", "404", "NotFound"):
+        if error_code(error) in ("NoSuchKey", "404", "NotFound"):
             return None
         raise
     return json.loads(body)
@@ -119,7 +114,7 @@ def ensure_batch(
             _put_json(s3, bucket, keys.batch_info_key(batch), document, IfNoneMatch="*")
             return dict(options)
         except Exception as error:
-            if _error_code(error) not in (
+            if error_code(error) not in (
                 "PreconditionFailed",
                 "412",
                 "ConditionalRequestConflict",
@@ -398,7 +393,7 @@ def read_sidecar(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], list[s
     try:
         answer = s3.get_object(Bucket=bucket, Key=key)
     except Exception as error:
-        if _error_code(error) in _ABSENT:
+        if error_code(error) in _ABSENT:
             return None
         raise
     body = answer["Body"]
