@@ -86,9 +86,9 @@ def settle(settings: Any, batch: str, paths: list[str], state: str = "done") -> 
     error record), then its entry renamed to that state (whisperq.entry_states)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from whisperq import entry_states, keys, storage
+    from whisperq import entry_states, keys
 
-    s3 = storage.client(settings, "s3")
+    s3 = s3_client(settings)
 
     def one(path: str) -> None:
         key = (
@@ -101,12 +101,26 @@ def settle(settings: Any, batch: str, paths: list[str], state: str = "done") -> 
         list(pool.map(one, paths))
 
 
+_S3_CLIENTS: dict[tuple[str | None, str], Any] = {}
+
+
+def s3_client(settings: Any) -> Any:
+    """One S3 client per endpoint and bucket for the helpers here: making one per call
+    reads botocore's models again each time (1,500 puts took minutes)."""
+    from whisperq import storage
+
+    target = (settings.endpoint_url, settings.bucket)
+    if target not in _S3_CLIENTS:
+        _S3_CLIENTS[target] = storage.client(settings, "s3")
+    return _S3_CLIENTS[target]
+
+
 def put_as_worker(settings: Any, key: str, body: bytes = b"{}") -> None:
     """Put ``key``; a result JSON or an error record then renames its file's entry, as a
     worker does (whisperq.entry_states). Other keys (renderings) are only put."""
-    from whisperq import entry_states, keys, storage
+    from whisperq import entry_states, keys
 
-    s3 = storage.client(settings, "s3")
+    s3 = s3_client(settings)
     s3.put_object(Bucket=settings.bucket, Key=key, Body=body)
     batch = key.removeprefix(f"{keys.RESULTS}/").partition("/")[0]
     parsed = keys.parse_result_key(batch, key)

@@ -31,6 +31,7 @@ from helpers import (
     CLEAR_SENTENCE,
     JobHolds,
     put_as_worker,
+    settle,
     upload_job,
     wait_for,
     worker_environment,
@@ -193,8 +194,7 @@ def test_the_event_names_a_hundred_failed_paths_and_done_json_all_of_them(aws):
     paths = [f"calls/{n:04d}-{'x' * 150}.wav" for n in range(1500)]  # ~250 KB of paths
     write_batch(settings, "bad-day", paths)
     s3 = storage.client(settings, "s3")
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda path: _settle(settings, "bad-day", path, failed=True), paths))
+    settle(settings, "bad-day", paths, state="failed")
     assert finished.finish_if_done(settings, s3, "bad-day") == "written"
     assert len(_done(settings, "bad-day")["failed_paths"]) == 1500
     (event,) = _events(settings, events)
