@@ -46,6 +46,7 @@ from whisperq.speech.batch_language import (
     BatchLanguage,
     in_another_language,
 )
+from whisperq.speech.encoder_memo import EncoderMemo, remember_encodings
 from whisperq.speech.guard import made_up, share_in_doubt, share_overfull
 from whisperq.speech.languages import (  # noqa: F401 (re-exported)
     in_their_own_languages,
@@ -94,6 +95,9 @@ class EngineConfig:
     # Long files are decoded and transcribed this many seconds at a time, so memory stays
     # bounded whatever the length (a whole 3-hour file would need several GB).
     window_seconds: float = 600.0
+    # Each 30 s window prompted with the text before it (faster-whisper's default); off:
+    # each window decoded on its own (measured on long real recordings: BENCHMARKS.md).
+    condition_on_previous_text: bool = True
 
 
 def choose_batch_size(requested: int, device: str) -> int:
@@ -171,6 +175,8 @@ class LoadedModel:
     model: Any  # faster_whisper.WhisperModel
     info: ModelInfo
     batched: Any = None  # faster_whisper.BatchedInferencePipeline over the same model
+    # the model's encode, wrapped: language detection's pass is reused by the decode
+    encoder_memo: EncoderMemo | None = None
 
 
 _loaded: dict[EngineConfig, LoadedModel] = {}
@@ -202,6 +208,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
         model,
         ModelInfo(name=config.model, device=device, compute_type=compute_type),
         BatchedInferencePipeline(model),
+        remember_encodings(model),
     )
     _loaded[config] = loaded
     return loaded
@@ -569,7 +576,8 @@ def transcribe(
         "initial_prompt": prompt if prompt is not None else options.initial_prompt,
         "multilingual": options.multilingual,
         # a window in another language must not be prompted with the last one's text
-        "condition_on_previous_text": not options.multilingual,
+        "condition_on_previous_text": config.condition_on_previous_text
+        and not options.multilingual,
     }
     if options.multilingual and not loaded.model.model.is_multilingual:
         raise OptionNotServed(
