@@ -35,6 +35,11 @@ and transcribes every condition, each system in its own process, with
               with baseline (which detects the language too), not baseline_en
   unguarded   the engine without its invented-text guard (guard.invented): the guard's
               effect on real speech (not run by default)
+  engine_greedy, engine_batched, engine_cond
+              the engine with one decoding option changed: beam 1, batches of 8
+              windows, each window prompted with the previous one's text
+              (faster-whisper's default; the engine's until this sweep chose
+              otherwise); the option sweep for long calls, not run by default
 
 WER is jiwer's over all files of a condition, after Whisper's English normaliser (as in
 throughput.py); for a stereo call the baselines (one mixed transcript) are scored against
@@ -48,6 +53,10 @@ results.json in the cache folder.
     python benchmarks/real_speech.py --conditions 16k,8k
     python benchmarks/real_speech.py --systems baseline,packed,unguarded
     python benchmarks/real_speech.py --folder ~/calls   # your recordings + references.tsv
+    python benchmarks/real_speech.py --folder benchmarks/data/real --folder long_real \
+        --conditions 16k,8k        # short and long recordings in one run
+    python benchmarks/real_speech.py --folder long_real --conditions 16k,8k \
+        --systems baseline,engine,engine_greedy,engine_batched,engine_cond   # the sweep
 
 references.tsv: tab-separated, a header line, the columns `file` and `reference`
 required, `speaker` (stereo calls pair clips of two different speakers; without it every
@@ -91,6 +100,8 @@ GAP_SECONDS = 0.5  # silence between two turns of a stereo call
 # Short files the packed system hands a process at once: mirrors the worker's default
 # ``pack_max_files`` (how many short jobs it takes together to pack).
 PACK_GROUP = 8
+# Files this long are never packed (a window holds 30 s): one per work unit.
+LONG_SECONDS = 29.0
 DEFAULT_SYSTEMS = ("baseline", "baseline_en", "engine", "packed", "packed_auto")
 # Systems that give one mixed transcript per file (scored against all turns in order).
 MIXED_SYSTEMS = frozenset({"baseline", "baseline_en"})
@@ -316,11 +327,17 @@ def run_baseline(
     return figures
 
 
-def run_engine(model_name: str, plan: dict[str, list[dict]], guard: bool = True) -> dict[str, Any]:
+def run_engine(
+    model_name: str,
+    plan: dict[str, list[dict]],
+    guard: bool = True,
+    **config: Any,
+) -> dict[str, Any]:
     """The engine as a worker runs it: as many processes as ``choose_concurrency`` picks,
     each with its own model, files handed out as they free up (as in throughput.py).
-    ``guard=False``: without the invented-text guard (``guard.invented``), to measure it."""
-    return in_engine_processes(model_name, plan, _engine_group, group=1, guard=guard)
+    ``guard=False``: without the invented-text guard (``guard.invented``), to measure it;
+    ``config``: ``EngineConfig`` fields other than the defaults (the option sweep)."""
+    return in_engine_processes(model_name, plan, _engine_group, group=1, guard=guard, config=config)
 
 
 def run_packed(model_name: str, plan: dict[str, list[dict]], told: bool = True) -> dict[str, Any]:
@@ -350,11 +367,15 @@ def queue_order(count: int) -> list[int]:
 
 def work_units(items: list[dict], group: int) -> list[list[dict]]:
     """Up to ``group`` consecutive files per unit, a process's work at a time; a stereo
-    call alone (split channels are never packed, so grouping them would only take
-    parallelism away)."""
+    call or a long file alone (neither is ever packed, so grouping them would only take
+    parallelism away: a worker runs them one job at a time)."""
+
+    def alone(item: dict) -> bool:
+        return item["stereo"] or item.get("seconds", 0.0) >= LONG_SECONDS
+
     units: list[list[dict]] = []
     for item in items:
-        if units and len(units[-1]) < group and not item["stereo"] and not units[-1][0]["stereo"]:
+        if units and len(units[-1]) < group and not alone(item) and not alone(units[-1][0]):
             units[-1].append(item)
         else:
             units.append([item])
@@ -367,6 +388,7 @@ def in_engine_processes(
     work: Callable[[list[dict]], list[tuple[list[str], str]]],
     group: int,
     guard: bool = True,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``choose_concurrency()`` processes, each with its own model; the clock starts when
     all have loaded (a worker loads once, then serves for hours). ``work`` transcribes one
@@ -382,7 +404,7 @@ def in_engine_processes(
     with ProcessPoolExecutor(
         processes,
         initializer=_load_engine,
-        initargs=(model_name, batch_size, processes, ready, guard),
+        initargs=(model_name, batch_size, processes, ready, guard, config or {}),
     ) as pool:
         warm = pool.submit(time.sleep, 0)  # starts the processes; they load, then meet here
         ready.wait(timeout=600)
@@ -403,7 +425,12 @@ _engine: tuple = ()
 
 
 def _load_engine(
-    model_name: str, batch_size: int, processes: int, ready: Any, guard: bool = True
+    model_name: str,
+    batch_size: int,
+    processes: int,
+    ready: Any,
+    guard: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     global _engine
     from whisperq.speech import engine
@@ -412,7 +439,8 @@ def _load_engine(
     if not guard:
         invented_text.invented = lambda *_: False  # type: ignore[assignment]
 
-    config = engine.EngineConfig(model=model_name, batch_size=batch_size, concurrency=processes)
+    fields = {"model": model_name, "batch_size": batch_size, "concurrency": processes}
+    config = engine.EngineConfig(**(fields | (settings or {})))
     _engine = (engine.load_model(config), config)
     ready.wait(timeout=600)
 
@@ -502,6 +530,12 @@ SYSTEMS: dict[str, Callable[[str, dict[str, list[dict]]], dict[str, Any]]] = {
     "packed": run_packed,
     "packed_auto": lambda model, plan: run_packed(model, plan, told=False),
     "unguarded": lambda model, plan: run_engine(model, plan, guard=False),
+    # the CPU decoding options, one at a time against the engine's defaults (issue 29)
+    "engine_greedy": lambda model, plan: run_engine(model, plan, beam_size=1),
+    "engine_batched": lambda model, plan: run_engine(model, plan, batch_size=8),
+    # each window prompted with the one before: faster-whisper's default, the engine's
+    # until the sweep measured the same WER at 1.4x the speed without (issue 29)
+    "engine_cond": lambda model, plan: run_engine(model, plan, condition_on_previous_text=True),
 }
 
 
@@ -594,8 +628,17 @@ def parse_arguments() -> argparse.Namespace:
         action="store_true",
         help="tiny.en, 8 clips, conditions 16k and stereo, systems baseline, engine and packed",
     )
-    parser.add_argument("--clips", type=int, default=0, help="use this many clips (0 = all)")
-    parser.add_argument("--folder", type=Path, default=HERE / "data" / "real")
+    parser.add_argument(
+        "--clips", type=int, default=0, help="use this many clips of each folder (0 = all)"
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        action="append",
+        help="a folder of recordings with a references.tsv; repeat it to run several sets in "
+        "one run (short and long recordings), each condition named after its folder "
+        "(default: benchmarks/data/real)",
+    )
     parser.add_argument(
         "--systems",
         default=None,
@@ -611,11 +654,21 @@ def parse_arguments() -> argparse.Namespace:
     args.conditions = args.conditions or ("16k,stereo" if args.quick else ",".join(CONDITIONS))
     quick_systems = ("baseline", "engine", "packed")
     args.systems = args.systems or ",".join(quick_systems if args.quick else DEFAULT_SYSTEMS)
+    args.folder = [folder.expanduser() for folder in args.folder or [HERE / "data" / "real"]]
     if args.cache is None:
-        default = args.folder.resolve() == (HERE / "data" / "real").resolve()
-        name = "real" if default else f"real-{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.folder.name)}"
-        args.cache = HERE / ".data" / name
+        if len(args.folder) == 1:
+            args.cache = cache_for(args.folder[0])
+        else:
+            args.cache = HERE / ".data" / "+".join(cache_for(f).name for f in args.folder)
     return args
+
+
+def cache_for(folder: Path) -> Path:
+    """Where a folder's copies (8 kHz, GSM, stereo calls) are built: benchmarks/.data/real
+    for the default set, real-<name> for another."""
+    if folder.resolve() == (HERE / "data" / "real").resolve():
+        return HERE / ".data" / "real"
+    return HERE / ".data" / f"real-{re.sub(r'[^A-Za-z0-9_.-]+', '-', folder.name)}"
 
 
 def main() -> None:
@@ -633,16 +686,26 @@ def main() -> None:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown systems {sorted(unknown)}; known: {sorted(SYSTEMS)}")
-    clips = read_clips(args.folder.expanduser())
-    if args.clips:
-        clips = pick(clips, args.clips)
+    plan: dict[str, list[Item]] = {}
+    for folder in args.folder:
+        clips = read_clips(folder)
+        if args.clips:
+            clips = pick(clips, args.clips)
+        cache = args.cache if len(args.folder) == 1 else cache_for(folder)
+        cache.mkdir(parents=True, exist_ok=True)
+        built = build(clips, conditions, cache)
+        # several sets in one run: each condition named after its folder ("long_real 8k")
+        named = len(args.folder) > 1
+        plan |= {(f"{folder.name} {c}" if named else c): items for c, items in built.items()}
+        speakers = len({clip.speaker for clip in clips})
+        print(
+            f"{len(clips)} clips, {speakers} speakers, {sum(c.seconds for c in clips):.0f} s "
+            f"of audio from {folder}",
+            flush=True,
+        )
     args.cache.mkdir(parents=True, exist_ok=True)
-    plan = build(clips, conditions, args.cache)
-
-    speakers = len({clip.speaker for clip in clips})
     print(
-        f"{len(clips)} clips, {speakers} speakers, {sum(c.seconds for c in clips):.0f} s of "
-        f"audio from {args.folder}; model {args.model}; {os.cpu_count()} cores "
+        f"model {args.model}; {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()})",
         flush=True,
     )
@@ -651,7 +714,12 @@ def main() -> None:
         json.dumps(
             {
                 condition: [
-                    {"path": str(item.path), "stereo": item.stereo, "condition": condition}
+                    {
+                        "path": str(item.path),
+                        "stereo": item.stereo,
+                        "condition": condition,
+                        "seconds": item.seconds,
+                    }
                     for item in items
                 ]
                 for condition, items in plan.items()
