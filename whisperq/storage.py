@@ -36,6 +36,7 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime | None = None  # from the listing, free: picks the newest results
+    etag: str | None = None  # from the listing: a download need not HEAD the object first
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
@@ -43,7 +44,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            yield ObjectInfo(item["Key"], item["Size"], item.get("LastModified"))
+            yield ObjectInfo(item["Key"], item["Size"], item.get("LastModified"), item.get("ETag"))
 
 
 def list_common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -615,3 +616,32 @@ def test_help_reads_well_at_80_columns(command):
             rows[-1].append(cell[column:])
         for row in rows:
             assert not _wrapped_badly(row, width - column)
+
+
+def test_results_get_each_file_once_without_a_head(batch_of_three, cli_env, tmp_path, monkeypatch):
+    """The listing gives each result's size and ETag: the download GETs it at once (the
+    transfer manager would HEAD it first), and writes what the worker wrote."""
+    for path in batch_of_three:
+        put(cli_env, keys.result_key("wk", path, "json"))
+    calls: Counter[str] = Counter()
+    got: list[str] = []
+    make_client = storage.client
+
+    def counted(settings, service):
+        client = make_client(settings, service)
+        client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+        client.meta.events.register(
+            "before-call.s3.GetObject", lambda params, **_: got.append(params["url_path"])
+        )
+        return client
+
+    monkeypatch.setattr(storage, "client", counted)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["results", "wk", "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert _written(out) == ["calls/a.wav.json", "calls/b.wav.json", "calls/c.wav.json"]
+    assert all((out / f"{path}.json").read_bytes() == b"{}" for path in batch_of_three)
+    assert calls["HeadObject"] == 0, calls
+    assert sorted(got) == ["/batches/wk/batch.json"] + [
+        f"/results/wk/{p}.json" for p in batch_of_three
+    ]

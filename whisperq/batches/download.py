@@ -12,8 +12,10 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from s3transfer.subscribers import BaseSubscriber
 
 from whisperq import keys, storage
 from whisperq.batches.progress import ProgressHooks
@@ -37,6 +39,9 @@ class Download:
     out: Path
     items: list[tuple[str, Path, bool]]
     kinds_present: frozenset[str]  # every kind the batch has results of
+    # each key's size and ETag as listed: given to the transfer manager, which otherwise
+    # asks S3 for them (a HEAD per file before its GET)
+    listed: dict[str, storage.ObjectInfo] = field(default_factory=dict)
 
 
 def local_path(out: Path, batch: str, key: str) -> Path:
@@ -54,6 +59,7 @@ def plan_download(
     """The chosen formats' keys (error records come with ``json``) and where they go."""
     s3 = storage.client(settings, "s3")
     items: list[tuple[str, Path, bool]] = []
+    listed: dict[str, storage.ObjectInfo] = {}
     present: set[str] = set()
     for item in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch)):
         parsed = keys.parse_result_key(batch, item.key)
@@ -63,7 +69,8 @@ def plan_download(
         present.add(kind)
         if kind in formats or (kind == "error" and "json" in formats):
             items.append((item.key, local_path(out, batch, item.key), kind == "error"))
-    return Download(batch, out, items, frozenset(present))
+            listed[item.key] = item
+    return Download(batch, out, items, frozenset(present), listed)
 
 
 def check_target(download: Download, overwrite: bool) -> None:
@@ -98,6 +105,20 @@ def _marked_batch(marker: Path) -> str | None:
     return batch if isinstance(batch, str) else None
 
 
+class _AsListed(BaseSubscriber):
+    """Tells the transfer manager an object's size and ETag from the listing, so that it
+    GETs the object at once (and still checks the ETag) instead of HEADing it first."""
+
+    def __init__(self, listed: storage.ObjectInfo) -> None:
+        super().__init__()
+        self.listed = listed
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.listed.size)
+        if self.listed.etag:
+            future.meta.provide_object_etag(self.listed.etag)
+
+
 def download_results(
     settings: Settings,
     download: Download,
@@ -117,7 +138,9 @@ def download_results(
         futures = []
         for key, target, is_error in download.items:
             target.parent.mkdir(parents=True, exist_ok=True)
-            futures.append((manager.download(settings.bucket, key, str(target)), target, is_error))
+            known = [_AsListed(download.listed[key])] if key in download.listed else []
+            future = manager.download(settings.bucket, key, str(target), subscribers=known)
+            futures.append((future, target, is_error))
         for future, target, is_error in futures:
             future.result()
             report.files.append(target)
