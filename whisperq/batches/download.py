@@ -33,15 +33,14 @@ class DownloadReport:
 
 @dataclass(frozen=True)
 class Download:
-    """What a download of a batch will write: (key, target, is an error record)."""
+    """What a download of a batch will write: (the object as listed, target, is an error
+    record). The listing's size and ETag go to the transfer manager, which otherwise asks
+    S3 for them (a HEAD per file before its GET)."""
 
     batch: str
     out: Path
-    items: list[tuple[str, Path, bool]]
+    items: list[tuple[storage.ObjectInfo, Path, bool]]
     kinds_present: frozenset[str]  # every kind the batch has results of
-    # each key's size and ETag as listed: given to the transfer manager, which otherwise
-    # asks S3 for them (a HEAD per file before its GET)
-    listed: dict[str, storage.ObjectInfo] = field(default_factory=dict)
 
 
 def local_path(out: Path, batch: str, key: str) -> Path:
@@ -58,8 +57,7 @@ def plan_download(
 ) -> Download:
     """The chosen formats' keys (error records come with ``json``) and where they go."""
     s3 = storage.client(settings, "s3")
-    items: list[tuple[str, Path, bool]] = []
-    listed: dict[str, storage.ObjectInfo] = {}
+    items: list[tuple[storage.ObjectInfo, Path, bool]] = []
     present: set[str] = set()
     for item in storage.list_objects(s3, settings.bucket, keys.results_prefix(batch)):
         parsed = keys.parse_result_key(batch, item.key)
@@ -68,9 +66,8 @@ def plan_download(
         kind = parsed[1]
         present.add(kind)
         if kind in formats or (kind == "error" and "json" in formats):
-            items.append((item.key, local_path(out, batch, item.key), kind == "error"))
-            listed[item.key] = item
-    return Download(batch, out, items, frozenset(present), listed)
+            items.append((item, local_path(out, batch, item.key), kind == "error"))
+    return Download(batch, out, items, frozenset(present))
 
 
 def check_target(download: Download, overwrite: bool) -> None:
@@ -136,10 +133,10 @@ def download_results(
     config = TransferConfig(max_concurrency=settings.upload_concurrency)
     with create_transfer_manager(s3, config) as manager:
         futures = []
-        for key, target, is_error in download.items:
+        for listed, target, is_error in download.items:
             target.parent.mkdir(parents=True, exist_ok=True)
-            known = [_AsListed(download.listed[key])] if key in download.listed else []
-            future = manager.download(settings.bucket, key, str(target), subscribers=known)
+            given = [_AsListed(listed)]
+            future = manager.download(settings.bucket, listed.key, str(target), subscribers=given)
             futures.append((future, target, is_error))
         for future, target, is_error in futures:
             future.result()

@@ -98,7 +98,7 @@ class EngineConfig:
     # Each 30 s window decoded on its own, not prompted with the text before it
     # (faster-whisper's default): on 29.5 min of real recordings (8 kHz and 16 kHz) the
     # same WER (3.55% / 3.71% against 3.53% / 3.77%) at 1.4x the speed, the prompt being
-    # what the decoder spends its time on (BENCHMARKS.md, "Long real recordings").
+    # what the decoder spends its time on (BENCHMARKS.md, "Short and long real recordings").
     condition_on_previous_text: bool = False
 
 
