@@ -404,7 +404,7 @@ class StubWorker:
                     count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))
                     self.receive_counts.setdefault((job.batch, job.path), []).append(count)
                 state = self.process(job)
-                ends.settled(job.batch, job.path, state)
+                ends.job_settled(job, state)
                 outcomes = ends.after_job()
                 sqs.delete_message(
                     QueueUrl=self.settings.queue_url, ReceiptHandle=message["ReceiptHandle"]

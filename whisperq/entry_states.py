@@ -79,30 +79,47 @@ def path_entries(s3: Any, bucket: str, batch: str, path: str) -> list[ListedEntr
     )
 
 
-def mark(s3: Any, bucket: str, batch: str, path: str, state: keys.EntryState) -> bool:
+def mark(
+    s3: Any,
+    bucket: str,
+    batch: str,
+    path: str,
+    state: keys.EntryState,
+    pending_key: str | None = None,
+) -> bool:
     """Rename the path's newest entry to ``state`` (after its result or error record is
     written, or before ``retry`` queues it again). False when the path has no entry (yet:
     submit writes entries after it queues the jobs) or another writer renamed it first;
-    the caller may try again later. One listing, and a copy and a delete when the state
-    changes."""
+    the caller may try again later.
+
+    ``pending_key``: the entry the job was queued with (a worker knows it from its job).
+    It is renamed straight away, a copy and a delete; only when it is not there (renamed
+    or replaced meanwhile, or not written yet) is the path listed. Otherwise one listing,
+    and a copy and a delete when the state changes."""
+    if pending_key is not None and state != "pending":
+        parts = keys.parse_entry(batch, pending_key)
+        if parts is not None and parts.path == path and parts.state == "pending":
+            target = keys.entry_key(batch, path, parts.duration, state)
+            if _rename(s3, bucket, pending_key, target):
+                return True
     entries = path_entries(s3, bucket, batch, path)
     if not entries:
         return False
     newest = entries[0]
     if newest.state == state:
         return True
-    target = keys.entry_key(batch, path, newest.duration, state)
+    return _rename(s3, bucket, newest.key, keys.entry_key(batch, path, newest.duration, state))
+
+
+def _rename(s3: Any, bucket: str, source: str, target: str) -> bool:
+    """A server-side copy, then the source deleted; False when the source is not there."""
     try:
-        s3.copy_object(
-            Bucket=bucket,
-            Key=target,
-            CopySource={"Bucket": bucket, "Key": newest.key},
-        )
+        s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
     except Exception as error:  # renamed away meanwhile (NoSuchKey): that writer's state holds
         if error_code(error) in ("NoSuchKey", "404"):
             return False
         raise
-    s3.delete_object(Bucket=bucket, Key=newest.key)
+    s3.delete_object(Bucket=bucket, Key=source)
     return True
 
 

@@ -295,6 +295,12 @@ class TranscriptionJob(_WithMetadata):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
     options: TranscriptionOptions = TranscriptionOptions()
+    entry_key: str | None = Field(
+        None,
+        description="The file's entry as queued (pending): the worker renames it to its "
+        "state from this key, without listing the path's entries (older jobs carry "
+        "none: a listing finds it).",
+    )
     # and the call's metadata (_WithMetadata), sent only when there is some
 
     @model_validator(mode="after")
@@ -304,6 +310,12 @@ class TranscriptionJob(_WithMetadata):
             raise ValueError(f"path {self.path!r} is not a clean relative path")
         if self.input_key != keys.input_key(self.batch, self.path):
             raise ValueError(f"input_key {self.input_key!r} does not match batch and path")
+        if self.entry_key is not None:
+            parts = keys.parse_entry(self.batch, self.entry_key)
+            if parts is None or parts.path != self.path or parts.state != "pending":
+                raise ValueError(
+                    f"entry_key {self.entry_key!r} is not a pending entry of batch and path"
+                )
         return self
 
 

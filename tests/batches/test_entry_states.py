@@ -59,6 +59,74 @@ def test_a_rename_keeps_the_entry_and_says_its_state(aws):
     assert len(_keys(aws, "b")) == 2
 
 
+
+def test_a_worker_renames_its_job_s_entry_without_a_listing(aws):
+    """The job names the entry it was queued with: the rename is a copy and a delete (two
+    S3 requests, no listing: at 50,000 jobs a day that is 50,000 listings fewer). When
+    that entry is gone (a new submission of the path replaced it), the path is listed."""
+    from collections import Counter
+
+    from whisperq.schemas import TranscriptionJob
+    from whisperq.worker.batch_end import BatchEnds
+    from whisperq.worker.clients import ProcessClients
+
+    write_batch(aws, "jk", ["a.wav", "b.wav"], duration=2.0)
+    s3 = storage.client(aws, "s3")
+    jobs = {}
+    for path in ("a.wav", "b.wav"):
+        entry = batch_records.read_entry(s3, aws.bucket, keys.entry_key("jk", path, 2.0))
+        jobs[path] = TranscriptionJob.model_validate(batch_records.job_payload("jk", entry, {}))
+    assert jobs["a.wav"].entry_key == keys.entry_key("jk", "a.wav", 2.0)
+
+    clients = ProcessClients(aws)
+    calls: Counter[str] = Counter()
+    clients.s3.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+    ends = BatchEnds(aws, clients, recheck_seconds=0)
+    ends.job_settled(jobs["a.wav"], "done")
+    assert calls == Counter({"CopyObject": 1, "DeleteObject": 1})
+
+    # b.wav submitted again with other content (3 s): its job's entry was replaced
+    again = batch_records.entry_document("jk", "b.wav", "f" * 64, 2000, 3.0, "submit")
+    older = batch_records.path_entries(s3, aws.bucket, "jk", "b.wav")
+    batch_records.write_entries(s3, aws.bucket, "jk", [again], replaced={"b.wav": older[0]})
+    calls.clear()
+    ends.job_settled(jobs["b.wav"], "failed")
+    assert calls["ListObjectsV2"] == 1
+    assert _keys(aws, "jk") == [
+        keys.entry_key("jk", "a.wav", 2.0, "done"),
+        keys.entry_key("jk", "b.wav", 3.0, "failed"),
+    ]
+    # a delivered twice: the second finds its entry renamed already (a listing says so)
+    calls.clear()
+    ends.job_settled(jobs["a.wav"], "done")
+    assert calls["ListObjectsV2"] == 1 and calls["CopyObject"] == 1
+    assert keys.entry_key("jk", "a.wav", 2.0, "done") in _keys(aws, "jk")
+
+
+def test_a_job_s_entry_key_must_be_a_pending_entry_of_its_own_path():
+    job = {
+        "batch": "b",
+        "path": "a.wav",
+        "input_key": keys.input_key("b", "a.wav"),
+        "sha256": "0" * 64,
+        "size": 1,
+    }
+    from pydantic import ValidationError
+
+    from whisperq.schemas import TranscriptionJob
+
+    assert TranscriptionJob.model_validate(job).entry_key is None
+    ok = keys.entry_key("b", "a.wav", 1.0)
+    assert TranscriptionJob.model_validate({**job, "entry_key": ok}).entry_key == ok
+    for wrong in (
+        keys.entry_key("b", "other.wav", 1.0),
+        keys.entry_key("c", "a.wav", 1.0),
+        keys.entry_key("b", "a.wav", 1.0, "done"),
+        "batches/b/results/a.wav.json",
+    ):
+        with pytest.raises(ValidationError, match="entry_key"):
+            TranscriptionJob.model_validate({**job, "entry_key": wrong})
+
 @pytest.fixture
 def calls(tmp_path):
     for name, body in (("a/x.wav", b"first call"), ("b/x.wav", b"second call")):

@@ -184,6 +184,8 @@ def job_payload(batch: str, entry: Mapping[str, Any], options: Mapping[str, Any]
         "sha256": entry["sha256"],
         "size": entry["size"],
         "options": dict(options),
+        # its own entry, so that the worker renames it without a listing
+        "entry_key": keys.entry_key(batch, entry["path"], entry["duration"]),
     }
     for name in ("metadata", "metadata_problems"):
         if entry.get(name):

@@ -37,6 +37,7 @@ import time
 from datetime import UTC, datetime
 
 from whisperq import entry_states, finished, keys
+from whisperq.schemas import TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.worker.clients import ProcessClients
 
@@ -68,18 +69,31 @@ class BatchEnds:
         self._timer: threading.Timer | None = None
 
     def settled(
-        self, batch: str, path: str | None = None, state: keys.EntryState | None = None
+        self,
+        batch: str,
+        path: str | None = None,
+        state: keys.EntryState | None = None,
+        pending_key: str | None = None,
     ) -> None:
         """A job of ``batch`` is over: its result or its error record is written; with
-        ``path`` and ``state`` ("done", "failed"), its entry is renamed to say so."""
+        ``path`` and ``state`` ("done", "failed"), its entry is renamed to say so (from
+        ``pending_key``, the entry the job was queued with, when the job names it)."""
         with self._lock:
             self._noted.add(batch)
         if path is not None and state is not None:
-            self._mark(batch, path, state)
+            self._mark(batch, path, state, pending_key)
 
-    def _mark(self, batch: str, path: str, state: keys.EntryState) -> None:
+    def job_settled(self, job: TranscriptionJob, state: keys.EntryState) -> None:
+        """:meth:`settled` for one job."""
+        self.settled(job.batch, job.path, state, job.entry_key)
+
+    def _mark(
+        self, batch: str, path: str, state: keys.EntryState, pending_key: str | None = None
+    ) -> None:
         try:
-            marked = entry_states.mark(self.clients.s3, self.settings.bucket, batch, path, state)
+            marked = entry_states.mark(
+                self.clients.s3, self.settings.bucket, batch, path, state, pending_key
+            )
         except Exception as error:  # the job is done all the same: status counts it later
             log.warning("%s/%s: entry not marked %s: %s", batch, path, state, error)
             marked = False

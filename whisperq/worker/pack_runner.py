@@ -68,7 +68,7 @@ class PackRunner:
         may_gather: Callable[[], bool],
         run_alone: Callable[[TranscriptionJob], float],
         ledger: short_jobs.PackLedger | None = None,
-        settled: Callable[[str, str, EntryState], None] = lambda batch, path, state: None,
+        settled: Callable[[TranscriptionJob, EntryState], None] = lambda job, state: None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -82,8 +82,8 @@ class PackRunner:
         self.run_alone = run_alone
         # Where the gathered jobs are noted for the worker's main process (``packs``).
         self.ledger = ledger
-        # A gathered job's batch, path and state, once its result or error record is
-        # written (``batch_end``: its entry renamed, its batch checked).
+        # A gathered job and its state, once its result or error record is written
+        # (``batch_end``: its entry renamed, its batch checked).
         self.settled = settled
         # Batches' languages as this process learns them, for batches given none
         # (whisperq.speech.batch_language): what packs them, or stops packing them.
@@ -204,7 +204,7 @@ class PackRunner:
         """A gathered job is over (``seconds`` of audio done, or None: its error record
         written): its message goes, its outcome is counted as any job's."""
         held.done(gathered.message)
-        self.settled(gathered.job.batch, gathered.job.path, "failed" if seconds is None else "done")
+        self.settled(gathered.job, "failed" if seconds is None else "done")
         self.metrics.publish("failed" if seconds is None else "done", seconds or 0.0)
 
     def _prepare(self, gathered: short_jobs.GatheredJob, folder: Path) -> PackMember:

@@ -70,7 +70,7 @@ class JobRunner:
             may_gather,
             self._process,
             ledger,  # the worker's main process hands back what a killed pack held
-            self.batch_ends.settled,
+            self.batch_ends.job_settled,
         )
 
     def client(self, service: str) -> Any:
@@ -111,9 +111,7 @@ class JobRunner:
                 return "stale"
             # Its result or error record is written: its batch may be finished (inside
             # the heartbeat: a check can list a big batch).
-            self.batch_ends.settled(
-                job.batch, job.path, "failed" if audio_seconds is None else "done"
-            )
+            self.batch_ends.job_settled(job, "failed" if audio_seconds is None else "done")
             self.batch_ends.after_job()
         outcome = "failed" if audio_seconds is None else "done"
         self.metrics.publish(outcome, audio_seconds or 0.0)
