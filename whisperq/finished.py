@@ -15,6 +15,12 @@ CLI's ``status`` and ``wait`` (``whisperq.batches.completion``, from a status th
 already counted). Here because both use it and the worker may not import
 ``whisperq.batches``: this reads the batch's records by their keys (``whisperq.keys``)
 with two listings and no GET per file.
+
+A daily batch can close hours after its last job, when no worker is left to look: ingest
+marks each daily batch it creates open (``keys.open_batch_key``), and the ingest Lambda,
+run by a schedule (or ``whisperq ingest`` locally), closes the marked batches whose day is
+over (:func:`close_open_batches`). Standard library and boto3 only: that Lambda ships
+this module.
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import boto3
 from botocore.exceptions import ClientError
 
 from whisperq import entry_states, keys, storage
-from whisperq.settings import Settings
 
 EVENT_SOURCE = "whisperq"
 EVENT_DETAIL_TYPE = "whisperq batch finished"
@@ -42,6 +48,17 @@ Outcome = Literal["written", "finished", "pending", "open", "unknown"]
 # EventBridge takes 256 KB an event: the event names this many failed paths at most (and
 # says how many more); done.json has them all.
 EVENT_FAILED_PATHS = 100
+
+
+class Destination(Protocol):
+    """Where batches live and where their event goes (whisperq's ``Settings`` is one; the
+    ingest Lambda's ``IngestConfig`` another)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def event_bus(self) -> str | None: ...
 
 
 def open_until(document: Mapping[str, Any] | None) -> datetime | None:
@@ -106,7 +123,7 @@ def done_document(
     }
 
 
-def write_done(settings: Settings, s3: Any, done: Mapping[str, Any]) -> bool:
+def write_done(settings: Destination, s3: Any, done: Mapping[str, Any], events: Any = None) -> bool:
     """Create ``done.json`` unless it exists; True when this call created it, and then (only
     then) the event is put -- once: an event EventBridge refuses is logged, and the marker
     stays the record."""
@@ -123,7 +140,7 @@ def write_done(settings: Settings, s3: Any, done: Mapping[str, Any]) -> bool:
             return False  # another writer created it first
         raise
     try:
-        emit_finished(settings, done)
+        emit_finished(settings, done, events)
     except Exception as error:
         log.error(
             "batch %s: done.json written, but its event was not put: %s", done["batch"], error
@@ -131,8 +148,9 @@ def write_done(settings: Settings, s3: Any, done: Mapping[str, Any]) -> bool:
     return True
 
 
-def emit_finished(settings: Settings, done: Mapping[str, Any], events: Any = None) -> None:
-    """The EventBridge event for a finished batch, when an event bus is configured."""
+def emit_finished(settings: Destination, done: Mapping[str, Any], events: Any = None) -> None:
+    """The EventBridge event for a finished batch, when an event bus is configured
+    (``events``: the EventBridge client to use; else the default one)."""
     if not settings.event_bus:
         return
     detail = dict(done)
@@ -140,7 +158,7 @@ def emit_finished(settings: Settings, done: Mapping[str, Any], events: Any = Non
     if len(failed) > EVENT_FAILED_PATHS:
         detail["failed_paths"] = failed[:EVENT_FAILED_PATHS]
         detail["failed_paths_not_shown"] = len(failed) - EVENT_FAILED_PATHS
-    events = events or storage.client(settings, "events")
+    events = events or boto3.client("events")
     answer = events.put_events(
         Entries=[
             {
@@ -187,7 +205,7 @@ class Tally:
         )
 
 
-def read_batch_document(settings: Settings, s3: Any, batch: str) -> dict[str, Any] | None:
+def read_batch_document(settings: Destination, s3: Any, batch: str) -> dict[str, Any] | None:
     """``batch.json``, or a batch's ``manifest.json`` from before per-file entries."""
     document = storage.get_json(s3, settings.bucket, keys.batch_info_key(batch))
     if document is None:
@@ -195,7 +213,7 @@ def read_batch_document(settings: Settings, s3: Any, batch: str) -> dict[str, An
     return document
 
 
-def tally(settings: Settings, s3: Any, batch: str, document: Mapping[str, Any]) -> Tally:
+def tally(settings: Destination, s3: Any, batch: str, document: Mapping[str, Any]) -> Tally:
     """The batch's files (its entries, or a legacy manifest's list) and their states: from
     the entries' keys alone when they carry them, else from the results listing. A missed
     rename says "pending", never "done" (whisperq.entry_states), so a worker never marks a
@@ -227,7 +245,13 @@ def tally(settings: Settings, s3: Any, batch: str, document: Mapping[str, Any]) 
     return Tally(batch, durations, done, errored)
 
 
-def finish_if_done(settings: Settings, s3: Any, batch: str, now: datetime | None = None) -> Outcome:
+def finish_if_done(
+    settings: Destination,
+    s3: Any,
+    batch: str,
+    now: datetime | None = None,
+    events: Any = None,
+) -> Outcome:
     """Write ``done.json`` (and put the event) if ``batch`` is finished and nobody has yet.
 
     "written": this call did; "finished": it was there already (or another writer won);
@@ -247,4 +271,41 @@ def finish_if_done(settings: Settings, s3: Any, batch: str, now: datetime | None
     found = tally(settings, s3, batch, document)
     if not is_finished(len(found.durations), found.pending, closes, now):
         return "pending"
-    return "written" if write_done(settings, s3, found.document(now)) else "finished"
+    return "written" if write_done(settings, s3, found.document(now), events) else "finished"
+
+
+# --- daily batches whose day is over ---------------------------------------------------------
+
+
+def mark_open(s3: Any, bucket: str, batch: str, closes: datetime) -> None:
+    """Note a daily batch as open until ``closes``, so that it is closed after."""
+    s3.put_object(
+        Bucket=bucket,
+        Key=keys.open_batch_key(batch, closes),
+        Body=json.dumps({"batch": batch, "open_until": closes.isoformat()}).encode(),
+        ContentType="application/json",
+    )
+
+
+def close_open_batches(
+    settings: Destination, s3: Any, now: datetime | None = None, events: Any = None
+) -> dict[str, Outcome]:
+    """Each batch marked open whose time is over: ``done.json`` written (and its event
+    put) when nothing is pending, its mark removed once the batch is finished (or gone).
+    One listing of the marks, and nothing more for a batch whose day is not over yet;
+    what became of each batch looked at. Run every few minutes (the ingest Lambda's
+    schedule), it closes a day's batch after the fleet has scaled in."""
+    now = now or datetime.now(UTC)
+    outcomes: dict[str, Outcome] = {}
+    for item in storage.list_objects(s3, settings.bucket, keys.open_batches_prefix()):
+        parsed = keys.parse_open_batch_key(item.key)
+        if parsed is None:
+            continue
+        batch, closes = parsed
+        if now < closes:
+            continue
+        outcome = finish_if_done(settings, s3, batch, now, events)
+        outcomes[batch] = outcome
+        if outcome in ("written", "finished", "unknown"):
+            s3.delete_object(Bucket=settings.bucket, Key=item.key)
+    return outcomes

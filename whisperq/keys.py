@@ -17,6 +17,8 @@
     batches/<batch>/done.json                      written once the batch is finished:
                                                    counts, failed paths, finished_at
     batches/<batch>/requeued/<path>/<day>.json     `retry --stale`'s claim: one requeue a day
+    open/<YYYYMMDDTHHMMSSZ>/<batch>.json           a daily batch not finished yet, and when
+                                                   it closes (whisperq.finished)
     results/<batch>/<relative path>.{srt,vtt,txt}  renderings, written first
     results/<batch>/<relative path>.json           the transcript; written last = done
     results/<batch>/<relative path>.error.json     permanent failure, with the reason
@@ -57,6 +59,7 @@ MANIFEST = "manifest.json"
 BATCH_INFO = "batch.json"
 FILES = "files"
 DONE = "done.json"
+OPEN = "open"
 REQUEUED = "requeued"
 UNKNOWN_DURATION = "unknown"
 ERROR_SUFFIX = ".error.json"
@@ -183,6 +186,30 @@ def batch_info_key(batch: str) -> str:
 def done_key(batch: str) -> str:
     """Written once, when every file of the batch has a result or an error record."""
     return f"{BATCHES}/{batch}/{DONE}"
+
+
+def open_batch_key(batch: str, closes: datetime) -> str:
+    """A daily batch not finished yet, and when it stops taking files: written when ingest
+    creates it, removed once its ``done.json`` is there. What closes daily batches lists
+    these (the time is in the key: no GET for a batch whose day is not over)."""
+    return f"{OPEN}/{closes.astimezone(UTC):%Y%m%dT%H%M%SZ}/{batch}.json"
+
+
+def open_batches_prefix() -> str:
+    return f"{OPEN}/"
+
+
+def parse_open_batch_key(key: str) -> tuple[str, datetime] | None:
+    """``open/<YYYYMMDDTHHMMSSZ>/<batch>.json`` -> (batch, when it closes); None for any
+    other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != OPEN or not parts[2].endswith(".json"):
+        return None
+    try:
+        closes = datetime.strptime(parts[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return validate_batch_name(parts[2][: -len(".json")]), closes
+    except (ValueError, InvalidKeyError):
+        return None
 
 
 def requeue_claim_key(batch: str, relative_path: str, day: str) -> str:

@@ -363,6 +363,7 @@ class FileEntry(_WithMetadata):
             sha256=self.sha256,
             size=self.size,
             options=options,
+            entry_key=keys.entry_key(batch, self.path, self.duration),
             metadata=self.metadata,
             metadata_problems=self.metadata_problems,
         )

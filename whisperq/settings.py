@@ -362,6 +362,7 @@ class Settings(BaseSettings):
             ),
             "WHISPERQ_INGEST_CLAIM_SECONDS": repr(self.ingest_claim_seconds),
             "WHISPERQ_INGEST_BATCH": self.ingest_batch,
+            "WHISPERQ_EVENT_BUS": self.event_bus,
         }
 
 

@@ -1,4 +1,7 @@
-"""Thin shells around boto3: clients from Settings, S3 listing and JSON objects, SQS counts."""
+"""Thin shells around boto3: clients from Settings, S3 listing and JSON objects, SQS counts.
+
+Standard library and boto3 only at run time (Settings is a type here): the ingest Lambda
+ships this module with ``whisperq.finished``."""
 
 from __future__ import annotations
 
@@ -6,13 +9,14 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from whisperq.settings import Settings
+if TYPE_CHECKING:
+    from whisperq.settings import Settings
 
 # botocore's standard retry mode: exponential backoff with jitter on throttling and 5xx.
 _CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32)
@@ -76,12 +80,26 @@ class QueueCounts:
     visible: int
     in_flight: int
     dead_lettered: int | None  # None when no DLQ is configured
+    retention_seconds: float = 345_600.0  # how long SQS keeps a job (its default: 4 days)
+
+    def as_dict(self) -> dict[str, int | None]:
+        """The counts, as `status --json` shows them."""
+        return {
+            "visible": self.visible,
+            "in_flight": self.in_flight,
+            "dead_lettered": self.dead_lettered,
+        }
 
 
 def queue_counts(settings: Settings) -> QueueCounts:
-    """Approximate message counts of the job queue and its dead-letter queue."""
+    """Approximate message counts of the job queue and its dead-letter queue, and how long
+    the job queue keeps a message: one request per queue (a command reads them once)."""
     sqs = client(settings, "sqs")
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "MessageRetentionPeriod",
+    ]
     attributes = sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=names)
     main = attributes["Attributes"]
     dead: int | None = None
@@ -92,4 +110,5 @@ def queue_counts(settings: Settings) -> QueueCounts:
         visible=int(main["ApproximateNumberOfMessages"]),
         in_flight=int(main["ApproximateNumberOfMessagesNotVisible"]),
         dead_lettered=dead,
+        retention_seconds=float(main.get("MessageRetentionPeriod", 345_600)),
     )

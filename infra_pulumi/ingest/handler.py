@@ -14,6 +14,11 @@ reported alone, so it never fails the others, and after the ingest queue's
 waits for another ingest's claim comes back when the claim expires, not a whole
 visibility timeout later.
 
+Every few minutes an EventBridge schedule invokes it too ("Scheduled Event"): it then
+closes the daily batches whose day is over (``whisperq.finished.close_open_batches``:
+``done.json`` and the "whisperq batch finished" event), also after the fleet has scaled
+in and no worker is left to do it.
+
 One JSON line per object in the log: status, batch, path, reason, source (never content).
 This is a Lambda entry point: the one place outside whisperq that reads ``os.environ``.
 """
@@ -30,7 +35,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from whisperq import keys
+from whisperq import finished, keys
 from whisperq.batches import ingest
 
 # Stop taking records this long before the function's timeout: the rest are reported for a
@@ -120,10 +125,25 @@ def _visible_again_in(
         log({"status": "retry", "reason": f"visibility unchanged: {type(error).__name__}"})
 
 
+def is_schedule(event: Mapping[str, Any]) -> bool:
+    """An EventBridge schedule's invocation (not an SQS batch of object events)."""
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+
+
+def close_days(
+    s3: Any, config: ingest.IngestConfig, log: Log = log_line, events: Any = None
+) -> dict[str, Any]:
+    """The scheduled run: daily batches whose day is over, closed (one log line each)."""
+    outcomes = finished.close_open_batches(config, s3, events=events)
+    for batch, outcome in sorted(outcomes.items()):
+        log({"status": f"batch {outcome}", "batch": batch})
+    return {"closed": outcomes}
+
+
 _state: tuple[Any, Any, ingest.IngestConfig] | None = None
 
 
-def handler(event: Mapping[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     global _state
     if _state is None:  # once per cold start
         _state = (
@@ -132,6 +152,8 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, list[dict[str, 
             ingest.IngestConfig.from_env(os.environ),
         )
     s3, sqs, config = _state
+    if is_schedule(event):
+        return close_days(s3, config)
     return handle(
         event,
         s3,

@@ -327,6 +327,8 @@ class Deployment(pulumi.ComponentResource):
                 account=account,
                 region=self.region,
                 alarm_topic_arn=self.monitoring.topic.arn,
+                event_bus=config.event_bus,
+                event_bus_arn=self.event_bus_arn,
                 opts=child,
             )
             self.storage.notify(self.ingest.queue.arn, depends_on=[self.ingest.queue_policy])

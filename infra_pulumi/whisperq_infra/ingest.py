@@ -56,6 +56,9 @@ EPHEMERAL_MB = 2048  # /tmp: room for a long recording on its way to inputs/
 CONCURRENCY = 10
 BATCH_SIZE = 10
 LOG_RETENTION_DAYS = 14
+# Daily batches' closing (one S3 listing a run while none is due): a batch is finished
+# within this long after its day (and grace) is over and its last file is done.
+CLOSE_DAYS_SCHEDULE = "rate(5 minutes)"
 
 
 # --- the zip: the handler and the whisperq modules it imports, as they are ---------------
@@ -186,9 +189,12 @@ def ingest_policy(
     log_group_arn: str,
     settings: IngestSettings,
     region: str,
+    event_bus_arn: str | None = None,
 ) -> dict[str, Any]:
     """What ``whisperq.batches.ingest`` does, on exactly its own resources; read-only on the
-    sources."""
+    sources. With daily batches (``{date}`` in the template), also what closing them takes
+    (``whisperq.finished.close_open_batches``): their open marks, and the "whisperq batch
+    finished" event on ``event_bus_arn``."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "ReadIncoming",
@@ -277,7 +283,31 @@ def ingest_policy(
             "Resource": [f"{log_group_arn}:*"],
         },
     ]
+    if closes_days(settings):
+        statements.append(
+            {
+                # done.json is under batches/ (written above); the marks are not
+                "Sid": "MarkDailyBatchesOpenAndClosed",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": [f"{bucket_arn}/{keys.open_batches_prefix()}*"],
+            }
+        )
+        if event_bus_arn:
+            statements.append(
+                {
+                    "Sid": "PutBatchFinishedEvents",
+                    "Effect": "Allow",
+                    "Action": ["events:PutEvents"],
+                    "Resource": [event_bus_arn],
+                }
+            )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def closes_days(settings: IngestSettings) -> bool:
+    """Daily batches (``{date}`` in whisperq:ingestBatch) are closed by a schedule."""
+    return "{date}" in settings.batch_template
 
 
 def ingest_queue_policy(
@@ -317,7 +347,11 @@ def compact(document: Any) -> str:
 
 
 def lambda_environment(
-    settings: IngestSettings, bucket: str, job_queue_url: str, ingest_queue_url: str
+    settings: IngestSettings,
+    bucket: str,
+    job_queue_url: str,
+    ingest_queue_url: str,
+    event_bus: str | None = None,
 ) -> dict[str, str]:
     """The function's environment: what ``whisperq.batches.ingest.IngestConfig.from_env`` reads
     (the source is the external bucket if there is one; the handler always ingests the
@@ -332,7 +366,7 @@ def lambda_environment(
         "WHISPERQ_INGEST_DEFAULT_OPTIONS": compact(settings.default_options),
         "WHISPERQ_INGEST_BATCH": settings.batch_template,
         "WHISPERQ_INGEST_QUEUE_URL": ingest_queue_url,
-    }
+    } | ({"WHISPERQ_EVENT_BUS": event_bus} if event_bus and closes_days(settings) else {})
 
 
 # --- the component -------------------------------------------------------------------------
@@ -349,6 +383,8 @@ class IngestRoute(pulumi.ComponentResource):
         account: str,
         region: str,
         alarm_topic_arn: pulumi.Input[str] | None = None,
+        event_bus: str | None = None,
+        event_bus_arn: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("whisperq:index:IngestRoute", name, None, opts)
@@ -404,7 +440,11 @@ class IngestRoute(pulumi.ComponentResource):
             policy=pulumi.Output.all(
                 bucket.arn, job_queue.arn, self.queue.arn, log_group.arn
             ).apply(
-                lambda arns: json.dumps(ingest_policy(*arns, settings=settings, region=region))
+                lambda arns: json.dumps(
+                    ingest_policy(
+                        *arns, settings=settings, region=region, event_bus_arn=event_bus_arn
+                    )
+                )
             ),
             opts=child,
         )
@@ -421,7 +461,7 @@ class IngestRoute(pulumi.ComponentResource):
             code=archive,
             environment={
                 "variables": pulumi.Output.all(bucket.bucket, job_queue.url, self.queue.url).apply(
-                    lambda values: lambda_environment(settings, *values)
+                    lambda values: lambda_environment(settings, *values, event_bus=event_bus)
                 )
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, self.role_policy]),
@@ -438,6 +478,30 @@ class IngestRoute(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role_policy]),
         )
+        # Daily batches: closed once their day is over, also when no worker is left.
+        self.close_days: aws.cloudwatch.EventRule | None = None
+        self.close_days_permission: aws.lambda_.Permission | None = None
+        if closes_days(settings):
+            self.close_days = aws.cloudwatch.EventRule(
+                f"{name}-close-days",
+                description="whisperq: daily batches whose day is over get their done.json",
+                schedule_expression=CLOSE_DAYS_SCHEDULE,
+                opts=child,
+            )
+            aws.cloudwatch.EventTarget(
+                f"{name}-close-days",
+                rule=self.close_days.name,
+                arn=self.function.arn,
+                opts=child,
+            )
+            self.close_days_permission = aws.lambda_.Permission(
+                f"{name}-close-days",
+                action="lambda:InvokeFunction",
+                function=self.function.name,
+                principal="events.amazonaws.com",
+                source_arn=self.close_days.arn,
+                opts=child,
+            )
         self.dead_letter_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-dead-letters",
             alarm_description=(

@@ -59,7 +59,6 @@ def test_a_rename_keeps_the_entry_and_says_its_state(aws):
     assert len(_keys(aws, "b")) == 2
 
 
-
 def test_a_worker_renames_its_job_s_entry_without_a_listing(aws):
     """The job names the entry it was queued with: the rename is a copy and a delete (two
     S3 requests, no listing: at 50,000 jobs a day that is 50,000 listings fewer). When
@@ -126,6 +125,7 @@ def test_a_job_s_entry_key_must_be_a_pending_entry_of_its_own_path():
     ):
         with pytest.raises(ValidationError, match="entry_key"):
             TranscriptionJob.model_validate({**job, "entry_key": wrong})
+
 
 @pytest.fixture
 def calls(tmp_path):

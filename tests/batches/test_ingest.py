@@ -629,6 +629,92 @@ def test_folder_and_date_give_one_batch_per_folder_per_day_with_the_folders_opti
     assert tracking.load_batch(aws, s3, "support") is None  # no undated batch
 
 
+def test_a_day_s_batch_is_closed_by_the_clock_once_nothing_is_pending(aws):
+    """Ingest marks each daily batch it creates open (``open/<closes>/<batch>.json``);
+    ``close_open_batches`` (the ingest Lambda's schedule, ``whisperq ingest`` locally)
+    looks only at the marks that are due: pending files keep the mark, and once every file
+    is settled done.json is written once and the mark goes. No worker takes part: this is
+    what closes a day whose last job ended before the day did."""
+    from collections import Counter
+
+    from whisperq import finished
+
+    from helpers import settle
+
+    s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
+    daily = _config(aws, batch_template="{folder}-{date}")
+    outcome = ingest.ingest_object(
+        s3, sqs, daily, _put(aws, "incoming/support/a.wav", silent_wav(1))
+    )
+    batch = outcome.batch
+    assert batch is not None and outcome.status == "queued"
+    ingest.ingest_object(s3, sqs, daily, _put(aws, "incoming/support/b.wav", silent_wav(1)))
+    document = json.loads(
+        s3.get_object(Bucket=aws.bucket, Key=keys.batch_info_key(batch))["Body"].read()
+    )
+    closes = finished.open_until(document)
+    assert closes is not None
+    assert _keys(aws, "open/") == {keys.open_batch_key(batch, closes)}  # once, not per file
+
+    calls: Counter[str] = Counter()
+    counted = storage.client(aws, "s3")
+    counted.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
+    early = closes - timedelta(minutes=1)
+    assert finished.close_open_batches(daily, counted, now=early) == {}
+    assert calls == Counter({"ListObjectsV2": 1})  # not due: nothing read
+    assert finished.close_open_batches(daily, counted, now=closes) == {batch: "pending"}
+    settle(aws, batch, ["a.wav"])
+    settle(aws, batch, ["b.wav"], "failed")
+    assert finished.close_open_batches(daily, s3, now=closes) == {batch: "written"}
+    done = json.loads(s3.get_object(Bucket=aws.bucket, Key=keys.done_key(batch))["Body"].read())
+    assert (done["submitted"], done["done"], done["failed_paths"]) == (2, 1, ["b.wav"])
+    assert _keys(aws, "open/") == set()
+    assert finished.close_open_batches(daily, s3, now=closes) == {}
+    # a batch named without {date} is never marked open
+    ingest.ingest_object(s3, sqs, _config(aws), _put(aws, "incoming/plain/a.wav", silent_wav(1)))
+    assert _keys(aws, "open/") == set()
+
+
+def test_the_local_ingest_loop_closes_days_as_the_lambda_s_schedule_does(aws):
+    """`whisperq ingest` (what `whisperq local up` runs) closes due daily batches itself,
+    at most once a minute: the local stack needs no schedule."""
+    from whisperq.cli.ingest import Consumer
+
+    sqs = _client(aws, "sqs")
+    queue = sqs.create_queue(QueueName=f"{aws.bucket}-events")["QueueUrl"]
+    settings = aws.model_copy(update={"ingest_queue_url": queue, "ingest_batch": "{folder}-{date}"})
+    consumer = Consumer(settings, probe=None)
+    body = json.loads(s3_notification(aws.bucket, ("incoming/support/gone.wav", 10)))
+    body["Records"][0]["eventTime"] = "2026-12-01T12:00:00.000Z"  # a day long over
+    (outcome,) = ingest.handle_event(consumer.s3, sqs, consumer.config, json.dumps(body)).outcomes
+    assert outcome.batch == "support-2026-12-01"
+    consumer.close_days()
+    assert keys.done_key("support-2026-12-01") in _keys(aws, "batches/")
+    assert _keys(aws, "open/") == set()
+    # and not again within the minute: a second day's mark waits for the next round
+    body["Records"][0]["eventTime"] = "2026-12-02T12:00:00.000Z"
+    ingest.handle_event(consumer.s3, sqs, consumer.config, json.dumps(body))
+    consumer.close_days()
+    assert keys.done_key("support-2026-12-02") not in _keys(aws, "batches/")
+    consumer.days_closed_at = None
+    consumer.close_days()
+    assert keys.done_key("support-2026-12-02") in _keys(aws, "batches/")
+
+
+def test_open_marks_name_their_batch_and_when_it_closes():
+    closes = datetime(2026, 12, 5, 2, tzinfo=UTC)
+    key = keys.open_batch_key("support-2026-12-04", closes)
+    assert key == "open/20261205T020000Z/support-2026-12-04.json"
+    assert keys.parse_open_batch_key(key) == ("support-2026-12-04", closes)
+    for other in (
+        "open/x.json",
+        "open/2026/support.json",
+        "batches/b/done.json",
+        "open/20261205T020000Z/../x.json",
+    ):
+        assert keys.parse_open_batch_key(other) is None
+
+
 def test_a_deleted_objects_day_is_its_events(aws):
     s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
     config = _config(aws, batch_template="{folder}-{date}")

@@ -645,3 +645,28 @@ def test_results_get_each_file_once_without_a_head(batch_of_three, cli_env, tmp_
     assert sorted(got) == ["/batches/wk/batch.json"] + [
         f"/results/wk/{p}.json" for p in batch_of_three
     ]
+
+
+def test_status_of_a_batch_reads_each_queue_s_counts_once(batch_of_three, cli_env, monkeypatch):
+    """The job queue and its dead-letter queue are asked once each (their counts and the
+    queue's retention in one request), however many checks use them: the pending
+    files' recount, the stale check, the summary (it was 7 requests)."""
+    put(cli_env, keys.result_key("wk", "calls/a.wav", "json"))
+    asked: list[str] = []
+    make_client = storage.client
+
+    def counted(settings, service):
+        client = make_client(settings, service)
+        client.meta.events.register(
+            "before-parameter-build.sqs.GetQueueAttributes",
+            lambda params, **_: asked.append(params["QueueUrl"]),
+        )
+        return client
+
+    monkeypatch.setattr(storage, "client", counted)
+    result = runner.invoke(app, ["status", "wk", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (batch,) = report["batches"]
+    assert (batch["done"], batch["pending"]) == (1, 2)
+    assert sorted(asked) == sorted([cli_env.queue_url, cli_env.dlq_url])

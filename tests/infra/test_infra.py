@@ -1045,6 +1045,8 @@ def deploy_ingest(raw: dict):
         parts += [ingest.mapping.id, ingest.dead_letter_alarm.id, ingest.queue_policy.id]
         if ingest.target is not None:
             parts.append(ingest.target.id)
+        if ingest.close_days_permission is not None:
+            parts.append(ingest.close_days_permission.id)
     return mocks, deployment, pulumi.Output.all(*parts)
 
 
@@ -1220,6 +1222,47 @@ def test_ingest_role_is_its_own_and_least_privilege():
             "logs:CreateLogStream",
             "logs:PutLogEvents",
         }
+        # batches named {folder} never close by the clock: no schedule, no open marks
+        rules = [n for n, _ in mocks.of_type("aws:cloudwatch/eventRule:EventRule")]
+        assert not [n for n in rules if "close-days" in n]
+
+    return done.apply(check)
+
+
+@pulumi.runtime.test
+def test_daily_batches_are_closed_by_a_schedule_of_the_ingest_lambda():
+    """whisperq:ingestBatch with {date}: every 5 minutes EventBridge invokes the ingest
+    Lambda, which closes the daily batches whose day is over (done.json, the event on the
+    stack's bus), also once the fleet has scaled in; its role may write and remove the
+    open marks and put that event, nothing more. Without {date}: no schedule."""
+    mocks, _, done = deploy_ingest({"ingestBatch": "{folder}-{date}"})
+    bucket = f"arn:aws:s3:::{BUCKET}"
+
+    def check(_):
+        (rule_name, rule), *others = [
+            (n, r)
+            for n, r in mocks.of_type("aws:cloudwatch/eventRule:EventRule")
+            if "scheduleExpression" in r and "close-days" in n
+        ]
+        assert not others and rule["scheduleExpression"] == "rate(5 minutes)"
+        (target,) = [
+            t for n, t in mocks.of_type("aws:cloudwatch/eventTarget:EventTarget") if n == rule_name
+        ]
+        function = mocks.one("aws:lambda/function:Function", "whisperq-ingest")
+        assert target["arn"] == function["arn"]
+        permission = mocks.one("aws:lambda/permission:Permission", rule_name)
+        assert permission["principal"] == "events.amazonaws.com"
+        assert permission["sourceArn"] == rule["arn"]
+        assert function["environment"]["variables"]["WHISPERQ_EVENT_BUS"] == "default"
+        assert function["environment"]["variables"]["WHISPERQ_INGEST_BATCH"] == "{folder}-{date}"
+        granted: dict[str, set[str]] = defaultdict(set)
+        for statement in ingest_statements(mocks):
+            for action in statement["Action"]:
+                granted[action].update(statement["Resource"])
+        assert f"{bucket}/open/*" in granted["s3:PutObject"]
+        assert granted["s3:DeleteObject"] == {f"{bucket}/batches/*/files/*", f"{bucket}/open/*"}
+        bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+        assert granted["events:PutEvents"] == {bus}
 
     return done.apply(check)
 

@@ -384,6 +384,50 @@ def test_the_entry_point_reads_the_environment_the_stack_gives_it(route, monkeyp
     assert (job["batch"], job["path"], job["options"]["channels"]) == ("support", "a.wav", "split")
 
 
+def test_the_schedule_closes_a_day_whose_files_are_all_settled(aws, monkeypatch):
+    """whisperq:ingestBatch '{folder}-{date}': the stack's schedule invokes the entry point
+    with a "Scheduled Event"; a daily batch whose day is over and whose files all have a
+    result or an error record gets its done.json (and its event on the bus), once."""
+    raw = {"ingestBatch": "{folder}-{date}"}
+    route = Route(aws, raw)
+    route.env = lambda_environment(
+        parse_config(raw).ingest, aws.bucket, aws.queue_url, route.ingest_queue, "default"
+    )
+    for name, value in route.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(handler, "_state", None)
+    # deleted before it was read: its batch is its event's day (2025-01-01), failed alone
+    gone = route.sqs_event(json.dumps(s3_notification(aws.bucket, "incoming/support/x.wav", 5)))
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 100_000
+
+    assert handler.handler(gone, Context()) == {"batchItemFailures": []}
+    assert len(route.keys_under("open/")) == 1
+    schedule = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": "2025-01-03T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:{ACCOUNT}:rule/whisperq-ingest-close-days"],
+        "detail": {},
+    }
+    assert handler.is_schedule(schedule) and not handler.is_schedule(gone)
+    assert handler.handler(schedule, Context()) == {"closed": {"support-2025-01-01": "written"}}
+    done = route.s3.get_object(Bucket=aws.bucket, Key=keys.done_key("support-2025-01-01"))
+    assert json.loads(done["Body"].read())["failed_paths"] == ["x.wav"]
+    assert route.keys_under("open/") == []
+    assert handler.handler(schedule, Context()) == {"closed": {}}
+
+
 # Issue 26, item 7: object keys arrive URL-encoded in both kinds of event ('+' for a space,
 # %XX for the rest, a literal '+' as %2B): decoded once, a key with a space or a '+' is the
 # object's own; decoded twice, or not at all, it reads as missing and dead-letters.

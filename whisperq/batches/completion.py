@@ -44,6 +44,11 @@ open_until = finished.open_until
 emit_finished = finished.emit_finished
 
 
+def events_client(settings: Settings) -> Any:
+    """EventBridge at the configured target, when there is a bus to put events on."""
+    return storage.client(settings, "events") if settings.event_bus else None
+
+
 def done_document(status: tracking.BatchStatus, now: datetime) -> dict[str, Any]:
     """What ``done.json`` (and the event) say of a finished batch (``whisperq.finished``)."""
     return finished.done_document(
@@ -100,7 +105,7 @@ def mark_finished(
     document = batch_records.read_batch_document(s3, settings.bucket, status.batch)
     if not is_finished(status, open_until(document), now):
         return False
-    return finished.write_done(settings, s3, done_document(status, now))
+    return finished.write_done(settings, s3, done_document(status, now), events_client(settings))
 
 
 # --- stale paths ---------------------------------------------------------------------------
@@ -114,13 +119,11 @@ class QueueState:
     retention_seconds: float  # how long SQS keeps a job before dropping it
 
 
-def queue_state(settings: Settings) -> QueueState:
-    counts = storage.queue_counts(settings)
-    attributes = storage.client(settings, "sqs").get_queue_attributes(
-        QueueUrl=settings.queue_url, AttributeNames=["MessageRetentionPeriod"]
-    )["Attributes"]
+def queue_state(settings: Settings, counts: storage.QueueCounts | None = None) -> QueueState:
+    """From ``counts`` when the caller has read them already."""
+    counts = counts or storage.queue_counts(settings)
     empty = counts.visible == 0 and counts.in_flight == 0 and not counts.dead_lettered
-    return QueueState(empty, float(attributes.get("MessageRetentionPeriod", 345_600)))
+    return QueueState(empty, counts.retention_seconds)
 
 
 def stale_paths(

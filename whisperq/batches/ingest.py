@@ -92,6 +92,7 @@ class IngestConfig:
     default_options: Mapping[str, Any] = field(default_factory=dict)  # for other folders
     claim_seconds: float = DEFAULT_CLAIM_SECONDS  # see TryLater
     batch_template: str = keys.DEFAULT_INGEST_BATCH  # the batch's name from {folder}, {date}
+    event_bus: str | None = None  # where "whisperq batch finished" goes when a day's closes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
@@ -100,7 +101,8 @@ class IngestConfig:
         (default: the bucket), WHISPERQ_INGEST_PREFIX (default ``incoming/``),
         WHISPERQ_INGEST_OPTIONS (JSON: {"batch": {options}}), WHISPERQ_INGEST_DEFAULT_OPTIONS
         (JSON: {options}), WHISPERQ_INGEST_CLAIM_SECONDS, WHISPERQ_INGEST_BATCH (the
-        batch name's template, with {folder} and {date}; default ``{folder}``)."""
+        batch name's template, with {folder} and {date}; default ``{folder}``),
+        WHISPERQ_EVENT_BUS (the finished batches' event; none when empty)."""
         missing = [name for name in ("WHISPERQ_BUCKET", "WHISPERQ_QUEUE_URL") if not env.get(name)]
         if missing:
             raise ConfigError(f"The ingest step needs {' and '.join(missing)}.")
@@ -130,6 +132,7 @@ class IngestConfig:
             default_options=_json_env(env, "WHISPERQ_INGEST_DEFAULT_OPTIONS"),
             claim_seconds=claim,
             batch_template=template,
+            event_bus=env.get("WHISPERQ_EVENT_BUS") or None,
         )
 
     def options_for(self, folder: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
-from whisperq import keys
+from whisperq import finished, keys
 from whisperq.entry_states import ListedEntry, error_code, listed_entry, newer, path_entries
 from whisperq.errors import SubmitError
 
@@ -112,6 +112,8 @@ def ensure_batch(
             document["open_until"] = open_until
         try:
             _put_json(s3, bucket, keys.batch_info_key(batch), document, IfNoneMatch="*")
+            if open_until is not None:  # closed after its day, when no worker may be left
+                finished.mark_open(s3, bucket, batch, datetime.fromisoformat(open_until))
             return dict(options)
         except Exception as error:
             if error_code(error) not in (

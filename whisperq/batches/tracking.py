@@ -230,14 +230,15 @@ def confirmed(
     status: BatchStatus,
     view: BatchView,
     dead_lettered: Collection[str] = (),
+    counts: storage.QueueCounts | None = None,
 ) -> BatchStatus:
     """``status`` as counted from ``view``'s entry states, or counted again from the
     results when it shows files pending while the job queue and its dead-letter queue
     hold nothing: then a rename was missed (whisperq.entry_states), and nothing else will
-    change the count."""
+    change the count. ``counts``: the queues' counts when the caller has read them."""
     if not view.stated or not status.pending:
         return status
-    counts = storage.queue_counts(settings)
+    counts = counts or storage.queue_counts(settings)
     if counts.visible or counts.in_flight or counts.dead_lettered:
         return status
     again = batch_status(

@@ -79,6 +79,7 @@ def status(
     listed_since = now - (timedelta(days=1) if newest is not None else timedelta(0))
     hidden = 0
     views: dict[str, tracking.BatchView] = {}  # listed once: the stale check reuses it
+    queue = storage.queue_counts(settings)  # read once, for every batch and the fleet
     for name in names:
         done = completion.read_done(settings, s3, name)
         ended = completion.finished_at(done) if done is not None else None
@@ -96,16 +97,15 @@ def status(
         found = tracking.batch_status(settings, s3, name, newest, view=view)
         if found is None:
             raise no_batch(name, settings)
-        found = tracking.confirmed(settings, s3, found, view)
+        found = tracking.confirmed(settings, s3, found, view, counts=queue)
         completion.mark_finished(settings, s3, found)
         statuses.append(found)
-    queue = storage.queue_counts(settings)
     ingest, ingest_error = _ingest_counts(settings)
     stale: list[str] = []
     if batch is not None and statuses[0].pending:
         view = views.get(batch)
         if view is not None:
-            queues = completion.queue_state(settings)
+            queues = completion.queue_state(settings, queue)
             parked = set(statuses[0].dead_lettered_paths)
             stale = completion.stale_paths(view, statuses[0], queues, datetime.now(UTC), parked)
     fleet_now: fleet.FleetStatus | None = None
@@ -136,7 +136,7 @@ def status(
         if ingest_error is not None:
             ingest_data = {"error": ingest_error}
         if ingest is not None:
-            ingest_data = dict(ingest.__dict__)
+            ingest_data = dict(ingest.as_dict())
         fleet_data: dict[str, Any] | None = None
         if fleet_now is not None:
             fleet_data = fleet_now.as_dict()
@@ -146,7 +146,7 @@ def status(
             {
                 "target": settings.target,
                 "batches": batches,
-                "queue": queue.__dict__,
+                "queue": queue.as_dict(),
                 "ingest_queue": ingest_data,
                 "fleet": fleet_data,
                 "finished_batches_not_shown": hidden,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from whisperq import storage
+from whisperq import finished, storage
 from whisperq.batches import ingest as ingesting
 from whisperq.cli.app import app, settings_for_storage
 from whisperq.errors import ConfigError
@@ -29,6 +29,8 @@ READY_MARK = local_stack.INGEST_READY_MARK  # logged once it polls (`local up` w
 RECEIVE_LIMIT = 10  # SQS: at most 10 messages per receive
 # SQS: a message's visibility is at most 12 hours.
 MAX_VISIBILITY_S = 43200
+# How often daily batches whose day is over are closed (the Lambda's schedule on AWS).
+CLOSE_DAYS_EVERY_S = 60.0
 
 
 class Consumer:
@@ -56,6 +58,8 @@ class Consumer:
         self.threads = threads
         self.stop = stop or threading.Event()
         self.counts: Counter[str] = Counter()
+        self.events = storage.client(settings, "events") if settings.event_bus else None
+        self.days_closed_at: float | None = None
 
     def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
         answer = self.sqs.receive_message(
@@ -70,6 +74,7 @@ class Consumer:
         log.info("%s: %s -> %s", READY_MARK, self.queue_url, self.config.queue_url)
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             while not self.stop.is_set():
+                self.close_days()
                 try:
                     messages = self.receive(wait_seconds)
                 except Exception as error:  # the queue unreachable: say so, try again
@@ -82,6 +87,21 @@ class Consumer:
                     continue
                 list(pool.map(self.handle, messages))
         return self.counts
+
+    def close_days(self) -> None:
+        """Daily batches whose day is over: ``done.json`` when nothing is pending (at most
+        every CLOSE_DAYS_EVERY_S; the ingest Lambda's schedule does this on AWS)."""
+        now = time.monotonic()
+        if self.days_closed_at is not None and now - self.days_closed_at < CLOSE_DAYS_EVERY_S:
+            return
+        self.days_closed_at = now
+        try:
+            outcomes = finished.close_open_batches(self.config, self.s3, events=self.events)
+        except Exception as error:  # the events still count: try again at the next round
+            log.warning("could not close the daily batches whose day is over: %s", error)
+            return
+        for batch, outcome in sorted(outcomes.items()):
+            log.info("daily batch %s: %s", batch, outcome)
 
     def handle(self, message: dict[str, Any]) -> None:
         handled = ingesting.handle_event(

@@ -151,7 +151,11 @@ class BatchEnds:
         for batch in sorted(self.noted):
             try:
                 outcome = finished.finish_if_done(
-                    self.settings, self.clients.s3, batch, now or datetime.now(UTC)
+                    self.settings,
+                    self.clients.s3,
+                    batch,
+                    now or datetime.now(UTC),
+                    self.clients.client("events") if self.settings.event_bus else None,
                 )
             except Exception as error:
                 log.warning("batch %s: could not check whether it is finished: %s", batch, error)
