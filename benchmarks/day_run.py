@@ -412,6 +412,13 @@ class StubWorker:
                 with self._lock:
                     self.settled[state] += 1
                     self.batch_end_outcomes.update(outcomes.values())
+        # No job comes any more: what the pool process's timer does RECHECK_SECONDS later
+        # (here once the queue may be asked again: it was long a moment ago).
+        if ends.noted:
+            time.sleep(ends.quiet_seconds())
+            outcomes = ends.after_job()
+            with self._lock:
+                self.batch_end_outcomes.update(outcomes.values())
 
     def process(self, job: TranscriptionJob) -> keys.EntryState:
         from whisperq.speech.engine import Transcript
@@ -642,7 +649,7 @@ def main() -> None:
     checks: list[tuple[str, bool]] = []
     exits: dict[str, int] = {}
     outcomes: Counter[str] = Counter()
-    with moto_server() as endpoint, tempfile.TemporaryDirectory(prefix="day-run-") as tmp:
+    with moto_server(large=True) as endpoint, tempfile.TemporaryDirectory(prefix="day-run-") as tmp:
         folder = Path(tmp)
         target = make_target(endpoint)
         env = day_cli_env(target, folder / "state")

@@ -120,13 +120,19 @@ def wait_for(endpoint: str, process: subprocess.Popen, timeout: float = 30) -> N
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(large: bool = False) -> Iterator[str]:
     """A moto server on a free loopback port for the benchmark's run: its endpoint; stopped
-    by PID afterwards, killed if it is slow to go (one holding 250,000 objects is)."""
+    by PID afterwards, killed if it is slow to go (one holding 250,000 objects is).
+    ``large``: with ``moto_large.py``'s fix for queues of tens of thousands of jobs."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    server = (
+        [sys.executable, str(Path(__file__).with_name("moto_large.py"))]
+        if large
+        else [str(Path(sys.executable).with_name("moto_server"))]
+    )
     moto = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        [*server, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -146,6 +146,34 @@ def test_nothing_is_checked_while_jobs_wait_on_the_queue(aws):
     assert end.after_job() == {"busy": "written"} and end.noted == set()
 
 
+def test_a_long_queue_is_not_asked_after_every_job(aws, monkeypatch):
+    """With BUSY_WAITING jobs or more waiting, the next jobs' checks do not ask SQS again
+    for BUSY_QUIET_SECONDS (a 50,000-job backlog cost a request per job); after that it
+    is asked again, and a dry queue lets the batch be marked."""
+    from whisperq.worker import batch_end
+
+    write_batch(aws, "long", PATHS[:1])
+    _settle(aws, "long", PATHS[0])
+    sqs = storage.client(aws, "sqs")
+    waiting = [{"batch": "other", "path": f"{n}"} for n in range(batch_end.BUSY_WAITING)]
+    send_jobs(sqs, aws.queue_url, waiting)
+    clients = ProcessClients(aws)
+    asked: list[str] = []
+    clients.client("sqs").meta.events.register(
+        "before-call.sqs.GetQueueAttributes", lambda **_: asked.append("asked")
+    )
+    end = BatchEnds(aws, clients, recheck_seconds=0)
+    end.settled("long")
+    for _ in range(5):
+        assert end.after_job() == {}
+    assert len(asked) == 1
+    sqs.purge_queue(QueueUrl=aws.queue_url)
+    assert end.after_job() == {} and len(asked) == 1  # still quiet: not asked
+    now = batch_end.time.monotonic()
+    monkeypatch.setattr(batch_end.time, "monotonic", lambda: now + batch_end.BUSY_QUIET_SECONDS)
+    assert end.after_job() == {"long": "written"} and len(asked) == 2
+
+
 def test_a_batch_left_noted_is_looked_at_again_when_no_job_comes_any_more(aws):
     """The last job saw a job waiting (another batch's, or SQS's counts lagging): the
     pool process's timer asks again, and marks the batch once the queue has run dry."""

@@ -44,6 +44,11 @@ from whisperq.worker.clients import ProcessClients
 log = logging.getLogger("whisperq.worker")
 
 RECHECK_SECONDS = 30.0  # while batches stay noted: the queue asked again, then them
+# A queue seen holding this many waiting jobs is not asked again after every job for a
+# while: it runs dry that fast only for a fleet doing 100 jobs a second, and then the
+# timer asks within RECHECK_SECONDS. A 50,000-job backlog was a GetQueueAttributes a job.
+BUSY_WAITING = 1000
+BUSY_QUIET_SECONDS = 10.0
 # Entries not found when their file was settled, tried again at each check; a worker this
 # far behind forgets the oldest (status counts them from the results once the queue is dry).
 MAX_UNMARKED = 10_000
@@ -65,6 +70,7 @@ class BatchEnds:
         self._noted: set[str] = set()
         self._unmarked: dict[tuple[str, str], keys.EntryState] = {}  # (batch, path) -> state
         self._marked_again_at = time.monotonic()
+        self._quiet_until = 0.0  # monotonic: the queue is not asked before then
         self._lock = threading.Lock()  # jobs settle in the task; the timer checks beside it
         self._timer: threading.Timer | None = None
 
@@ -120,13 +126,23 @@ class BatchEnds:
         with self._lock:
             return set(self._noted)
 
+    def quiet_seconds(self) -> float:
+        """How long the queue is not asked yet (after a long queue was seen)."""
+        return max(0.0, self._quiet_until - time.monotonic())
+
     def queue_dry(self) -> bool:
         """No job waits on the queue (those in flight, this one's included, are not
-        counted: whoever holds them checks after them)."""
+        counted: whoever holds them checks after them). After an answer of BUSY_WAITING
+        jobs or more, False without asking for BUSY_QUIET_SECONDS."""
+        if time.monotonic() < self._quiet_until:
+            return False
         attributes = self.clients.client("sqs").get_queue_attributes(
             QueueUrl=self.settings.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
-        return int(attributes.get("ApproximateNumberOfMessages", 0)) == 0
+        waiting = int(attributes.get("ApproximateNumberOfMessages", 0))
+        if waiting >= BUSY_WAITING:
+            self._quiet_until = time.monotonic() + BUSY_QUIET_SECONDS
+        return waiting == 0
 
     def after_job(self, now: datetime | None = None) -> dict[str, finished.Outcome]:
         """When the queue has run dry: each noted batch checked, ``done.json`` written for
