@@ -44,10 +44,10 @@ result or error record, each job delivered once, results == submitted + ingested
 results' metadata == the CSV row / sidecar, ``done.json`` once per batch with the right
 counts, files downloaded == done (+ the error records that come with json).
 
-    python benchmarks/day_run.py                # 50,000 calls: hours on a busy 2-core VM
-                                                # (~50 requests/s there, and moto's lists
-                                                # scan the whole bucket)
-    python benchmarks/day_run.py --calls 5000
+    python benchmarks/day_run.py                # 50,000 calls: over 3 hours on a 2-core
+                                                # VM (moto walks the whole queue for each
+                                                # receive and delete: BENCHMARKS.md)
+    python benchmarks/day_run.py --calls 10000  # 9 minutes there
     python benchmarks/day_run.py --quick        # 200 calls (a test runs it)
 """
 
