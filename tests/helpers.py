@@ -4,6 +4,7 @@ in their worker until the test lets them go."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,6 +64,15 @@ def create_group(autoscaling: Any, name: str, desired: int, max_size: int = 5) -
     )
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return [instance["InstanceId"] for instance in groups["AutoScalingGroups"][0]["Instances"]]
+
+
+def load_file_module(path: Path, name: str) -> Any:
+    """A script that is not in a package (a benchmark, a Lambda's handler.py) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_batch(settings: Any, batch: str, paths: list[str], duration: float = 60.0) -> None:

@@ -35,6 +35,11 @@ def client(settings: Settings, service: str) -> Any:
     )
 
 
+def events_client(settings: Settings) -> Any:
+    """EventBridge at the configured target, when there is a bus to put events on."""
+    return client(settings, "events") if settings.event_bus else None
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str

@@ -558,7 +558,7 @@ def test_an_old_versions_late_event_never_replaces_a_newer_input(aws, tmp_path):
         old.stat().st_size,
         datetime.now(UTC) - timedelta(minutes=5),  # the object's earlier version
     )
-    refused = ingest.claim(s3, _config(aws), "calls", "x.wav", fetched)
+    refused, _ = ingest.claim(s3, _config(aws), "calls", "x.wav", fetched)
     assert refused is not None and "newer version" in refused
     stored = s3.head_object(Bucket=aws.bucket, Key="inputs/calls/x.wav")
     assert stored["Metadata"]["sha256"] == newer.sha256

@@ -4,7 +4,6 @@ SQS, only without its per-request walk over every message)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,15 +12,9 @@ import pytest
 from moto import mock_aws
 from moto.sqs import models as sqs_models
 
+from helpers import load_file_module
+
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "moto_large.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("moto_large", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 QUEUES = {
@@ -37,7 +30,7 @@ QUEUES = {
 
 @pytest.mark.parametrize("name", sorted(QUEUES))
 def test_lazy_attributes_equal_moto_s_own(name):
-    moto_large = _module()
+    moto_large = load_file_module(SCRIPT, "moto_large")
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
         dead = sqs.create_queue(QueueName="dead")["QueueUrl"]

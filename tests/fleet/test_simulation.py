@@ -1,6 +1,5 @@
 """The capacity simulator on small days: invariants, spot interruptions, traces, the plot."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from whisperq.fleet.simulation import (
     simulate_always_on,
 )
 from whisperq.fleet.speeds import SPEEDS, instance_vcpus, speed_for
+
+from helpers import load_file_module
 
 CALM = dict(spot_interruptions_per_instance_hour=0.0)
 
@@ -270,10 +271,7 @@ def test_load_trace_names_the_bad_line(tmp_path: Path, text, message):
 
 def load_benchmark():
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "simulate.py"
-    spec = importlib.util.spec_from_file_location("simulate_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(path, "simulate_benchmark")
 
 
 def test_benchmark_prints_the_table(tmp_path: Path, capsys):

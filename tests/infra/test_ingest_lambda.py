@@ -4,7 +4,6 @@ with the environment the Pulumi program gives the function."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
@@ -17,22 +16,13 @@ from whisperq_infra.ingest import lambda_environment
 
 from whisperq import keys, messages, storage
 
-from helpers import silent_wav
+from helpers import load_file_module, silent_wav
 
 HANDLER = Path(__file__).parents[2] / "infra_pulumi" / "ingest" / "handler.py"
 ACCOUNT = "123456789012"
 
 
-def _load_handler():
-    """The handler as its own module (its file is handler.py, like the scaler's)."""
-    spec = importlib.util.spec_from_file_location("ingest_handler", HANDLER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-handler = _load_handler()
+handler = load_file_module(HANDLER, "ingest_handler")  # handler.py, like the scaler's
 
 PREFIXES = {"support": {"channels": "split", "speakers": "agent,customer"}}
 

@@ -97,6 +97,7 @@ from helpers import (
     CLEAR_SENTENCE,
     FakeImds,
     create_group,
+    load_file_module,
     upload_job,
     wait_for,
     write_batch,
@@ -1991,15 +1992,6 @@ def test_the_cli_user_policy_runs_submit_status_results_retry_and_dlq(
     assert_none(check_denied(stage, samples))
 
 
-def _load_ingest_handler() -> Any:
-    path = REPO / "infra_pulumi" / "ingest" / "handler.py"
-    spec = importlib.util.spec_from_file_location("whisperq_ingest_handler", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 INGEST_EXEMPT = {"logs:": "the Lambda runtime writes the function's log"}
 
 
@@ -2018,7 +2010,9 @@ def test_the_ingest_lambda_with_the_ingest_roles_policy(rehearsal, make_speech, 
     from whisperq.batches import ingest
 
     stage = rehearsal
-    ingest_handler = _load_ingest_handler()
+    ingest_handler = load_file_module(
+        REPO / "infra_pulumi" / "ingest" / "handler.py", "whisperq_ingest_handler"
+    )
     (function, _) = stage.program.one_with_inputs("aws:lambda/function:Function", "whisperq-ingest")
     env = substitute(dict(function["environment"]["variables"]), stage.replacements)
     config = ingest.IngestConfig.from_env(env)

@@ -44,11 +44,6 @@ open_until = finished.open_until
 emit_finished = finished.emit_finished
 
 
-def events_client(settings: Settings) -> Any:
-    """EventBridge at the configured target, when there is a bus to put events on."""
-    return storage.client(settings, "events") if settings.event_bus else None
-
-
 def done_document(status: tracking.BatchStatus, now: datetime) -> dict[str, Any]:
     """What ``done.json`` (and the event) say of a finished batch (``whisperq.finished``)."""
     return finished.done_document(
@@ -105,7 +100,9 @@ def mark_finished(
     document = batch_records.read_batch_document(s3, settings.bucket, status.batch)
     if not is_finished(status, open_until(document), now):
         return False
-    return finished.write_done(settings, s3, done_document(status, now), events_client(settings))
+    return finished.write_done(
+        settings, s3, done_document(status, now), storage.events_client(settings)
+    )
 
 
 # --- stale paths ---------------------------------------------------------------------------

@@ -382,8 +382,7 @@ def ingest_object(
             return Outcome(ref, "ignored", None, None, str(error), fetched.sha256)
         duration = (probe or batch_records.file_duration)(fetched.local)
         options = _ensure_batch(s3, config, batch, folder, fetched.last_modified)
-        new_path = claim_new_path(s3, config, batch, path, fetched)
-        refused = None if new_path else claim_taken_path(s3, config, batch, path, fetched)
+        refused, new_path = claim(s3, config, batch, path, fetched)
         if refused is not None:
             return Outcome(ref, "duplicate", batch, path, refused, fetched.sha256)
         metadata, problems = batch_records.call_metadata(
@@ -462,24 +461,24 @@ def _result_written(s3: Any, bucket: str, batch: str, path: str) -> datetime | N
     return found[0].get("LastModified") if found else None
 
 
-def claim(s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched) -> str | None:
-    """Make this ingest the one that queues ``path``'s job: None when it is, else why
-    not (the reason of a duplicate). Raises TryLater while another holds a fresh claim."""
-    if claim_new_path(s3, config, batch, path, fetched):
-        return None
-    return claim_taken_path(s3, config, batch, path, fetched)
+def claim(
+    s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched
+) -> tuple[str | None, bool]:
+    """Make this ingest the one that queues ``path``'s job: (None, new path) when it is,
+    else (why not: the reason of a duplicate, False). Raises TryLater while another holds
+    a fresh claim.
 
-
-def claim_new_path(s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched) -> bool:
-    """The input written if the batch has no file at ``path`` yet (a conditional write):
-    True when it had none: this ingest queues it, and no older entry is looked for (an
-    entry is written after its input; the one exception, the failed entry of an object
-    deleted before it was read, is older, and a path's newest entry counts)."""
+    A new path is one the batch had no input at: the conditional write of the input makes
+    it this ingest's, and no older entry is looked for (an entry is written after its
+    input; the one exception, the failed entry of an object deleted before it was read,
+    is older, and a path's newest entry counts)."""
     key = keys.input_key(batch, path)
-    return _put_input(s3, config.bucket, key, fetched, IfNoneMatch="*") is not None
+    if _put_input(s3, config.bucket, key, fetched, IfNoneMatch="*") is not None:
+        return None, True
+    return _claim_taken(s3, config, batch, path, fetched), False
 
 
-def claim_taken_path(
+def _claim_taken(
     s3: Any, config: IngestConfig, batch: str, path: str, fetched: Fetched
 ) -> str | None:
     """:func:`claim` for a path whose input is there already."""
@@ -535,10 +534,7 @@ def _queue(
     under another key (another duration) is replaced. ``new_path``: the batch had no
     input at the path, so no older entry is looked for (one listing fewer a file)."""
     send_jobs(sqs, config.queue_url, [batch_records.job_payload(batch, entry, options)])
-    if new_path:
-        batch_records.write_entries(s3, config.bucket, batch, [entry], threads=1)
-        return
-    older = batch_records.path_entries(s3, config.bucket, batch, entry["path"])
+    older = [] if new_path else batch_records.path_entries(s3, config.bucket, batch, entry["path"])
     replaced = {entry["path"]: older[0]} if older else None
     batch_records.write_entries(s3, config.bucket, batch, [entry], replaced=replaced, threads=1)
 

@@ -112,9 +112,6 @@ def ensure_batch(
             document["open_until"] = open_until
         try:
             _put_json(s3, bucket, keys.batch_info_key(batch), document, IfNoneMatch="*")
-            if open_until is not None:  # closed after its day, when no worker may be left
-                finished.mark_open(s3, bucket, batch, datetime.fromisoformat(open_until))
-            return dict(options)
         except Exception as error:
             if error_code(error) not in (
                 "PreconditionFailed",
@@ -122,6 +119,10 @@ def ensure_batch(
                 "ConditionalRequestConflict",
             ):
                 raise
+        else:
+            if open_until is not None:  # closed after its day, when no worker may be left
+                finished.mark_open(s3, bucket, batch, datetime.fromisoformat(open_until))
+            return dict(options)
         existing = _options_written_by_another(s3, bucket, batch)
     if strict and existing != dict(options):
         raise SubmitError(

@@ -58,7 +58,7 @@ class Consumer:
         self.threads = threads
         self.stop = stop or threading.Event()
         self.counts: Counter[str] = Counter()
-        self.events = storage.client(settings, "events") if settings.event_bus else None
+        self.events = storage.events_client(settings)
         self.days_closed_at: float | None = None
 
     def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
