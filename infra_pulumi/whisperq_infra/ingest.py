@@ -293,15 +293,16 @@ def ingest_policy(
                 "Resource": [f"{bucket_arn}/{keys.open_batches_prefix()}*"],
             }
         )
-        if event_bus_arn:
-            statements.append(
-                {
-                    "Sid": "PutBatchFinishedEvents",
-                    "Effect": "Allow",
-                    "Action": ["events:PutEvents"],
-                    "Resource": [event_bus_arn],
-                }
-            )
+    if event_bus_arn:
+        # a day's batch closed by the schedule, or a batch whose last file was gone
+        statements.append(
+            {
+                "Sid": "PutBatchFinishedEvents",
+                "Effect": "Allow",
+                "Action": ["events:PutEvents"],
+                "Resource": [event_bus_arn],
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -366,7 +367,7 @@ def lambda_environment(
         "WHISPERQ_INGEST_DEFAULT_OPTIONS": compact(settings.default_options),
         "WHISPERQ_INGEST_BATCH": settings.batch_template,
         "WHISPERQ_INGEST_QUEUE_URL": ingest_queue_url,
-    } | ({"WHISPERQ_EVENT_BUS": event_bus} if event_bus and closes_days(settings) else {})
+    } | ({"WHISPERQ_EVENT_BUS": event_bus} if event_bus else {})
 
 
 # --- the component -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from whisperq.schemas import BatchInfo, ErrorRecord, FileEntry, TranscriptionJob
 from whisperq.settings import Settings
 from whisperq.stacks import local as local_stack
 
-from helpers import drain_jobs, run_cli, s3_notification, silent_wav, wait_for
+from helpers import drain_jobs, run_cli, s3_notification, settle, silent_wav, wait_for
 
 runner = CliRunner()
 
@@ -489,14 +489,39 @@ def test_a_deleted_object_fails_alone_with_a_reason(aws):
     assert drain_jobs(aws) == []
 
 
+def test_a_batch_whose_last_file_was_gone_is_finished_by_ingest(aws):
+    """No job, so no worker would look: ingest writes done.json itself when the gone file
+    was the batch's last, once however often the event comes."""
+    s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
+    kept = _put(aws, "incoming/calls/kept.wav", silent_wav(1))
+    assert (
+        ingest.handle_event(
+            s3, sqs, _config(aws), s3_notification(aws.bucket, (kept.key, kept.size))
+        )
+        .outcomes[0]
+        .status
+        == "queued"
+    )
+    (job,) = drain_jobs(aws)
+    settle(aws, "calls", [job["path"]])  # what its worker leaves
+    assert storage.get_json(s3, aws.bucket, keys.done_key("calls")) is None  # not yet
+    gone = _put(aws, "incoming/calls/gone.wav", silent_wav(1))
+    s3.delete_object(Bucket=aws.bucket, Key=gone.key)
+    body = s3_notification(aws.bucket, (gone.key, gone.size))
+    for _ in range(2):
+        ingest.handle_event(s3, sqs, _config(aws), body)
+    done = storage.get_json(s3, aws.bucket, keys.done_key("calls"))
+    assert done is not None
+    assert (done["submitted"], done["done"], done["failed"]) == (2, 1, 1)
+    assert done["failed_paths"] == ["gone.wav"]
+
+
 def test_a_new_path_is_queued_without_a_listing_and_a_failed_one_put_again_runs(aws):
     """A path the batch has no input at is queued with no listing of its entries (one S3
     LIST fewer a file: at 25,000 ingested calls a day, 25,000). A path whose object was
     deleted before it could be read has a failed entry but no input: put there again, it
     is queued, and its new entry is what status counts."""
     from collections import Counter
-
-    from helpers import settle
 
     s3, sqs = storage.client(aws, "s3"), storage.client(aws, "sqs")
     calls: Counter[str] = Counter()
@@ -669,8 +694,6 @@ def test_a_day_s_batch_is_closed_by_the_clock_once_nothing_is_pending(aws):
     from collections import Counter
 
     from whisperq import finished
-
-    from helpers import settle
 
     s3, sqs = _client(aws, "s3"), _client(aws, "sqs")
     daily = _config(aws, batch_template="{folder}-{date}")

@@ -1221,7 +1221,13 @@ def test_ingest_role_is_its_own_and_least_privilege():
             "sqs:ChangeMessageVisibility",
             "logs:CreateLogStream",
             "logs:PutLogEvents",
+            # "whisperq batch finished" when a batch's last file was gone before ingest
+            "events:PutEvents",
         }
+        bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+        assert granted["events:PutEvents"] == {bus}
+        function = mocks.one("aws:lambda/function:Function", "whisperq-ingest")
+        assert function["environment"]["variables"]["WHISPERQ_EVENT_BUS"] == "default"
         # batches named {folder} never close by the clock: no schedule, no open marks
         rules = [n for n, _ in mocks.of_type("aws:cloudwatch/eventRule:EventRule")]
         assert not [n for n in rules if "close-days" in n]

@@ -51,7 +51,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from whisperq import defaults, keys
+from whisperq import defaults, finished, keys
 from whisperq.batches import records as batch_records
 from whisperq.batches.s3_events import ObjectRef, objects_in_event
 from whisperq.entry_states import error_code
@@ -92,7 +92,7 @@ class IngestConfig:
     default_options: Mapping[str, Any] = field(default_factory=dict)  # for other folders
     claim_seconds: float = DEFAULT_CLAIM_SECONDS  # see TryLater
     batch_template: str = keys.DEFAULT_INGEST_BATCH  # the batch's name from {folder}, {date}
-    event_bus: str | None = None  # where "whisperq batch finished" goes when a day's closes
+    event_bus: str | None = None  # where "whisperq batch finished" goes (ingest finishes some)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestConfig:
@@ -567,6 +567,13 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str)
         batch, path, UNKNOWN_SHA256, ref.size or 0, None, source="ingest", origin=ref.url
     )
     batch_records.write_entries(s3, config.bucket, batch, [entry], threads=1, state="failed")
+    # No job, so no worker checks whether this was the batch's last file: ingest does (a
+    # daily batch is closed by the schedule once its day is over).
+    if config.open_until(ref.event_time) is None:
+        try:
+            finished.finish_if_done(config, s3, batch)
+        except Exception as error:  # status and wait write done.json when they look
+            reason += f" (whether the batch is finished was not checked: {type(error).__name__})"
     return Outcome(ref, "failed", batch, path, reason)
 
 
