@@ -80,8 +80,10 @@ def handle(
     log: Log = log_line,
     remaining_ms: Callable[[], int] | None = None,
     ingest_queue_url: str | None = None,
+    events: Any = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """An SQS event (``{"Records": [...]}``) -> the partial batch response."""
+    """An SQS event (``{"Records": [...]}``) -> the partial batch response (``events``:
+    the EventBridge client for a batch ingest finishes)."""
     configs = source_configs(config)
     failures: list[dict[str, str]] = []
     for record in event.get("Records", []):
@@ -91,7 +93,9 @@ def handle(
             failures.append({"itemIdentifier": message_id})
             continue
         body = record.get("body", "")
-        handled = ingest.handle_event(s3, sqs, config_for(body, configs, config), body)
+        handled = ingest.handle_event(
+            s3, sqs, config_for(body, configs, config), body, events=events
+        )
         for outcome in handled.outcomes:
             log(
                 {

@@ -2047,6 +2047,7 @@ def test_the_ingest_lambda_with_the_ingest_roles_policy(rehearsal, make_speech, 
             config,
             log=lines.append,
             ingest_queue_url=env.get(ingest_handler.INGEST_QUEUE_URL),
+            events=stage.client("ingest", "events"),
         )
         assert len(response["batchItemFailures"]) == failures, lines
         failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
@@ -2065,6 +2066,9 @@ def test_the_ingest_lambda_with_the_ingest_roles_policy(rehearsal, make_speech, 
     admin_s3.put_object(Bucket=stage.bucket, Key=key, Body=long.read_bytes())  # a new take
     assert deliver(key, long.stat().st_size) == ["queued"]  # its entry replaces the old one
     assert deliver("incoming/reh-ingest/calls/gone.wav", 10) == ["failed"]  # deleted first
+    # The only file of a batch, gone: ingest finishes the batch (done.json, the event).
+    assert deliver("incoming/reh-gone/calls/gone.wav", 10) == ["failed"]
+    assert admin_s3.get_object(Bucket=stage.bucket, Key="batches/reh-gone/done.json")
     # Another delivery of the same object is half way (its input claimed, no entry yet):
     # this one waits, its record back on the queue when that claim would expire.
     claimed = "incoming/reh-ingest/calls/claimed.wav"

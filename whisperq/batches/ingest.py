@@ -356,11 +356,13 @@ def ingest_object(
     config: IngestConfig,
     ref: ObjectRef,
     probe: Callable[[Path], float | None] | None = None,
+    events: Any = None,
 ) -> Outcome:
     """Make ``ref`` a job of its batch, once (see the module's docstring).
 
     ``probe`` reads a file's duration (the CLI passes PyAV's); without it, WAV headers are
     read (``batch_records.file_duration``) and other formats' durations are unknown.
+    ``events``: the EventBridge client for a batch that ingest finishes (else boto3's).
     Raises :class:`TryLater` while another ingest of the same content holds a fresh claim;
     other errors (throttling, network, access) escape, and the event is to be delivered
     again.
@@ -375,7 +377,7 @@ def ingest_object(
     with tempfile.TemporaryDirectory(prefix="whisperq-ingest-") as directory:
         fetched = fetch(s3, ref, Path(directory) / "object")
         if fetched is None:
-            return _gone(s3, config, ref, folder, path)
+            return _gone(s3, config, ref, folder, path, events)
         try:
             batch = config.batch_for(folder, fetched.last_modified)
         except InvalidKeyError as error:
@@ -539,7 +541,9 @@ def _queue(
     batch_records.write_entries(s3, config.bucket, batch, [entry], replaced=replaced, threads=1)
 
 
-def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str) -> Outcome:
+def _gone(
+    s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str, events: Any = None
+) -> Outcome:
     """The object was deleted before it could be read (its batch's day: the event's)."""
     try:
         batch = config.batch_for(folder, ref.event_time)
@@ -571,7 +575,7 @@ def _gone(s3: Any, config: IngestConfig, ref: ObjectRef, folder: str, path: str)
     # daily batch is closed by the schedule once its day is over).
     if config.open_until(ref.event_time) is None:
         try:
-            finished.finish_if_done(config, s3, batch)
+            finished.finish_if_done(config, s3, batch, events=events)
         except Exception as error:  # status and wait write done.json when they look
             reason += f" (whether the batch is finished was not checked: {type(error).__name__})"
     return Outcome(ref, "failed", batch, path, reason)
@@ -600,6 +604,7 @@ def handle_event(
     config: IngestConfig,
     body: str,
     probe: Callable[[Path], float | None] | None = None,
+    events: Any = None,
 ) -> Handled:
     """Ingest every object of one queued event (an SQS message body). One object's
     failure never stops the others; the event is done when all of them came to an end."""
@@ -611,7 +616,7 @@ def handle_event(
         return handled
     for ref in refs:
         try:
-            handled.outcomes.append(ingest_object(s3, sqs, config, ref, probe))
+            handled.outcomes.append(ingest_object(s3, sqs, config, ref, probe, events))
         except TryLater as error:
             handled.retry.append((ref, str(error)))
             handled.retry_after = max(handled.retry_after, error.retry_after)

@@ -105,7 +105,7 @@ class Consumer:
 
     def handle(self, message: dict[str, Any]) -> None:
         handled = ingesting.handle_event(
-            self.s3, self.sqs, self.config, message.get("Body", ""), self.probe
+            self.s3, self.sqs, self.config, message.get("Body", ""), self.probe, self.events
         )
         for outcome in handled.outcomes:
             self.counts[outcome.status] += 1
