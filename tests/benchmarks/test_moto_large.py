@@ -62,3 +62,140 @@ def test_lazy_attributes_equal_moto_s_own(name):
             built["ApproximateNumberOfMessagesNotVisible"],
         )
         assert "NoSuchAttribute" not in lazy and lazy.get("NoSuchAttribute") is None
+
+
+def run_requests(sqs) -> list:
+    """One sequence of SQS requests touching every patched path; returns every answer that
+    does not depend on chance (bodies, counts, error codes; not receipt handles)."""
+    answers: list = []
+
+    def counts(url):
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        return {k: v for k, v in attributes["Attributes"].items() if k.startswith("Approx")}
+
+    def receive(url, n, visibility=60):
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=n,
+            VisibilityTimeout=visibility,
+            AttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", [])
+        answers.append(
+            ("received", [(m["Body"], m["Attributes"]["ApproximateReceiveCount"]) for m in got])
+        )
+        return got
+
+    def error_code(call, **kwargs):
+        try:
+            call(**kwargs)
+        except sqs.exceptions.ClientError as error:
+            return error.response["Error"]["Code"]
+        return None
+
+    dead = sqs.create_queue(QueueName="dead")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": 2})
+    url = sqs.create_queue(QueueName="jobs", Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+    for n in range(20):
+        delay = {"DelaySeconds": 60} if n in (3, 9, 15) else {}
+        sqs.send_message(QueueUrl=url, MessageBody=f"job {n:02d}", **delay)
+    answers.append(("sent", counts(url)))
+
+    first = receive(url, 5)
+    answers.append(("five in flight", counts(url)))
+    for message in first[:2]:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    answers.append(
+        (
+            "deleted again",
+            error_code(sqs.delete_message, QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"]),
+        )
+    )
+    answers.append(
+        (
+            "unknown handle",
+            error_code(sqs.delete_message, QueueUrl=url, ReceiptHandle="not-a-handle"),
+        )
+    )
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=first[2]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    answers.append(("one back", counts(url)))
+    answers.append(
+        (
+            "visibility of a deleted job",
+            error_code(
+                sqs.change_message_visibility,
+                QueueUrl=url,
+                ReceiptHandle=first[1]["ReceiptHandle"],
+                VisibilityTimeout=0,
+            ),
+        )
+    )
+
+    second = receive(url, 10)
+    for message in second:  # all back: the next receive counts them twice
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    answers.append(("ten back", counts(url)))
+    receive(url, 10)  # those received twice go to the dead-letter queue instead
+    answers.append(("after redrive", counts(url), counts(dead)))
+    dead_letters = receive(dead, 10)
+    entries = [
+        {"Id": "old", "ReceiptHandle": second[0]["ReceiptHandle"]},
+        {"Id": "bad", "ReceiptHandle": "nope"},
+    ]
+    entries += [
+        {"Id": f"d{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(dead_letters[:3])
+    ]
+    batch = sqs.delete_message_batch(QueueUrl=dead, Entries=entries)
+    answers.append(
+        (
+            "batch delete",
+            sorted(e["Id"] for e in batch.get("Successful", [])),
+            sorted((e["Id"], e["Code"]) for e in batch.get("Failed", [])),
+        )
+    )
+    answers.append(("dead after delete", counts(dead)))
+
+    sqs.purge_queue(QueueUrl=url)
+    answers.append(("purged", counts(url)))
+    answers.append(
+        (
+            "handle from before the purge",
+            error_code(sqs.delete_message, QueueUrl=url, ReceiptHandle=first[3]["ReceiptHandle"]),
+        )
+    )
+    sqs.send_message(QueueUrl=url, MessageBody="after purge")
+    last = receive(url, 10)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=last[0]["ReceiptHandle"])
+    answers.append(("empty again", counts(url)))
+    receive(url, 10)
+    return answers
+
+
+def test_the_patched_queue_answers_a_sequence_of_requests_as_moto_does(monkeypatch):
+    moto_large = load_file_module(SCRIPT, "moto_large")
+    with mock_aws():
+        stock = run_requests(boto3.client("sqs", region_name="us-east-1"))
+    for owner, name, replacement in moto_large.patches():
+        monkeypatch.setattr(owner, name, replacement)
+    with mock_aws():
+        patched = run_requests(boto3.client("sqs", region_name="us-east-1"))
+    assert patched == stock
+    # the sequence reached each path: counts with jobs in flight and delayed, a job
+    # dead-lettered and deleted there by its old handle, unknown handles refused
+    assert stock[2] == (
+        "five in flight",
+        {
+            "ApproximateNumberOfMessages": "12",
+            "ApproximateNumberOfMessagesDelayed": "3",
+            "ApproximateNumberOfMessagesNotVisible": "5",
+        },
+    )
+    assert ("received", [("job 02", "3")]) in stock
+    assert ("batch delete", ["d0", "old"], [("bad", "ReceiptHandleIsInvalid")]) in stock
+    assert ("handle from before the purge", "ReceiptHandleIsInvalid") in stock
